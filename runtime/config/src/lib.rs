@@ -1,0 +1,64 @@
+//! The slot configuration of a VSS cluster.
+//!
+//! One set of serde + schemars types serves every entry point: the runtime's
+//! YAML file and (later) the `VssCluster` CRD's `spec.slots`. Raw input
+//! ([`SlotsConfig`], [`SlotSpec`]) is checked once by [`SlotsConfig::validate`]
+//! into a [`ValidConfig`], so the rest of the code never re-checks. Every
+//! error names the slot id and the field.
+//!
+//! Field names are camelCase (`bucketSize`); the seed's snake_case spellings
+//! (`bucket_size`) are accepted too.
+
+mod spec;
+mod valid;
+
+pub use spec::{ConfigValue, CustomSpec, SlotSpec, SlotsConfig};
+pub use valid::{
+    CustomSlot, FieldError, LeakyBucket, Period, SlotDef, SlotId, SlotKind, TokenBucket,
+    ValidConfig, MAX_SLOTS,
+};
+
+use std::path::{Path, PathBuf};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_norway::Error,
+    },
+    #[error("invalid slot configuration:\n{}", list(.0))]
+    Invalid(Vec<FieldError>),
+}
+
+fn list(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads and validates a YAML config file. Relative custom module paths are
+/// resolved against the file's folder.
+pub fn load_file(path: &Path) -> Result<ValidConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let raw = SlotsConfig::from_yaml(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    raw.validate_with_base(base)
+}
+
+#[cfg(test)]
+mod tests;

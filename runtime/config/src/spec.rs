@@ -1,0 +1,102 @@
+//! Raw configuration as users write it (YAML file, CRD spec).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The whole slot configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SlotsConfig {
+    /// At most 100 slots, ids 0-99, each id at most once.
+    #[serde(default)]
+    pub slots: Vec<SlotSpec>,
+}
+
+impl SlotsConfig {
+    pub fn from_yaml(text: &str) -> Result<Self, serde_norway::Error> {
+        serde_norway::from_str(text)
+    }
+}
+
+/// One slot: an id, a type and that type's fields.
+///
+/// Fields are flat (not nested per type) so the file stays short and the CRD
+/// schema stays structural; [`SlotsConfig::validate`] checks that each type
+/// gets exactly the fields it needs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SlotSpec {
+    /// Slot id, 0-99.
+    pub id: i64,
+    /// Slot type: `token-bucket`, `leaky-bucket` or `custom`.
+    #[serde(rename = "type")]
+    #[schemars(extend("enum" = ["token-bucket", "leaky-bucket", "custom"]))]
+    pub slot_type: String,
+    /// Limiters: the most tokens the bucket holds.
+    #[serde(alias = "bucket_size", skip_serializing_if = "Option::is_none")]
+    pub bucket_size: Option<u64>,
+    /// Limiters: refill (token bucket) or leak (leaky bucket) period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["second", "minute", "hour"]))]
+    pub period: Option<String>,
+    /// Limiters: tokens added (token bucket) or leaked (leaky bucket) per period. Default 1.
+    #[serde(alias = "refresh_rate", skip_serializing_if = "Option::is_none")]
+    pub refresh_rate: Option<u64>,
+    /// Token bucket: tokens asked for when a request does not say. Default 1.
+    #[serde(alias = "tokens_per_req", skip_serializing_if = "Option::is_none")]
+    pub tokens_per_req: Option<u64>,
+    /// Limiters: most distinct keys (per-caller buckets) kept. Default 10000.
+    #[serde(alias = "max_keys", skip_serializing_if = "Option::is_none")]
+    pub max_keys: Option<u64>,
+    /// Custom slot type: the module and its configuration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomSpec>,
+}
+
+/// A user-compiled slot type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomSpec {
+    /// Path of the `.wasm` component; relative paths are resolved against the
+    /// config file's folder.
+    pub module: String,
+    /// Passed to the module's `init` as name/value pairs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, ConfigValue>,
+}
+
+/// A scalar config value (string, number or boolean), kept as text: modules
+/// parse their own fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ConfigValue(pub String);
+
+impl<'de> Deserialize<'de> for ConfigValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Scalar;
+        impl serde::de::Visitor<'_> for Scalar {
+            type Value = ConfigValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(v.to_string()))
+            }
+        }
+        d.deserialize_any(Scalar)
+    }
+}

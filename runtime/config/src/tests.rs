@@ -1,0 +1,144 @@
+use super::*;
+
+fn load(yaml: &str) -> Result<ValidConfig, ConfigError> {
+    SlotsConfig::from_yaml(yaml)
+        .expect("test YAML parses")
+        .validate()
+}
+
+fn errors(yaml: &str) -> String {
+    load(yaml).expect_err("config must be refused").to_string()
+}
+
+#[test]
+fn accepts_the_seed_example_in_both_spellings() {
+    let camel = load("slots:\n- {id: 0, type: token-bucket, bucketSize: 200, period: second, refreshRate: 100}\n")
+        .expect("valid");
+    let snake = load("slots:\n- {id: 0, type: token-bucket, bucket_size: 200, period: second, refresh_rate: 100}\n")
+        .expect("valid");
+    assert_eq!(camel, snake);
+    let slot = camel.slot(SlotId::new(0).expect("0 is a slot id")).expect("slot 0");
+    assert_eq!(
+        slot.kind,
+        SlotKind::TokenBucket(TokenBucket {
+            bucket_size: 200,
+            period: Period::Second,
+            refresh_rate: 100,
+            tokens_per_req: 1,
+            max_keys: DEFAULT_MAX_KEYS,
+        })
+    );
+}
+
+#[test]
+fn flattens_config_for_the_module() {
+    let cfg = load("slots:\n- {id: 1, type: leaky-bucket, bucketSize: 5, period: minute}\n").expect("valid");
+    let slot = cfg.slots().next().expect("one slot");
+    assert_eq!(
+        slot.kind.module_config(),
+        vec![
+            ("bucketSize".to_string(), "5".to_string()),
+            ("period".to_string(), "minute".to_string()),
+            ("refreshRate".to_string(), "1".to_string()),
+            ("maxKeys".to_string(), "10000".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn missing_bucket_size_names_slot_and_field() {
+    let e = errors("slots:\n- {id: 7, type: token-bucket, period: second}\n");
+    assert!(e.contains("slot 7: field `bucketSize`: is required"), "{e}");
+}
+
+#[test]
+fn zero_or_unknown_period_is_refused() {
+    let e = errors("slots:\n- {id: 3, type: token-bucket, bucketSize: 1, period: 0}\n");
+    assert!(e.contains("slot 3: field `period`: must be second, minute or hour, got `0`"), "{e}");
+    let e = errors("slots:\n- {id: 3, type: leaky-bucket, bucketSize: 1, period: fortnight}\n");
+    assert!(e.contains("got `fortnight`"), "{e}");
+}
+
+#[test]
+fn zero_counts_are_refused() {
+    let e = errors("slots:\n- {id: 2, type: token-bucket, bucketSize: 0, period: second, refreshRate: 0}\n");
+    assert!(e.contains("slot 2: field `bucketSize`: must be between 1 and"), "{e}");
+    assert!(e.contains("slot 2: field `refreshRate`: must be between 1 and"), "{e}");
+}
+
+#[test]
+fn unknown_type_is_refused() {
+    let e = errors("slots:\n- {id: 4, type: token-buket}\n");
+    assert!(e.contains("slot 4: field `type`: unknown slot type `token-buket`"), "{e}");
+}
+
+#[test]
+fn duplicate_ids_are_refused() {
+    let e = errors(
+        "slots:\n- {id: 5, type: token-bucket, bucketSize: 1, period: second}\n- {id: 5, type: leaky-bucket, bucketSize: 1, period: second}\n",
+    );
+    assert!(e.contains("slot 5: field `id`: is used by more than one slot"), "{e}");
+}
+
+#[test]
+fn ids_outside_0_to_99_are_refused() {
+    let e = errors("slots:\n- {id: 100, type: token-bucket, bucketSize: 1, period: second}\n- {id: -1, type: token-bucket, bucketSize: 1, period: second}\n");
+    assert!(e.contains("slot 100: field `id`: must be between 0 and 99"), "{e}");
+    assert!(e.contains("slot -1: field `id`"), "{e}");
+}
+
+#[test]
+fn more_than_100_slots_are_refused() {
+    let mut yaml = String::from("slots:\n");
+    for i in 0..101 {
+        yaml.push_str(&format!("- {{id: {}, type: token-bucket, bucketSize: 1, period: second}}\n", i % 100));
+    }
+    let e = errors(&yaml);
+    assert!(e.contains("field `slots`: 101 slots configured, at most 100 allowed"), "{e}");
+}
+
+#[test]
+fn fields_of_another_type_are_refused() {
+    let e = errors("slots:\n- {id: 6, type: leaky-bucket, bucketSize: 1, period: second, tokensPerReq: 3}\n");
+    assert!(e.contains("slot 6: field `tokensPerReq`: does not apply to type leaky-bucket"), "{e}");
+}
+
+#[test]
+fn unknown_fields_are_refused_by_the_parser() {
+    let e = SlotsConfig::from_yaml("slots:\n- {id: 0, type: token-bucket, bucketsize: 1, period: second}\n")
+        .expect_err("typo must not be ignored")
+        .to_string();
+    assert!(e.contains("unknown field `bucketsize`"), "{e}");
+}
+
+#[test]
+fn custom_slots_need_a_module_and_take_scalar_config() {
+    let e = errors("slots:\n- {id: 9, type: custom}\n");
+    assert!(e.contains("slot 9: field `custom`: is required for type custom"), "{e}");
+    let cfg = SlotsConfig::from_yaml(
+        "slots:\n- id: 9\n  type: custom\n  custom:\n    module: mods/fw.wasm\n    config: {limit: 10, window: second, strict: true}\n",
+    )
+    .expect("parses")
+    .validate_with_base(Path::new("/etc/vss"))
+    .expect("valid");
+    let SlotKind::Custom(c) = &cfg.slots().next().expect("one slot").kind else {
+        panic!("custom slot expected");
+    };
+    assert_eq!(c.module, Path::new("/etc/vss/mods/fw.wasm"));
+    assert_eq!(c.config.get("limit").map(String::as_str), Some("10"));
+    assert_eq!(c.config.get("strict").map(String::as_str), Some("true"));
+}
+
+#[test]
+fn reports_every_problem_at_once() {
+    let e = errors("slots:\n- {id: 1, type: token-bucket}\n- {id: 2, type: nope}\n");
+    assert!(e.contains("slot 1: field `bucketSize`"), "{e}");
+    assert!(e.contains("slot 1: field `period`"), "{e}");
+    assert!(e.contains("slot 2: field `type`"), "{e}");
+}
+
+#[test]
+fn unreadable_file_names_its_path() {
+    let e = load_file(Path::new("/nonexistent/vss.yaml")).expect_err("no such file").to_string();
+    assert!(e.contains("/nonexistent/vss.yaml"), "{e}");
+}

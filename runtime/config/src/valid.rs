@@ -1,0 +1,359 @@
+//! Checked configuration: what the runtime actually runs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::spec::{SlotSpec, SlotsConfig};
+use crate::ConfigError;
+
+/// A cluster has exactly this many slots, ids `0..MAX_SLOTS`.
+pub const MAX_SLOTS: usize = 100;
+/// Default bound on distinct keys per limiter slot.
+pub const DEFAULT_MAX_KEYS: u64 = 10_000;
+/// Upper bound on `maxKeys`: keys live in the slot's Wasm memory.
+pub const MAX_MAX_KEYS: u64 = 1_000_000;
+
+/// A slot id known to be in `0..100`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SlotId(u8);
+
+impl SlotId {
+    /// Checks a wire or file value.
+    pub fn new(id: impl TryInto<u8>) -> Option<Self> {
+        let id: u8 = id.try_into().ok()?;
+        (usize::from(id) < MAX_SLOTS).then_some(Self(id))
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl fmt::Display for SlotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Refill / leak period of a limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Second,
+    Minute,
+    Hour,
+}
+
+impl Period {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "second" => Some(Self::Second),
+            "minute" => Some(Self::Minute),
+            "hour" => Some(Self::Hour),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Second => "second",
+            Self::Minute => "minute",
+            Self::Hour => "hour",
+        }
+    }
+
+    pub fn millis(self) -> u64 {
+        match self {
+            Self::Second => 1_000,
+            Self::Minute => 60_000,
+            Self::Hour => 3_600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenBucket {
+    pub bucket_size: u64,
+    pub period: Period,
+    pub refresh_rate: u64,
+    pub tokens_per_req: u32,
+    pub max_keys: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeakyBucket {
+    pub bucket_size: u64,
+    pub period: Period,
+    pub refresh_rate: u64,
+    pub max_keys: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomSlot {
+    /// Resolved path of the `.wasm` component.
+    pub module: PathBuf,
+    pub config: BTreeMap<String, String>,
+}
+
+/// A slot's type with its checked fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotKind {
+    TokenBucket(TokenBucket),
+    LeakyBucket(LeakyBucket),
+    Custom(CustomSlot),
+}
+
+impl SlotKind {
+    /// The `type` name as written in config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::TokenBucket(_) => "token-bucket",
+            Self::LeakyBucket(_) => "leaky-bucket",
+            Self::Custom(_) => "custom",
+        }
+    }
+
+    /// The flat name/value pairs passed to the slot module's `init`.
+    pub fn module_config(&self) -> Vec<(String, String)> {
+        let pair = |k: &str, v: String| (k.to_string(), v);
+        match self {
+            Self::TokenBucket(t) => vec![
+                pair("bucketSize", t.bucket_size.to_string()),
+                pair("period", t.period.as_str().to_string()),
+                pair("refreshRate", t.refresh_rate.to_string()),
+                pair("tokensPerReq", t.tokens_per_req.to_string()),
+                pair("maxKeys", t.max_keys.to_string()),
+            ],
+            Self::LeakyBucket(l) => vec![
+                pair("bucketSize", l.bucket_size.to_string()),
+                pair("period", l.period.as_str().to_string()),
+                pair("refreshRate", l.refresh_rate.to_string()),
+                pair("maxKeys", l.max_keys.to_string()),
+            ],
+            Self::Custom(c) => c.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotDef {
+    pub id: SlotId,
+    pub kind: SlotKind,
+}
+
+/// A configuration that passed every check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValidConfig {
+    slots: BTreeMap<SlotId, SlotDef>,
+}
+
+impl ValidConfig {
+    pub fn slots(&self) -> impl Iterator<Item = &SlotDef> {
+        self.slots.values()
+    }
+
+    pub fn slot(&self, id: SlotId) -> Option<&SlotDef> {
+        self.slots.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
+/// One problem in a config, naming the slot (when there is one) and field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The slot's id as written (may itself be out of range).
+    pub slot: Option<i64>,
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.slot {
+            Some(id) => write!(f, "slot {id}: field `{}`: {}", self.field, self.reason),
+            None => write!(f, "field `{}`: {}", self.field, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+struct Checker<'a> {
+    spec: &'a SlotSpec,
+    errors: &'a mut Vec<FieldError>,
+}
+
+impl Checker<'_> {
+    fn fail(&mut self, field: &str, reason: impl Into<String>) {
+        self.errors.push(FieldError {
+            slot: Some(self.spec.id),
+            field: field.to_string(),
+            reason: reason.into(),
+        });
+    }
+
+    fn required(&mut self, field: &str, value: Option<u64>, min: u64, max: u64) -> u64 {
+        match value {
+            None => {
+                let ty = self.spec.slot_type.clone();
+                self.fail(field, format!("is required for type {ty}"));
+                min
+            }
+            Some(v) => self.ranged(field, v, min, max),
+        }
+    }
+
+    fn optional(&mut self, field: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> u64 {
+        value.map_or(default, |v| self.ranged(field, v, min, max))
+    }
+
+    fn ranged(&mut self, field: &str, v: u64, min: u64, max: u64) -> u64 {
+        if v < min || v > max {
+            self.fail(field, format!("must be between {min} and {max}, got {v}"));
+        }
+        v
+    }
+
+    fn period(&mut self) -> Period {
+        match self.spec.period.as_deref() {
+            None => {
+                let ty = self.spec.slot_type.clone();
+                self.fail("period", format!("is required for type {ty} (second, minute or hour)"));
+                Period::Second
+            }
+            Some(p) => Period::parse(p).unwrap_or_else(|| {
+                self.fail("period", format!("must be second, minute or hour, got `{p}`"));
+                Period::Second
+            }),
+        }
+    }
+
+    fn not_for_type(&mut self, field: &str, present: bool) {
+        if present {
+            let ty = self.spec.slot_type.clone();
+            self.fail(field, format!("does not apply to type {ty}"));
+        }
+    }
+}
+
+/// JSON numbers in Kubernetes are 64-bit signed; keep limits within them.
+const MAX_COUNT: u64 = i64::MAX as u64;
+
+impl SlotsConfig {
+    /// Validates, resolving relative custom module paths against the
+    /// current directory.
+    pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
+        self.validate_with_base(Path::new("."))
+    }
+
+    /// Validates, resolving relative custom module paths against `base`.
+    pub fn validate_with_base(&self, base: &Path) -> Result<ValidConfig, ConfigError> {
+        let mut errors = Vec::new();
+        if self.slots.len() > MAX_SLOTS {
+            errors.push(FieldError {
+                slot: None,
+                field: "slots".into(),
+                reason: format!("{} slots configured, at most {MAX_SLOTS} allowed", self.slots.len()),
+            });
+        }
+        let mut slots = BTreeMap::new();
+        for spec in &self.slots {
+            let before = errors.len();
+            let id = SlotId::new(spec.id);
+            if id.is_none() {
+                errors.push(FieldError {
+                    slot: Some(spec.id),
+                    field: "id".into(),
+                    reason: format!("must be between 0 and {}", MAX_SLOTS - 1),
+                });
+            }
+            let kind = check_slot(spec, base, &mut errors);
+            let Some(id) = id else { continue };
+            if slots.contains_key(&id) {
+                errors.push(FieldError {
+                    slot: Some(spec.id),
+                    field: "id".into(),
+                    reason: "is used by more than one slot (ids must be unique)".into(),
+                });
+                continue;
+            }
+            if let (Some(kind), true) = (kind, errors.len() == before) {
+                slots.insert(id, SlotDef { id, kind });
+            }
+        }
+        if errors.is_empty() {
+            Ok(ValidConfig { slots })
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
+    }
+}
+
+fn check_slot(spec: &SlotSpec, base: &Path, errors: &mut Vec<FieldError>) -> Option<SlotKind> {
+    let mut c = Checker { spec, errors };
+    let limiter_fields_absent = |c: &mut Checker| {
+        c.not_for_type("bucketSize", spec.bucket_size.is_some());
+        c.not_for_type("period", spec.period.is_some());
+        c.not_for_type("refreshRate", spec.refresh_rate.is_some());
+        c.not_for_type("tokensPerReq", spec.tokens_per_req.is_some());
+        c.not_for_type("maxKeys", spec.max_keys.is_some());
+    };
+    match spec.slot_type.as_str() {
+        "token-bucket" => {
+            c.not_for_type("custom", spec.custom.is_some());
+            Some(SlotKind::TokenBucket(TokenBucket {
+                bucket_size: c.required("bucketSize", spec.bucket_size, 1, MAX_COUNT),
+                period: c.period(),
+                refresh_rate: c.optional("refreshRate", spec.refresh_rate, 1, 1, MAX_COUNT),
+                tokens_per_req: c.optional("tokensPerReq", spec.tokens_per_req, 1, 1, u32::MAX.into())
+                    as u32,
+                max_keys: c.optional("maxKeys", spec.max_keys, DEFAULT_MAX_KEYS, 1, MAX_MAX_KEYS),
+            }))
+        }
+        "leaky-bucket" => {
+            c.not_for_type("custom", spec.custom.is_some());
+            c.not_for_type("tokensPerReq", spec.tokens_per_req.is_some());
+            Some(SlotKind::LeakyBucket(LeakyBucket {
+                bucket_size: c.required("bucketSize", spec.bucket_size, 1, MAX_COUNT),
+                period: c.period(),
+                refresh_rate: c.optional("refreshRate", spec.refresh_rate, 1, 1, MAX_COUNT),
+                max_keys: c.optional("maxKeys", spec.max_keys, DEFAULT_MAX_KEYS, 1, MAX_MAX_KEYS),
+            }))
+        }
+        "custom" => {
+            limiter_fields_absent(&mut c);
+            let Some(custom) = &spec.custom else {
+                c.fail("custom", "is required for type custom ({module: <path to .wasm>, config: {...}})");
+                return None;
+            };
+            if custom.module.trim().is_empty() {
+                c.fail("custom.module", "must name a .wasm file");
+            }
+            if let Some(k) = custom.config.keys().find(|k| k.is_empty()) {
+                c.fail("custom.config", format!("has an empty field name `{k}`"));
+            }
+            Some(SlotKind::Custom(CustomSlot {
+                module: base.join(&custom.module),
+                config: custom.config.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+            }))
+        }
+        other => {
+            c.fail(
+                "type",
+                format!("unknown slot type `{other}` (known: token-bucket, leaky-bucket, custom)"),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Request errors and their one mapping to gRPC status codes.
+
+use tonic::{Code, Status};
+use vss_slot_host::{CallError, SlotError};
+
+/// Why a client request failed. Messages name the field and the limit.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("slot {0} is out of range: slot ids are 0-99")]
+    SlotOutOfRange(u32),
+    #[error("slot {0} is not configured")]
+    SlotNotConfigured(u8),
+    #[error("`{field}` is {len} bytes, at most {max} allowed")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("slot {slot}: {source}")]
+    Call { slot: u8, source: CallError },
+}
+
+impl RequestError {
+    pub fn code(&self) -> Code {
+        match self {
+            Self::SlotOutOfRange(_) | Self::TooLong { .. } => Code::InvalidArgument,
+            Self::SlotNotConfigured(_) => Code::NotFound,
+            Self::Call { source, .. } => match source {
+                CallError::Slot(SlotError::InvalidArgument(_)) => Code::InvalidArgument,
+                CallError::Slot(SlotError::Unsupported(_)) => Code::FailedPrecondition,
+                CallError::Slot(SlotError::ResourceExhausted(_)) => Code::ResourceExhausted,
+                CallError::Slot(SlotError::Internal(_)) => Code::Internal,
+                CallError::Timeout(_) | CallError::Trap(_) => Code::Internal,
+                CallError::MemoryLimit(_) => Code::ResourceExhausted,
+                CallError::Unavailable(_) => Code::Unavailable,
+            },
+        }
+    }
+
+    /// Short name of the code, for metrics labels.
+    pub fn code_name(&self) -> &'static str {
+        match self.code() {
+            Code::InvalidArgument => "invalid_argument",
+            Code::NotFound => "not_found",
+            Code::FailedPrecondition => "failed_precondition",
+            Code::ResourceExhausted => "resource_exhausted",
+            Code::Unavailable => "unavailable",
+            _ => "internal",
+        }
+    }
+}
+
+impl From<RequestError> for Status {
+    fn from(e: RequestError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}

@@ -1,0 +1,128 @@
+//! Prometheus metrics of the runtime, exposed on `/metrics`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub slot: u32,
+    pub verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub slot: u32,
+    pub verb: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    pub verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    pub slot_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SlotLabels {
+    pub slot: u32,
+}
+
+/// Series of one slot.
+#[derive(Debug, Clone)]
+pub struct SlotMetrics {
+    pub acquire_calls: Counter,
+    pub custom_calls: Counter,
+    pub wasm_seconds: Histogram,
+    pub restarts: Counter,
+}
+
+/// Every metric the runtime records, registered once.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub calls: Family<CallLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub request_seconds: Family<VerbLabels, Histogram>,
+    pub wasm_call_seconds: Family<TypeLabels, Histogram>,
+    pub restarts: Family<SlotLabels, Counter>,
+    registry: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let calls = Family::default();
+        let errors = Family::default();
+        // 1 µs .. ~1 s for whole requests, 100 ns .. ~100 ms for Wasm calls.
+        let request_seconds =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(1e-6, 2.0, 21)));
+        let wasm_call_seconds =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(1e-7, 2.0, 21)));
+        let restarts = Family::default();
+        let mut registry = Registry::with_prefix("vss");
+        registry.register("slot_calls", "Calls per slot and verb", calls.clone());
+        registry.register(
+            "slot_errors",
+            "Failed calls per slot, verb and gRPC code",
+            errors.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to serve a client request, by verb",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "wasm_call_duration_seconds",
+            "Time spent inside slot modules per call, by slot type",
+            wasm_call_seconds.clone(),
+        );
+        registry.register(
+            "slot_restarts",
+            "Slot instances rebuilt after a trap, timeout or memory overrun",
+            restarts.clone(),
+        );
+        Self {
+            calls,
+            errors,
+            request_seconds,
+            wasm_call_seconds,
+            restarts,
+            registry: Arc::new(registry),
+        }
+    }
+
+    /// Handles to one slot's series, resolved once at load so the request
+    /// path does no label lookups.
+    pub fn for_slot(&self, slot: u8, slot_type: &str) -> SlotMetrics {
+        let slot = u32::from(slot);
+        SlotMetrics {
+            acquire_calls: self.calls.get_or_create(&CallLabels { slot, verb: "acquire" }).clone(),
+            custom_calls: self.calls.get_or_create(&CallLabels { slot, verb: "call" }).clone(),
+            wasm_seconds: self
+                .wasm_call_seconds
+                .get_or_create(&TypeLabels { slot_type: slot_type.to_string() })
+                .clone(),
+            restarts: self.restarts.get_or_create(&SlotLabels { slot }).clone(),
+        }
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

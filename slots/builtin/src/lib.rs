@@ -1,0 +1,28 @@
+//! The built-in VSS slot types as Wasm component bytes, compiled from
+//! `slots/` by this crate's build script and embedded in the binary.
+//!
+//! This crate knows nothing about running them; `vss-slot-host` does.
+
+/// The `token-bucket` slot type.
+pub const TOKEN_BUCKET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_token_bucket.wasm"));
+/// The `leaky-bucket` slot type.
+pub const LEAKY_BUCKET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_leaky_bucket.wasm"));
+
+/// The component of a built-in slot type, by its config `type` name.
+pub fn by_type(type_name: &str) -> Option<&'static [u8]> {
+    match type_name {
+        "token-bucket" => Some(TOKEN_BUCKET),
+        "leaky-bucket" => Some(LEAKY_BUCKET),
+        _ => None,
+    }
+}
+
+/// Modules for tests and examples, not slot types users configure by name.
+#[cfg(feature = "test-modules")]
+pub mod testing {
+    /// `slots/examples/fixed-window`: the example custom slot type.
+    pub const FIXED_WINDOW: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_fixed_window.wasm"));
+    /// `slots/testing/misbehave`: traps, loops or allocates without end on request.
+    pub const MISBEHAVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_misbehave.wasm"));
+}
