@@ -1,1 +1,229 @@
+//! `vss-client`: a typed async client for VSS.
+//!
+//! A [`Client`] is given every instance of a cluster. Calls go to the first
+//! instance that answers; an instance that is down or times out is skipped
+//! at once and the next one is tried. Errors the server gives for the
+//! request itself (bad slot, wrong type, ...) are returned as they are,
+//! since another instance would give the same answer.
 
+use std::time::Duration;
+
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+use vss_proto::v1::vss_client::VssClient;
+use vss_proto::v1::{AcquireRequest, CallRequest, StatusRequest};
+
+pub use vss_proto::v1::{SlotStatus, StatusReply};
+
+/// Default time a single call may take on one instance.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("no endpoints given")]
+    NoEndpoints,
+    #[error("invalid endpoint `{endpoint}`: {reason}")]
+    InvalidEndpoint { endpoint: String, reason: String },
+    /// The server refused the request; retrying elsewhere would not help.
+    #[error("{message}")]
+    Server {
+        endpoint: String,
+        code: Code,
+        message: String,
+    },
+    /// No instance could be reached.
+    #[error("no VSS instance reachable: {}", .0.join("; "))]
+    Unreachable(Vec<String>),
+}
+
+impl ClientError {
+    /// The gRPC code of a server refusal.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Self::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// What an acquire got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// Tokens granted; 0 when refused.
+    pub granted: u32,
+    /// Tokens left right after this call.
+    pub remaining: u64,
+    /// Milliseconds until the next refill, or until there is room.
+    pub reset_ms: u64,
+}
+
+/// Options of an acquire.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acquire {
+    /// Per-caller bucket; None: the slot's single bucket.
+    pub key: Option<String>,
+    /// Tokens asked for; None: the slot's `tokensPerReq`.
+    pub tokens: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+struct Instance {
+    endpoint: String,
+    grpc: VssClient<Channel>,
+}
+
+/// A client of one VSS cluster.
+#[derive(Debug, Clone)]
+pub struct Client {
+    instances: Vec<Instance>,
+}
+
+/// Accepts `host:port` or a full `http://host:port` URI.
+fn uri_of(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+impl Client {
+    /// A client of the instances at `endpoints`. Connections are made on
+    /// first use, so this succeeds even if some instances are down.
+    pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<Self, ClientError> {
+        Self::with_timeout(endpoints, DEFAULT_CALL_TIMEOUT)
+    }
+
+    /// Like [`Client::new`] with a per-call timeout.
+    pub fn with_timeout<S: AsRef<str>>(endpoints: &[S], timeout: Duration) -> Result<Self, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        let instances = endpoints
+            .iter()
+            .map(|e| {
+                let endpoint = e.as_ref().trim().to_string();
+                let channel = Endpoint::from_shared(uri_of(&endpoint))
+                    .map_err(|err| ClientError::InvalidEndpoint {
+                        endpoint: endpoint.clone(),
+                        reason: err.to_string(),
+                    })?
+                    .connect_timeout(timeout)
+                    .timeout(timeout)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                Ok(Instance { endpoint, grpc: VssClient::new(channel) })
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok(Self { instances })
+    }
+
+    /// Runs `call` on each instance in turn until one answers.
+    async fn first_answer<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(VssClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut failures = Vec::new();
+        for instance in &self.instances {
+            match call(instance.grpc.clone()).await {
+                Ok(reply) => return Ok(reply.into_inner()),
+                Err(status) if is_instance_failure(status.code()) => {
+                    tracing::debug!(endpoint = %instance.endpoint, error = %status.message(), "instance failed; trying the next");
+                    failures.push(format!("{}: {}", instance.endpoint, status.message()));
+                }
+                Err(status) => {
+                    return Err(ClientError::Server {
+                        endpoint: instance.endpoint.clone(),
+                        code: status.code(),
+                        message: status.message().to_string(),
+                    });
+                }
+            }
+        }
+        Err(ClientError::Unreachable(failures))
+    }
+
+    /// Takes tokens from a limiter slot.
+    pub async fn acquire(&self, slot: u32, opts: Acquire) -> Result<Grant, ClientError> {
+        let req = AcquireRequest {
+            slot,
+            key: opts.key.unwrap_or_default(),
+            tokens: opts.tokens,
+        };
+        let reply = self
+            .first_answer(|mut c| {
+                let req = req.clone();
+                async move { c.acquire(req).await }
+            })
+            .await?;
+        Ok(Grant {
+            granted: reply.granted,
+            remaining: reply.remaining,
+            reset_ms: reply.reset_ms,
+        })
+    }
+
+    /// Calls an operation of a custom slot type.
+    pub async fn call(&self, slot: u32, op: &str, payload: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let req = CallRequest { slot, op: op.to_string(), payload };
+        let reply = self
+            .first_answer(|mut c| {
+                let req = req.clone();
+                async move { c.call(req).await }
+            })
+            .await?;
+        Ok(reply.payload)
+    }
+
+    /// The status of every instance, in the order given.
+    pub async fn status(&self) -> Vec<(String, Result<StatusReply, ClientError>)> {
+        let mut out = Vec::with_capacity(self.instances.len());
+        for instance in &self.instances {
+            let result = instance
+                .grpc
+                .clone()
+                .status(StatusRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| ClientError::Server {
+                    endpoint: instance.endpoint.clone(),
+                    code: s.code(),
+                    message: s.message().to_string(),
+                });
+            out.push((instance.endpoint.clone(), result));
+        }
+        out
+    }
+}
+
+/// Codes that say "this instance cannot answer now", not "this request is wrong".
+fn is_instance_failure(code: Code) -> bool {
+    matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_without_scheme_get_http() {
+        assert_eq!(uri_of("127.0.0.1:7700"), "http://127.0.0.1:7700");
+        assert_eq!(uri_of("http://a:1"), "http://a:1");
+    }
+
+    #[test]
+    fn an_empty_endpoint_list_is_refused() {
+        let none: [&str; 0] = [];
+        assert!(matches!(Client::new(&none), Err(ClientError::NoEndpoints)));
+    }
+
+    #[test]
+    fn request_errors_are_not_retried_elsewhere() {
+        assert!(is_instance_failure(Code::Unavailable));
+        assert!(!is_instance_failure(Code::InvalidArgument));
+        assert!(!is_instance_failure(Code::NotFound));
+        assert!(!is_instance_failure(Code::FailedPrecondition));
+    }
+}

@@ -1,1 +1,184 @@
+//! The VSS runtime: one instance of a VSS cluster.
+//!
+//! It loads a slot configuration, runs every configured slot as a Wasm
+//! instance ([`slots::SlotTable`]), serves the client gRPC API
+//! ([`grpc::VssService`], with server reflection) and an HTTP side port for
+//! probes and Prometheus ([`http`]).
+//!
+//! [`Runtime::bind`] binds both ports (port 0 works, for tests) and loads the
+//! slots; [`Runtime::serve`] runs until the given shutdown future completes,
+//! then stops accepting, drains in-flight requests and returns.
 
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod signal;
+pub mod slots;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use vss_config::ValidConfig;
+use vss_proto::v1::vss_server::VssServer;
+use vss_slot_host::{HostLimits, SlotEngine};
+
+use crate::metrics::Metrics;
+use crate::slots::{SlotLoadError, SlotTable};
+
+pub use vss_slot_host::HostLimits as WasmLimits;
+
+/// Where and how an instance runs.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// This instance's id (shown in status).
+    pub instance_id: String,
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// HTTP address for probes and metrics; None disables the port.
+    pub http_listen: Option<SocketAddr>,
+    /// Per-call deadline and memory cap of slot modules.
+    pub wasm_limits: HostLimits,
+}
+
+/// Why the runtime could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the Wasm engine: {0}")]
+    Engine(String),
+    #[error(transparent)]
+    Slots(#[from] SlotLoadError),
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+    #[error("server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A bound, loaded runtime instance, ready to serve.
+#[derive(Debug)]
+pub struct Runtime {
+    options: RuntimeOptions,
+    grpc: TcpListener,
+    http: Option<TcpListener>,
+    slots: Arc<SlotTable>,
+    metrics: Metrics,
+    // Keeps the epoch ticker alive as long as the runtime.
+    _engine: SlotEngine,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, RuntimeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RuntimeError::Bind { addr, source })
+}
+
+impl Runtime {
+    /// Binds the ports and loads every slot of `config`.
+    pub async fn bind(options: RuntimeOptions, config: &ValidConfig) -> Result<Self, RuntimeError> {
+        let engine = SlotEngine::new(options.wasm_limits).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let metrics = Metrics::new();
+        let slots = {
+            let (engine, config, metrics) = (engine.clone(), config.clone(), metrics.clone());
+            // Compiling modules is CPU-bound work; keep it off the reactor.
+            tokio::task::spawn_blocking(move || SlotTable::load(&engine, &config, metrics)).await??
+        };
+        let grpc = bind(options.listen).await?;
+        let http = match options.http_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Self {
+            options,
+            grpc,
+            http,
+            slots: Arc::new(slots),
+            metrics,
+            _engine: engine,
+        })
+    }
+
+    /// The bound gRPC address (the real port when bound to port 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or(self.options.listen)
+    }
+
+    /// The bound HTTP address, if the port is enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, then drains and returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RuntimeError> {
+        let stop = CancellationToken::new();
+        let ready = Arc::new(AtomicBool::new(false));
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(vss_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| RuntimeError::Reflection(e.to_string()))?;
+        let service = grpc::VssService::new(
+            self.slots.clone(),
+            self.metrics.clone(),
+            self.options.instance_id.clone(),
+        );
+        let grpc_addr = self.grpc_addr();
+        let http_addr = self.http_addr();
+
+        let mut tasks: JoinSet<Result<(), RuntimeError>> = JoinSet::new();
+        let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+        let grpc_server = Server::builder()
+            .add_service(reflection)
+            .add_service(VssServer::new(service))
+            .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+        tasks.spawn(async move { grpc_server.await.map_err(RuntimeError::from) });
+        if let Some(listener) = self.http {
+            let app = http::router(self.metrics.clone(), ready.clone());
+            let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+            tasks.spawn(async move { server.await.map_err(RuntimeError::Http) });
+        }
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!(
+            instance = %self.options.instance_id,
+            grpc = %grpc_addr,
+            http = ?http_addr,
+            "serving"
+        );
+
+        let early = tokio::select! {
+            () = shutdown => None,
+            done = tasks.join_next() => done,
+        };
+        ready.store(false, Ordering::Relaxed);
+        stop.cancel();
+        tracing::info!("draining");
+        let mut result = match early {
+            Some(Ok(Ok(()))) | None => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(e)) => Err(RuntimeError::Task(e)),
+        };
+        while let Some(done) = tasks.join_next().await {
+            let outcome = done.map_err(RuntimeError::Task).and_then(|r| r);
+            if let (Ok(()), Err(e)) = (&result, outcome) {
+                result = Err(e);
+            }
+        }
+        tracing::info!("stopped");
+        result
+    }
+}

@@ -22,6 +22,12 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub verb: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerbLabels {
     pub verb: &'static str,
 }
@@ -34,6 +40,16 @@ pub struct TypeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SlotLabels {
     pub slot: u32,
+}
+
+/// 1 µs .. ~1 s, for whole requests.
+fn request_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-6, 2.0, 21))
+}
+
+/// 100 ns .. ~100 ms, for time inside Wasm.
+fn wasm_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-7, 2.0, 21))
 }
 
 /// Series of one slot.
@@ -53,6 +69,7 @@ pub struct Metrics {
     pub request_seconds: Family<VerbLabels, Histogram>,
     pub wasm_call_seconds: Family<TypeLabels, Histogram>,
     pub restarts: Family<SlotLabels, Counter>,
+    pub rejected: Family<RejectLabels, Counter>,
     registry: Arc<Registry>,
 }
 
@@ -66,12 +83,10 @@ impl Metrics {
     pub fn new() -> Self {
         let calls = Family::default();
         let errors = Family::default();
-        // 1 µs .. ~1 s for whole requests, 100 ns .. ~100 ms for Wasm calls.
-        let request_seconds =
-            Family::new_with_constructor(|| Histogram::new(exponential_buckets(1e-6, 2.0, 21)));
-        let wasm_call_seconds =
-            Family::new_with_constructor(|| Histogram::new(exponential_buckets(1e-7, 2.0, 21)));
+        let request_seconds = Family::<VerbLabels, Histogram>::new_with_constructor(request_histogram as fn() -> Histogram);
+        let wasm_call_seconds = Family::<TypeLabels, Histogram>::new_with_constructor(wasm_histogram as fn() -> Histogram);
         let restarts = Family::default();
+        let rejected = Family::default();
         let mut registry = Registry::with_prefix("vss");
         registry.register("slot_calls", "Calls per slot and verb", calls.clone());
         registry.register(
@@ -94,7 +109,13 @@ impl Metrics {
             "Slot instances rebuilt after a trap, timeout or memory overrun",
             restarts.clone(),
         );
+        registry.register(
+            "requests_rejected",
+            "Requests refused before reaching a slot, by verb and gRPC code",
+            rejected.clone(),
+        );
         Self {
+            rejected,
             calls,
             errors,
             request_seconds,
@@ -108,15 +129,28 @@ impl Metrics {
     /// path does no label lookups.
     pub fn for_slot(&self, slot: u8, slot_type: &str) -> SlotMetrics {
         let slot = u32::from(slot);
-        SlotMetrics {
-            acquire_calls: self.calls.get_or_create(&CallLabels { slot, verb: "acquire" }).clone(),
-            custom_calls: self.calls.get_or_create(&CallLabels { slot, verb: "call" }).clone(),
-            wasm_seconds: self
-                .wasm_call_seconds
-                .get_or_create(&TypeLabels { slot_type: slot_type.to_string() })
-                .clone(),
-            restarts: self.restarts.get_or_create(&SlotLabels { slot }).clone(),
-        }
+        // One statement per lookup: a lookup's read guard lives to the end
+        // of its statement, and a second lookup that inserts would deadlock.
+        let acquire_calls = self.calls.get_or_create(&CallLabels { slot, verb: "acquire" }).clone();
+        let custom_calls = self.calls.get_or_create(&CallLabels { slot, verb: "call" }).clone();
+        let wasm_seconds = self
+            .wasm_call_seconds
+            .get_or_create(&TypeLabels { slot_type: slot_type.to_string() })
+            .clone();
+        let restarts = self.restarts.get_or_create(&SlotLabels { slot }).clone();
+        SlotMetrics { acquire_calls, custom_calls, wasm_seconds, restarts }
+    }
+
+    pub fn record_error(&self, slot: u8, verb: &'static str, code: &'static str) {
+        self.errors
+            .get_or_create(&ErrorLabels { slot: u32::from(slot), verb, code })
+            .inc();
+    }
+
+    /// A request refused before it reached a slot (bad or unconfigured id).
+    /// Not labelled by slot: the requested number is unbounded input.
+    pub fn record_rejected(&self, verb: &'static str, code: &'static str) {
+        self.rejected.get_or_create(&RejectLabels { verb, code }).inc();
     }
 
     /// The OpenMetrics text exposition of every metric.

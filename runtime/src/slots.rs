@@ -1,0 +1,268 @@
+//! The slot table: one Wasm instance per configured slot.
+//!
+//! Each slot type is compiled once (built-ins from the embedded modules,
+//! custom types from their file, once per path) and every configured slot
+//! gets its own instance behind its own lock, so a slow or failing slot
+//! never holds up another.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use vss_config::{SlotId, SlotKind, ValidConfig};
+use vss_slot_host::{
+    Acquire, Acquired, CallError, Context, Custom, LoadError, Reply, Request, Response, SlotEngine,
+    SlotError, SlotInstance, SlotModule,
+};
+
+use crate::error::RequestError;
+use crate::metrics::{Metrics, SlotMetrics};
+
+/// Longest acquire key, in bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+/// Longest custom operation name, in bytes.
+pub const MAX_OP_BYTES: usize = 64;
+/// Largest custom payload, in bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// Why the slot table could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotLoadError {
+    #[error("slot {slot}: cannot read custom module {}: {source}", path.display())]
+    ReadModule {
+        slot: SlotId,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("slot {slot}: {source}")]
+    Load { slot: SlotId, source: LoadError },
+}
+
+struct SlotEntry {
+    type_name: String,
+    instance: Mutex<SlotInstance>,
+    metrics: SlotMetrics,
+    errors: AtomicU64,
+}
+
+/// Status of one slot, for the status API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotSummary {
+    pub id: u8,
+    pub type_name: String,
+    pub calls: u64,
+    pub errors: u64,
+    pub restarts: u64,
+}
+
+/// Every configured slot of this instance.
+pub struct SlotTable {
+    slots: Vec<Option<SlotEntry>>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for SlotTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotTable")
+            .field("configured", &self.slots.iter().flatten().count())
+            .finish()
+    }
+}
+
+impl SlotTable {
+    /// Compiles and starts every slot of `config`.
+    pub fn load(engine: &SlotEngine, config: &ValidConfig, metrics: Metrics) -> Result<Self, SlotLoadError> {
+        let mut modules: HashMap<ModuleKey, SlotModule> = HashMap::new();
+        let mut slots: Vec<Option<SlotEntry>> = (0..vss_config::MAX_SLOTS).map(|_| None).collect();
+        for def in config.slots() {
+            let slot = def.id;
+            let (key, type_name) = match &def.kind {
+                SlotKind::Custom(c) => (
+                    ModuleKey::File(c.module.clone()),
+                    format!("custom:{}", c.module.display()),
+                ),
+                other => (ModuleKey::Builtin(other.type_name()), other.type_name().to_string()),
+            };
+            let module = match modules.get(&key) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = compile(engine, &key, slot)?;
+                    modules.insert(key, m.clone());
+                    m
+                }
+            };
+            let instance = SlotInstance::start(&module, def.kind.module_config())
+                .map_err(|source| SlotLoadError::Load { slot, source })?;
+            let slot_metrics = metrics.for_slot(slot.get(), &type_name);
+            slots[slot.index()] = Some(SlotEntry {
+                type_name,
+                instance: Mutex::new(instance),
+                metrics: slot_metrics,
+                errors: AtomicU64::new(0),
+            });
+            tracing::info!(%slot, kind = def.kind.type_name(), "slot loaded");
+        }
+        Ok(Self { slots, metrics })
+    }
+
+    fn entry(&self, slot: u32) -> Result<(u8, &SlotEntry), RequestError> {
+        let id = SlotId::new(slot).ok_or(RequestError::SlotOutOfRange(slot))?;
+        self.slots[id.index()]
+            .as_ref()
+            .map(|e| (id.get(), e))
+            .ok_or(RequestError::SlotNotConfigured(id.get()))
+    }
+
+    /// Takes tokens from a limiter slot.
+    pub fn acquire(&self, slot: u32, key: &str, tokens: Option<u32>) -> Result<Acquired, RequestError> {
+        self.serve(slot, Verb::Acquire, |id, entry| {
+            check_len("key", key.len(), MAX_KEY_BYTES)?;
+            let req = Request::Acquire(Acquire {
+                key: (!key.is_empty()).then(|| key.to_string()),
+                tokens,
+            });
+            match invoke(id, entry, &req)?.response {
+                Response::Acquired(a) => Ok(a),
+                other => Err(unexpected(id, "acquire", &other)),
+            }
+        })
+    }
+
+    /// Calls a custom operation.
+    pub fn call(&self, slot: u32, op: &str, payload: Vec<u8>) -> Result<Vec<u8>, RequestError> {
+        self.serve(slot, Verb::Call, |id, entry| {
+            check_len("op", op.len(), MAX_OP_BYTES)?;
+            check_len("payload", payload.len(), MAX_PAYLOAD_BYTES)?;
+            let req = Request::Custom(Custom { op: op.to_string(), payload });
+            match invoke(id, entry, &req)?.response {
+                Response::Custom(bytes) => Ok(bytes),
+                Response::Accepted => Ok(Vec::new()),
+                other => Err(unexpected(id, "call", &other)),
+            }
+        })
+    }
+
+    /// Finds the slot, runs `f` on it and does the accounting.
+    fn serve<T>(
+        &self,
+        slot: u32,
+        verb: Verb,
+        f: impl FnOnce(u8, &SlotEntry) -> Result<T, RequestError>,
+    ) -> Result<T, RequestError> {
+        let (id, entry) = match self.entry(slot) {
+            Ok(found) => found,
+            Err(e) => {
+                self.metrics.record_rejected(verb.name(), e.code_name());
+                return Err(e);
+            }
+        };
+        match verb {
+            Verb::Acquire => entry.metrics.acquire_calls.inc(),
+            Verb::Call => entry.metrics.custom_calls.inc(),
+        };
+        let result = f(id, entry);
+        if let Err(e) = &result {
+            entry.errors.fetch_add(1, Ordering::Relaxed);
+            self.metrics.record_error(id, verb.name(), e.code_name());
+        }
+        result
+    }
+
+    /// A line per configured slot.
+    pub fn summaries(&self) -> Vec<SlotSummary> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| (i, e)))
+            .map(|(i, e)| SlotSummary {
+                id: u8::try_from(i).expect("fewer than 256 slots"),
+                type_name: e.type_name.clone(),
+                calls: e.metrics.acquire_calls.get() + e.metrics.custom_calls.get(),
+                errors: e.errors.load(Ordering::Relaxed),
+                restarts: e.metrics.restarts.get(),
+            })
+            .collect()
+    }
+}
+
+fn invoke(id: u8, entry: &SlotEntry, req: &Request) -> Result<Reply, RequestError> {
+    let ctx = Context { now_ms: now_ms(), random: fastrand::u64(..) };
+    // A panic while holding the lock can only come from this process's
+    // own code; the instance itself is still consistent, so keep serving.
+    let mut instance = entry.instance.lock().unwrap_or_else(|p| p.into_inner());
+    let restarts_before = instance.restarts();
+    let started = Instant::now();
+    let result = instance.handle(ctx, req);
+    entry.metrics.wasm_seconds.observe(started.elapsed().as_secs_f64());
+    let restarted = instance.restarts() - restarts_before;
+    drop(instance);
+    if restarted > 0 {
+        entry.metrics.restarts.inc_by(restarted);
+    }
+    result.map_err(|source| RequestError::Call { slot: id, source })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Verb {
+    Acquire,
+    Call,
+}
+
+impl Verb {
+    fn name(self) -> &'static str {
+        match self {
+            Verb::Acquire => "acquire",
+            Verb::Call => "call",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ModuleKey {
+    Builtin(&'static str),
+    File(PathBuf),
+}
+
+fn compile(engine: &SlotEngine, key: &ModuleKey, slot: SlotId) -> Result<SlotModule, SlotLoadError> {
+    let loaded = match key {
+        ModuleKey::Builtin(name) => {
+            let bytes = vss_builtin_slots::by_type(name)
+                .expect("config validation admits only built-in types that are embedded");
+            engine.compile(name, bytes)
+        }
+        ModuleKey::File(path) => {
+            let bytes = std::fs::read(path).map_err(|source| SlotLoadError::ReadModule {
+                slot,
+                path: path.clone(),
+                source,
+            })?;
+            engine.compile(&path.display().to_string(), &bytes)
+        }
+    };
+    loaded.map_err(|source| SlotLoadError::Load { slot, source })
+}
+
+fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), RequestError> {
+    if len > max {
+        return Err(RequestError::TooLong { field, len, max });
+    }
+    Ok(())
+}
+
+fn unexpected(slot: u8, verb: &str, response: &Response) -> RequestError {
+    RequestError::Call {
+        slot,
+        source: CallError::Slot(SlotError::Internal(format!(
+            "slot module answered `{verb}` with an unexpected response {response:?}"
+        ))),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
