@@ -15,7 +15,7 @@ mod valid;
 pub use spec::{ConfigValue, CustomSpec, SlotSpec, SlotsConfig};
 pub use valid::{
     CustomSlot, FieldError, LeakyBucket, Period, SlotDef, SlotId, SlotKind, TokenBucket,
-    ValidConfig, MAX_SLOTS,
+    ValidConfig, DEFAULT_MAX_KEYS, MAX_MAX_KEYS, MAX_SLOTS,
 };
 
 use std::path::{Path, PathBuf};

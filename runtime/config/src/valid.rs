@@ -11,8 +11,9 @@ use crate::ConfigError;
 pub const MAX_SLOTS: usize = 100;
 /// Default bound on distinct keys per limiter slot.
 pub const DEFAULT_MAX_KEYS: u64 = 10_000;
-/// Upper bound on `maxKeys`: keys live in the slot's Wasm memory.
-pub const MAX_MAX_KEYS: u64 = 1_000_000;
+/// Upper bound on `maxKeys`: keys live in the slot's Wasm memory, capped at
+/// 64 MiB by default; 100000 keys of up to 256 bytes fit.
+pub const MAX_MAX_KEYS: u64 = 100_000;
 
 /// A slot id known to be in `0..100`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
