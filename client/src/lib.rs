@@ -96,7 +96,10 @@ impl Client {
     }
 
     /// Like [`Client::new`] with a per-call timeout.
-    pub fn with_timeout<S: AsRef<str>>(endpoints: &[S], timeout: Duration) -> Result<Self, ClientError> {
+    pub fn with_timeout<S: AsRef<str>>(
+        endpoints: &[S],
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
@@ -113,7 +116,10 @@ impl Client {
                     .timeout(timeout)
                     .tcp_nodelay(true)
                     .connect_lazy();
-                Ok(Instance { endpoint, grpc: VssClient::new(channel) })
+                Ok(Instance {
+                    endpoint,
+                    grpc: VssClient::new(channel),
+                })
             })
             .collect::<Result<Vec<_>, ClientError>>()?;
         Ok(Self { instances })
@@ -166,8 +172,17 @@ impl Client {
     }
 
     /// Calls an operation of a custom slot type.
-    pub async fn call(&self, slot: u32, op: &str, payload: Vec<u8>) -> Result<Vec<u8>, ClientError> {
-        let req = CallRequest { slot, op: op.to_string(), payload };
+    pub async fn call(
+        &self,
+        slot: u32,
+        op: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let req = CallRequest {
+            slot,
+            op: op.to_string(),
+            payload,
+        };
         let reply = self
             .first_answer(|mut c| {
                 let req = req.clone();
@@ -200,7 +215,10 @@ impl Client {
 
 /// Codes that say "this instance cannot answer now", not "this request is wrong".
 fn is_instance_failure(code: Code) -> bool {
-    matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown)
+    matches!(
+        code,
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+    )
 }
 
 #[cfg(test)]

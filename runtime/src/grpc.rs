@@ -22,7 +22,11 @@ pub struct VssService {
 
 impl VssService {
     pub fn new(slots: Arc<SlotTable>, metrics: Metrics, instance: String) -> Self {
-        Self { slots, metrics, instance }
+        Self {
+            slots,
+            metrics,
+            instance,
+        }
     }
 
     fn timed<T>(&self, verb: &'static str, f: impl FnOnce() -> T) -> T {
@@ -39,7 +43,10 @@ impl VssService {
 #[tonic::async_trait]
 impl Vss for VssService {
     #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "acquire"))]
-    async fn acquire(&self, req: Request<AcquireRequest>) -> Result<Response<AcquireReply>, Status> {
+    async fn acquire(
+        &self,
+        req: Request<AcquireRequest>,
+    ) -> Result<Response<AcquireReply>, Status> {
         let r = req.into_inner();
         self.timed("acquire", || self.slots.acquire(r.slot, &r.key, r.tokens))
             .map(|a| {

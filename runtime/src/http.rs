@@ -42,7 +42,10 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
 async fn metrics_text(State(s): State<HttpState>) -> Response {
     match s.metrics.encode() {
         Ok(body) => (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         )
             .into_response(),

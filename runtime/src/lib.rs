@@ -92,12 +92,14 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, RuntimeError> {
 impl Runtime {
     /// Binds the ports and loads every slot of `config`.
     pub async fn bind(options: RuntimeOptions, config: &ValidConfig) -> Result<Self, RuntimeError> {
-        let engine = SlotEngine::new(options.wasm_limits).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let engine = SlotEngine::new(options.wasm_limits)
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let metrics = Metrics::new();
         let slots = {
             let (engine, config, metrics) = (engine.clone(), config.clone(), metrics.clone());
             // Compiling modules is CPU-bound work; keep it off the reactor.
-            tokio::task::spawn_blocking(move || SlotTable::load(&engine, &config, metrics)).await??
+            tokio::task::spawn_blocking(move || SlotTable::load(&engine, &config, metrics))
+                .await??
         };
         let grpc = bind(options.listen).await?;
         let http = match options.http_listen {
@@ -125,7 +127,10 @@ impl Runtime {
     }
 
     /// Serves until `shutdown` completes, then drains and returns.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RuntimeError> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), RuntimeError> {
         let stop = CancellationToken::new();
         let ready = Arc::new(AtomicBool::new(false));
         let reflection = tonic_reflection::server::Builder::configure()
@@ -149,7 +154,8 @@ impl Runtime {
         tasks.spawn(async move { grpc_server.await.map_err(RuntimeError::from) });
         if let Some(listener) = self.http {
             let app = http::router(self.metrics.clone(), ready.clone());
-            let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+            let server =
+                axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
             tasks.spawn(async move { server.await.map_err(RuntimeError::Http) });
         }
         ready.store(true, Ordering::Relaxed);

@@ -10,7 +10,11 @@ use vss_runtime::telemetry::{self, LogFormat};
 use vss_runtime::{Runtime, RuntimeOptions, WasmLimits};
 
 #[derive(Debug, Parser)]
-#[command(name = "vss-runtime", version, about = "Runs one VSS instance: 100 slots over gRPC")]
+#[command(
+    name = "vss-runtime",
+    version,
+    about = "Runs one VSS instance: 100 slots over gRPC"
+)]
 struct Args {
     /// Slot configuration file (YAML).
     #[arg(long, env = "VSS_CONFIG")]
@@ -49,7 +53,8 @@ async fn main() -> anyhow::Result<()> {
         http_listen: Some(args.http_listen),
         wasm_limits: WasmLimits {
             call_deadline: Duration::from_millis(args.wasm_call_timeout_ms),
-            memory_bytes: usize::try_from(args.slot_memory_mib << 20).context("--slot-memory-mib")?,
+            memory_bytes: usize::try_from(args.slot_memory_mib << 20)
+                .context("--slot-memory-mib")?,
             ..WasmLimits::default()
         },
     };

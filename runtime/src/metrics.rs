@@ -83,8 +83,12 @@ impl Metrics {
     pub fn new() -> Self {
         let calls = Family::default();
         let errors = Family::default();
-        let request_seconds = Family::<VerbLabels, Histogram>::new_with_constructor(request_histogram as fn() -> Histogram);
-        let wasm_call_seconds = Family::<TypeLabels, Histogram>::new_with_constructor(wasm_histogram as fn() -> Histogram);
+        let request_seconds = Family::<VerbLabels, Histogram>::new_with_constructor(
+            request_histogram as fn() -> Histogram,
+        );
+        let wasm_call_seconds = Family::<TypeLabels, Histogram>::new_with_constructor(
+            wasm_histogram as fn() -> Histogram,
+        );
         let restarts = Family::default();
         let rejected = Family::default();
         let mut registry = Registry::with_prefix("vss");
@@ -131,26 +135,48 @@ impl Metrics {
         let slot = u32::from(slot);
         // One statement per lookup: a lookup's read guard lives to the end
         // of its statement, and a second lookup that inserts would deadlock.
-        let acquire_calls = self.calls.get_or_create(&CallLabels { slot, verb: "acquire" }).clone();
-        let custom_calls = self.calls.get_or_create(&CallLabels { slot, verb: "call" }).clone();
+        let acquire_calls = self
+            .calls
+            .get_or_create(&CallLabels {
+                slot,
+                verb: "acquire",
+            })
+            .clone();
+        let custom_calls = self
+            .calls
+            .get_or_create(&CallLabels { slot, verb: "call" })
+            .clone();
         let wasm_seconds = self
             .wasm_call_seconds
-            .get_or_create(&TypeLabels { slot_type: slot_type.to_string() })
+            .get_or_create(&TypeLabels {
+                slot_type: slot_type.to_string(),
+            })
             .clone();
         let restarts = self.restarts.get_or_create(&SlotLabels { slot }).clone();
-        SlotMetrics { acquire_calls, custom_calls, wasm_seconds, restarts }
+        SlotMetrics {
+            acquire_calls,
+            custom_calls,
+            wasm_seconds,
+            restarts,
+        }
     }
 
     pub fn record_error(&self, slot: u8, verb: &'static str, code: &'static str) {
         self.errors
-            .get_or_create(&ErrorLabels { slot: u32::from(slot), verb, code })
+            .get_or_create(&ErrorLabels {
+                slot: u32::from(slot),
+                verb,
+                code,
+            })
             .inc();
     }
 
     /// A request refused before it reached a slot (bad or unconfigured id).
     /// Not labelled by slot: the requested number is unbounded input.
     pub fn record_rejected(&self, verb: &'static str, code: &'static str) {
-        self.rejected.get_or_create(&RejectLabels { verb, code }).inc();
+        self.rejected
+            .get_or_create(&RejectLabels { verb, code })
+            .inc();
     }
 
     /// The OpenMetrics text exposition of every metric.

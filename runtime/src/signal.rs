@@ -30,7 +30,10 @@ pub async fn shutdown_signal() {
 
 /// Serves `runtime` until SIGINT/SIGTERM, then gives in-flight requests
 /// `drain` to finish.
-pub async fn run_until_signal(runtime: crate::Runtime, drain: std::time::Duration) -> anyhow::Result<()> {
+pub async fn run_until_signal(
+    runtime: crate::Runtime,
+    drain: std::time::Duration,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut serving = tokio::spawn(runtime.serve(async {
         let _ = stop_rx.await;
@@ -44,7 +47,10 @@ pub async fn run_until_signal(runtime: crate::Runtime, drain: std::time::Duratio
     match tokio::time::timeout(drain, &mut serving).await {
         Ok(finished) => Ok(finished??),
         Err(_) => {
-            tracing::warn!(seconds = drain.as_secs(), "drain timed out; stopping anyway");
+            tracing::warn!(
+                seconds = drain.as_secs(),
+                "drain timed out; stopping anyway"
+            );
             serving.abort();
             Ok(())
         }

@@ -73,7 +73,11 @@ impl std::fmt::Debug for SlotTable {
 
 impl SlotTable {
     /// Compiles and starts every slot of `config`.
-    pub fn load(engine: &SlotEngine, config: &ValidConfig, metrics: Metrics) -> Result<Self, SlotLoadError> {
+    pub fn load(
+        engine: &SlotEngine,
+        config: &ValidConfig,
+        metrics: Metrics,
+    ) -> Result<Self, SlotLoadError> {
         let mut modules: HashMap<ModuleKey, SlotModule> = HashMap::new();
         let mut slots: Vec<Option<SlotEntry>> = (0..vss_config::MAX_SLOTS).map(|_| None).collect();
         for def in config.slots() {
@@ -83,7 +87,10 @@ impl SlotTable {
                     ModuleKey::File(c.module.clone()),
                     format!("custom:{}", c.module.display()),
                 ),
-                other => (ModuleKey::Builtin(other.type_name()), other.type_name().to_string()),
+                other => (
+                    ModuleKey::Builtin(other.type_name()),
+                    other.type_name().to_string(),
+                ),
             };
             let module = match modules.get(&key) {
                 Some(m) => m.clone(),
@@ -116,7 +123,12 @@ impl SlotTable {
     }
 
     /// Takes tokens from a limiter slot.
-    pub fn acquire(&self, slot: u32, key: &str, tokens: Option<u32>) -> Result<Acquired, RequestError> {
+    pub fn acquire(
+        &self,
+        slot: u32,
+        key: &str,
+        tokens: Option<u32>,
+    ) -> Result<Acquired, RequestError> {
         self.serve(slot, Verb::Acquire, |id, entry| {
             check_len("key", key.len(), MAX_KEY_BYTES)?;
             let req = Request::Acquire(Acquire {
@@ -135,7 +147,10 @@ impl SlotTable {
         self.serve(slot, Verb::Call, |id, entry| {
             check_len("op", op.len(), MAX_OP_BYTES)?;
             check_len("payload", payload.len(), MAX_PAYLOAD_BYTES)?;
-            let req = Request::Custom(Custom { op: op.to_string(), payload });
+            let req = Request::Custom(Custom {
+                op: op.to_string(),
+                payload,
+            });
             match invoke(id, entry, &req)?.response {
                 Response::Custom(bytes) => Ok(bytes),
                 Response::Accepted => Ok(Vec::new()),
@@ -188,14 +203,20 @@ impl SlotTable {
 }
 
 fn invoke(id: u8, entry: &SlotEntry, req: &Request) -> Result<Reply, RequestError> {
-    let ctx = Context { now_ms: now_ms(), random: fastrand::u64(..) };
+    let ctx = Context {
+        now_ms: now_ms(),
+        random: fastrand::u64(..),
+    };
     // A panic while holding the lock can only come from this process's
     // own code; the instance itself is still consistent, so keep serving.
     let mut instance = entry.instance.lock().unwrap_or_else(|p| p.into_inner());
     let restarts_before = instance.restarts();
     let started = Instant::now();
     let result = instance.handle(ctx, req);
-    entry.metrics.wasm_seconds.observe(started.elapsed().as_secs_f64());
+    entry
+        .metrics
+        .wasm_seconds
+        .observe(started.elapsed().as_secs_f64());
     let restarted = instance.restarts() - restarts_before;
     drop(instance);
     if restarted > 0 {
@@ -225,7 +246,11 @@ enum ModuleKey {
     File(PathBuf),
 }
 
-fn compile(engine: &SlotEngine, key: &ModuleKey, slot: SlotId) -> Result<SlotModule, SlotLoadError> {
+fn compile(
+    engine: &SlotEngine,
+    key: &ModuleKey,
+    slot: SlotId,
+) -> Result<SlotModule, SlotLoadError> {
     let loaded = match key {
         ModuleKey::Builtin(name) => {
             let bytes = vss_builtin_slots::by_type(name)

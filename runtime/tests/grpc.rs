@@ -43,7 +43,12 @@ impl TestServer {
         let task = tokio::spawn(runtime.serve(async {
             let _ = stopped.await;
         }));
-        Ok(Self { grpc, http, stop: Some(stop), task: Some(task) })
+        Ok(Self {
+            grpc,
+            http,
+            stop: Some(stop),
+            task: Some(task),
+        })
     }
 
     fn client(&self) -> Client {
@@ -75,7 +80,9 @@ impl Drop for TestServer {
 const SEED: &str = "slots:\n- {id: 0, type: token-bucket, bucketSize: 200, period: second, refreshRate: 100}\n- {id: 3, type: leaky-bucket, bucketSize: 2, period: minute}\n";
 
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect http");
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect http");
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("write");
     let mut buf = String::new();
@@ -90,21 +97,36 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn seed_example_grants_200_then_refills_100_per_second() {
-    let server = TestServer::start(SEED, Path::new(".")).await.expect("starts");
+    let server = TestServer::start(SEED, Path::new("."))
+        .await
+        .expect("starts");
     let client = server.client();
     let mut granted = 0;
     for _ in 0..200 {
-        granted += client.acquire(0, Acquire::default()).await.expect("acquire").granted;
+        granted += client
+            .acquire(0, Acquire::default())
+            .await
+            .expect("acquire")
+            .granted;
     }
     assert_eq!(granted, 200);
-    let empty = client.acquire(0, Acquire::default()).await.expect("acquire");
+    let empty = client
+        .acquire(0, Acquire::default())
+        .await
+        .expect("acquire");
     // Unless the machine stalled past the first period boundary, the bucket is empty.
     if empty.granted == 0 {
         assert_eq!(empty.remaining, 0);
         assert!(empty.reset_ms <= 1_000, "{empty:?}");
         tokio::time::sleep(Duration::from_millis(empty.reset_ms + 20)).await;
         let refilled = client
-            .acquire(0, Acquire { key: None, tokens: Some(1_000) })
+            .acquire(
+                0,
+                Acquire {
+                    key: None,
+                    tokens: Some(1_000),
+                },
+            )
             .await
             .expect("acquire");
         assert!(
@@ -124,10 +146,23 @@ async fn keyed_acquires_get_separate_buckets() {
     .await
     .expect("starts");
     let client = server.client();
-    let alice = Acquire { key: Some("alice".into()), tokens: Some(5) };
-    assert_eq!(client.acquire(1, alice.clone()).await.expect("acquire").granted, 2);
+    let alice = Acquire {
+        key: Some("alice".into()),
+        tokens: Some(5),
+    };
+    assert_eq!(
+        client
+            .acquire(1, alice.clone())
+            .await
+            .expect("acquire")
+            .granted,
+        2
+    );
     assert_eq!(client.acquire(1, alice).await.expect("acquire").granted, 0);
-    let bob = Acquire { key: Some("bob".into()), tokens: None };
+    let bob = Acquire {
+        key: Some("bob".into()),
+        tokens: None,
+    };
     assert_eq!(client.acquire(1, bob).await.expect("acquire").granted, 1);
     server.shutdown().await;
 }
@@ -141,46 +176,105 @@ fn server_error(result: Result<impl std::fmt::Debug, ClientError>) -> (Code, Str
 
 #[tokio::test]
 async fn bad_requests_get_clear_errors() {
-    let server = TestServer::start(SEED, Path::new(".")).await.expect("starts");
+    let server = TestServer::start(SEED, Path::new("."))
+        .await
+        .expect("starts");
     let client = server.client();
 
     let (code, msg) = server_error(client.acquire(150, Acquire::default()).await);
-    assert_eq!((code, msg.as_str()), (Code::InvalidArgument, "slot 150 is out of range: slot ids are 0-99"));
+    assert_eq!(
+        (code, msg.as_str()),
+        (
+            Code::InvalidArgument,
+            "slot 150 is out of range: slot ids are 0-99"
+        )
+    );
 
     let (code, msg) = server_error(client.acquire(50, Acquire::default()).await);
-    assert_eq!((code, msg.as_str()), (Code::NotFound, "slot 50 is not configured"));
+    assert_eq!(
+        (code, msg.as_str()),
+        (Code::NotFound, "slot 50 is not configured")
+    );
 
-    let long_key = Acquire { key: Some("k".repeat(300)), tokens: None };
+    let long_key = Acquire {
+        key: Some("k".repeat(300)),
+        tokens: None,
+    };
     let (code, msg) = server_error(client.acquire(0, long_key).await);
-    assert_eq!((code, msg.as_str()), (Code::InvalidArgument, "`key` is 300 bytes, at most 256 allowed"));
+    assert_eq!(
+        (code, msg.as_str()),
+        (
+            Code::InvalidArgument,
+            "`key` is 300 bytes, at most 256 allowed"
+        )
+    );
 
-    let (code, msg) = server_error(client.acquire(0, Acquire { key: None, tokens: Some(0) }).await);
+    let (code, msg) = server_error(
+        client
+            .acquire(
+                0,
+                Acquire {
+                    key: None,
+                    tokens: Some(0),
+                },
+            )
+            .await,
+    );
     assert_eq!(code, Code::InvalidArgument);
     assert!(msg.contains("`tokens` must be at least 1"), "{msg}");
 
     let (code, msg) = server_error(client.call(0, "reset", Vec::new()).await);
     assert_eq!(code, Code::FailedPrecondition);
-    assert!(msg.contains("slot 0: slot type token-bucket does not support `custom`"), "{msg}");
+    assert!(
+        msg.contains("slot 0: slot type token-bucket does not support `custom`"),
+        "{msg}"
+    );
 
     let (code, msg) = server_error(client.call(3, "x", vec![0; 70_000]).await);
-    assert_eq!((code, msg.as_str()), (Code::InvalidArgument, "`payload` is 70000 bytes, at most 65536 allowed"));
+    assert_eq!(
+        (code, msg.as_str()),
+        (
+            Code::InvalidArgument,
+            "`payload` is 70000 bytes, at most 65536 allowed"
+        )
+    );
 
     // Nothing above disturbed the slots.
-    assert_eq!(client.acquire(0, Acquire::default()).await.expect("acquire").granted, 1);
+    assert_eq!(
+        client
+            .acquire(0, Acquire::default())
+            .await
+            .expect("acquire")
+            .granted,
+        1
+    );
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn custom_slot_module_loads_from_a_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("fixed_window.wasm"), vss_builtin_slots::testing::FIXED_WINDOW).expect("write");
+    std::fs::write(
+        dir.path().join("fixed_window.wasm"),
+        vss_builtin_slots::testing::FIXED_WINDOW,
+    )
+    .expect("write");
     let yaml = "slots:\n- id: 9\n  type: custom\n  custom:\n    module: fixed_window.wasm\n    config: {limit: 2, window: minute}\n";
     let server = TestServer::start(yaml, dir.path()).await.expect("starts");
     let client = server.client();
-    let first = client.call(9, "hit", b"user-1".to_vec()).await.expect("hit");
+    let first = client
+        .call(9, "hit", b"user-1".to_vec())
+        .await
+        .expect("hit");
     assert!(String::from_utf8_lossy(&first).starts_with(r#"{"allowed":true,"remaining":1,"#));
     let grant = client
-        .acquire(9, Acquire { key: Some("user-1".into()), tokens: None })
+        .acquire(
+            9,
+            Acquire {
+                key: Some("user-1".into()),
+                tokens: None,
+            },
+        )
         .await
         .expect("typed acquire on a custom slot");
     assert_eq!((grant.granted, grant.remaining), (1, 0));
@@ -193,42 +287,88 @@ async fn custom_slot_module_loads_from_a_file() {
 #[tokio::test]
 async fn a_misbehaving_module_fails_its_call_and_every_other_slot_keeps_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("bad.wasm"), vss_builtin_slots::testing::MISBEHAVE).expect("write");
+    std::fs::write(
+        dir.path().join("bad.wasm"),
+        vss_builtin_slots::testing::MISBEHAVE,
+    )
+    .expect("write");
     let yaml = format!("{SEED}- id: 7\n  type: custom\n  custom: {{module: bad.wasm}}\n");
     let server = TestServer::start(&yaml, dir.path()).await.expect("starts");
     let client = server.client();
     for (op, code, text) in [
         ("trap", Code::Internal, "slot 7: slot module trapped"),
-        ("loop", Code::Internal, "slot 7: slot module ran longer than its 200ms call deadline"),
-        ("alloc", Code::ResourceExhausted, "slot 7: slot module exceeded its memory limit of 16777216 bytes"),
+        (
+            "loop",
+            Code::Internal,
+            "slot 7: slot module ran longer than its 200ms call deadline",
+        ),
+        (
+            "alloc",
+            Code::ResourceExhausted,
+            "slot 7: slot module exceeded its memory limit of 16777216 bytes",
+        ),
     ] {
         let (got, msg) = server_error(client.call(7, op, Vec::new()).await);
         assert_eq!(got, code, "{op}: {msg}");
         assert!(msg.starts_with(text), "{op}: {msg}");
-        assert_eq!(client.acquire(0, Acquire::default()).await.expect("slot 0 serves").granted, 1);
+        assert_eq!(
+            client
+                .acquire(0, Acquire::default())
+                .await
+                .expect("slot 0 serves")
+                .granted,
+            1
+        );
     }
-    assert_eq!(client.call(7, "echo", b"still here".to_vec()).await.expect("rebuilt"), b"still here");
+    assert_eq!(
+        client
+            .call(7, "echo", b"still here".to_vec())
+            .await
+            .expect("rebuilt"),
+        b"still here"
+    );
     let status = client.status().await.remove(0).1.expect("status");
-    let seven = status.slots.iter().find(|s| s.id == 7).expect("slot 7 listed");
+    let seven = status
+        .slots
+        .iter()
+        .find(|s| s.id == 7)
+        .expect("slot 7 listed");
     assert_eq!((seven.errors, seven.restarts), (3, 3));
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_client_skips_an_instance_that_is_down() {
-    let server = TestServer::start(SEED, Path::new(".")).await.expect("starts");
+    let server = TestServer::start(SEED, Path::new("."))
+        .await
+        .expect("starts");
     // Nothing listens on a port we just released.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
     let client = Client::new(&[dead.to_string(), server.grpc.to_string()]).expect("client");
-    assert_eq!(client.acquire(0, Acquire::default()).await.expect("served by the live one").granted, 1);
+    assert_eq!(
+        client
+            .acquire(0, Acquire::default())
+            .await
+            .expect("served by the live one")
+            .granted,
+        1
+    );
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn probes_and_metrics_are_served_over_http() {
-    let server = TestServer::start(SEED, Path::new(".")).await.expect("starts");
+    let server = TestServer::start(SEED, Path::new("."))
+        .await
+        .expect("starts");
     let client = server.client();
-    client.acquire(0, Acquire::default()).await.expect("acquire");
+    client
+        .acquire(0, Acquire::default())
+        .await
+        .expect("acquire");
     let _ = client.acquire(42, Acquire::default()).await;
     assert_eq!(http_get(server.http, "/healthz").await.0, 200);
     assert_eq!(http_get(server.http, "/readyz").await.0, 200);
@@ -247,12 +387,14 @@ async fn probes_and_metrics_are_served_over_http() {
 
 #[tokio::test]
 async fn grpc_reflection_lists_the_vss_service() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
-    let server = TestServer::start(SEED, Path::new(".")).await.expect("starts");
+    let server = TestServer::start(SEED, Path::new("."))
+        .await
+        .expect("starts");
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
         .expect("uri")
         .connect()
@@ -272,7 +414,10 @@ async fn grpc_reflection_lists_the_vss_service() {
     let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
         panic!("unexpected reflection reply");
     };
-    assert!(list.service.iter().any(|s| s.name == "vss.v1.Vss"), "{list:?}");
+    assert!(
+        list.service.iter().any(|s| s.name == "vss.v1.Vss"),
+        "{list:?}"
+    );
     drop(replies);
     server.shutdown().await;
 }
@@ -282,12 +427,29 @@ async fn load_errors_name_the_slot_and_the_module_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("broken.wasm"), b"\0asm garbage").expect("write");
     let yaml = "slots:\n- id: 4\n  type: custom\n  custom: {module: broken.wasm}\n";
-    let err = TestServer::start(yaml, dir.path()).await.err().expect("refused").to_string();
+    let err = TestServer::start(yaml, dir.path())
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.starts_with("slot 4: "), "{err}");
-    assert!(err.contains(&format!("{}: not a valid slot component", dir.path().join("broken.wasm").display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: not a valid slot component",
+            dir.path().join("broken.wasm").display()
+        )),
+        "{err}"
+    );
 
     let yaml = "slots:\n- id: 5\n  type: custom\n  custom: {module: missing.wasm}\n";
-    let err = TestServer::start(yaml, dir.path()).await.err().expect("refused").to_string();
-    assert!(err.starts_with("slot 5: cannot read custom module"), "{err}");
+    let err = TestServer::start(yaml, dir.path())
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.starts_with("slot 5: cannot read custom module"),
+        "{err}"
+    );
     assert!(err.contains("missing.wasm"), "{err}");
 }

@@ -43,7 +43,14 @@ fn main() {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--profile", "wasm", "--target", TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            "wasm",
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(&target_dir);
     for (package, _) in GUESTS {
         cmd.args(["-p", package]);
@@ -86,7 +93,11 @@ fn main() {
         let from = built.join(format!("{stem}.wasm"));
         let to = out_dir.join(format!("{stem}.wasm"));
         std::fs::copy(&from, &to).unwrap_or_else(|e| {
-            panic!("vss-builtin-slots: cannot copy {} to {}: {e}", from.display(), to.display())
+            panic!(
+                "vss-builtin-slots: cannot copy {} to {}: {e}",
+                from.display(),
+                to.display()
+            )
         });
     }
 }

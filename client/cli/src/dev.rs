@@ -41,7 +41,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         wasm_limits: WasmLimits::default(),
     };
     let runtime = Runtime::bind(options, &config).await?;
-    println!("VSS dev instance vss-0 running {} slots from {source}", config.len());
+    println!(
+        "VSS dev instance vss-0 running {} slots from {source}",
+        config.len()
+    );
     println!("  gRPC     {}", runtime.grpc_addr());
     if let Some(http) = runtime.http_addr() {
         println!("  metrics  http://{http}/metrics");

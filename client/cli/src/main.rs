@@ -14,10 +14,21 @@ use output::Format;
 use vss_client::{Acquire, Client};
 
 #[derive(Debug, Parser)]
-#[command(name = "vss", version, about = "Rate limits and signals from a VSS cluster")]
+#[command(
+    name = "vss",
+    version,
+    about = "Rate limits and signals from a VSS cluster"
+)]
 struct Cli {
     /// Instances of the cluster, comma-separated host:port.
-    #[arg(long, short = 'e', env = "VSS_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:7700", global = true)]
+    #[arg(
+        long,
+        short = 'e',
+        env = "VSS_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7700",
+        global = true
+    )]
     endpoints: Vec<String>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text", global = true)]
@@ -58,7 +69,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -81,9 +95,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let client = Client::new(&cli.endpoints)?;
     match cli.command {
-        Command::Acquire { slot, tokens, key, repeat } => {
+        Command::Acquire {
+            slot,
+            tokens,
+            key,
+            repeat,
+        } => {
             for _ in 0..repeat {
-                let grant = client.acquire(slot, Acquire { key: key.clone(), tokens }).await?;
+                let grant = client
+                    .acquire(
+                        slot,
+                        Acquire {
+                            key: key.clone(),
+                            tokens,
+                        },
+                    )
+                    .await?;
                 output::grant(out, slot, &grant);
             }
         }
@@ -105,7 +132,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             if failed > 0 {
-                anyhow::bail!("{failed} of {} instances did not answer", cli.endpoints.len());
+                anyhow::bail!(
+                    "{failed} of {} instances did not answer",
+                    cli.endpoints.len()
+                );
             }
         }
         Command::Dev(_) => unreachable!("handled above"),

@@ -26,7 +26,10 @@ pub fn call(format: Format, slot: u32, op: &str, payload: &[u8]) {
     let text = std::str::from_utf8(payload).ok();
     match (format, text) {
         (Format::Json, Some(t)) => println!("{}", json!({"slot": slot, "op": op, "payload": t})),
-        (Format::Json, None) => println!("{}", json!({"slot": slot, "op": op, "payloadHex": hex(payload)})),
+        (Format::Json, None) => println!(
+            "{}",
+            json!({"slot": slot, "op": op, "payloadHex": hex(payload)})
+        ),
         (Format::Text, Some(t)) => println!("{t}"),
         (Format::Text, None) => println!("{}", hex(payload)),
     }

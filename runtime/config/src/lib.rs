@@ -14,8 +14,8 @@ mod valid;
 
 pub use spec::{ConfigValue, CustomSpec, SlotSpec, SlotsConfig};
 pub use valid::{
-    CustomSlot, FieldError, LeakyBucket, Period, SlotDef, SlotId, SlotKind, TokenBucket,
-    ValidConfig, DEFAULT_MAX_KEYS, MAX_MAX_KEYS, MAX_SLOTS,
+    CustomSlot, DEFAULT_MAX_KEYS, FieldError, LeakyBucket, MAX_MAX_KEYS, MAX_SLOTS, Period,
+    SlotDef, SlotId, SlotKind, TokenBucket, ValidConfig,
 };
 
 use std::path::{Path, PathBuf};

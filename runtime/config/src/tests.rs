@@ -17,7 +17,9 @@ fn accepts_the_seed_example_in_both_spellings() {
     let snake = load("slots:\n- {id: 0, type: token-bucket, bucket_size: 200, period: second, refresh_rate: 100}\n")
         .expect("valid");
     assert_eq!(camel, snake);
-    let slot = camel.slot(SlotId::new(0).expect("0 is a slot id")).expect("slot 0");
+    let slot = camel
+        .slot(SlotId::new(0).expect("0 is a slot id"))
+        .expect("slot 0");
     assert_eq!(
         slot.kind,
         SlotKind::TokenBucket(TokenBucket {
@@ -32,7 +34,8 @@ fn accepts_the_seed_example_in_both_spellings() {
 
 #[test]
 fn flattens_config_for_the_module() {
-    let cfg = load("slots:\n- {id: 1, type: leaky-bucket, bucketSize: 5, period: minute}\n").expect("valid");
+    let cfg = load("slots:\n- {id: 1, type: leaky-bucket, bucketSize: 5, period: minute}\n")
+        .expect("valid");
     let slot = cfg.slots().next().expect("one slot");
     assert_eq!(
         slot.kind.module_config(),
@@ -54,22 +57,36 @@ fn missing_bucket_size_names_slot_and_field() {
 #[test]
 fn zero_or_unknown_period_is_refused() {
     let e = errors("slots:\n- {id: 3, type: token-bucket, bucketSize: 1, period: 0}\n");
-    assert!(e.contains("slot 3: field `period`: must be second, minute or hour, got `0`"), "{e}");
+    assert!(
+        e.contains("slot 3: field `period`: must be second, minute or hour, got `0`"),
+        "{e}"
+    );
     let e = errors("slots:\n- {id: 3, type: leaky-bucket, bucketSize: 1, period: fortnight}\n");
     assert!(e.contains("got `fortnight`"), "{e}");
 }
 
 #[test]
 fn zero_counts_are_refused() {
-    let e = errors("slots:\n- {id: 2, type: token-bucket, bucketSize: 0, period: second, refreshRate: 0}\n");
-    assert!(e.contains("slot 2: field `bucketSize`: must be between 1 and"), "{e}");
-    assert!(e.contains("slot 2: field `refreshRate`: must be between 1 and"), "{e}");
+    let e = errors(
+        "slots:\n- {id: 2, type: token-bucket, bucketSize: 0, period: second, refreshRate: 0}\n",
+    );
+    assert!(
+        e.contains("slot 2: field `bucketSize`: must be between 1 and"),
+        "{e}"
+    );
+    assert!(
+        e.contains("slot 2: field `refreshRate`: must be between 1 and"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_type_is_refused() {
     let e = errors("slots:\n- {id: 4, type: token-buket}\n");
-    assert!(e.contains("slot 4: field `type`: unknown slot type `token-buket`"), "{e}");
+    assert!(
+        e.contains("slot 4: field `type`: unknown slot type `token-buket`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -77,13 +94,21 @@ fn duplicate_ids_are_refused() {
     let e = errors(
         "slots:\n- {id: 5, type: token-bucket, bucketSize: 1, period: second}\n- {id: 5, type: leaky-bucket, bucketSize: 1, period: second}\n",
     );
-    assert!(e.contains("slot 5: field `id`: is used by more than one slot"), "{e}");
+    assert!(
+        e.contains("slot 5: field `id`: is used by more than one slot"),
+        "{e}"
+    );
 }
 
 #[test]
 fn ids_outside_0_to_99_are_refused() {
-    let e = errors("slots:\n- {id: 100, type: token-bucket, bucketSize: 1, period: second}\n- {id: -1, type: token-bucket, bucketSize: 1, period: second}\n");
-    assert!(e.contains("slot 100: field `id`: must be between 0 and 99"), "{e}");
+    let e = errors(
+        "slots:\n- {id: 100, type: token-bucket, bucketSize: 1, period: second}\n- {id: -1, type: token-bucket, bucketSize: 1, period: second}\n",
+    );
+    assert!(
+        e.contains("slot 100: field `id`: must be between 0 and 99"),
+        "{e}"
+    );
     assert!(e.contains("slot -1: field `id`"), "{e}");
 }
 
@@ -91,30 +116,46 @@ fn ids_outside_0_to_99_are_refused() {
 fn more_than_100_slots_are_refused() {
     let mut yaml = String::from("slots:\n");
     for i in 0..101 {
-        yaml.push_str(&format!("- {{id: {}, type: token-bucket, bucketSize: 1, period: second}}\n", i % 100));
+        yaml.push_str(&format!(
+            "- {{id: {}, type: token-bucket, bucketSize: 1, period: second}}\n",
+            i % 100
+        ));
     }
     let e = errors(&yaml);
-    assert!(e.contains("field `slots`: 101 slots configured, at most 100 allowed"), "{e}");
+    assert!(
+        e.contains("field `slots`: 101 slots configured, at most 100 allowed"),
+        "{e}"
+    );
 }
 
 #[test]
 fn fields_of_another_type_are_refused() {
-    let e = errors("slots:\n- {id: 6, type: leaky-bucket, bucketSize: 1, period: second, tokensPerReq: 3}\n");
-    assert!(e.contains("slot 6: field `tokensPerReq`: does not apply to type leaky-bucket"), "{e}");
+    let e = errors(
+        "slots:\n- {id: 6, type: leaky-bucket, bucketSize: 1, period: second, tokensPerReq: 3}\n",
+    );
+    assert!(
+        e.contains("slot 6: field `tokensPerReq`: does not apply to type leaky-bucket"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_fields_are_refused_by_the_parser() {
-    let e = SlotsConfig::from_yaml("slots:\n- {id: 0, type: token-bucket, bucketsize: 1, period: second}\n")
-        .expect_err("typo must not be ignored")
-        .to_string();
+    let e = SlotsConfig::from_yaml(
+        "slots:\n- {id: 0, type: token-bucket, bucketsize: 1, period: second}\n",
+    )
+    .expect_err("typo must not be ignored")
+    .to_string();
     assert!(e.contains("unknown field `bucketsize`"), "{e}");
 }
 
 #[test]
 fn custom_slots_need_a_module_and_take_scalar_config() {
     let e = errors("slots:\n- {id: 9, type: custom}\n");
-    assert!(e.contains("slot 9: field `custom`: is required for type custom"), "{e}");
+    assert!(
+        e.contains("slot 9: field `custom`: is required for type custom"),
+        "{e}"
+    );
     let cfg = SlotsConfig::from_yaml(
         "slots:\n- id: 9\n  type: custom\n  custom:\n    module: mods/fw.wasm\n    config: {limit: 10, window: second, strict: true}\n",
     )
@@ -139,6 +180,8 @@ fn reports_every_problem_at_once() {
 
 #[test]
 fn unreadable_file_names_its_path() {
-    let e = load_file(Path::new("/nonexistent/vss.yaml")).expect_err("no such file").to_string();
+    let e = load_file(Path::new("/nonexistent/vss.yaml"))
+        .expect_err("no such file")
+        .to_string();
     assert!(e.contains("/nonexistent/vss.yaml"), "{e}");
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::spec::{SlotSpec, SlotsConfig};
 use crate::ConfigError;
+use crate::spec::{SlotSpec, SlotsConfig};
 
 /// A cluster has exactly this many slots, ids `0..MAX_SLOTS`.
 pub const MAX_SLOTS: usize = 100;
@@ -135,7 +135,11 @@ impl SlotKind {
                 pair("refreshRate", l.refresh_rate.to_string()),
                 pair("maxKeys", l.max_keys.to_string()),
             ],
-            Self::Custom(c) => c.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Self::Custom(c) => c
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 }
@@ -215,7 +219,14 @@ impl Checker<'_> {
         }
     }
 
-    fn optional(&mut self, field: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> u64 {
+    fn optional(
+        &mut self,
+        field: &str,
+        value: Option<u64>,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> u64 {
         value.map_or(default, |v| self.ranged(field, v, min, max))
     }
 
@@ -230,11 +241,17 @@ impl Checker<'_> {
         match self.spec.period.as_deref() {
             None => {
                 let ty = self.spec.slot_type.clone();
-                self.fail("period", format!("is required for type {ty} (second, minute or hour)"));
+                self.fail(
+                    "period",
+                    format!("is required for type {ty} (second, minute or hour)"),
+                );
                 Period::Second
             }
             Some(p) => Period::parse(p).unwrap_or_else(|| {
-                self.fail("period", format!("must be second, minute or hour, got `{p}`"));
+                self.fail(
+                    "period",
+                    format!("must be second, minute or hour, got `{p}`"),
+                );
                 Period::Second
             }),
         }
@@ -265,7 +282,10 @@ impl SlotsConfig {
             errors.push(FieldError {
                 slot: None,
                 field: "slots".into(),
-                reason: format!("{} slots configured, at most {MAX_SLOTS} allowed", self.slots.len()),
+                reason: format!(
+                    "{} slots configured, at most {MAX_SLOTS} allowed",
+                    self.slots.len()
+                ),
             });
         }
         let mut slots = BTreeMap::new();
@@ -317,8 +337,13 @@ fn check_slot(spec: &SlotSpec, base: &Path, errors: &mut Vec<FieldError>) -> Opt
                 bucket_size: c.required("bucketSize", spec.bucket_size, 1, MAX_COUNT),
                 period: c.period(),
                 refresh_rate: c.optional("refreshRate", spec.refresh_rate, 1, 1, MAX_COUNT),
-                tokens_per_req: c.optional("tokensPerReq", spec.tokens_per_req, 1, 1, u32::MAX.into())
-                    as u32,
+                tokens_per_req: c.optional(
+                    "tokensPerReq",
+                    spec.tokens_per_req,
+                    1,
+                    1,
+                    u32::MAX.into(),
+                ) as u32,
                 max_keys: c.optional("maxKeys", spec.max_keys, DEFAULT_MAX_KEYS, 1, MAX_MAX_KEYS),
             }))
         }
@@ -335,7 +360,10 @@ fn check_slot(spec: &SlotSpec, base: &Path, errors: &mut Vec<FieldError>) -> Opt
         "custom" => {
             limiter_fields_absent(&mut c);
             let Some(custom) = &spec.custom else {
-                c.fail("custom", "is required for type custom ({module: <path to .wasm>, config: {...}})");
+                c.fail(
+                    "custom",
+                    "is required for type custom ({module: <path to .wasm>, config: {...}})",
+                );
                 return None;
             };
             if custom.module.trim().is_empty() {
@@ -346,7 +374,11 @@ fn check_slot(spec: &SlotSpec, base: &Path, errors: &mut Vec<FieldError>) -> Opt
             }
             Some(SlotKind::Custom(CustomSlot {
                 module: base.join(&custom.module),
-                config: custom.config.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+                config: custom
+                    .config
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.0.clone()))
+                    .collect(),
             }))
         }
         other => {

@@ -49,21 +49,33 @@ fn acquire(c: &mut Criterion) {
         .compile("token-bucket", vss_builtin_slots::TOKEN_BUCKET)
         .expect("compiles");
     let mut slot = SlotInstance::start(&module, config()).expect("starts");
-    let req = Request::Acquire(Acquire { key: None, tokens: None });
+    let req = Request::Acquire(Acquire {
+        key: None,
+        tokens: None,
+    });
     let mut now = 0u64;
     group.bench_function("wasm", |b| {
         b.iter(|| {
             now += 1;
-            let ctx = Context { now_ms: now, random: 0 };
+            let ctx = Context {
+                now_ms: now,
+                random: 0,
+            };
             black_box(slot.handle(ctx, black_box(&req)).expect("acquire"))
         })
     });
 
-    let keyed = Request::Acquire(Acquire { key: Some("user-1234".into()), tokens: None });
+    let keyed = Request::Acquire(Acquire {
+        key: Some("user-1234".into()),
+        tokens: None,
+    });
     group.bench_function("wasm_keyed", |b| {
         b.iter(|| {
             now += 1;
-            let ctx = Context { now_ms: now, random: 0 };
+            let ctx = Context {
+                now_ms: now,
+                random: 0,
+            };
             black_box(slot.handle(ctx, black_box(&keyed)).expect("acquire"))
         })
     });
@@ -73,7 +85,10 @@ fn acquire(c: &mut Criterion) {
     group.bench_function("wasm_batch16", |b| {
         b.iter(|| {
             now += 1;
-            let ctx = Context { now_ms: now, random: 0 };
+            let ctx = Context {
+                now_ms: now,
+                random: 0,
+            };
             black_box(slot.handle_batch(ctx, black_box(&batch)).expect("batch"))
         })
     });

@@ -68,7 +68,9 @@ impl Drop for EngineInner {
 
 impl std::fmt::Debug for SlotEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SlotEngine").field("limits", &self.inner.limits).finish()
+        f.debug_struct("SlotEngine")
+            .field("limits", &self.inner.limits)
+            .finish()
     }
 }
 
@@ -119,10 +121,11 @@ impl SlotEngine {
     /// Compiles a slot component. `name` (a type name or a file path) is
     /// used in every error about this module.
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<SlotModule, LoadError> {
-        let component = Component::new(&self.inner.engine, bytes).map_err(|e| LoadError::Invalid {
-            name: name.to_string(),
-            reason: format!("{e:#}"),
-        })?;
+        let component =
+            Component::new(&self.inner.engine, bytes).map_err(|e| LoadError::Invalid {
+                name: name.to_string(),
+                reason: format!("{e:#}"),
+            })?;
         let pre = self
             .inner
             .linker
@@ -150,7 +153,9 @@ pub struct SlotModule {
 
 impl std::fmt::Debug for SlotModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SlotModule").field("name", &self.name).finish()
+        f.debug_struct("SlotModule")
+            .field("name", &self.name)
+            .finish()
     }
 }
 

@@ -87,7 +87,9 @@ impl SlotInstance {
     fn boot(module: &SlotModule, config: &Vec<(String, String)>) -> Result<Live, LoadError> {
         let limits = module.engine.limits();
         let state = State {
-            limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .build(),
             memory_refused: false,
         };
         let mut store = Store::new(module.engine.engine(), state);

@@ -18,7 +18,10 @@ fn engine() -> SlotEngine {
 }
 
 fn config(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn start(engine: &SlotEngine, name: &str, bytes: &[u8], pairs: &[(&str, &str)]) -> SlotInstance {
@@ -30,10 +33,21 @@ fn at(now_ms: u64) -> Context {
     Context { now_ms, random: 0 }
 }
 
-fn acquire(slot: &mut SlotInstance, now_ms: u64, key: Option<&str>, tokens: Option<u32>) -> Acquired {
-    let req = Request::Acquire(Acquire { key: key.map(String::from), tokens });
+fn acquire(
+    slot: &mut SlotInstance,
+    now_ms: u64,
+    key: Option<&str>,
+    tokens: Option<u32>,
+) -> Acquired {
+    let req = Request::Acquire(Acquire {
+        key: key.map(String::from),
+        tokens,
+    });
     match slot.handle(at(now_ms), &req).expect("acquire succeeds") {
-        Reply { response: Response::Acquired(a), effects } => {
+        Reply {
+            response: Response::Acquired(a),
+            effects,
+        } => {
             assert!(effects.is_empty());
             a
         }
@@ -42,24 +56,38 @@ fn acquire(slot: &mut SlotInstance, now_ms: u64, key: Option<&str>, tokens: Opti
 }
 
 fn custom(slot: &mut SlotInstance, op: &str) -> Result<Vec<u8>, CallError> {
-    let req = Request::Custom(Custom { op: op.into(), payload: Vec::new() });
+    let req = Request::Custom(Custom {
+        op: op.into(),
+        payload: Vec::new(),
+    });
     slot.handle(at(0), &req).map(|r| match r.response {
         Response::Custom(bytes) => bytes,
         other => panic!("unexpected response {other:?}"),
     })
 }
 
-const SEED: &[(&str, &str)] = &[("bucketSize", "200"), ("period", "second"), ("refreshRate", "100")];
+const SEED: &[(&str, &str)] = &[
+    ("bucketSize", "200"),
+    ("period", "second"),
+    ("refreshRate", "100"),
+];
 
 #[test]
 fn token_bucket_grants_the_seed_example_through_wasm() {
     let e = engine();
     let mut slot = start(&e, "token-bucket", TOKEN_BUCKET, SEED);
     for i in 0..200 {
-        assert_eq!(acquire(&mut slot, 10_000, None, None).granted, 1, "request {i}");
+        assert_eq!(
+            acquire(&mut slot, 10_000, None, None).granted,
+            1,
+            "request {i}"
+        );
     }
     let empty = acquire(&mut slot, 10_500, None, None);
-    assert_eq!((empty.granted, empty.remaining, empty.reset_ms), (0, 0, 500));
+    assert_eq!(
+        (empty.granted, empty.remaining, empty.reset_ms),
+        (0, 0, 500)
+    );
     let refilled = acquire(&mut slot, 11_000, None, Some(150));
     assert_eq!((refilled.granted, refilled.remaining), (100, 0));
 }
@@ -76,7 +104,11 @@ fn token_bucket_keys_get_their_own_buckets_within_max_keys() {
     assert_eq!(acquire(&mut slot, 0, Some("alice"), Some(3)).granted, 3);
     assert_eq!(acquire(&mut slot, 0, Some("alice"), None).granted, 0);
     assert_eq!(acquire(&mut slot, 0, Some("bob"), None).granted, 1);
-    assert_eq!(acquire(&mut slot, 0, None, Some(3)).granted, 3, "no key: the slot's own bucket");
+    assert_eq!(
+        acquire(&mut slot, 0, None, Some(3)).granted,
+        3,
+        "no key: the slot's own bucket"
+    );
     // A third key evicts the least recently used non-full bucket (alice),
     // so alice starts over with a full bucket.
     assert_eq!(acquire(&mut slot, 1, Some("carol"), None).granted, 1);
@@ -87,7 +119,10 @@ fn token_bucket_keys_get_their_own_buckets_within_max_keys() {
 fn zero_tokens_is_an_invalid_argument() {
     let e = engine();
     let mut slot = start(&e, "token-bucket", TOKEN_BUCKET, SEED);
-    let req = Request::Acquire(Acquire { key: None, tokens: Some(0) });
+    let req = Request::Acquire(Acquire {
+        key: None,
+        tokens: Some(0),
+    });
     match slot.handle(at(0), &req) {
         Err(CallError::Slot(SlotError::InvalidArgument(m))) => assert!(m.contains("tokens"), "{m}"),
         other => panic!("expected invalid argument, got {other:?}"),
@@ -101,7 +136,11 @@ fn leaky_bucket_admits_a_burst_then_drips() {
         &e,
         "leaky-bucket",
         LEAKY_BUCKET,
-        &[("bucketSize", "5"), ("period", "second"), ("refreshRate", "5")],
+        &[
+            ("bucketSize", "5"),
+            ("period", "second"),
+            ("refreshRate", "5"),
+        ],
     );
     for _ in 0..5 {
         assert_eq!(acquire(&mut slot, 0, None, None).granted, 1);
@@ -133,7 +172,11 @@ fn snapshot_merges_into_a_fresh_instance() {
 
     let mut standby = start(&e, "token-bucket", TOKEN_BUCKET, SEED);
     standby.merge(&state).expect("merge");
-    assert_eq!(acquire(&mut standby, 6, None, Some(100)).granted, 50, "not reset to full");
+    assert_eq!(
+        acquire(&mut standby, 6, None, Some(100)).granted,
+        50,
+        "not reset to full"
+    );
     assert_eq!(acquire(&mut standby, 6, Some("k"), Some(5)).granted, 1);
     assert!(matches!(
         standby.merge(b"garbage"),
@@ -146,13 +189,19 @@ fn a_trapping_module_fails_the_call_and_is_rebuilt() {
     let e = engine();
     let mut bad = start(&e, "misbehave", testing::MISBEHAVE, &[]);
     let mut good = start(&e, "token-bucket", TOKEN_BUCKET, SEED);
-    assert_eq!(custom(&mut bad, "count").expect("count"), 1u64.to_le_bytes());
+    assert_eq!(
+        custom(&mut bad, "count").expect("count"),
+        1u64.to_le_bytes()
+    );
     match custom(&mut bad, "trap") {
         Err(CallError::Trap(m)) => assert!(m.contains("panicked"), "{m}"),
         other => panic!("expected a trap, got {other:?}"),
     }
     assert_eq!(bad.restarts(), 1);
-    assert_eq!(custom(&mut bad, "count").expect("rebuilt instance answers"), 1u64.to_le_bytes());
+    assert_eq!(
+        custom(&mut bad, "count").expect("rebuilt instance answers"),
+        1u64.to_le_bytes()
+    );
     assert_eq!(acquire(&mut good, 0, None, None).granted, 1);
 }
 
@@ -165,8 +214,14 @@ fn a_looping_module_is_stopped_at_its_deadline() {
         Err(CallError::Timeout(d)) => assert_eq!(d, Duration::from_millis(200)),
         other => panic!("expected a timeout, got {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(30), "the loop was interrupted");
-    assert_eq!(custom(&mut bad, "echo").expect("serves again"), Vec::<u8>::new());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the loop was interrupted"
+    );
+    assert_eq!(
+        custom(&mut bad, "echo").expect("serves again"),
+        Vec::<u8>::new()
+    );
 }
 
 #[test]
@@ -177,15 +232,24 @@ fn a_memory_hungry_module_hits_its_cap() {
         Err(CallError::MemoryLimit(limit)) => assert_eq!(limit, 16 << 20),
         other => panic!("expected the memory limit, got {other:?}"),
     }
-    assert_eq!(custom(&mut bad, "count").expect("serves again"), 1u64.to_le_bytes());
+    assert_eq!(
+        custom(&mut bad, "count").expect("serves again"),
+        1u64.to_le_bytes()
+    );
 }
 
 #[test]
 fn malformed_wasm_is_refused_with_its_name() {
     let e = engine();
-    let err = e.compile("/tmp/broken.wasm", b"not wasm at all").expect_err("refused");
+    let err = e
+        .compile("/tmp/broken.wasm", b"not wasm at all")
+        .expect_err("refused");
     assert!(matches!(err, LoadError::Invalid { .. }), "{err:?}");
-    assert!(err.to_string().starts_with("/tmp/broken.wasm: not a valid slot component"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("/tmp/broken.wasm: not a valid slot component"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -193,8 +257,13 @@ fn init_errors_name_the_field() {
     let e = engine();
     let module = e.compile("token-bucket", TOKEN_BUCKET).expect("compiles");
     let err = SlotInstance::start(&module, config(&[("period", "second")])).expect_err("refused");
-    assert_eq!(err.to_string(), "token-bucket: init failed: field `bucketSize` is required");
-    let module = e.compile("misbehave", testing::MISBEHAVE).expect("compiles");
+    assert_eq!(
+        err.to_string(),
+        "token-bucket: init failed: field `bucketSize` is required"
+    );
+    let module = e
+        .compile("misbehave", testing::MISBEHAVE)
+        .expect("compiles");
     let err = SlotInstance::start(&module, config(&[("failInit", "true")])).expect_err("refused");
     assert!(err.to_string().contains("failInit"), "{err}");
 }
@@ -202,9 +271,17 @@ fn init_errors_name_the_field() {
 #[test]
 fn the_example_custom_slot_answers_custom_ops() {
     let e = engine();
-    let mut fw = start(&e, "fixed-window", testing::FIXED_WINDOW, &[("limit", "1"), ("window", "second")]);
+    let mut fw = start(
+        &e,
+        "fixed-window",
+        testing::FIXED_WINDOW,
+        &[("limit", "1"), ("window", "second")],
+    );
     let reply = custom(&mut fw, "hit").expect("hit");
-    assert_eq!(String::from_utf8_lossy(&reply), r#"{"allowed":true,"remaining":0,"resetMs":1000}"#);
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        r#"{"allowed":true,"remaining":0,"resetMs":1000}"#
+    );
     let reply = custom(&mut fw, "hit").expect("hit");
     assert!(String::from_utf8_lossy(&reply).contains(r#""allowed":false"#));
 }

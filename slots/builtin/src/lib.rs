@@ -4,9 +4,11 @@
 //! This crate knows nothing about running them; `vss-slot-host` does.
 
 /// The `token-bucket` slot type.
-pub const TOKEN_BUCKET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_token_bucket.wasm"));
+pub const TOKEN_BUCKET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_token_bucket.wasm"));
 /// The `leaky-bucket` slot type.
-pub const LEAKY_BUCKET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_leaky_bucket.wasm"));
+pub const LEAKY_BUCKET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_leaky_bucket.wasm"));
 
 /// The component of a built-in slot type, by its config `type` name.
 pub fn by_type(type_name: &str) -> Option<&'static [u8]> {
@@ -24,5 +26,6 @@ pub mod testing {
     pub const FIXED_WINDOW: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_fixed_window.wasm"));
     /// `slots/testing/misbehave`: traps, loops or allocates without end on request.
-    pub const MISBEHAVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_misbehave.wasm"));
+    pub const MISBEHAVE: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_misbehave.wasm"));
 }

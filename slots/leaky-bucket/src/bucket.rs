@@ -39,7 +39,12 @@ pub struct Bucket {
 impl Bucket {
     /// An empty bucket (all room available).
     pub fn empty(limits: &Limits, now_ms: u64) -> Self {
-        Self { limits: *limits, level: 0, last_leak_ms: now_ms, last_used_ms: now_ms }
+        Self {
+            limits: *limits,
+            level: 0,
+            last_leak_ms: now_ms,
+            last_used_ms: now_ms,
+        }
     }
 
     fn capacity(&self) -> u128 {
@@ -70,7 +75,11 @@ impl Bucket {
         } else {
             0
         };
-        Admission { granted, remaining: self.room(), reset_ms: self.ms_until_room() }
+        Admission {
+            granted,
+            remaining: self.room(),
+            reset_ms: self.ms_until_room(),
+        }
     }
 
     fn room(&self) -> u64 {
@@ -105,7 +114,11 @@ impl Evictable for Bucket {
 mod tests {
     use super::*;
 
-    const TEN_PER_SECOND: Limits = Limits { bucket_size: 10, period_ms: 1_000, refresh_rate: 10 };
+    const TEN_PER_SECOND: Limits = Limits {
+        bucket_size: 10,
+        period_ms: 1_000,
+        refresh_rate: 10,
+    };
 
     #[test]
     fn admits_a_burst_up_to_bucket_size_then_refuses() {
@@ -145,7 +158,11 @@ mod tests {
 
     #[test]
     fn minute_and_hour_periods_leak_fractionally() {
-        let per_minute = Limits { bucket_size: 2, period_ms: 60_000, refresh_rate: 1 };
+        let per_minute = Limits {
+            bucket_size: 2,
+            period_ms: 60_000,
+            refresh_rate: 1,
+        };
         let mut b = Bucket::empty(&per_minute, 0);
         b.put(2, 0);
         let half_way = b.put(1, 30_000);
@@ -153,7 +170,11 @@ mod tests {
         assert_eq!(b.put(1, 59_999).granted, 0);
         assert_eq!(b.put(1, 60_000).granted, 1);
 
-        let per_hour = Limits { bucket_size: 1, period_ms: 3_600_000, refresh_rate: 2 };
+        let per_hour = Limits {
+            bucket_size: 1,
+            period_ms: 3_600_000,
+            refresh_rate: 2,
+        };
         let mut b = Bucket::empty(&per_hour, 0);
         b.put(1, 0);
         assert_eq!(b.put(1, 1_799_999).granted, 0);

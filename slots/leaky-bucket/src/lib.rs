@@ -29,7 +29,10 @@ pub struct LeakyBucket {
 
 impl LeakyBucket {
     pub fn new(limits: Limits, max_keys: usize) -> Self {
-        Self { limits, buckets: Keyed::new(max_keys) }
+        Self {
+            limits,
+            buckets: Keyed::new(max_keys),
+        }
     }
 
     pub fn put(&mut self, key: Option<&str>, tokens: u32, now_ms: u64) -> Admission {
@@ -48,14 +51,19 @@ impl Slot for LeakyBucket {
             refresh_rate: config.u64_at_least("refreshRate", 1, Some(1))?,
         };
         let max_keys = config.u64_at_least("maxKeys", 1, Some(DEFAULT_MAX_KEYS))?;
-        Ok(Self::new(limits, usize::try_from(max_keys).unwrap_or(usize::MAX)))
+        Ok(Self::new(
+            limits,
+            usize::try_from(max_keys).unwrap_or(usize::MAX),
+        ))
     }
 
     fn handle(&mut self, ctx: &Context, req: Request) -> Result<Reply, SlotError> {
         match req {
             Request::Acquire(Acquire { key, tokens }) => {
                 if tokens == Some(0) {
-                    return Err(SlotError::InvalidArgument("`tokens` must be at least 1".into()));
+                    return Err(SlotError::InvalidArgument(
+                        "`tokens` must be at least 1".into(),
+                    ));
                 }
                 let a = self.put(key.as_deref(), tokens.unwrap_or(1), ctx.now_ms);
                 Ok(Reply::of(Response::Acquired(Acquired {

@@ -28,7 +28,9 @@ impl Config {
 
     /// A required unsigned integer.
     pub fn u64(&self, name: &str) -> Result<u64, String> {
-        let raw = self.get(name).ok_or_else(|| format!("field `{name}` is required"))?;
+        let raw = self
+            .get(name)
+            .ok_or_else(|| format!("field `{name}` is required"))?;
         raw.trim()
             .parse()
             .map_err(|_| format!("field `{name}`: expected an unsigned integer, got `{raw}`"))
@@ -56,7 +58,9 @@ impl Config {
 
     /// A period name (`second`, `minute`, `hour`) in milliseconds.
     pub fn period_ms(&self, name: &str) -> Result<u64, String> {
-        let raw = self.get(name).ok_or_else(|| format!("field `{name}` is required"))?;
+        let raw = self
+            .get(name)
+            .ok_or_else(|| format!("field `{name}` is required"))?;
         period_ms(raw).ok_or_else(|| {
             format!("field `{name}`: expected one of second, minute, hour, got `{raw}`")
         })
@@ -102,11 +106,27 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let c = cfg(&[("bucketSize", "lots"), ("period", "fortnight"), ("refreshRate", "0")]);
+        let c = cfg(&[
+            ("bucketSize", "lots"),
+            ("period", "fortnight"),
+            ("refreshRate", "0"),
+        ]);
         assert!(c.u64("bucketSize").unwrap_err().contains("`bucketSize`"));
-        assert!(c.u64("missing").unwrap_err().contains("`missing` is required"));
-        assert!(c.period_ms("period").unwrap_err().contains("second, minute, hour"));
-        assert!(c.u64_at_least("refreshRate", 1, Some(1)).unwrap_err().contains("at least 1"));
+        assert!(
+            c.u64("missing")
+                .unwrap_err()
+                .contains("`missing` is required")
+        );
+        assert!(
+            c.period_ms("period")
+                .unwrap_err()
+                .contains("second, minute, hour")
+        );
+        assert!(
+            c.u64_at_least("refreshRate", 1, Some(1))
+                .unwrap_err()
+                .contains("at least 1")
+        );
     }
 
     #[test]

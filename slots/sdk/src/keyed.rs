@@ -129,8 +129,14 @@ mod tests {
     #[test]
     fn unkeyed_entry_does_not_count_against_max_keys() {
         let mut k = Keyed::new(1);
-        k.entry(None, 0, || Entry { idle: false, used: 0 });
-        k.entry(Some("a"), 0, || Entry { idle: false, used: 0 });
+        k.entry(None, 0, || Entry {
+            idle: false,
+            used: 0,
+        });
+        k.entry(Some("a"), 0, || Entry {
+            idle: false,
+            used: 0,
+        });
         assert_eq!(k.key_count(), 1);
         assert!(k.single().is_some());
     }
@@ -138,9 +144,18 @@ mod tests {
     #[test]
     fn idle_entries_are_evicted_before_busy_ones() {
         let mut k = Keyed::new(2);
-        k.entry(Some("busy-old"), 0, || Entry { idle: false, used: 1 });
-        k.entry(Some("idle-new"), 0, || Entry { idle: true, used: 5 });
-        k.entry(Some("c"), 10, || Entry { idle: false, used: 10 });
+        k.entry(Some("busy-old"), 0, || Entry {
+            idle: false,
+            used: 1,
+        });
+        k.entry(Some("idle-new"), 0, || Entry {
+            idle: true,
+            used: 5,
+        });
+        k.entry(Some("c"), 10, || Entry {
+            idle: false,
+            used: 10,
+        });
         assert!(k.get(Some("busy-old")).is_some());
         assert!(k.get(Some("idle-new")).is_none());
         assert_eq!(k.evictions(), 1);
@@ -149,9 +164,18 @@ mod tests {
     #[test]
     fn least_recently_used_is_evicted_when_none_is_idle() {
         let mut k = Keyed::new(2);
-        k.entry(Some("a"), 0, || Entry { idle: false, used: 3 });
-        k.entry(Some("b"), 0, || Entry { idle: false, used: 1 });
-        k.entry(Some("c"), 10, || Entry { idle: false, used: 10 });
+        k.entry(Some("a"), 0, || Entry {
+            idle: false,
+            used: 3,
+        });
+        k.entry(Some("b"), 0, || Entry {
+            idle: false,
+            used: 1,
+        });
+        k.entry(Some("c"), 10, || Entry {
+            idle: false,
+            used: 10,
+        });
         assert_eq!(k.key_count(), 2);
         assert!(k.get(Some("b")).is_none());
         assert!(k.get(Some("a")).is_some());

@@ -52,9 +52,9 @@ extern crate alloc;
 
 pub mod codec;
 pub mod config;
-pub mod keyed;
 #[cfg(all(target_arch = "wasm32", feature = "guest-runtime"))]
 mod guest_runtime;
+pub mod keyed;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -205,7 +205,9 @@ macro_rules! export_slot {
             static __VSS_SLOT: $crate::SlotCell<$ty> = $crate::SlotCell::new();
             struct VssSlotExport;
             impl $crate::bindings::Guest for VssSlotExport {
-                fn init(config: __t::Config) -> ::core::result::Result<(), $crate::__private::String> {
+                fn init(
+                    config: __t::Config,
+                ) -> ::core::result::Result<(), $crate::__private::String> {
                     __VSS_SLOT.init(config)
                 }
                 fn handle(
@@ -217,7 +219,8 @@ macro_rules! export_slot {
                 fn handle_batch(
                     ctx: __t::Context,
                     reqs: $crate::__private::Vec<__t::Request>,
-                ) -> $crate::__private::Vec<::core::result::Result<__t::Reply, __t::SlotError>> {
+                ) -> $crate::__private::Vec<::core::result::Result<__t::Reply, __t::SlotError>>
+                {
                     __VSS_SLOT.handle_batch(ctx, reqs)
                 }
                 fn tick(ctx: __t::Context) -> $crate::__private::Vec<__t::Effect> {
@@ -226,7 +229,9 @@ macro_rules! export_slot {
                 fn snapshot() -> $crate::__private::Vec<u8> {
                     __VSS_SLOT.snapshot()
                 }
-                fn merge(state: $crate::__private::Vec<u8>) -> ::core::result::Result<(), $crate::__private::String> {
+                fn merge(
+            state: $crate::__private::Vec<u8>,
+                ) -> ::core::result::Result<(), $crate::__private::String> {
                     __VSS_SLOT.merge(state)
                 }
             }

@@ -162,14 +162,24 @@ mod tests {
 
     #[test]
     fn minute_and_hour_periods() {
-        let minute = Limits { period_ms: 60_000, refresh_rate: 5, bucket_size: 10, tokens_per_req: 1 };
+        let minute = Limits {
+            period_ms: 60_000,
+            refresh_rate: 5,
+            bucket_size: 10,
+            tokens_per_req: 1,
+        };
         let mut b = Bucket::full(&minute, 0);
         b.take(10, 0);
         assert_eq!(b.take(1, 59_999).granted, 0);
         assert_eq!(b.take(10, 60_000).granted, 5);
         assert_eq!(b.take(1, 60_001).reset_ms, 59_999);
 
-        let hour = Limits { period_ms: 3_600_000, refresh_rate: 1, bucket_size: 3, tokens_per_req: 1 };
+        let hour = Limits {
+            period_ms: 3_600_000,
+            refresh_rate: 1,
+            bucket_size: 3,
+            tokens_per_req: 1,
+        };
         let mut b = Bucket::full(&hour, 0);
         b.take(3, 0);
         assert_eq!(b.take(1, 3_599_999).granted, 0);
@@ -187,7 +197,12 @@ mod tests {
 
     #[test]
     fn huge_gaps_do_not_overflow() {
-        let big = Limits { bucket_size: u64::MAX, period_ms: 1_000, refresh_rate: u64::MAX, tokens_per_req: 1 };
+        let big = Limits {
+            bucket_size: u64::MAX,
+            period_ms: 1_000,
+            refresh_rate: u64::MAX,
+            tokens_per_req: 1,
+        };
         let mut b = Bucket::full(&big, 0);
         b.take(u32::MAX, 0);
         let g = b.take(u32::MAX, u64::MAX);

@@ -31,7 +31,10 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     pub fn new(limits: Limits, max_keys: usize) -> Self {
-        Self { limits, buckets: Keyed::new(max_keys) }
+        Self {
+            limits,
+            buckets: Keyed::new(max_keys),
+        }
     }
 
     /// Takes tokens from the bucket of `key`, creating it full on first use.
@@ -58,14 +61,19 @@ impl Slot for TokenBucket {
                 .map_err(|_| "field `tokensPerReq` must be at most 4294967295")?,
         };
         let max_keys = config.u64_at_least("maxKeys", 1, Some(DEFAULT_MAX_KEYS))?;
-        Ok(Self::new(limits, usize::try_from(max_keys).unwrap_or(usize::MAX)))
+        Ok(Self::new(
+            limits,
+            usize::try_from(max_keys).unwrap_or(usize::MAX),
+        ))
     }
 
     fn handle(&mut self, ctx: &Context, req: Request) -> Result<Reply, SlotError> {
         match req {
             Request::Acquire(Acquire { key, tokens }) => {
                 if tokens == Some(0) {
-                    return Err(SlotError::InvalidArgument("`tokens` must be at least 1".into()));
+                    return Err(SlotError::InvalidArgument(
+                        "`tokens` must be at least 1".into(),
+                    ));
                 }
                 let g = self.acquire(key.as_deref(), tokens, ctx.now_ms);
                 Ok(Reply::of(Response::Acquired(Acquired {

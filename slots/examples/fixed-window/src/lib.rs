@@ -18,7 +18,9 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use vss_slot_sdk::codec::{Reader, Writer};
-use vss_slot_sdk::{Acquire, Acquired, Config, Context, Custom, Reply, Request, Response, Slot, SlotError};
+use vss_slot_sdk::{
+    Acquire, Acquired, Config, Context, Custom, Reply, Request, Response, Slot, SlotError,
+};
 
 /// Most keys tracked; the oldest windows are dropped first.
 const MAX_KEYS: usize = 10_000;
@@ -46,7 +48,11 @@ pub struct Verdict {
 
 impl FixedWindow {
     pub fn new(limit: u64, window_ms: u64) -> Self {
-        Self { limit, window_ms, windows: BTreeMap::new() }
+        Self {
+            limit,
+            window_ms,
+            windows: BTreeMap::new(),
+        }
     }
 
     /// Counts (if `count`) a hit for `key` at `now_ms`.
@@ -55,12 +61,15 @@ impl FixedWindow {
         if !self.windows.contains_key(key) && self.windows.len() >= MAX_KEYS {
             self.windows.retain(|_, w| w.start_ms == start);
         }
-        let w = self
-            .windows
-            .entry(String::from(key))
-            .or_insert(Window { start_ms: start, hits: 0 });
+        let w = self.windows.entry(String::from(key)).or_insert(Window {
+            start_ms: start,
+            hits: 0,
+        });
         if w.start_ms != start {
-            *w = Window { start_ms: start, hits: 0 };
+            *w = Window {
+                start_ms: start,
+                hits: 0,
+            };
         }
         let allowed = w.hits < self.limit;
         if allowed && count {
@@ -76,7 +85,10 @@ impl FixedWindow {
 
 impl Slot for FixedWindow {
     fn init(config: &Config) -> Result<Self, String> {
-        Ok(Self::new(config.u64_at_least("limit", 1, None)?, config.period_ms("window")?))
+        Ok(Self::new(
+            config.u64_at_least("limit", 1, None)?,
+            config.period_ms("window")?,
+        ))
     }
 
     fn handle(&mut self, ctx: &Context, req: Request) -> Result<Reply, SlotError> {
@@ -99,8 +111,9 @@ impl Slot for FixedWindow {
                         )));
                     }
                 };
-                let key = core::str::from_utf8(&payload)
-                    .map_err(|_| SlotError::InvalidArgument("payload must be a UTF-8 key".into()))?;
+                let key = core::str::from_utf8(&payload).map_err(|_| {
+                    SlotError::InvalidArgument("payload must be a UTF-8 key".into())
+                })?;
                 let v = self.hit(key, ctx.now_ms, count);
                 let json = format!(
                     "{{\"allowed\":{},\"remaining\":{},\"resetMs\":{}}}",
@@ -158,7 +171,10 @@ mod tests {
         let v = fw.hit("a", 300, true);
         assert_eq!((v.allowed, v.remaining, v.reset_ms), (false, 0, 700));
         assert!(fw.hit("b", 300, true).allowed, "keys are counted apart");
-        assert!(fw.hit("a", 1_000, true).allowed, "a new window starts fresh");
+        assert!(
+            fw.hit("a", 1_000, true).allowed,
+            "a new window starts fresh"
+        );
     }
 
     #[test]

@@ -46,7 +46,11 @@ impl Slot for Misbehave {
             }
             "count" => self.calls.to_le_bytes().to_vec(),
             "echo" => payload,
-            other => return Err(SlotError::InvalidArgument(alloc::format!("unknown op `{other}`"))),
+            other => {
+                return Err(SlotError::InvalidArgument(alloc::format!(
+                    "unknown op `{other}`"
+                )));
+            }
         };
         Ok(Reply::of(Response::Custom(out)))
     }

@@ -1,0 +1,184 @@
+//! The `vss` binary end to end: `vss dev` in the background, the other
+//! commands against it over loopback.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const VSS: &str = env!("CARGO_BIN_EXE_vss");
+
+/// A `vss dev` process, killed (by PID, SIGKILL) if the test ends early.
+struct Dev {
+    child: Child,
+    grpc: String,
+}
+
+impl Dev {
+    fn start() -> Dev {
+        let mut child = Command::new(VSS)
+            .args([
+                "dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vss dev starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut grpc = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("read stdout");
+            if let Some(addr) = line.trim().strip_prefix("gRPC") {
+                grpc = Some(addr.trim().to_string());
+                break;
+            }
+        }
+        let grpc = grpc.expect("vss dev printed its gRPC address");
+        Dev { child, grpc }
+    }
+
+    fn vss(&self, args: &[&str]) -> Output {
+        Command::new(VSS)
+            .args(["--endpoints", &self.grpc])
+            .args(args)
+            .output()
+            .expect("vss runs")
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "vss dev exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vss dev did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is one JSON object"))
+        .collect()
+}
+
+#[test]
+fn dev_serves_the_example_config_to_the_cli() {
+    let dev = Dev::start();
+
+    let started = Instant::now();
+    let out = dev.vss(&["-o", "json", "acquire", "0", "--repeat", "201"]);
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let grants = json_lines(&out);
+    assert_eq!(grants.len(), 201);
+    let first_200: u64 = grants[..200]
+        .iter()
+        .map(|g| g["granted"].as_u64().expect("granted"))
+        .sum();
+    assert_eq!(
+        first_200, 200,
+        "the seed's bucket starts full with 200 tokens"
+    );
+    for key in ["granted", "remaining", "resetMs"] {
+        assert!(grants[200].get(key).is_some(), "missing {key}");
+    }
+    if took < Duration::from_millis(900) {
+        assert_eq!(
+            grants[200]["granted"], 0,
+            "201st acquire within the first second"
+        );
+    }
+
+    let out = dev.vss(&["acquire", "1", "--key", "alice", "--tokens", "3"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1),
+        Some("3")
+    );
+
+    let out = dev.vss(&["-o", "json", "status"]);
+    assert!(out.status.success());
+    let status = &json_lines(&out)[0];
+    assert_eq!(status["instance"], "vss-0");
+    let types: Vec<_> = status["slots"]
+        .as_array()
+        .expect("slots")
+        .iter()
+        .map(|s| s["type"].as_str().expect("type").to_string())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "token-bucket",
+            "token-bucket",
+            "token-bucket",
+            "leaky-bucket"
+        ]
+    );
+
+    dev.stop();
+}
+
+#[test]
+fn errors_exit_non_zero_with_the_server_message() {
+    let dev = Dev::start();
+    let out = dev.vss(&["acquire", "150"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("slot 150 is out of range: slot ids are 0-99"),
+        "{stderr}"
+    );
+
+    let out = dev.vss(&["-o", "json", "call", "0", "reset"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not support `custom`"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    dev.stop();
+}
+
+#[test]
+fn unreachable_cluster_is_an_error() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let out = Command::new(VSS)
+        .args(["--endpoints", &dead.to_string(), "acquire", "0"])
+        .output()
+        .expect("vss runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no VSS instance reachable"), "{stderr}");
+}
