@@ -112,12 +112,12 @@ fn require_wasm_target() {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(sysroot) = sysroot {
-        if !sysroot.join("lib/rustlib").join(TARGET).exists() {
-            panic!(
-                "vss-builtin-slots: the Rust target {TARGET} is not installed. \
-                 Run `rustup target add {TARGET}` in the repository and build again."
-            );
-        }
+    if let Some(sysroot) = sysroot
+        && !sysroot.join("lib/rustlib").join(TARGET).exists()
+    {
+        panic!(
+            "vss-builtin-slots: the Rust target {TARGET} is not installed. \
+             Run `rustup target add {TARGET}` in the repository and build again."
+        );
     }
 }

@@ -110,10 +110,10 @@ impl Slot for LeakyBucket {
             .chain(keyed.into_iter().map(|(k, b)| (Some(k), b)));
         for (key, theirs) in entries {
             let now = theirs.last_used_ms;
-            if let Some(ours) = self.buckets.get(key.as_deref()) {
-                if ours.level_at(now) >= theirs.level_at(now) {
-                    continue;
-                }
+            if let Some(ours) = self.buckets.get(key.as_deref())
+                && ours.level_at(now) >= theirs.level_at(now)
+            {
+                continue;
             }
             self.buckets.put(key, theirs, now);
         }

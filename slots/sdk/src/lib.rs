@@ -57,6 +57,7 @@ mod guest_runtime;
 pub mod keyed;
 
 #[doc(hidden)]
+#[allow(clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "slot",
@@ -230,12 +231,12 @@ macro_rules! export_slot {
                     __VSS_SLOT.snapshot()
                 }
                 fn merge(
-            state: $crate::__private::Vec<u8>,
+                    state: $crate::__private::Vec<u8>,
                 ) -> ::core::result::Result<(), $crate::__private::String> {
                     __VSS_SLOT.merge(state)
                 }
             }
-            $crate::bindings::export_world!(VssSlotExport with_types_in $crate::bindings);
+    $crate::bindings::export_world!(VssSlotExport with_types_in $crate::bindings);
         };
     };
 }

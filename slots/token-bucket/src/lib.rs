@@ -120,10 +120,10 @@ impl Slot for TokenBucket {
             .chain(keyed.into_iter().map(|(k, b)| (Some(k), b)));
         for (key, theirs) in entries {
             let now = theirs.last_used_ms;
-            if let Some(ours) = self.buckets.get(key.as_deref()) {
-                if ours.tokens_at(now) <= theirs.tokens_at(now) {
-                    continue;
-                }
+            if let Some(ours) = self.buckets.get(key.as_deref())
+                && ours.tokens_at(now) <= theirs.tokens_at(now)
+            {
+                continue;
             }
             self.buckets.put(key, theirs, now);
         }
