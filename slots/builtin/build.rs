@@ -13,6 +13,9 @@ const TARGET: &str = "wasm32-wasip2";
 const GUESTS: &[(&str, &str)] = &[
     ("vss-slot-token-bucket", "vss_slot_token_bucket"),
     ("vss-slot-leaky-bucket", "vss_slot_leaky_bucket"),
+    ("vss-slot-broadcast", "vss_slot_broadcast"),
+    ("vss-slot-multicast", "vss_slot_multicast"),
+    ("vss-slot-random", "vss_slot_random"),
     ("vss-slot-fixed-window", "vss_slot_fixed_window"),
     ("vss-slot-misbehave", "vss_slot_misbehave"),
 ];
@@ -21,6 +24,9 @@ const WATCHED: &[&str] = &[
     "slots/sdk",
     "slots/token-bucket",
     "slots/leaky-bucket",
+    "slots/broadcast",
+    "slots/multicast",
+    "slots/random",
     "slots/examples/fixed-window",
     "slots/testing/misbehave",
     "Cargo.lock",

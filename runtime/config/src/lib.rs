@@ -14,8 +14,9 @@ mod valid;
 
 pub use spec::{ConfigValue, CustomSpec, SlotSpec, SlotsConfig};
 pub use valid::{
-    CustomSlot, DEFAULT_MAX_KEYS, FieldError, LeakyBucket, MAX_MAX_KEYS, MAX_SLOTS, Period,
-    SlotDef, SlotId, SlotKind, TokenBucket, ValidConfig,
+    CustomSlot, DEFAULT_DEREG_TRIES, DEFAULT_MAX_KEYS, DEFAULT_SIGNAL_TIMEOUT, FieldError,
+    LeakyBucket, MAX_MAX_KEYS, MAX_SIGNAL_TIMEOUT, MAX_SLOTS, Period, Signal, SlotDef, SlotId,
+    SlotKind, TokenBucket, ValidConfig, parse_duration,
 };
 
 use std::path::{Path, PathBuf};

@@ -30,9 +30,10 @@ impl SlotsConfig {
 pub struct SlotSpec {
     /// Slot id, 0-99.
     pub id: i64,
-    /// Slot type: `token-bucket`, `leaky-bucket` or `custom`.
+    /// Slot type: `token-bucket`, `leaky-bucket`, `broadcast`, `multicast`,
+    /// `random` or `custom`.
     #[serde(rename = "type")]
-    #[schemars(extend("enum" = ["token-bucket", "leaky-bucket", "custom"]))]
+    #[schemars(extend("enum" = ["token-bucket", "leaky-bucket", "broadcast", "multicast", "random", "custom"]))]
     pub slot_type: String,
     /// Limiters: the most tokens the bucket holds.
     #[serde(alias = "bucket_size", skip_serializing_if = "Option::is_none")]
@@ -50,6 +51,14 @@ pub struct SlotSpec {
     /// Limiters: most distinct keys (per-caller buckets) kept. Default 10000.
     #[serde(alias = "max_keys", skip_serializing_if = "Option::is_none")]
     pub max_keys: Option<u64>,
+    /// Signals: how long a publish waits for deliveries to be acknowledged,
+    /// e.g. `500ms`, `2s`. Default `1s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Multicast / random: consecutive failed deliveries after which a
+    /// client is deregistered. Default 3.
+    #[serde(alias = "dereg_tries", skip_serializing_if = "Option::is_none")]
+    pub dereg_tries: Option<u64>,
     /// Custom slot type: the module and its configuration.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub custom: Option<CustomSpec>,

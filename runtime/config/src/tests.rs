@@ -185,3 +185,74 @@ fn unreadable_file_names_its_path() {
         .to_string();
     assert!(e.contains("/nonexistent/vss.yaml"), "{e}");
 }
+
+#[test]
+fn signal_slots_take_timeout_and_dereg_tries() {
+    let cfg = load(
+        "slots:\n- {id: 10, type: broadcast, timeout: 250ms}\n- {id: 11, type: multicast, timeout: 2s, deregTries: 5}\n- {id: 12, type: random, dereg_tries: 2}\n",
+    )
+    .expect("valid");
+    let kinds: Vec<_> = cfg.slots().map(|s| s.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            SlotKind::Broadcast(Signal {
+                timeout: std::time::Duration::from_millis(250),
+                dereg_tries: 3
+            }),
+            SlotKind::Multicast(Signal {
+                timeout: std::time::Duration::from_secs(2),
+                dereg_tries: 5
+            }),
+            SlotKind::Random(Signal {
+                timeout: DEFAULT_SIGNAL_TIMEOUT,
+                dereg_tries: 2
+            }),
+        ]
+    );
+}
+
+#[test]
+fn bad_signal_fields_are_refused() {
+    let e = errors(
+        "slots:\n- {id: 10, type: broadcast, timeout: soon}\n- {id: 11, type: multicast, timeout: 0s}\n- {id: 12, type: broadcast, deregTries: 2}\n- {id: 13, type: random, bucketSize: 3}\n- {id: 14, type: token-bucket, bucketSize: 1, period: second, timeout: 1s}\n",
+    );
+    assert!(
+        e.contains("slot 10: field `timeout`: must be a duration like `500ms` or `2s`, got `soon`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("slot 11: field `timeout`: must be more than 0 and at most 60s"),
+        "{e}"
+    );
+    assert!(
+        e.contains("slot 12: field `deregTries`: does not apply to type broadcast"),
+        "{e}"
+    );
+    assert!(
+        e.contains("slot 13: field `bucketSize`: does not apply to type random"),
+        "{e}"
+    );
+    assert!(
+        e.contains("slot 14: field `timeout`: does not apply to type token-bucket"),
+        "{e}"
+    );
+}
+
+#[test]
+fn durations_parse_with_units() {
+    assert_eq!(
+        parse_duration("250ms"),
+        Some(std::time::Duration::from_millis(250))
+    );
+    assert_eq!(
+        parse_duration("2s"),
+        Some(std::time::Duration::from_secs(2))
+    );
+    assert_eq!(
+        parse_duration("1m"),
+        Some(std::time::Duration::from_secs(60))
+    );
+    assert_eq!(parse_duration("2h"), None);
+    assert_eq!(parse_duration("ms"), None);
+}

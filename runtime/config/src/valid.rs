@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::ConfigError;
 use crate::spec::{SlotSpec, SlotsConfig};
@@ -93,6 +94,23 @@ pub struct LeakyBucket {
     pub max_keys: u64,
 }
 
+/// Config of the signal types (`broadcast`, `multicast`, `random`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    /// How long a publish waits for acknowledgements.
+    pub timeout: Duration,
+    /// Consecutive failed deliveries that deregister a client (multicast,
+    /// random; unused by broadcast).
+    pub dereg_tries: u64,
+}
+
+/// Default publish timeout of signal slots.
+pub const DEFAULT_SIGNAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest publish timeout accepted.
+pub const MAX_SIGNAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `deregTries`.
+pub const DEFAULT_DEREG_TRIES: u64 = 3;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomSlot {
     /// Resolved path of the `.wasm` component.
@@ -105,6 +123,9 @@ pub struct CustomSlot {
 pub enum SlotKind {
     TokenBucket(TokenBucket),
     LeakyBucket(LeakyBucket),
+    Broadcast(Signal),
+    Multicast(Signal),
+    Random(Signal),
     Custom(CustomSlot),
 }
 
@@ -114,6 +135,9 @@ impl SlotKind {
         match self {
             Self::TokenBucket(_) => "token-bucket",
             Self::LeakyBucket(_) => "leaky-bucket",
+            Self::Broadcast(_) => "broadcast",
+            Self::Multicast(_) => "multicast",
+            Self::Random(_) => "random",
             Self::Custom(_) => "custom",
         }
     }
@@ -135,11 +159,23 @@ impl SlotKind {
                 pair("refreshRate", l.refresh_rate.to_string()),
                 pair("maxKeys", l.max_keys.to_string()),
             ],
+            Self::Broadcast(_) => Vec::new(),
+            Self::Multicast(sig) | Self::Random(sig) => {
+                vec![pair("deregTries", sig.dereg_tries.to_string())]
+            }
             Self::Custom(c) => c
                 .config
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+        }
+    }
+
+    /// The signal config of a broadcast, multicast or random slot.
+    pub fn signal(&self) -> Option<&Signal> {
+        match self {
+            Self::Broadcast(s) | Self::Multicast(s) | Self::Random(s) => Some(s),
+            _ => None,
         }
     }
 }
@@ -257,6 +293,29 @@ impl Checker<'_> {
         }
     }
 
+    fn timeout(&mut self) -> Duration {
+        let Some(raw) = self.spec.timeout.as_deref() else {
+            return DEFAULT_SIGNAL_TIMEOUT;
+        };
+        match parse_duration(raw) {
+            Some(d) if !d.is_zero() && d <= MAX_SIGNAL_TIMEOUT => d,
+            Some(_) => {
+                self.fail(
+                    "timeout",
+                    format!("must be more than 0 and at most 60s, got `{raw}`"),
+                );
+                DEFAULT_SIGNAL_TIMEOUT
+            }
+            None => {
+                self.fail(
+                    "timeout",
+                    format!("must be a duration like `500ms` or `2s`, got `{raw}`"),
+                );
+                DEFAULT_SIGNAL_TIMEOUT
+            }
+        }
+    }
+
     fn not_for_type(&mut self, field: &str, present: bool) {
         if present {
             let ty = self.spec.slot_type.clone();
@@ -330,8 +389,35 @@ fn check_slot(spec: &SlotSpec, base: &Path, errors: &mut Vec<FieldError>) -> Opt
         c.not_for_type("tokensPerReq", spec.tokens_per_req.is_some());
         c.not_for_type("maxKeys", spec.max_keys.is_some());
     };
+    let signal_fields_absent = |c: &mut Checker| {
+        c.not_for_type("timeout", spec.timeout.is_some());
+        c.not_for_type("deregTries", spec.dereg_tries.is_some());
+    };
     match spec.slot_type.as_str() {
+        "broadcast" | "multicast" | "random" => {
+            limiter_fields_absent(&mut c);
+            c.not_for_type("custom", spec.custom.is_some());
+            if spec.slot_type == "broadcast" {
+                c.not_for_type("deregTries", spec.dereg_tries.is_some());
+            }
+            let signal = Signal {
+                timeout: c.timeout(),
+                dereg_tries: c.optional(
+                    "deregTries",
+                    spec.dereg_tries,
+                    DEFAULT_DEREG_TRIES,
+                    1,
+                    1_000,
+                ),
+            };
+            Some(match spec.slot_type.as_str() {
+                "broadcast" => SlotKind::Broadcast(signal),
+                "multicast" => SlotKind::Multicast(signal),
+                _ => SlotKind::Random(signal),
+            })
+        }
         "token-bucket" => {
+            signal_fields_absent(&mut c);
             c.not_for_type("custom", spec.custom.is_some());
             Some(SlotKind::TokenBucket(TokenBucket {
                 bucket_size: c.required("bucketSize", spec.bucket_size, 1, MAX_COUNT),
@@ -348,6 +434,7 @@ fn check_slot(spec: &SlotSpec, base: &Path, errors: &mut Vec<FieldError>) -> Opt
             }))
         }
         "leaky-bucket" => {
+            signal_fields_absent(&mut c);
             c.not_for_type("custom", spec.custom.is_some());
             c.not_for_type("tokensPerReq", spec.tokens_per_req.is_some());
             Some(SlotKind::LeakyBucket(LeakyBucket {
@@ -359,6 +446,7 @@ fn check_slot(spec: &SlotSpec, base: &Path, errors: &mut Vec<FieldError>) -> Opt
         }
         "custom" => {
             limiter_fields_absent(&mut c);
+            signal_fields_absent(&mut c);
             let Some(custom) = &spec.custom else {
                 c.fail(
                     "custom",
@@ -384,9 +472,25 @@ fn check_slot(spec: &SlotSpec, base: &Path, errors: &mut Vec<FieldError>) -> Opt
         other => {
             c.fail(
                 "type",
-                format!("unknown slot type `{other}` (known: token-bucket, leaky-bucket, custom)"),
+                format!(
+                    "unknown slot type `{other}` (known: token-bucket, leaky-bucket, broadcast, multicast, random, custom)"
+                ),
             );
             None
         }
+    }
+}
+
+/// Parses `250ms`, `2s`, `1m` (a whole number and a unit).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        _ => None,
     }
 }

@@ -10,11 +10,21 @@ pub const TOKEN_BUCKET: &[u8] =
 pub const LEAKY_BUCKET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_leaky_bucket.wasm"));
 
+/// The `broadcast` slot type.
+pub const BROADCAST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_broadcast.wasm"));
+/// The `multicast` slot type.
+pub const MULTICAST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_multicast.wasm"));
+/// The `random` slot type.
+pub const RANDOM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_random.wasm"));
+
 /// The component of a built-in slot type, by its config `type` name.
 pub fn by_type(type_name: &str) -> Option<&'static [u8]> {
     match type_name {
         "token-bucket" => Some(TOKEN_BUCKET),
         "leaky-bucket" => Some(LEAKY_BUCKET),
+        "broadcast" => Some(BROADCAST),
+        "multicast" => Some(MULTICAST),
+        "random" => Some(RANDOM),
         _ => None,
     }
 }
