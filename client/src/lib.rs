@@ -8,10 +8,17 @@
 
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
+use vss_proto::v1::client_message::Kind;
 use vss_proto::v1::vss_client::VssClient;
-use vss_proto::v1::{AcquireRequest, CallRequest, StatusRequest};
+use vss_proto::v1::{
+    Ack, AcquireRequest, CallRequest, ClientMessage, Hello, MembershipRequest, PublishRequest,
+    StatusRequest,
+};
 
 pub use vss_proto::v1::{SlotStatus, StatusReply};
 
@@ -65,6 +72,60 @@ pub struct Acquire {
     pub key: Option<String>,
     /// Tokens asked for; None: the slot's `tokensPerReq`.
     pub tokens: Option<u32>,
+}
+
+/// What a publish achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub message_id: u64,
+    /// Deliveries acknowledged in time.
+    pub delivered: u32,
+    /// Deliveries that failed or timed out.
+    pub failed: u32,
+    /// Random slots: the client that took the message.
+    pub taken_by: Option<String>,
+}
+
+/// One event received on a subscription. Acknowledge it with
+/// [`Delivery::ack`]; until then the publisher counts it as pending, and
+/// after the slot's timeout as failed.
+#[derive(Debug)]
+pub struct Delivery {
+    pub slot: u32,
+    pub message_id: u64,
+    pub payload: Vec<u8>,
+    /// Client id of the publisher ("" if anonymous).
+    pub publisher: String,
+    ack: mpsc::Sender<ClientMessage>,
+}
+
+impl Delivery {
+    /// Confirms the delivery to the instance that sent it.
+    pub async fn ack(&self) -> Result<(), ClientError> {
+        let msg = ClientMessage {
+            kind: Some(Kind::Ack(Ack {
+                message_id: self.message_id,
+            })),
+        };
+        self.ack
+            .send(msg)
+            .await
+            .map_err(|_| ClientError::Unreachable(vec!["event stream closed".into()]))
+    }
+}
+
+/// This client's event streams, merged. Dropping it closes them.
+#[derive(Debug)]
+pub struct Subscription {
+    events: mpsc::Receiver<Delivery>,
+    _streams: JoinSet<()>,
+}
+
+impl Subscription {
+    /// The next event; None once every stream has ended.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        self.events.recv().await
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +251,124 @@ impl Client {
             })
             .await?;
         Ok(reply.payload)
+    }
+
+    /// Publishes `message` (at most 36 bytes) on a signal slot and waits for
+    /// the deliveries. `client_id` identifies the publisher (a broadcast
+    /// skips it); pass "" to stay anonymous.
+    pub async fn publish(
+        &self,
+        slot: u32,
+        message: &[u8],
+        client_id: &str,
+    ) -> Result<Published, ClientError> {
+        let req = PublishRequest {
+            slot,
+            message: message.to_vec(),
+            client_id: client_id.to_string(),
+        };
+        let reply = self
+            .first_answer(|mut c| {
+                let req = req.clone();
+                async move { c.publish(req).await }
+            })
+            .await?;
+        Ok(Published {
+            message_id: reply.message_id,
+            delivered: reply.delivered,
+            failed: reply.failed,
+            taken_by: (!reply.taken_by.is_empty()).then_some(reply.taken_by),
+        })
+    }
+
+    /// Joins a multicast or random slot.
+    pub async fn register(&self, slot: u32, client_id: &str) -> Result<(), ClientError> {
+        let req = MembershipRequest {
+            slot,
+            client_id: client_id.to_string(),
+        };
+        self.first_answer(|mut c| {
+            let req = req.clone();
+            async move { c.register(req).await }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Leaves a multicast or random slot.
+    pub async fn deregister(&self, slot: u32, client_id: &str) -> Result<(), ClientError> {
+        let req = MembershipRequest {
+            slot,
+            client_id: client_id.to_string(),
+        };
+        self.first_answer(|mut c| {
+            let req = req.clone();
+            async move { c.deregister(req).await }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Opens this client's event stream on every instance. `slots` limits
+    /// which broadcast slots it hears (empty: all). Returns once at least
+    /// one instance has accepted the stream.
+    pub async fn subscribe(
+        &self,
+        client_id: &str,
+        slots: &[u32],
+    ) -> Result<Subscription, ClientError> {
+        let (events_tx, events_rx) = mpsc::channel(1_024);
+        let mut tasks = JoinSet::new();
+        let mut failures = Vec::new();
+        for instance in &self.instances {
+            let (out_tx, out_rx) = mpsc::channel(1_024);
+            let hello = ClientMessage {
+                kind: Some(Kind::Hello(Hello {
+                    client_id: client_id.to_string(),
+                    slots: slots.to_vec(),
+                })),
+            };
+            // The channel is empty and has room: this cannot fail.
+            let _ = out_tx.try_send(hello);
+            let mut grpc = instance.grpc.clone();
+            match grpc.events(ReceiverStream::new(out_rx)).await {
+                Ok(response) => {
+                    let mut inbound = response.into_inner();
+                    let events_tx = events_tx.clone();
+                    tasks.spawn(async move {
+                        while let Ok(Some(e)) = inbound.message().await {
+                            let delivery = Delivery {
+                                slot: e.slot,
+                                message_id: e.message_id,
+                                payload: e.payload,
+                                publisher: e.publisher,
+                                ack: out_tx.clone(),
+                            };
+                            if events_tx.send(delivery).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(status) if is_instance_failure(status.code()) => {
+                    failures.push(format!("{}: {}", instance.endpoint, status.message()));
+                }
+                Err(status) => {
+                    return Err(ClientError::Server {
+                        endpoint: instance.endpoint.clone(),
+                        code: status.code(),
+                        message: status.message().to_string(),
+                    });
+                }
+            }
+        }
+        if tasks.is_empty() {
+            return Err(ClientError::Unreachable(failures));
+        }
+        Ok(Subscription {
+            events: events_rx,
+            _streams: tasks,
+        })
     }
 
     /// The status of every instance, in the order given.

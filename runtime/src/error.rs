@@ -16,6 +16,16 @@ pub enum RequestError {
         len: usize,
         max: usize,
     },
+    #[error(
+        "slot {slot} is a {type_name} slot; publish, register and deregister need a broadcast, multicast or random slot"
+    )]
+    NotASignalSlot { slot: u8, type_name: String },
+    #[error("`client_id` must be 1-{max} bytes, got {len}")]
+    BadClientId { len: usize, max: usize },
+    #[error("the first message on an event stream must be a Hello")]
+    NoHello,
+    #[error("{0} clients are connected to this instance, the most allowed")]
+    TooManyClients(usize),
     #[error("slot {slot}: {source}")]
     Call { slot: u8, source: CallError },
 }
@@ -23,7 +33,12 @@ pub enum RequestError {
 impl RequestError {
     pub fn code(&self) -> Code {
         match self {
-            Self::SlotOutOfRange(_) | Self::TooLong { .. } => Code::InvalidArgument,
+            Self::SlotOutOfRange(_)
+            | Self::TooLong { .. }
+            | Self::BadClientId { .. }
+            | Self::NoHello => Code::InvalidArgument,
+            Self::NotASignalSlot { .. } => Code::FailedPrecondition,
+            Self::TooManyClients(_) => Code::ResourceExhausted,
             Self::SlotNotConfigured(_) => Code::NotFound,
             Self::Call { source, .. } => match source {
                 CallError::Slot(SlotError::InvalidArgument(_)) => Code::InvalidArgument,

@@ -3,39 +3,65 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tonic::{Request, Response, Status};
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+use vss_proto::v1::client_message::Kind;
 use vss_proto::v1::vss_server::Vss;
 use vss_proto::v1::{
-    AcquireReply, AcquireRequest, CallReply, CallRequest, SlotStatus, StatusReply, StatusRequest,
+    AcquireReply, AcquireRequest, CallReply, CallRequest, ClientMessage, MembershipReply,
+    MembershipRequest, PublishReply, PublishRequest, SlotStatus, StatusReply, StatusRequest,
 };
 
+use crate::error::RequestError;
+use crate::hub::EventStream;
 use crate::metrics::{Metrics, VerbLabels};
+use crate::signals::Signals;
 use crate::slots::SlotTable;
+
+/// How long a new event stream may take to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves client requests from this instance's slots.
 #[derive(Debug, Clone)]
 pub struct VssService {
     slots: Arc<SlotTable>,
+    signals: Arc<Signals>,
     metrics: Metrics,
     instance: String,
+    /// Owns the per-stream tasks reading acknowledgements.
+    streams: TaskTracker,
 }
 
 impl VssService {
-    pub fn new(slots: Arc<SlotTable>, metrics: Metrics, instance: String) -> Self {
+    pub fn new(
+        slots: Arc<SlotTable>,
+        signals: Arc<Signals>,
+        metrics: Metrics,
+        instance: String,
+        streams: TaskTracker,
+    ) -> Self {
         Self {
             slots,
+            signals,
             metrics,
             instance,
+            streams,
         }
+    }
+
+    fn observe(&self, verb: &'static str, started: Instant) {
+        self.metrics
+            .request_seconds
+            .get_or_create(&VerbLabels { verb })
+            .observe(started.elapsed().as_secs_f64());
     }
 
     fn timed<T>(&self, verb: &'static str, f: impl FnOnce() -> T) -> T {
         let started = Instant::now();
         let out = f();
-        self.metrics
-            .request_seconds
-            .get_or_create(&VerbLabels { verb })
-            .observe(started.elapsed().as_secs_f64());
+        self.observe(verb, started);
         out
     }
 }
@@ -71,6 +97,82 @@ impl Vss for VssService {
                 tracing::debug!(error = %e, "call refused");
                 Status::from(e)
             })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "publish"))]
+    async fn publish(
+        &self,
+        req: Request<PublishRequest>,
+    ) -> Result<Response<PublishReply>, Status> {
+        let started = Instant::now();
+        let r = req.into_inner();
+        let outcome = self.signals.publish(r.slot, r.message, &r.client_id).await;
+        self.observe("publish", started);
+        let o = outcome.map_err(Status::from)?;
+        Ok(Response::new(PublishReply {
+            message_id: o.message_id,
+            delivered: o.delivered,
+            failed: o.failed,
+            taken_by: o.taken_by.unwrap_or_default(),
+        }))
+    }
+
+    async fn register(
+        &self,
+        req: Request<MembershipRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let r = req.into_inner();
+        self.timed("register", || self.signals.register(r.slot, &r.client_id))?;
+        Ok(Response::new(MembershipReply {}))
+    }
+
+    async fn deregister(
+        &self,
+        req: Request<MembershipRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let r = req.into_inner();
+        self.timed("deregister", || {
+            self.signals.deregister(r.slot, &r.client_id)
+        })?;
+        Ok(Response::new(MembershipReply {}))
+    }
+
+    type EventsStream = EventStream;
+
+    async fn events(
+        &self,
+        req: Request<Streaming<ClientMessage>>,
+    ) -> Result<Response<EventStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded("no Hello within 10 s of opening the event stream")
+            })??;
+        let Some(ClientMessage {
+            kind: Some(Kind::Hello(hello)),
+        }) = first
+        else {
+            return Err(RequestError::NoHello.into());
+        };
+        let hub = self.signals.hub().clone();
+        let (conn, stream) = hub.connect(hello.client_id, hello.slots)?;
+        tracing::debug!(client = %conn.client_id(), "event stream opened");
+        self.streams.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = conn.closed().cancelled() => break,
+                    msg = inbound.message() => match msg {
+                        Ok(Some(ClientMessage { kind: Some(Kind::Ack(ack)) })) => hub.ack(&conn, ack.message_id),
+                        Ok(Some(_)) => {}
+                        Ok(None) | Err(_) => break,
+                    },
+                }
+            }
+            hub.disconnect(&conn);
+            tracing::debug!(client = %conn.client_id(), "event stream closed");
+        });
+        Ok(Response::new(stream))
     }
 
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {

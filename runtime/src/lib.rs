@@ -12,8 +12,10 @@
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod hub;
 pub mod metrics;
 pub mod signal;
+pub mod signals;
 pub mod slots;
 pub mod telemetry;
 
@@ -25,13 +27,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use vss_config::ValidConfig;
 use vss_proto::v1::vss_server::VssServer;
 use vss_slot_host::{HostLimits, SlotEngine};
 
+use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
+use crate::signals::Signals;
 use crate::slots::{SlotLoadError, SlotTable};
 
 pub use vss_slot_host::HostLimits as WasmLimits;
@@ -78,7 +83,10 @@ pub struct Runtime {
     grpc: TcpListener,
     http: Option<TcpListener>,
     slots: Arc<SlotTable>,
+    signals: Arc<Signals>,
     metrics: Metrics,
+    /// Cancelled when serving stops; ends every event stream.
+    stop: CancellationToken,
     // Keeps the epoch ticker alive as long as the runtime.
     _engine: SlotEngine,
 }
@@ -106,12 +114,18 @@ impl Runtime {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
+        let slots = Arc::new(slots);
+        let stop = CancellationToken::new();
+        let hub = Arc::new(Hub::new(HubLimits::default(), stop.child_token()));
+        let signals = Arc::new(Signals::new(slots.clone(), hub));
         Ok(Self {
             options,
             grpc,
             http,
-            slots: Arc::new(slots),
+            slots,
+            signals,
             metrics,
+            stop,
             _engine: engine,
         })
     }
@@ -131,7 +145,8 @@ impl Runtime {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), RuntimeError> {
-        let stop = CancellationToken::new();
+        let stop = self.stop.clone();
+        let streams = TaskTracker::new();
         let ready = Arc::new(AtomicBool::new(false));
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(vss_proto::FILE_DESCRIPTOR_SET)
@@ -139,8 +154,10 @@ impl Runtime {
             .map_err(|e| RuntimeError::Reflection(e.to_string()))?;
         let service = grpc::VssService::new(
             self.slots.clone(),
+            self.signals.clone(),
             self.metrics.clone(),
             self.options.instance_id.clone(),
+            streams.clone(),
         );
         let grpc_addr = self.grpc_addr();
         let http_addr = self.http_addr();
@@ -184,6 +201,8 @@ impl Runtime {
                 result = Err(e);
             }
         }
+        streams.close();
+        streams.wait().await;
         tracing::info!("stopped");
         result
     }

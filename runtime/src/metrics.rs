@@ -52,11 +52,41 @@ fn wasm_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1e-7, 2.0, 21))
 }
 
+/// The client verbs a slot serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Acquire,
+    Call,
+    Publish,
+    Register,
+    Deregister,
+}
+
+impl Verb {
+    pub const ALL: [Verb; 5] = [
+        Verb::Acquire,
+        Verb::Call,
+        Verb::Publish,
+        Verb::Register,
+        Verb::Deregister,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Acquire => "acquire",
+            Verb::Call => "call",
+            Verb::Publish => "publish",
+            Verb::Register => "register",
+            Verb::Deregister => "deregister",
+        }
+    }
+}
+
 /// Series of one slot.
 #[derive(Debug, Clone)]
 pub struct SlotMetrics {
-    pub acquire_calls: Counter,
-    pub custom_calls: Counter,
+    /// Calls per verb, indexed by `Verb as usize`.
+    pub calls: [Counter; Verb::ALL.len()],
     pub wasm_seconds: Histogram,
     pub restarts: Counter,
 }
@@ -135,17 +165,14 @@ impl Metrics {
         let slot = u32::from(slot);
         // One statement per lookup: a lookup's read guard lives to the end
         // of its statement, and a second lookup that inserts would deadlock.
-        let acquire_calls = self
-            .calls
-            .get_or_create(&CallLabels {
-                slot,
-                verb: "acquire",
-            })
-            .clone();
-        let custom_calls = self
-            .calls
-            .get_or_create(&CallLabels { slot, verb: "call" })
-            .clone();
+        let calls = Verb::ALL.map(|verb| {
+            self.calls
+                .get_or_create(&CallLabels {
+                    slot,
+                    verb: verb.name(),
+                })
+                .clone()
+        });
         let wasm_seconds = self
             .wasm_call_seconds
             .get_or_create(&TypeLabels {
@@ -154,8 +181,7 @@ impl Metrics {
             .clone();
         let restarts = self.restarts.get_or_create(&SlotLabels { slot }).clone();
         SlotMetrics {
-            acquire_calls,
-            custom_calls,
+            calls,
             wasm_seconds,
             restarts,
         }

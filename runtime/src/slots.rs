@@ -11,14 +11,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use vss_config::{SlotId, SlotKind, ValidConfig};
+use vss_config::{Signal, SlotId, SlotKind, ValidConfig};
 use vss_slot_host::{
-    Acquire, Acquired, CallError, Context, Custom, LoadError, Reply, Request, Response, SlotEngine,
-    SlotError, SlotInstance, SlotModule,
+    Acquire, Acquired, CallError, Context, Custom, DeliveryReport, Effect, LoadError, Reply,
+    Request, Response, SlotEngine, SlotError, SlotInstance, SlotModule,
 };
 
 use crate::error::RequestError;
-use crate::metrics::{Metrics, SlotMetrics};
+use crate::metrics::{Metrics, SlotMetrics, Verb};
 
 /// Longest acquire key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -45,6 +45,7 @@ struct SlotEntry {
     instance: Mutex<SlotInstance>,
     metrics: SlotMetrics,
     errors: AtomicU64,
+    signal: Option<Signal>,
 }
 
 /// Status of one slot, for the status API.
@@ -108,6 +109,7 @@ impl SlotTable {
                 instance: Mutex::new(instance),
                 metrics: slot_metrics,
                 errors: AtomicU64::new(0),
+                signal: def.kind.signal().cloned(),
             });
             tracing::info!(%slot, kind = def.kind.type_name(), "slot loaded");
         }
@@ -159,6 +161,37 @@ impl SlotTable {
         })
     }
 
+    /// The signal config of a slot, or why it is not a signal slot.
+    pub fn signal(&self, slot: u32) -> Result<(u8, Signal), RequestError> {
+        let (id, entry) = self.entry(slot)?;
+        match &entry.signal {
+            Some(signal) => Ok((id, signal.clone())),
+            None => Err(RequestError::NotASignalSlot {
+                slot: id,
+                type_name: entry.type_name.clone(),
+            }),
+        }
+    }
+
+    /// True for a `random` slot (one taker per message).
+    pub fn is_random(&self, slot: u32) -> bool {
+        self.entry(slot).is_ok_and(|(_, e)| e.type_name == "random")
+    }
+
+    /// Sends a typed request to a slot, with accounting under `verb`.
+    pub fn request(&self, slot: u32, verb: Verb, req: Request) -> Result<Reply, RequestError> {
+        self.serve(slot, verb, |id, entry| invoke(id, entry, &req))
+    }
+
+    /// Reports a delivery outcome to a signal slot; returns the follow-up
+    /// effects. Internal traffic: not counted as a client call.
+    pub fn report(&self, slot: u8, report: DeliveryReport) -> Result<Vec<Effect>, RequestError> {
+        let entry = self.slots[usize::from(slot)]
+            .as_ref()
+            .ok_or(RequestError::SlotNotConfigured(slot))?;
+        Ok(invoke(slot, entry, &Request::DeliveryReport(report))?.effects)
+    }
+
     /// Finds the slot, runs `f` on it and does the accounting.
     fn serve<T>(
         &self,
@@ -173,10 +206,7 @@ impl SlotTable {
                 return Err(e);
             }
         };
-        match verb {
-            Verb::Acquire => entry.metrics.acquire_calls.inc(),
-            Verb::Call => entry.metrics.custom_calls.inc(),
-        };
+        entry.metrics.calls[verb as usize].inc();
         let result = f(id, entry);
         if let Err(e) = &result {
             entry.errors.fetch_add(1, Ordering::Relaxed);
@@ -194,7 +224,7 @@ impl SlotTable {
             .map(|(i, e)| SlotSummary {
                 id: u8::try_from(i).expect("fewer than 256 slots"),
                 type_name: e.type_name.clone(),
-                calls: e.metrics.acquire_calls.get() + e.metrics.custom_calls.get(),
+                calls: e.metrics.calls.iter().map(|c| c.get()).sum(),
                 errors: e.errors.load(Ordering::Relaxed),
                 restarts: e.metrics.restarts.get(),
             })
@@ -223,21 +253,6 @@ fn invoke(id: u8, entry: &SlotEntry, req: &Request) -> Result<Reply, RequestErro
         entry.metrics.restarts.inc_by(restarted);
     }
     result.map_err(|source| RequestError::Call { slot: id, source })
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Verb {
-    Acquire,
-    Call,
-}
-
-impl Verb {
-    fn name(self) -> &'static str {
-        match self {
-            Verb::Acquire => "acquire",
-            Verb::Call => "call",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -269,7 +284,7 @@ fn compile(
     loaded.map_err(|source| SlotLoadError::Load { slot, source })
 }
 
-fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), RequestError> {
+pub(crate) fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), RequestError> {
     if len > max {
         return Err(RequestError::TooLong { field, len, max });
     }

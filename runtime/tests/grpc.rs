@@ -4,78 +4,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+mod common;
+
+use common::{TestServer, server_error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::Code;
-use vss_client::{Acquire, Client, ClientError};
-use vss_config::SlotsConfig;
-use vss_runtime::{Runtime, RuntimeError, RuntimeOptions, WasmLimits};
-
-/// A runtime on ephemeral loopback ports, stopped on drop.
-struct TestServer {
-    grpc: SocketAddr,
-    http: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), RuntimeError>>>,
-}
-
-impl TestServer {
-    async fn start(yaml: &str, base: &Path) -> Result<Self, RuntimeError> {
-        let config = SlotsConfig::from_yaml(yaml)
-            .expect("test YAML parses")
-            .validate_with_base(base)
-            .expect("test config is valid");
-        let options = RuntimeOptions {
-            instance_id: "test-0".into(),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            http_listen: Some("127.0.0.1:0".parse().expect("addr")),
-            wasm_limits: WasmLimits {
-                call_deadline: Duration::from_millis(200),
-                memory_bytes: 16 << 20,
-                ..WasmLimits::default()
-            },
-        };
-        let runtime = Runtime::bind(options, &config).await?;
-        let grpc = runtime.grpc_addr();
-        let http = runtime.http_addr().expect("http enabled");
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(runtime.serve(async {
-            let _ = stopped.await;
-        }));
-        Ok(Self {
-            grpc,
-            http,
-            stop: Some(stop),
-            task: Some(task),
-        })
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&[self.grpc.to_string()]).expect("client")
-    }
-
-    async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .expect("server drains within 10 s")
-                .expect("server task")
-                .expect("server stops cleanly");
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
+use vss_client::{Acquire, Client};
 
 const SEED: &str = "slots:\n- {id: 0, type: token-bucket, bucketSize: 200, period: second, refreshRate: 100}\n- {id: 3, type: leaky-bucket, bucketSize: 2, period: minute}\n";
 
@@ -165,13 +99,6 @@ async fn keyed_acquires_get_separate_buckets() {
     };
     assert_eq!(client.acquire(1, bob).await.expect("acquire").granted, 1);
     server.shutdown().await;
-}
-
-fn server_error(result: Result<impl std::fmt::Debug, ClientError>) -> (Code, String) {
-    match result {
-        Err(ClientError::Server { code, message, .. }) => (code, message),
-        other => panic!("expected a server error, got {other:?}"),
-    }
 }
 
 #[tokio::test]

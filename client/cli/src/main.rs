@@ -63,6 +63,50 @@ enum Command {
     },
     /// Show what each instance runs.
     Status,
+    /// Publish a message (at most 36 bytes) on a signal slot.
+    Publish {
+        slot: u32,
+        message: String,
+        /// Publisher's client id (a broadcast skips it).
+        #[arg(long, default_value = "")]
+        client_id: String,
+    },
+    /// Print events as they arrive (one line each) and acknowledge them.
+    Subscribe {
+        /// Broadcast slots to hear (repeatable); default: all.
+        #[arg(long = "slot", short = 's')]
+        slots: Vec<u32>,
+        /// Stop after this many events.
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+        /// This client's id; default: a random one.
+        #[arg(long)]
+        client_id: Option<String>,
+    },
+    /// Join a multicast or random slot.
+    Register {
+        slot: u32,
+        #[arg(long)]
+        client_id: String,
+    },
+    /// Leave a multicast or random slot.
+    Deregister {
+        slot: u32,
+        #[arg(long)]
+        client_id: String,
+    },
+    /// Join a multicast or random slot and print (and acknowledge) its deliveries.
+    Listen {
+        /// The slot to register on.
+        #[arg(long)]
+        register: u32,
+        /// Stop after this many events.
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+        /// This client's id; default: a random one.
+        #[arg(long)]
+        client_id: Option<String>,
+    },
     /// Run a local VSS instance in the foreground (Ctrl-C stops it).
     Dev(dev::DevArgs),
 }
@@ -138,7 +182,66 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Publish {
+            slot,
+            message,
+            client_id,
+        } => {
+            let published = client.publish(slot, message.as_bytes(), &client_id).await?;
+            output::published(out, slot, &published);
+        }
+        Command::Subscribe {
+            slots,
+            count,
+            client_id,
+        } => {
+            let id = client_id.unwrap_or_else(random_client_id);
+            let events = client.subscribe(&id, &slots).await?;
+            print_events(out, events, count).await?;
+        }
+        Command::Register { slot, client_id } => {
+            client.register(slot, &client_id).await?;
+            output::membership(out, "registered", slot, &client_id);
+        }
+        Command::Deregister { slot, client_id } => {
+            client.deregister(slot, &client_id).await?;
+            output::membership(out, "deregistered", slot, &client_id);
+        }
+        Command::Listen {
+            register,
+            count,
+            client_id,
+        } => {
+            let id = client_id.unwrap_or_else(random_client_id);
+            // Stream first, so no delivery goes to a client not yet listening.
+            let events = client.subscribe(&id, &[]).await?;
+            client.register(register, &id).await?;
+            output::membership(out, "registered", register, &id);
+            print_events(out, events, count).await?;
+        }
         Command::Dev(_) => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn random_client_id() -> String {
+    format!("cli-{:016x}", fastrand::u64(..))
+}
+
+/// Prints and acknowledges events until `count` or the streams end.
+async fn print_events(
+    out: Format,
+    mut events: vss_client::Subscription,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut seen = 0u64;
+    while count.is_none_or(|n| seen < n) {
+        let Some(event) = events.next().await else {
+            anyhow::bail!("the event stream ended");
+        };
+        output::event(out, &event);
+        event.ack().await?;
+        seen += 1;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Printing results as text or as one JSON object per line.
 
 use serde_json::json;
-use vss_client::{Grant, StatusReply};
+use vss_client::{Delivery, Grant, Published, StatusReply};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -71,4 +71,47 @@ pub fn status(format: Format, endpoint: &str, s: &StatusReply) {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn published(format: Format, slot: u32, p: &Published) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({"slot": slot, "messageId": p.message_id, "delivered": p.delivered, "failed": p.failed, "takenBy": p.taken_by})
+        ),
+        Format::Text => {
+            print!(
+                "message {} delivered to {}, failed {}",
+                p.message_id, p.delivered, p.failed
+            );
+            match &p.taken_by {
+                Some(c) => println!(", taken by {c}"),
+                None => println!(),
+            }
+        }
+    }
+}
+
+pub fn event(format: Format, e: &Delivery) {
+    let text = String::from_utf8_lossy(&e.payload);
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({"slot": e.slot, "messageId": e.message_id, "payload": text, "publisher": e.publisher})
+        ),
+        Format::Text => println!(
+            "slot {} message {} from {:?}: {text}",
+            e.slot, e.message_id, e.publisher
+        ),
+    }
+}
+
+pub fn membership(format: Format, what: &str, slot: u32, client_id: &str) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({"slot": slot, "clientId": client_id, "status": what})
+        ),
+        Format::Text => println!("{what} {client_id} on slot {slot}"),
+    }
 }

@@ -1,0 +1,257 @@
+//! Connected clients and their event streams.
+//!
+//! Every client holds one event stream per instance, identified by the
+//! client id it chose. The hub delivers events into a bounded per-client
+//! queue and matches acknowledgements to waiting deliveries. A slow or dead
+//! client never holds anyone else up: a full queue or a missing ack fails
+//! that delivery at once or at its deadline, and after a few failures in a
+//! row the client is disconnected, so memory stays bounded.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures_util::StreamExt as _;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use vss_proto::v1::Event;
+
+use crate::error::RequestError;
+
+/// Longest client id, in bytes.
+pub const MAX_CLIENT_ID_BYTES: usize = 128;
+
+/// Bounds of the hub.
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    /// Most clients connected to one instance.
+    pub max_clients: usize,
+    /// Events queued per client before deliveries to it fail.
+    pub queue: usize,
+    /// Deliveries awaiting an ack per client.
+    pub max_pending: usize,
+    /// Failed deliveries in a row after which a client is disconnected.
+    pub max_failures: u32,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        Self {
+            max_clients: 10_000,
+            queue: 256,
+            max_pending: 1_024,
+            max_failures: 3,
+        }
+    }
+}
+
+/// The event stream a client receives.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+
+/// One open event stream.
+#[derive(Debug)]
+pub struct Connection {
+    id: String,
+    seq: u64,
+    slots: Option<HashSet<u32>>,
+    tx: mpsc::Sender<Result<Event, Status>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    failures: AtomicU32,
+    closed: CancellationToken,
+}
+
+impl Connection {
+    pub fn client_id(&self) -> &str {
+        &self.id
+    }
+
+    /// Completes when the hub has dropped this connection.
+    pub fn closed(&self) -> &CancellationToken {
+        &self.closed
+    }
+}
+
+/// Checks a client id from the wire.
+pub fn check_client_id(id: &str) -> Result<(), RequestError> {
+    if id.is_empty() || id.len() > MAX_CLIENT_ID_BYTES {
+        return Err(RequestError::BadClientId {
+            len: id.len(),
+            max: MAX_CLIENT_ID_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Every client connected to this instance.
+#[derive(Debug)]
+pub struct Hub {
+    clients: RwLock<HashMap<String, Arc<Connection>>>,
+    next_seq: AtomicU64,
+    limits: HubLimits,
+    stop: CancellationToken,
+}
+
+impl Hub {
+    /// A hub whose streams all end when `stop` is cancelled.
+    pub fn new(limits: HubLimits, stop: CancellationToken) -> Self {
+        Self {
+            clients: RwLock::new(HashMap::new()),
+            next_seq: AtomicU64::new(1),
+            limits,
+            stop,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Connection>>> {
+        self.clients.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Connection>>> {
+        self.clients.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a client's stream; an older stream of the same client id on
+    /// this instance is closed.
+    pub fn connect(
+        &self,
+        client_id: String,
+        slots: Vec<u32>,
+    ) -> Result<(Arc<Connection>, EventStream), RequestError> {
+        check_client_id(&client_id)?;
+        let (tx, rx) = mpsc::channel(self.limits.queue.max(1));
+        let conn = Arc::new(Connection {
+            id: client_id.clone(),
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            slots: (!slots.is_empty()).then(|| slots.into_iter().collect()),
+            tx,
+            pending: Mutex::new(HashMap::new()),
+            failures: AtomicU32::new(0),
+            closed: self.stop.child_token(),
+        });
+        let replaced = {
+            let mut clients = self.write();
+            if !clients.contains_key(&client_id) && clients.len() >= self.limits.max_clients {
+                return Err(RequestError::TooManyClients(self.limits.max_clients));
+            }
+            clients.insert(client_id, conn.clone())
+        };
+        if let Some(old) = replaced {
+            old.closed.cancel();
+        }
+        let stream = ReceiverStream::new(rx).take_until(conn.closed.clone().cancelled_owned());
+        Ok((conn, Box::pin(stream)))
+    }
+
+    /// Drops a connection (if it is still the client's current one).
+    pub fn disconnect(&self, conn: &Connection) {
+        let mut clients = self.write();
+        if clients.get(&conn.id).is_some_and(|c| c.seq == conn.seq) {
+            clients.remove(&conn.id);
+        }
+        drop(clients);
+        conn.closed.cancel();
+    }
+
+    /// An acknowledgement from `conn`.
+    pub fn ack(&self, conn: &Connection, message_id: u64) {
+        let waiter = conn
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&message_id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Connected clients that take broadcasts of `slot`, but `except`.
+    pub fn broadcast_recipients(&self, slot: u32, except: &[String]) -> Vec<String> {
+        self.read()
+            .values()
+            .filter(|c| c.slots.as_ref().is_none_or(|s| s.contains(&slot)))
+            .filter(|c| !except.contains(&c.id))
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    /// Number of connected clients.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues `event` for `client` and waits for its ack until `deadline`.
+    /// Resolves to whether the delivery was acknowledged in time.
+    pub fn deliver(
+        self: &Arc<Self>,
+        client: &str,
+        event: Event,
+        deadline: Instant,
+    ) -> impl Future<Output = bool> + Send + use<> {
+        let message_id = event.message_id;
+        let conn = self.read().get(client).cloned();
+        let started = conn.and_then(|conn| self.enqueue(&conn, event).map(|rx| (conn, rx)));
+        let hub = self.clone();
+        async move {
+            let Some((conn, acked)) = started else {
+                return false;
+            };
+            match tokio::time::timeout_at(deadline, acked).await {
+                Ok(Ok(())) => {
+                    conn.failures.store(0, Ordering::Relaxed);
+                    true
+                }
+                _ => {
+                    conn.pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&message_id);
+                    hub.failed(&conn);
+                    false
+                }
+            }
+        }
+    }
+
+    /// Puts the event in the client's queue; None (and a failure on the
+    /// client's record) if its queue or its pending acks are full.
+    fn enqueue(&self, conn: &Connection, event: Event) -> Option<oneshot::Receiver<()>> {
+        let message_id = event.message_id;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = conn.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.len() >= self.limits.max_pending {
+                drop(pending);
+                self.failed(conn);
+                return None;
+            }
+            pending.insert(message_id, tx);
+        }
+        if conn.tx.try_send(Ok(event)).is_err() {
+            conn.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&message_id);
+            self.failed(conn);
+            return None;
+        }
+        Some(rx)
+    }
+
+    /// Counts a failed delivery; too many in a row disconnects the client.
+    fn failed(&self, conn: &Connection) {
+        let in_a_row = conn.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if in_a_row >= self.limits.max_failures {
+            tracing::info!(client = %conn.id, failures = in_a_row, "disconnecting a client that does not take its events");
+            self.disconnect(conn);
+        }
+    }
+}
