@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -21,6 +21,9 @@ use vss_proto::v1::{
 };
 
 pub use vss_proto::v1::{SlotStatus, StatusReply};
+
+/// Longest a publish may wait for deliveries (the largest slot `timeout`).
+pub const MAX_PUBLISH_WAIT: Duration = Duration::from_secs(60);
 
 /// Default time a single call may take on one instance.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -114,17 +117,68 @@ impl Delivery {
     }
 }
 
-/// This client's event streams, merged. Dropping it closes them.
+/// This client's event streams, merged. Dropping it cuts them at once;
+/// [`Subscription::close`] ends them cleanly, after the acknowledgements
+/// already given have reached the instances.
 #[derive(Debug)]
 pub struct Subscription {
     events: mpsc::Receiver<Delivery>,
-    _streams: JoinSet<()>,
+    streams: JoinSet<()>,
+    closing: watch::Sender<bool>,
 }
+
+/// Longest [`Subscription::close`] waits for the instances to see the end.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Subscription {
     /// The next event; None once every stream has ended.
     pub async fn next(&mut self) -> Option<Delivery> {
         self.events.recv().await
+    }
+
+    /// Ends every stream cleanly: pending acknowledgements are sent, then
+    /// each instance closes its side. Undelivered events are dropped
+    /// unacknowledged.
+    pub async fn close(mut self) {
+        let _ = self.closing.send(true);
+        self.events.close();
+        while self.events.try_recv().is_ok() {}
+        let streams = &mut self.streams;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            while streams.join_next().await.is_some() {}
+        })
+        .await;
+    }
+}
+
+/// Forwards one instance's events until it ends the stream. When closing,
+/// the task drops its sender of the request stream, so the stream ends
+/// after the acks queued so far; the instance then closes its side.
+async fn read_events(
+    mut inbound: tonic::Streaming<vss_proto::v1::Event>,
+    out_tx: mpsc::Sender<ClientMessage>,
+    events: mpsc::Sender<Delivery>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let mut out_tx = Some(out_tx);
+    loop {
+        tokio::select! {
+            msg = inbound.message() => {
+                let Ok(Some(e)) = msg else { break };
+                let Some(ack) = &out_tx else { continue };
+                let delivery = Delivery {
+                    slot: e.slot,
+                    message_id: e.message_id,
+                    payload: e.payload,
+                    publisher: e.publisher,
+                    ack: ack.clone(),
+                };
+                let _ = events.send(delivery).await;
+            }
+            _ = closing.changed(), if out_tx.is_some() => {
+                out_tx = None;
+            }
+        }
     }
 }
 
@@ -138,6 +192,8 @@ struct Instance {
 #[derive(Debug, Clone)]
 pub struct Client {
     instances: Vec<Instance>,
+    /// Per-call limit on one instance (publish adds the slot's own timeout).
+    timeout: Duration,
 }
 
 /// Accepts `host:port` or a full `http://host:port` URI.
@@ -174,7 +230,6 @@ impl Client {
                         reason: err.to_string(),
                     })?
                     .connect_timeout(timeout)
-                    .timeout(timeout)
                     .tcp_nodelay(true)
                     .connect_lazy();
                 Ok(Instance {
@@ -183,7 +238,7 @@ impl Client {
                 })
             })
             .collect::<Result<Vec<_>, ClientError>>()?;
-        Ok(Self { instances })
+        Ok(Self { instances, timeout })
     }
 
     /// Runs `call` on each instance in turn until one answers.
@@ -192,9 +247,28 @@ impl Client {
         F: Fn(VssClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.first_answer_within(self.timeout, call).await
+    }
+
+    async fn first_answer_within<T, F, Fut>(
+        &self,
+        limit: Duration,
+        call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(VssClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let mut failures = Vec::new();
         for instance in &self.instances {
-            match call(instance.grpc.clone()).await {
+            let answer = tokio::time::timeout(limit, call(instance.grpc.clone()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(tonic::Status::deadline_exceeded(format!(
+                        "no answer within {limit:?}"
+                    )))
+                });
+            match answer {
                 Ok(reply) => return Ok(reply.into_inner()),
                 Err(status) if is_instance_failure(status.code()) => {
                     tracing::debug!(endpoint = %instance.endpoint, error = %status.message(), "instance failed; trying the next");
@@ -318,6 +392,7 @@ impl Client {
         slots: &[u32],
     ) -> Result<Subscription, ClientError> {
         let (events_tx, events_rx) = mpsc::channel(1_024);
+        let (closing, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut failures = Vec::new();
         for instance in &self.instances {
@@ -333,22 +408,13 @@ impl Client {
             let mut grpc = instance.grpc.clone();
             match grpc.events(ReceiverStream::new(out_rx)).await {
                 Ok(response) => {
-                    let mut inbound = response.into_inner();
-                    let events_tx = events_tx.clone();
-                    tasks.spawn(async move {
-                        while let Ok(Some(e)) = inbound.message().await {
-                            let delivery = Delivery {
-                                slot: e.slot,
-                                message_id: e.message_id,
-                                payload: e.payload,
-                                publisher: e.publisher,
-                                ack: out_tx.clone(),
-                            };
-                            if events_tx.send(delivery).await.is_err() {
-                                break;
-                            }
-                        }
-                    });
+                    let inbound = response.into_inner();
+                    tasks.spawn(read_events(
+                        inbound,
+                        out_tx,
+                        events_tx.clone(),
+                        closing.subscribe(),
+                    ));
                 }
                 Err(status) if is_instance_failure(status.code()) => {
                     failures.push(format!("{}: {}", instance.endpoint, status.message()));
@@ -367,7 +433,8 @@ impl Client {
         }
         Ok(Subscription {
             events: events_rx,
-            _streams: tasks,
+            streams: tasks,
+            closing,
         })
     }
 
@@ -375,11 +442,10 @@ impl Client {
     pub async fn status(&self) -> Vec<(String, Result<StatusReply, ClientError>)> {
         let mut out = Vec::with_capacity(self.instances.len());
         for instance in &self.instances {
-            let result = instance
-                .grpc
-                .clone()
-                .status(StatusRequest {})
+            let mut grpc = instance.grpc.clone();
+            let result = tokio::time::timeout(self.timeout, grpc.status(StatusRequest {}))
                 .await
+                .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")))
                 .map(tonic::Response::into_inner)
                 .map_err(|s| ClientError::Server {
                     endpoint: instance.endpoint.clone(),

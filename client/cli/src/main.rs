@@ -243,5 +243,7 @@ async fn print_events(
         event.ack().await?;
         seen += 1;
     }
+    // Let the last acknowledgements reach the instances before exiting.
+    events.close().await;
     Ok(())
 }

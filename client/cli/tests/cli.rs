@@ -11,10 +11,17 @@ const VSS: &str = env!("CARGO_BIN_EXE_vss");
 struct Dev {
     child: Child,
     grpc: String,
+    /// Kept open: `vss dev` keeps printing, and a closed pipe would kill it.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Dev {
+    /// `vss dev` with the built-in example config.
     fn start() -> Dev {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Dev {
         let mut child = Command::new(VSS)
             .args([
                 "dev",
@@ -23,21 +30,27 @@ impl Dev {
                 "--http-listen",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("vss dev starts");
-        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut grpc = None;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("read stdout");
+        let mut line = String::new();
+        while stdout.read_line(&mut line).expect("read stdout") > 0 {
             if let Some(addr) = line.trim().strip_prefix("gRPC") {
                 grpc = Some(addr.trim().to_string());
                 break;
             }
+            line.clear();
         }
         let grpc = grpc.expect("vss dev printed its gRPC address");
-        Dev { child, grpc }
+        Dev {
+            child,
+            grpc,
+            _stdout: stdout,
+        }
     }
 
     fn vss(&self, args: &[&str]) -> Output {
@@ -142,7 +155,10 @@ fn dev_serves_the_example_config_to_the_cli() {
             "token-bucket",
             "token-bucket",
             "token-bucket",
-            "leaky-bucket"
+            "leaky-bucket",
+            "broadcast",
+            "multicast",
+            "random"
         ]
     );
 
@@ -181,4 +197,133 @@ fn unreachable_cluster_is_an_error() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no VSS instance reachable"), "{stderr}");
+}
+
+/// Starts `vss <args>` in the background and waits for its first stdout line.
+fn spawn_until_first_line(
+    dev: &Dev,
+    args: &[&str],
+) -> (Child, BufReader<std::process::ChildStdout>, String) {
+    let mut child = Command::new(VSS)
+        .args(["--endpoints", &dev.grpc])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vss runs");
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("first line");
+    (child, out, first)
+}
+
+#[test]
+fn listen_and_publish_through_the_cli() {
+    // A generous timeout: tests run in parallel on a busy machine, and this
+    // one checks the counts, not the speed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("slots.yaml");
+    std::fs::write(
+        &config,
+        "slots:\n- {id: 11, type: multicast, timeout: 20s}\n",
+    )
+    .expect("write");
+    let dev = Dev::start_with(&["--config", config.to_str().expect("utf-8 path")]);
+    let (mut listener, mut out, first) = spawn_until_first_line(
+        &dev,
+        &[
+            "-o",
+            "json",
+            "listen",
+            "--register",
+            "11",
+            "--count",
+            "1",
+            "--client-id",
+            "worker-1",
+        ],
+    );
+    let registered: serde_json::Value = serde_json::from_str(&first).expect("json");
+    assert_eq!(registered["status"], "registered");
+
+    let published = dev.vss(&[
+        "-o",
+        "json",
+        "publish",
+        "11",
+        "job-42",
+        "--client-id",
+        "boss",
+    ]);
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let p = &json_lines(&published)[0];
+    assert_eq!(
+        (p["delivered"].as_u64(), p["failed"].as_u64()),
+        (Some(1), Some(0))
+    );
+
+    let mut line = String::new();
+    out.read_line(&mut line).expect("event line");
+    let event: serde_json::Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(event["payload"], "job-42");
+    assert_eq!(event["publisher"], "boss");
+    assert_eq!(event["slot"], 11);
+    assert!(
+        listener.wait().expect("listener exits").success(),
+        "--count 1 ends it"
+    );
+    dev.stop();
+}
+
+#[test]
+fn subscribe_prints_broadcasts() {
+    let dev = Dev::start();
+    let sub = Command::new(VSS)
+        .args([
+            "--endpoints",
+            &dev.grpc,
+            "-o",
+            "json",
+            "subscribe",
+            "--slot",
+            "10",
+            "--count",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("vss subscribe runs");
+    // The subscriber is connected once a broadcast reaches one client.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = dev.vss(&["-o", "json", "publish", "10", "hello"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if json_lines(&out)[0]["delivered"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "subscriber never connected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = sub
+        .wait_with_output()
+        .expect("subscriber exits after one event");
+    assert!(out.status.success());
+    assert_eq!(json_lines(&out)[0]["payload"], "hello");
+
+    let too_long = dev.vss(&["publish", "10", "0123456789012345678901234567890123456789"]);
+    assert!(!too_long.status.success());
+    let stderr = String::from_utf8_lossy(&too_long.stderr);
+    assert!(
+        stderr.contains("`message` is 40 bytes, at most 36 allowed"),
+        "{stderr}"
+    );
+    dev.stop();
 }
