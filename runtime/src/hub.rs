@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures_util::StreamExt as _;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::Stream;
@@ -94,16 +95,19 @@ pub struct Hub {
     next_seq: AtomicU64,
     limits: HubLimits,
     stop: CancellationToken,
+    connected: Gauge,
 }
 
 impl Hub {
-    /// A hub whose streams all end when `stop` is cancelled.
-    pub fn new(limits: HubLimits, stop: CancellationToken) -> Self {
+    /// A hub whose streams all end when `stop` is cancelled; `connected`
+    /// follows the number of connected clients.
+    pub fn new(limits: HubLimits, stop: CancellationToken, connected: Gauge) -> Self {
         Self {
             clients: RwLock::new(HashMap::new()),
             next_seq: AtomicU64::new(1),
             limits,
             stop,
+            connected,
         }
     }
 
@@ -138,7 +142,9 @@ impl Hub {
             if !clients.contains_key(&client_id) && clients.len() >= self.limits.max_clients {
                 return Err(RequestError::TooManyClients(self.limits.max_clients));
             }
-            clients.insert(client_id, conn.clone())
+            let replaced = clients.insert(client_id, conn.clone());
+            self.connected.set(clients.len() as i64);
+            replaced
         };
         if let Some(old) = replaced {
             old.closed.cancel();
@@ -152,6 +158,7 @@ impl Hub {
         let mut clients = self.write();
         if clients.get(&conn.id).is_some_and(|c| c.seq == conn.seq) {
             clients.remove(&conn.id);
+            self.connected.set(clients.len() as i64);
         }
         drop(clients);
         conn.closed.cancel();

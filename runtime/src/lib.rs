@@ -116,8 +116,12 @@ impl Runtime {
         };
         let slots = Arc::new(slots);
         let stop = CancellationToken::new();
-        let hub = Arc::new(Hub::new(HubLimits::default(), stop.child_token()));
-        let signals = Arc::new(Signals::new(slots.clone(), hub));
+        let hub = Arc::new(Hub::new(
+            HubLimits::default(),
+            stop.child_token(),
+            metrics.connected_clients.clone(),
+        ));
+        let signals = Arc::new(Signals::new(slots.clone(), hub, metrics.clone()));
         Ok(Self {
             options,
             grpc,

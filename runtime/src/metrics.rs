@@ -5,6 +5,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -25,6 +26,12 @@ pub struct ErrorLabels {
 pub struct RejectLabels {
     pub verb: &'static str,
     pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub slot: u32,
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,6 +107,8 @@ pub struct Metrics {
     pub wasm_call_seconds: Family<TypeLabels, Histogram>,
     pub restarts: Family<SlotLabels, Counter>,
     pub rejected: Family<RejectLabels, Counter>,
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    pub connected_clients: Gauge,
     registry: Arc<Registry>,
 }
 
@@ -121,6 +130,8 @@ impl Metrics {
         );
         let restarts = Family::default();
         let rejected = Family::default();
+        let deliveries = Family::default();
+        let connected_clients = Gauge::default();
         let mut registry = Registry::with_prefix("vss");
         registry.register("slot_calls", "Calls per slot and verb", calls.clone());
         registry.register(
@@ -148,7 +159,19 @@ impl Metrics {
             "Requests refused before reaching a slot, by verb and gRPC code",
             rejected.clone(),
         );
+        registry.register(
+            "deliveries",
+            "Signal deliveries by slot and outcome (delivered, failed)",
+            deliveries.clone(),
+        );
+        registry.register(
+            "connected_clients",
+            "Clients with an open event stream on this instance",
+            connected_clients.clone(),
+        );
         Self {
+            deliveries,
+            connected_clients,
             rejected,
             calls,
             errors,
@@ -203,6 +226,16 @@ impl Metrics {
         self.rejected
             .get_or_create(&RejectLabels { verb, code })
             .inc();
+    }
+
+    pub fn record_deliveries(&self, slot: u32, delivered: u32, failed: u32) {
+        for (outcome, n) in [("delivered", delivered), ("failed", failed)] {
+            if n > 0 {
+                self.deliveries
+                    .get_or_create(&DeliveryLabels { slot, outcome })
+                    .inc_by(u64::from(n));
+            }
+        }
     }
 
     /// The OpenMetrics text exposition of every metric.

@@ -19,7 +19,7 @@ use vss_slot_host::{Delivery, DeliveryReport, Effect, Publish, Recipients, Reque
 
 use crate::error::RequestError;
 use crate::hub::{Hub, check_client_id};
-use crate::metrics::Verb;
+use crate::metrics::{Metrics, Verb};
 use crate::slots::{SlotTable, check_len};
 
 /// Largest message, in bytes (a UUID in text fits).
@@ -41,16 +41,18 @@ pub struct Signals {
     slots: Arc<SlotTable>,
     hub: Arc<Hub>,
     next_message_id: AtomicU64,
+    metrics: Metrics,
 }
 
 impl Signals {
-    pub fn new(slots: Arc<SlotTable>, hub: Arc<Hub>) -> Self {
+    pub fn new(slots: Arc<SlotTable>, hub: Arc<Hub>, metrics: Metrics) -> Self {
         // Random start: ids of different instances and restarts rarely meet.
         let first = fastrand::u64(1..u64::MAX / 2);
         Self {
             slots,
             hub,
             next_message_id: AtomicU64::new(first),
+            metrics,
         }
     }
 
@@ -124,6 +126,8 @@ impl Signals {
                 Err(e) => tracing::warn!(slot = id, error = %e, "delivery report failed"),
             }
         }
+        self.metrics
+            .record_deliveries(slot, outcome.delivered, outcome.failed);
         Ok(outcome)
     }
 

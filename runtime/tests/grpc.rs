@@ -1,33 +1,15 @@
 //! The runtime over real gRPC on loopback, driven by `vss-client`.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 mod common;
 
-use common::{TestServer, server_error};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::{TestServer, http_get, server_error};
 use tonic::Code;
 use vss_client::{Acquire, Client};
 
 const SEED: &str = "slots:\n- {id: 0, type: token-bucket, bucketSize: 200, period: second, refreshRate: 100}\n- {id: 3, type: leaky-bucket, bucketSize: 2, period: minute}\n";
-
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect http");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.expect("read");
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    (code, buf)
-}
 
 #[tokio::test]
 async fn seed_example_grants_200_then_refills_100_per_second() {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestServer, server_error};
+use common::{TestServer, http_get, server_error};
 use tokio::task::JoinHandle;
 use tonic::Code;
 use vss_client::Client;
@@ -101,6 +101,15 @@ async fn broadcast_reaches_every_other_client_and_not_the_sender() {
         anonymous.delivered, 3,
         "no publisher: everyone hearing slot 10"
     );
+
+    let (_, metrics) = http_get(server.http, "/metrics").await;
+    for needle in [
+        r#"vss_deliveries_total{slot="10",outcome="delivered"} 5"#,
+        "vss_connected_clients 4",
+        r#"vss_slot_calls_total{slot="10",verb="publish"} 2"#,
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in:\n{metrics}");
+    }
     server.shutdown().await;
 }
 
