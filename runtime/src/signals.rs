@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use tokio::time::Instant;
 use vss_config::Signal;
@@ -106,21 +107,31 @@ impl Signals {
         };
         start(reply.effects, &mut inflight);
         let single_taker = self.slots.is_random(slot);
-        while let Some((client, delivered)) = inflight.next().await {
-            if delivered {
-                outcome.delivered += 1;
-                if single_taker {
-                    outcome.taken_by = Some(client.clone());
-                }
-            } else {
-                outcome.failed += 1;
+        while let Some(first) = inflight.next().await {
+            // Take every outcome that is already in and report them to the
+            // module in one call: a broadcast to 1,000 clients would
+            // otherwise cross into Wasm 1,000 times.
+            let mut done = vec![first];
+            while let Some(Some(more)) = inflight.next().now_or_never() {
+                done.push(more);
             }
-            let report = DeliveryReport {
-                message_id,
-                client,
-                delivered,
-            };
-            match self.slots.report(id, report) {
+            let mut reports = Vec::with_capacity(done.len());
+            for (client, delivered) in done {
+                if delivered {
+                    outcome.delivered += 1;
+                    if single_taker {
+                        outcome.taken_by = Some(client.clone());
+                    }
+                } else {
+                    outcome.failed += 1;
+                }
+                reports.push(DeliveryReport {
+                    message_id,
+                    client,
+                    delivered,
+                });
+            }
+            match self.slots.report(id, reports) {
                 Ok(effects) if Instant::now() < deadline => start(effects, &mut inflight),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(slot = id, error = %e, "delivery report failed"),

@@ -185,11 +185,31 @@ impl SlotTable {
 
     /// Reports a delivery outcome to a signal slot; returns the follow-up
     /// effects. Internal traffic: not counted as a client call.
-    pub fn report(&self, slot: u8, report: DeliveryReport) -> Result<Vec<Effect>, RequestError> {
+    /// Reports delivery outcomes to a signal slot in one call into the
+    /// module; returns the follow-up effects. Internal traffic: not counted
+    /// as client calls.
+    pub fn report(
+        &self,
+        slot: u8,
+        reports: Vec<DeliveryReport>,
+    ) -> Result<Vec<Effect>, RequestError> {
         let entry = self.slots[usize::from(slot)]
             .as_ref()
             .ok_or(RequestError::SlotNotConfigured(slot))?;
-        Ok(invoke(slot, entry, &Request::DeliveryReport(report))?.effects)
+        let reqs: Vec<Request> = reports.into_iter().map(Request::DeliveryReport).collect();
+        let replies = with_instance(slot, entry, |instance, ctx| {
+            instance.handle_batch(ctx, &reqs)
+        })?;
+        let mut effects = Vec::new();
+        for reply in replies {
+            match reply {
+                Ok(r) => effects.extend(r.effects),
+                Err(e) => {
+                    tracing::warn!(slot, error = %e.message(), "slot refused a delivery report")
+                }
+            }
+        }
+        Ok(effects)
     }
 
     /// Finds the slot, runs `f` on it and does the accounting.
@@ -233,6 +253,16 @@ impl SlotTable {
 }
 
 fn invoke(id: u8, entry: &SlotEntry, req: &Request) -> Result<Reply, RequestError> {
+    with_instance(id, entry, |instance, ctx| instance.handle(ctx, req))
+}
+
+/// Runs `f` on the slot's instance with a fresh context, recording the
+/// time spent in Wasm and any instance rebuilds.
+fn with_instance<T>(
+    id: u8,
+    entry: &SlotEntry,
+    f: impl FnOnce(&mut SlotInstance, Context) -> Result<T, CallError>,
+) -> Result<T, RequestError> {
     let ctx = Context {
         now_ms: now_ms(),
         random: fastrand::u64(..),
@@ -242,7 +272,7 @@ fn invoke(id: u8, entry: &SlotEntry, req: &Request) -> Result<Reply, RequestErro
     let mut instance = entry.instance.lock().unwrap_or_else(|p| p.into_inner());
     let restarts_before = instance.restarts();
     let started = Instant::now();
-    let result = instance.handle(ctx, req);
+    let result = f(&mut instance, ctx);
     entry
         .metrics
         .wasm_seconds
