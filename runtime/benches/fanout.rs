@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = stopped.await;
     }));
 
-    let publisher = Client::new(&[endpoint.clone()])?;
+    let publisher = Client::new(std::slice::from_ref(&endpoint))?;
     let mut acquires = Vec::new();
     for _ in 0..2_000 {
         let t = Instant::now();
@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
     let baseline = summary("acquire round trip", acquires);
 
     let connections: Vec<Client> = (0..CONNECTIONS)
-        .map(|_| Client::new(&[endpoint.clone()]))
+        .map(|_| Client::new(std::slice::from_ref(&endpoint)))
         .collect::<Result<_, _>>()?;
     let mut subscribers = tokio::task::JoinSet::new();
     let mut connected = 0;

@@ -19,10 +19,13 @@ const SLOTS: &str = "slots:
 - {id: 12, type: random, timeout: 600ms, deregTries: 5}
 ";
 
+/// What a listener got: (slot, payload, publisher) per event.
+type Received = Arc<Mutex<Vec<(u32, Vec<u8>, String)>>>;
+
 /// A subscribed client that records what it receives and, if `acks`,
 /// acknowledges it.
 struct Listener {
-    received: Arc<Mutex<Vec<(u32, Vec<u8>, String)>>>,
+    received: Received,
     task: JoinHandle<()>,
 }
 
