@@ -357,27 +357,28 @@ impl Client {
 
     /// Joins a multicast or random slot.
     pub async fn register(&self, slot: u32, client_id: &str) -> Result<(), ClientError> {
-        let req = MembershipRequest {
-            slot,
-            client_id: client_id.to_string(),
-        };
-        self.first_answer(|mut c| {
-            let req = req.clone();
-            async move { c.register(req).await }
-        })
-        .await
-        .map(drop)
+        self.membership(slot, client_id, true).await
     }
 
     /// Leaves a multicast or random slot.
     pub async fn deregister(&self, slot: u32, client_id: &str) -> Result<(), ClientError> {
+        self.membership(slot, client_id, false).await
+    }
+
+    async fn membership(&self, slot: u32, client_id: &str, join: bool) -> Result<(), ClientError> {
         let req = MembershipRequest {
             slot,
             client_id: client_id.to_string(),
         };
         self.first_answer(|mut c| {
             let req = req.clone();
-            async move { c.deregister(req).await }
+            async move {
+                if join {
+                    c.register(req).await
+                } else {
+                    c.deregister(req).await
+                }
+            }
         })
         .await
         .map(drop)

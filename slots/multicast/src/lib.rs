@@ -8,7 +8,6 @@ extern crate alloc;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
-use vss_slot_sdk::codec::{Reader, Writer};
 use vss_slot_sdk::members::Members;
 use vss_slot_sdk::{
     Config, Context, Delivery, DeliveryReport, Effect, Publish, Recipients, Reply, Request,
@@ -73,17 +72,11 @@ impl Slot for Multicast {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        self.members.encode(&mut w);
-        w.finish()
+        self.members.snapshot()
     }
 
     fn merge(&mut self, state: &[u8]) -> Result<(), String> {
-        let mut r = Reader::new(state);
-        self.members
-            .merge_from(&mut r)
-            .map_err(|e| alloc::format!("{e}"))?;
-        r.end().map_err(|e| alloc::format!("{e}"))
+        self.members.merge_snapshot(state)
     }
 }
 

@@ -11,7 +11,6 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
-use vss_slot_sdk::codec::{Reader, Writer};
 use vss_slot_sdk::members::Members;
 use vss_slot_sdk::{
     Config, Context, Delivery, DeliveryReport, Effect, Recipients, Reply, Request, Response, Slot,
@@ -116,17 +115,11 @@ impl Slot for Random {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        self.members.encode(&mut w);
-        w.finish()
+        self.members.snapshot()
     }
 
     fn merge(&mut self, state: &[u8]) -> Result<(), String> {
-        let mut r = Reader::new(state);
-        self.members
-            .merge_from(&mut r)
-            .map_err(|e| alloc::format!("{e}"))?;
-        r.end().map_err(|e| alloc::format!("{e}"))
+        self.members.merge_snapshot(state)
     }
 }
 

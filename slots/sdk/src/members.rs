@@ -82,6 +82,20 @@ impl Members {
         self.failures.keys().nth(index)
     }
 
+    /// The members as a snapshot (see [`Members::merge_snapshot`]).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode(&mut w);
+        w.finish()
+    }
+
+    /// Merges a snapshot from [`Members::snapshot`] into this set.
+    pub fn merge_snapshot(&mut self, state: &[u8]) -> Result<(), String> {
+        let mut r = Reader::new(state);
+        self.merge_from(&mut r).map_err(|e| format!("{e}"))?;
+        r.end().map_err(|e| format!("{e}"))
+    }
+
     pub fn encode(&self, w: &mut Writer) {
         w.u64(self.failures.len() as u64);
         for (client, failures) in &self.failures {
