@@ -41,6 +41,9 @@ use crate::slots::{SlotLoadError, SlotTable};
 
 pub use vss_slot_host::HostLimits as WasmLimits;
 
+/// How often every slot's `tick` export is called.
+pub const TICK_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where and how an instance runs.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
@@ -179,6 +182,23 @@ impl Runtime {
                 axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
             tasks.spawn(async move { server.await.map_err(RuntimeError::Http) });
         }
+        let signals = self.signals.clone();
+        let ticker_stop = stop.clone();
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(TICK_PERIOD);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    () = ticker_stop.cancelled() => return Ok(()),
+                    _ = every.tick() => {}
+                }
+                // One round at a time: a round still delivering delays the next.
+                tokio::select! {
+                    () = ticker_stop.cancelled() => return Ok(()),
+                    () = signals.tick() => {}
+                }
+            }
+        });
         ready.store(true, Ordering::Relaxed);
         tracing::info!(
             instance = %self.options.instance_id,

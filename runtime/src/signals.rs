@@ -36,6 +36,24 @@ pub struct PublishOutcome {
     pub taken_by: Option<String>,
 }
 
+/// How one set of deliveries is carried out.
+struct Plan<'a> {
+    slot: u8,
+    deadline: Instant,
+    /// Longest one delivery attempt waits for its ack.
+    attempt: Duration,
+    publisher: &'a str,
+    /// One taker per message (random): remember who took it.
+    single_taker: bool,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    delivered: u32,
+    failed: u32,
+    taken_by: Option<String>,
+}
+
 /// Publishes and manages membership on signal slots.
 #[derive(Debug)]
 pub struct Signals {
@@ -81,32 +99,46 @@ impl Signals {
             publisher: (!publisher.is_empty()).then(|| publisher.to_string()),
         });
         let reply = self.slots.request(slot, Verb::Publish, publish)?;
-        let deadline = Instant::now() + signal.timeout;
-        let attempt = attempt_timeout(&self.slots, slot, &signal);
-        let mut outcome = PublishOutcome {
-            message_id,
-            delivered: 0,
-            failed: 0,
-            taken_by: None,
+        let plan = Plan {
+            slot: id,
+            deadline: Instant::now() + signal.timeout,
+            attempt: attempt_timeout(&self.slots, slot, &signal),
+            publisher,
+            single_taker: self.slots.is_random(slot),
         };
+        let tally = self.carry_out(&plan, reply.effects).await;
+        Ok(PublishOutcome {
+            message_id,
+            delivered: tally.delivered,
+            failed: tally.failed,
+            taken_by: tally.taken_by,
+        })
+    }
+
+    /// Carries out a slot's delivery effects: delivers, waits for the acks
+    /// until the plan's deadline, reports every outcome back to the module
+    /// and carries out what it answers (a random slot's next candidate).
+    async fn carry_out(&self, plan: &Plan<'_>, effects: Vec<Effect>) -> Tally {
+        let slot = u32::from(plan.slot);
+        let mut tally = Tally::default();
         let mut inflight = FuturesUnordered::new();
         let start = |effects: Vec<Effect>, inflight: &mut FuturesUnordered<_>| {
             for Effect::Deliver(d) in effects {
-                let attempt_deadline = deadline.min(Instant::now() + attempt);
+                let attempt_deadline = plan.deadline.min(Instant::now() + plan.attempt);
                 for client in self.resolve(slot, &d) {
                     let event = Event {
                         slot,
                         message_id: d.message_id,
                         payload: d.payload.clone(),
-                        publisher: publisher.to_string(),
+                        publisher: plan.publisher.to_string(),
                     };
                     let delivery = self.hub.deliver(&client, event, attempt_deadline);
-                    inflight.push(async move { (client, delivery.await) });
+                    let message_id = d.message_id;
+                    inflight.push(async move { (message_id, client, delivery.await) });
                 }
             }
         };
-        start(reply.effects, &mut inflight);
-        let single_taker = self.slots.is_random(slot);
+        start(effects, &mut inflight);
         while let Some(first) = inflight.next().await {
             // Take every outcome that is already in and report them to the
             // module in one call: a broadcast to 1,000 clients would
@@ -116,14 +148,14 @@ impl Signals {
                 done.push(more);
             }
             let mut reports = Vec::with_capacity(done.len());
-            for (client, delivered) in done {
+            for (message_id, client, delivered) in done {
                 if delivered {
-                    outcome.delivered += 1;
-                    if single_taker {
-                        outcome.taken_by = Some(client.clone());
+                    tally.delivered += 1;
+                    if plan.single_taker {
+                        tally.taken_by = Some(client.clone());
                     }
                 } else {
-                    outcome.failed += 1;
+                    tally.failed += 1;
                 }
                 reports.push(DeliveryReport {
                     message_id,
@@ -131,15 +163,40 @@ impl Signals {
                     delivered,
                 });
             }
-            match self.slots.report(id, reports) {
-                Ok(effects) if Instant::now() < deadline => start(effects, &mut inflight),
+            match self.slots.report(plan.slot, reports) {
+                Ok(effects) if Instant::now() < plan.deadline => start(effects, &mut inflight),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(slot = id, error = %e, "delivery report failed"),
+                Err(e) => tracing::warn!(slot, error = %e, "delivery report failed"),
             }
         }
         self.metrics
-            .record_deliveries(slot, outcome.delivered, outcome.failed);
-        Ok(outcome)
+            .record_deliveries(slot, tally.delivered, tally.failed);
+        tally
+    }
+
+    /// Calls every slot's `tick` and carries out the deliveries they ask
+    /// for, each within its slot's timeout (1 s for non-signal slots).
+    pub async fn tick(&self) {
+        let rounds = self
+            .slots
+            .tick_all()
+            .into_iter()
+            .map(|(slot, effects)| async move {
+                let timeout = self
+                    .slots
+                    .signal(u32::from(slot))
+                    .map(|(_, s)| s.timeout)
+                    .unwrap_or(vss_config::DEFAULT_SIGNAL_TIMEOUT);
+                let plan = Plan {
+                    slot,
+                    deadline: Instant::now() + timeout,
+                    attempt: timeout,
+                    publisher: "",
+                    single_taker: false,
+                };
+                self.carry_out(&plan, effects).await
+            });
+        futures_util::future::join_all(rounds).await;
     }
 
     fn resolve(&self, slot: u32, delivery: &Delivery) -> Vec<String> {

@@ -212,6 +212,22 @@ impl SlotTable {
         Ok(effects)
     }
 
+    /// Calls `tick` on every configured slot; returns the effects of those
+    /// that asked for any.
+    pub fn tick_all(&self) -> Vec<(u8, Vec<Effect>)> {
+        let mut out = Vec::new();
+        for (i, entry) in self.slots.iter().enumerate() {
+            let Some(entry) = entry else { continue };
+            let id = u8::try_from(i).expect("fewer than 256 slots");
+            match with_instance(id, entry, |instance, ctx| instance.tick(ctx)) {
+                Ok(effects) if !effects.is_empty() => out.push((id, effects)),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(slot = id, error = %e, "tick failed"),
+            }
+        }
+        out
+    }
+
     /// Finds the slot, runs `f` on it and does the accounting.
     fn serve<T>(
         &self,

@@ -301,3 +301,28 @@ async fn bad_signal_requests_get_clear_errors() {
     assert_eq!(code, Code::NotFound);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn deliveries_asked_for_by_tick_reach_clients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("ticker.wasm"),
+        vss_builtin_slots::testing::MISBEHAVE,
+    )
+    .expect("write");
+    let yaml = "slots:\n- id: 7\n  type: custom\n  custom: {module: ticker.wasm, config: {tickMessage: tick-tock}}\n";
+    let server = TestServer::start(yaml, dir.path()).await.expect("starts");
+    let client = server.client();
+    let listener = Listener::start(&client, "l", &[], true).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while listener.count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no tick delivery within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (slot, payload, _) = listener.received.lock().expect("lock")[0].clone();
+    assert_eq!((slot, payload.as_slice()), (7, b"tick-tock".as_slice()));
+    server.shutdown().await;
+}

@@ -3,18 +3,23 @@
 //! Custom operations: `trap` (panics, which traps), `loop` (never returns),
 //! `alloc` (allocates until memory runs out), `count` (returns how many times
 //! it was called since init, as 8 little-endian bytes) and `echo`.
-//! Config `failInit: true` makes `init` fail.
+//! Config `failInit: true` makes `init` fail; `tickMessage: TEXT` makes every
+//! `tick` broadcast TEXT.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use vss_slot_sdk::{Config, Context, Custom, Reply, Request, Response, Slot, SlotError};
+use vss_slot_sdk::{
+    Config, Context, Custom, Delivery, Effect, Recipients, Reply, Request, Response, Slot,
+    SlotError,
+};
 
 #[derive(Debug)]
 pub struct Misbehave {
     calls: u64,
+    tick_message: Option<String>,
 }
 
 impl Slot for Misbehave {
@@ -22,7 +27,10 @@ impl Slot for Misbehave {
         if config.get("failInit") == Some("true") {
             return Err("field `failInit`: asked to fail".into());
         }
-        Ok(Self { calls: 0 })
+        Ok(Self {
+            calls: 0,
+            tick_message: config.get("tickMessage").map(String::from),
+        })
     }
 
     fn handle(&mut self, _ctx: &Context, req: Request) -> Result<Reply, SlotError> {
@@ -53,6 +61,19 @@ impl Slot for Misbehave {
             }
         };
         Ok(Reply::of(Response::Custom(out)))
+    }
+
+    fn tick(&mut self, ctx: &Context) -> Vec<Effect> {
+        self.tick_message
+            .as_ref()
+            .map(|m| {
+                alloc::vec![Effect::Deliver(Delivery {
+                    message_id: ctx.now_ms,
+                    payload: m.as_bytes().to_vec(),
+                    recipients: Recipients::AllExcept(Vec::new()),
+                })]
+            })
+            .unwrap_or_default()
     }
 
     fn snapshot(&self) -> Vec<u8> {
