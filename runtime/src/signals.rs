@@ -177,25 +177,27 @@ impl Signals {
     /// Calls every slot's `tick` and carries out the deliveries they ask
     /// for, each within its slot's timeout (1 s for non-signal slots).
     pub async fn tick(&self) {
-        let rounds = self
-            .slots
-            .tick_all()
-            .into_iter()
-            .map(|(slot, effects)| async move {
-                let timeout = self
-                    .slots
-                    .signal(u32::from(slot))
-                    .map(|(_, s)| s.timeout)
-                    .unwrap_or(vss_config::DEFAULT_SIGNAL_TIMEOUT);
-                let plan = Plan {
-                    slot,
-                    deadline: Instant::now() + timeout,
-                    attempt: timeout,
-                    publisher: "",
-                    single_taker: false,
-                };
-                self.carry_out(&plan, effects).await
-            });
+        // A slot busy with a long call holds its lock; wait for it on a
+        // blocking thread, not on the reactor.
+        let slots = self.slots.clone();
+        let ticked = tokio::task::spawn_blocking(move || slots.tick_all())
+            .await
+            .unwrap_or_default();
+        let rounds = ticked.into_iter().map(|(slot, effects)| async move {
+            let timeout = self
+                .slots
+                .signal(u32::from(slot))
+                .map(|(_, s)| s.timeout)
+                .unwrap_or(vss_config::DEFAULT_SIGNAL_TIMEOUT);
+            let plan = Plan {
+                slot,
+                deadline: Instant::now() + timeout,
+                attempt: timeout,
+                publisher: "",
+                single_taker: false,
+            };
+            self.carry_out(&plan, effects).await
+        });
         futures_util::future::join_all(rounds).await;
     }
 

@@ -286,7 +286,8 @@ async fn probes_and_metrics_are_served_over_http() {
     for needle in [
         r#"vss_slot_calls_total{slot="0",verb="acquire"} 1"#,
         r#"vss_requests_rejected_total{verb="acquire",code="not_found"} 1"#,
-        r#"vss_wasm_call_duration_seconds_count{slot_type="token-bucket"} 1"#,
+        // Counted with the once-a-second tick calls, so no exact value.
+        r#"vss_wasm_call_duration_seconds_count{slot_type="token-bucket"} "#,
         "vss_request_duration_seconds_bucket",
     ] {
         assert!(body.contains(needle), "missing {needle} in:\n{body}");
