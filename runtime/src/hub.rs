@@ -262,3 +262,124 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn hub(limits: HubLimits) -> Arc<Hub> {
+        Arc::new(Hub::new(limits, CancellationToken::new(), Gauge::default()))
+    }
+
+    fn event(message_id: u64) -> Event {
+        Event {
+            slot: 10,
+            message_id,
+            payload: b"m".to_vec(),
+            publisher: String::new(),
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(200)
+    }
+
+    #[tokio::test]
+    async fn an_ack_completes_the_delivery() {
+        let hub = hub(HubLimits::default());
+        let (conn, mut stream) = hub.connect("a".into(), vec![]).expect("connect");
+        let delivery = hub.deliver("a", event(1), soon());
+        let got = stream.next().await.expect("event").expect("ok");
+        assert_eq!(got.message_id, 1);
+        hub.ack(&conn, 1);
+        assert!(delivery.await);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_fails_at_once_and_repeated_failures_disconnect() {
+        let hub = hub(HubLimits {
+            queue: 2,
+            max_failures: 2,
+            ..HubLimits::default()
+        });
+        let (conn, _stream_never_read) = hub.connect("slow".into(), vec![]).expect("connect");
+        let _first = hub.deliver("slow", event(1), soon());
+        let _second = hub.deliver("slow", event(2), soon());
+        let started = Instant::now();
+        assert!(!hub.deliver("slow", event(3), soon()).await, "queue full");
+        assert!(
+            started.elapsed() < Duration::from_millis(150),
+            "failed without waiting"
+        );
+        assert!(!conn.closed().is_cancelled());
+        assert!(!hub.deliver("slow", event(4), soon()).await);
+        assert!(
+            conn.closed().is_cancelled(),
+            "two failures in a row disconnect"
+        );
+        assert!(hub.is_empty());
+        assert!(
+            !hub.deliver("slow", event(5), soon()).await,
+            "no longer connected"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unacknowledged_delivery_fails_at_its_deadline_and_frees_its_slot() {
+        let hub = hub(HubLimits::default());
+        let (conn, _stream) = hub.connect("mute".into(), vec![]).expect("connect");
+        assert!(
+            !hub.deliver("mute", event(1), Instant::now() + Duration::from_millis(20))
+                .await
+        );
+        assert!(
+            conn.pending.lock().expect("lock").is_empty(),
+            "no waiter left behind"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_stream_replaces_the_old_one_of_the_same_client() {
+        let hub = hub(HubLimits::default());
+        let (old, mut old_stream) = hub.connect("a".into(), vec![]).expect("connect");
+        let (new, _new_stream) = hub.connect("a".into(), vec![]).expect("connect");
+        assert!(old_stream.next().await.is_none(), "old stream ended");
+        hub.disconnect(&old);
+        assert_eq!(hub.len(), 1, "closing the old one leaves the new one");
+        assert!(!new.closed().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn clients_are_bounded_and_ids_checked() {
+        let hub = hub(HubLimits {
+            max_clients: 1,
+            ..HubLimits::default()
+        });
+        let _a = hub.connect("a".into(), vec![]).expect("connect");
+        assert!(matches!(
+            hub.connect("b".into(), vec![]),
+            Err(RequestError::TooManyClients(1))
+        ));
+        assert!(matches!(
+            hub.connect(String::new(), vec![]),
+            Err(RequestError::BadClientId { .. })
+        ));
+        assert!(matches!(
+            hub.connect("x".repeat(129), vec![]),
+            Err(RequestError::BadClientId { len: 129, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn broadcast_recipients_follow_the_slot_filter() {
+        let hub = hub(HubLimits::default());
+        let _a = hub.connect("all".into(), vec![]).expect("connect");
+        let _b = hub.connect("only-10".into(), vec![10]).expect("connect");
+        let _c = hub.connect("only-11".into(), vec![11]).expect("connect");
+        let mut got = hub.broadcast_recipients(10, &["all".to_string()]);
+        got.sort();
+        assert_eq!(got, ["only-10"]);
+    }
+}
