@@ -341,8 +341,9 @@ impl Client {
             message: message.to_vec(),
             client_id: client_id.to_string(),
         };
+        // A publish lasts up to the slot's timeout (at most 60 s) by design.
         let reply = self
-            .first_answer(|mut c| {
+            .first_answer_within(MAX_PUBLISH_WAIT + self.timeout, |mut c| {
                 let req = req.clone();
                 async move { c.publish(req).await }
             })

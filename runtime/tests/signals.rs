@@ -17,6 +17,7 @@ const SLOTS: &str = "slots:
 - {id: 10, type: broadcast, timeout: 300ms}
 - {id: 11, type: multicast, timeout: 300ms, deregTries: 2}
 - {id: 12, type: random, timeout: 600ms, deregTries: 5}
+- {id: 13, type: multicast, timeout: 1s}
 ";
 
 /// What a listener got: (slot, payload, publisher) per event.
@@ -324,5 +325,27 @@ async fn deliveries_asked_for_by_tick_reach_clients() {
     }
     let (slot, payload, _) = listener.received.lock().expect("lock")[0].clone();
     assert_eq!((slot, payload.as_slice()), (7, b"tick-tock".as_slice()));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_publish_may_outlast_the_client_call_timeout_up_to_the_slot_timeout() {
+    let (server, _) = server().await;
+    // Calls time out after 200 ms; a publish must still wait for slot 13's 1 s.
+    let client = Client::with_timeout(&[server.grpc.to_string()], Duration::from_millis(200))
+        .expect("client");
+    let _silent = Listener::start(&client, "silent", &[], false).await;
+    client.register(13, "silent").await.expect("register");
+    let started = std::time::Instant::now();
+    let p = client
+        .publish(13, b"m", "")
+        .await
+        .expect("publish waits for the slot timeout");
+    assert_eq!((p.delivered, p.failed), (0, 1));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
     server.shutdown().await;
 }
