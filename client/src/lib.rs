@@ -22,7 +22,8 @@ use vss_proto::v1::{
 
 pub use vss_proto::v1::{SlotStatus, StatusReply};
 
-/// Longest a publish may wait for deliveries (the largest slot `timeout`).
+/// Longest a publish may wait for deliveries: the largest slot `timeout`
+/// (`vss_config::MAX_SIGNAL_TIMEOUT`).
 pub const MAX_PUBLISH_WAIT: Duration = Duration::from_secs(60);
 
 /// Default time a single call may take on one instance.
@@ -242,26 +243,29 @@ impl Client {
     }
 
     /// Runs `call` on each instance in turn until one answers.
-    async fn first_answer<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    async fn first_answer<R, T, F, Fut>(&self, req: R, call: F) -> Result<T, ClientError>
     where
-        F: Fn(VssClient<Channel>) -> Fut,
+        R: Clone,
+        F: Fn(VssClient<Channel>, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.first_answer_within(self.timeout, call).await
+        self.first_answer_within(self.timeout, req, call).await
     }
 
-    async fn first_answer_within<T, F, Fut>(
+    async fn first_answer_within<R, T, F, Fut>(
         &self,
         limit: Duration,
+        req: R,
         call: F,
     ) -> Result<T, ClientError>
     where
-        F: Fn(VssClient<Channel>) -> Fut,
+        R: Clone,
+        F: Fn(VssClient<Channel>, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut failures = Vec::new();
         for instance in &self.instances {
-            let answer = tokio::time::timeout(limit, call(instance.grpc.clone()))
+            let answer = tokio::time::timeout(limit, call(instance.grpc.clone(), req.clone()))
                 .await
                 .unwrap_or_else(|_| {
                     Err(tonic::Status::deadline_exceeded(format!(
@@ -294,10 +298,7 @@ impl Client {
             tokens: opts.tokens,
         };
         let reply = self
-            .first_answer(|mut c| {
-                let req = req.clone();
-                async move { c.acquire(req).await }
-            })
+            .first_answer(req, |mut c, req| async move { c.acquire(req).await })
             .await?;
         Ok(Grant {
             granted: reply.granted,
@@ -319,10 +320,7 @@ impl Client {
             payload,
         };
         let reply = self
-            .first_answer(|mut c| {
-                let req = req.clone();
-                async move { c.call(req).await }
-            })
+            .first_answer(req, |mut c, req| async move { c.call(req).await })
             .await?;
         Ok(reply.payload)
     }
@@ -343,10 +341,11 @@ impl Client {
         };
         // A publish lasts up to the slot's timeout (at most 60 s) by design.
         let reply = self
-            .first_answer_within(MAX_PUBLISH_WAIT + self.timeout, |mut c| {
-                let req = req.clone();
-                async move { c.publish(req).await }
-            })
+            .first_answer_within(
+                MAX_PUBLISH_WAIT + self.timeout,
+                req,
+                |mut c, req| async move { c.publish(req).await },
+            )
             .await?;
         Ok(Published {
             message_id: reply.message_id,
@@ -371,14 +370,11 @@ impl Client {
             slot,
             client_id: client_id.to_string(),
         };
-        self.first_answer(|mut c| {
-            let req = req.clone();
-            async move {
-                if join {
-                    c.register(req).await
-                } else {
-                    c.deregister(req).await
-                }
+        self.first_answer(req, |mut c, req| async move {
+            if join {
+                c.register(req).await
+            } else {
+                c.deregister(req).await
             }
         })
         .await

@@ -16,7 +16,7 @@ use vss_proto::v1::{
 
 use crate::error::RequestError;
 use crate::hub::EventStream;
-use crate::metrics::{Metrics, VerbLabels};
+use crate::metrics::{Metrics, Verb};
 use crate::signals::Signals;
 use crate::slots::SlotTable;
 
@@ -51,14 +51,12 @@ impl VssService {
         }
     }
 
-    fn observe(&self, verb: &'static str, started: Instant) {
+    fn observe(&self, verb: Verb, started: Instant) {
         self.metrics
-            .request_seconds
-            .get_or_create(&VerbLabels { verb })
-            .observe(started.elapsed().as_secs_f64());
+            .observe_request(verb, started.elapsed().as_secs_f64());
     }
 
-    fn timed<T>(&self, verb: &'static str, f: impl FnOnce() -> T) -> T {
+    fn timed<T>(&self, verb: Verb, f: impl FnOnce() -> T) -> T {
         let started = Instant::now();
         let out = f();
         self.observe(verb, started);
@@ -74,24 +72,26 @@ impl Vss for VssService {
         req: Request<AcquireRequest>,
     ) -> Result<Response<AcquireReply>, Status> {
         let r = req.into_inner();
-        self.timed("acquire", || self.slots.acquire(r.slot, &r.key, r.tokens))
-            .map(|a| {
-                Response::new(AcquireReply {
-                    granted: a.granted,
-                    remaining: a.remaining,
-                    reset_ms: a.reset_ms,
-                })
+        self.timed(Verb::Acquire, || {
+            self.slots.acquire(r.slot, &r.key, r.tokens)
+        })
+        .map(|a| {
+            Response::new(AcquireReply {
+                granted: a.granted,
+                remaining: a.remaining,
+                reset_ms: a.reset_ms,
             })
-            .map_err(|e| {
-                tracing::debug!(error = %e, "acquire refused");
-                Status::from(e)
-            })
+        })
+        .map_err(|e| {
+            tracing::debug!(error = %e, "acquire refused");
+            Status::from(e)
+        })
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "call"))]
     async fn call(&self, req: Request<CallRequest>) -> Result<Response<CallReply>, Status> {
         let r = req.into_inner();
-        self.timed("call", || self.slots.call(r.slot, &r.op, r.payload))
+        self.timed(Verb::Call, || self.slots.call(r.slot, &r.op, r.payload))
             .map(|payload| Response::new(CallReply { payload }))
             .map_err(|e| {
                 tracing::debug!(error = %e, "call refused");
@@ -107,7 +107,7 @@ impl Vss for VssService {
         let started = Instant::now();
         let r = req.into_inner();
         let outcome = self.signals.publish(r.slot, r.message, &r.client_id).await;
-        self.observe("publish", started);
+        self.observe(Verb::Publish, started);
         let o = outcome.map_err(Status::from)?;
         Ok(Response::new(PublishReply {
             message_id: o.message_id,
@@ -122,7 +122,9 @@ impl Vss for VssService {
         req: Request<MembershipRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
         let r = req.into_inner();
-        self.timed("register", || self.signals.register(r.slot, &r.client_id))?;
+        self.timed(Verb::Register, || {
+            self.signals.register(r.slot, &r.client_id)
+        })?;
         Ok(Response::new(MembershipReply {}))
     }
 
@@ -131,7 +133,7 @@ impl Vss for VssService {
         req: Request<MembershipRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
         let r = req.into_inner();
-        self.timed("deregister", || {
+        self.timed(Verb::Deregister, || {
             self.signals.deregister(r.slot, &r.client_id)
         })?;
         Ok(Response::new(MembershipReply {}))

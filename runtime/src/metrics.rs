@@ -103,7 +103,9 @@ pub struct SlotMetrics {
 pub struct Metrics {
     pub calls: Family<CallLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
-    pub request_seconds: Family<VerbLabels, Histogram>,
+    /// Request latency per verb, indexed by `Verb as usize`; resolved once
+    /// so the request path does no label lookup.
+    request_seconds: [Histogram; Verb::ALL.len()],
     pub wasm_call_seconds: Family<TypeLabels, Histogram>,
     pub restarts: Family<SlotLabels, Counter>,
     pub rejected: Family<RejectLabels, Counter>,
@@ -175,7 +177,11 @@ impl Metrics {
             rejected,
             calls,
             errors,
-            request_seconds,
+            request_seconds: Verb::ALL.map(|verb| {
+                request_seconds
+                    .get_or_create(&VerbLabels { verb: verb.name() })
+                    .clone()
+            }),
             wasm_call_seconds,
             restarts,
             registry: Arc::new(registry),
@@ -208,6 +214,11 @@ impl Metrics {
             wasm_seconds,
             restarts,
         }
+    }
+
+    /// Records how long serving one `verb` request took.
+    pub fn observe_request(&self, verb: Verb, seconds: f64) {
+        self.request_seconds[verb as usize].observe(seconds);
     }
 
     pub fn record_error(&self, slot: u8, verb: &'static str, code: &'static str) {

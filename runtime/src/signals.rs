@@ -14,7 +14,6 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use tokio::time::Instant;
-use vss_config::Signal;
 use vss_proto::v1::Event;
 use vss_slot_host::{Delivery, DeliveryReport, Effect, Publish, Recipients, Request};
 
@@ -101,10 +100,10 @@ impl Signals {
         let reply = self.slots.request(slot, Verb::Publish, publish)?;
         let plan = Plan {
             slot: id,
-            deadline: Instant::now() + signal.timeout,
-            attempt: attempt_timeout(&self.slots, slot, &signal),
+            deadline: Instant::now() + signal.config.timeout,
+            attempt: signal.attempt_timeout(),
             publisher,
-            single_taker: self.slots.is_random(slot),
+            single_taker: signal.single_taker,
         };
         let tally = self.carry_out(&plan, reply.effects).await;
         Ok(PublishOutcome {
@@ -187,7 +186,7 @@ impl Signals {
             let timeout = self
                 .slots
                 .signal(u32::from(slot))
-                .map(|(_, s)| s.timeout)
+                .map(|(_, s)| s.config.timeout)
                 .unwrap_or(vss_config::DEFAULT_SIGNAL_TIMEOUT);
             let plan = Plan {
                 slot,
@@ -226,16 +225,5 @@ impl Signals {
                 Request::Deregister(client.to_string()),
             )
             .map(drop)
-    }
-}
-
-/// How long one delivery attempt may wait for its ack. A random slot may
-/// try up to three members within its timeout; the others give each
-/// recipient the whole timeout.
-fn attempt_timeout(slots: &SlotTable, slot: u32, signal: &Signal) -> Duration {
-    if slots.is_random(slot) {
-        signal.timeout / 3
-    } else {
-        signal.timeout
     }
 }

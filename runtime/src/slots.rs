@@ -45,7 +45,28 @@ struct SlotEntry {
     instance: Mutex<SlotInstance>,
     metrics: SlotMetrics,
     errors: AtomicU64,
-    signal: Option<Signal>,
+    signal: Option<SignalSlot>,
+}
+
+/// What the host needs to know about a broadcast, multicast or random slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalSlot {
+    pub config: Signal,
+    /// One taker per message (random).
+    pub single_taker: bool,
+}
+
+impl SignalSlot {
+    /// How long one delivery attempt may wait for its ack. A random slot
+    /// may try up to three members within its timeout; the others give
+    /// each recipient the whole timeout.
+    pub fn attempt_timeout(&self) -> std::time::Duration {
+        if self.single_taker {
+            self.config.timeout / 3
+        } else {
+            self.config.timeout
+        }
+    }
 }
 
 /// Status of one slot, for the status API.
@@ -109,7 +130,10 @@ impl SlotTable {
                 instance: Mutex::new(instance),
                 metrics: slot_metrics,
                 errors: AtomicU64::new(0),
-                signal: def.kind.signal().cloned(),
+                signal: def.kind.signal().map(|config| SignalSlot {
+                    config: config.clone(),
+                    single_taker: matches!(def.kind, SlotKind::Random(_)),
+                }),
             });
             tracing::info!(%slot, kind = def.kind.type_name(), "slot loaded");
         }
@@ -162,7 +186,7 @@ impl SlotTable {
     }
 
     /// The signal config of a slot, or why it is not a signal slot.
-    pub fn signal(&self, slot: u32) -> Result<(u8, Signal), RequestError> {
+    pub fn signal(&self, slot: u32) -> Result<(u8, SignalSlot), RequestError> {
         let (id, entry) = self.entry(slot)?;
         match &entry.signal {
             Some(signal) => Ok((id, signal.clone())),
@@ -171,11 +195,6 @@ impl SlotTable {
                 type_name: entry.type_name.clone(),
             }),
         }
-    }
-
-    /// True for a `random` slot (one taker per message).
-    pub fn is_random(&self, slot: u32) -> bool {
-        self.entry(slot).is_ok_and(|(_, e)| e.type_name == "random")
     }
 
     /// Sends a typed request to a slot, with accounting under `verb`.
