@@ -7,7 +7,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
-    let protos = [PathBuf::from("vss/v1/vss.proto")];
+    let protos = [
+        PathBuf::from("vss/v1/vss.proto"),
+        PathBuf::from("vss/v1/cluster.proto"),
+    ];
     let includes = [PathBuf::from("."), protoc_bin_vendored::include_path()?];
     tonic_prost_build::configure()
         .build_server(true)

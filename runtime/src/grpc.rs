@@ -195,6 +195,8 @@ impl Vss for VssService {
             version: env!("CARGO_PKG_VERSION").to_string(),
             config_generation: 1,
             slots,
+            routing: None,
+            peers: Vec::new(),
         }))
     }
 }
