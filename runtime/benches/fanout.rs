@@ -53,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         listen: "127.0.0.1:0".parse()?,
         http_listen: None,
         wasm_limits: WasmLimits::default(),
+        ..RuntimeOptions::default()
     };
     let runtime = Runtime::bind(options, &config).await?;
     let endpoint = runtime.grpc_addr().to_string();

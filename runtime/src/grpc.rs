@@ -6,13 +6,17 @@ use std::time::Instant;
 use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request, Response, Status, Streaming};
 use vss_proto::v1::client_message::Kind;
 use vss_proto::v1::vss_server::Vss;
 use vss_proto::v1::{
     AcquireReply, AcquireRequest, CallReply, CallRequest, ClientMessage, MembershipReply,
-    MembershipRequest, PublishReply, PublishRequest, SlotStatus, StatusReply, StatusRequest,
+    MembershipRequest, PeerStatus, PublishReply, PublishRequest, SlotStatus, StatusReply,
+    StatusRequest,
 };
+
+use crate::cluster::{Cluster, Peer, Placement};
 
 use crate::error::RequestError;
 use crate::hub::EventStream;
@@ -23,13 +27,21 @@ use crate::slots::SlotTable;
 /// How long a new event stream may take to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Marks a request forwarded by another instance; it is served where it
+/// lands, so a request crosses the mesh at most once.
+pub const FORWARDED_HEADER: &str = "x-vss-forwarded-by";
+
+/// Longest wait for the owner of a slot to answer a forwarded request
+/// (publishes wait for their slot's timeout on top).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Serves client requests from this instance's slots.
 #[derive(Debug, Clone)]
 pub struct VssService {
     slots: Arc<SlotTable>,
     signals: Arc<Signals>,
+    cluster: Arc<Cluster>,
     metrics: Metrics,
-    instance: String,
     /// Owns the per-stream tasks reading acknowledgements.
     streams: TaskTracker,
 }
@@ -38,16 +50,59 @@ impl VssService {
     pub fn new(
         slots: Arc<SlotTable>,
         signals: Arc<Signals>,
+        cluster: Arc<Cluster>,
         metrics: Metrics,
-        instance: String,
         streams: TaskTracker,
     ) -> Self {
         Self {
             slots,
             signals,
+            cluster,
             metrics,
-            instance,
             streams,
+        }
+    }
+
+    /// The peer that should serve `slot`, unless this instance should.
+    fn owner_elsewhere<T>(&self, req: &Request<T>, slot: u32) -> Option<Arc<Peer>> {
+        if req.metadata().contains_key(FORWARDED_HEADER) {
+            return None;
+        }
+        match self.cluster.placement(slot) {
+            Placement::Local => None,
+            Placement::Remote(peer) => Some(peer),
+        }
+    }
+
+    /// Sends a request on to `peer`, marked as forwarded. None when the
+    /// peer cannot be reached: the caller then serves it here, since this
+    /// instance may well be the one taking over the slot.
+    async fn forward<T, R, F, Fut>(
+        &self,
+        peer: &Peer,
+        message: T,
+        timeout: Duration,
+        call: F,
+    ) -> Option<Result<Response<R>, Status>>
+    where
+        F: FnOnce(
+            vss_proto::v1::vss_client::VssClient<tonic::transport::Channel>,
+            Request<T>,
+        ) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let mut request = Request::new(message);
+        request.set_timeout(timeout);
+        if let Ok(me) = MetadataValue::try_from(self.cluster.me()) {
+            request.metadata_mut().insert(FORWARDED_HEADER, me);
+        }
+        self.cluster.record_forward(peer.id());
+        match call(peer.vss(), request).await {
+            Err(status) if is_unreachable(&status) => {
+                tracing::warn!(peer = peer.id(), error = %status.message(), "owner unreachable; serving here");
+                None
+            }
+            answer => Some(answer),
         }
     }
 
@@ -71,6 +126,21 @@ impl Vss for VssService {
         &self,
         req: Request<AcquireRequest>,
     ) -> Result<Response<AcquireReply>, Status> {
+        if let Some(peer) = self.owner_elsewhere(&req, req.get_ref().slot) {
+            let started = Instant::now();
+            let answer = self
+                .forward(
+                    &peer,
+                    req.get_ref().clone(),
+                    FORWARD_TIMEOUT,
+                    |mut c, r| async move { c.acquire(r).await },
+                )
+                .await;
+            if let Some(answer) = answer {
+                self.observe(Verb::Acquire, started);
+                return answer;
+            }
+        }
         let r = req.into_inner();
         self.timed(Verb::Acquire, || {
             self.slots.acquire(r.slot, &r.key, r.tokens)
@@ -90,6 +160,21 @@ impl Vss for VssService {
 
     #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "call"))]
     async fn call(&self, req: Request<CallRequest>) -> Result<Response<CallReply>, Status> {
+        if let Some(peer) = self.owner_elsewhere(&req, req.get_ref().slot) {
+            let started = Instant::now();
+            let answer = self
+                .forward(
+                    &peer,
+                    req.get_ref().clone(),
+                    FORWARD_TIMEOUT,
+                    |mut c, r| async move { c.call(r).await },
+                )
+                .await;
+            if let Some(answer) = answer {
+                self.observe(Verb::Call, started);
+                return answer;
+            }
+        }
         let r = req.into_inner();
         self.timed(Verb::Call, || self.slots.call(r.slot, &r.op, r.payload))
             .map(|payload| Response::new(CallReply { payload }))
@@ -105,6 +190,24 @@ impl Vss for VssService {
         req: Request<PublishRequest>,
     ) -> Result<Response<PublishReply>, Status> {
         let started = Instant::now();
+        if let Some(peer) = self.owner_elsewhere(&req, req.get_ref().slot) {
+            // A publish waits for its deliveries: up to the slot's timeout.
+            let wait = self
+                .slots
+                .signal(req.get_ref().slot)
+                .map(|(_, s)| s.config.timeout)
+                .unwrap_or_default()
+                + FORWARD_TIMEOUT;
+            let answer = self
+                .forward(&peer, req.get_ref().clone(), wait, |mut c, r| async move {
+                    c.publish(r).await
+                })
+                .await;
+            if let Some(answer) = answer {
+                self.observe(Verb::Publish, started);
+                return answer;
+            }
+        }
         let r = req.into_inner();
         let outcome = self.signals.publish(r.slot, r.message, &r.client_id).await;
         self.observe(Verb::Publish, started);
@@ -121,6 +224,19 @@ impl Vss for VssService {
         &self,
         req: Request<MembershipRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
+        if let Some(peer) = self.owner_elsewhere(&req, req.get_ref().slot) {
+            let answer = self
+                .forward(
+                    &peer,
+                    req.get_ref().clone(),
+                    FORWARD_TIMEOUT,
+                    |mut c, r| async move { c.register(r).await },
+                )
+                .await;
+            if let Some(answer) = answer {
+                return answer;
+            }
+        }
         let r = req.into_inner();
         self.timed(Verb::Register, || {
             self.signals.register(r.slot, &r.client_id)
@@ -132,6 +248,19 @@ impl Vss for VssService {
         &self,
         req: Request<MembershipRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
+        if let Some(peer) = self.owner_elsewhere(&req, req.get_ref().slot) {
+            let answer = self
+                .forward(
+                    &peer,
+                    req.get_ref().clone(),
+                    FORWARD_TIMEOUT,
+                    |mut c, r| async move { c.deregister(r).await },
+                )
+                .await;
+            if let Some(answer) = answer {
+                return answer;
+            }
+        }
         let r = req.into_inner();
         self.timed(Verb::Deregister, || {
             self.signals.deregister(r.slot, &r.client_id)
@@ -190,13 +319,37 @@ impl Vss for VssService {
                 restarts: s.restarts,
             })
             .collect();
+        let peers = self
+            .cluster
+            .peers()
+            .values()
+            .map(|p| {
+                let h = p.health();
+                PeerStatus {
+                    id: p.id().to_string(),
+                    address: p.addr().to_string(),
+                    healthy: p.healthy(),
+                    rtt_us: h
+                        .rtt
+                        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                    epoch: h.epoch,
+                    config_generation: h.config_generation,
+                }
+            })
+            .collect();
         Ok(Response::new(StatusReply {
-            instance: self.instance.clone(),
+            instance: self.cluster.me().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            config_generation: 1,
+            config_generation: self.slots.generation(),
             slots,
-            routing: None,
-            peers: Vec::new(),
+            routing: self.cluster.table().map(|t| t.to_proto()),
+            peers,
         }))
     }
+}
+
+/// The peer could not be reached or did not answer in time (as opposed to
+/// answering with an error of its own, which goes back to the client).
+fn is_unreachable(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded)
 }

@@ -186,6 +186,11 @@ impl Hub {
             .collect()
     }
 
+    /// Whether `client` has an open stream on this instance.
+    pub fn is_connected(&self, client: &str) -> bool {
+        self.read().contains_key(client)
+    }
+
     /// Number of connected clients.
     pub fn len(&self) -> usize {
         self.read().len()

@@ -9,6 +9,7 @@
 //! slots; [`Runtime::serve`] runs until the given shutdown future completes,
 //! then stops accepting, drains in-flight requests and returns.
 
+pub mod cluster;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -21,40 +22,73 @@ pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use vss_config::ValidConfig;
+use vss_proto::v1::control_server::ControlServer;
+use vss_proto::v1::mesh_server::MeshServer;
 use vss_proto::v1::vss_server::VssServer;
 use vss_slot_host::{HostLimits, SlotEngine};
 
+use crate::cluster::service::{ControlService, MeshService};
+use crate::cluster::{
+    Cluster, ClusterError, Election, Members, MembersError, MeshElection, WatchElection,
+};
 use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
 use crate::signals::Signals;
-use crate::slots::{SlotLoadError, SlotTable};
+use crate::slots::{ReloadError, SlotTable};
 
 pub use vss_slot_host::HostLimits as WasmLimits;
 
 /// How often every slot's `tick` export is called.
 pub const TICK_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How often the config file is checked for changes.
+pub const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where and how an instance runs.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
     /// This instance's id (shown in status).
     pub instance_id: String,
-    /// gRPC address.
+    /// gRPC address (client, mesh and control APIs).
     pub listen: SocketAddr,
     /// HTTP address for probes and metrics; None disables the port.
     pub http_listen: Option<SocketAddr>,
     /// Per-call deadline and memory cap of slot modules.
     pub wasm_limits: HostLimits,
+    /// Every instance of the cluster; None runs a cluster of one.
+    pub members: Option<Members>,
+    /// Leadership decided elsewhere (a Kubernetes Lease campaign); None
+    /// elects over the mesh.
+    pub lease: Option<watch::Receiver<bool>>,
+    /// A config file to watch: a change is applied without restart under
+    /// the next generation.
+    pub watch_config: Option<PathBuf>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            instance_id: "vss-0".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            http_listen: None,
+            wasm_limits: HostLimits::default(),
+            members: None,
+            lease: None,
+            watch_config: None,
+        }
+    }
 }
 
 /// Why the runtime could not start or stopped with an error.
@@ -68,7 +102,11 @@ pub enum RuntimeError {
     #[error("cannot start the Wasm engine: {0}")]
     Engine(String),
     #[error(transparent)]
-    Slots(#[from] SlotLoadError),
+    Slots(#[from] ReloadError),
+    #[error(transparent)]
+    Members(#[from] MembersError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("gRPC reflection: {0}")]
     Reflection(String),
     #[error("gRPC server failed: {0}")]
@@ -87,6 +125,7 @@ pub struct Runtime {
     http: Option<TcpListener>,
     slots: Arc<SlotTable>,
     signals: Arc<Signals>,
+    cluster: Arc<Cluster>,
     metrics: Metrics,
     /// Cancelled when serving stops; ends every event stream.
     stop: CancellationToken,
@@ -124,13 +163,33 @@ impl Runtime {
             stop.child_token(),
             metrics.connected_clients.clone(),
         ));
-        let signals = Arc::new(Signals::new(slots.clone(), hub, metrics.clone()));
+        let members = match &options.members {
+            Some(m) => m.clone(),
+            None => Members::alone(&options.instance_id)?,
+        };
+        let election: Box<dyn Election> = match &options.lease {
+            Some(holds) => Box::new(WatchElection::new(holds.clone())),
+            None => Box::new(MeshElection::default()),
+        };
+        let cluster = Arc::new(Cluster::new(
+            members,
+            election,
+            slots.clone(),
+            metrics.clone(),
+        )?);
+        let signals = Arc::new(Signals::new(
+            slots.clone(),
+            hub,
+            cluster.clone(),
+            metrics.clone(),
+        ));
         Ok(Self {
             options,
             grpc,
             http,
             slots,
             signals,
+            cluster,
             metrics,
             stop,
             _engine: engine,
@@ -162,10 +221,12 @@ impl Runtime {
         let service = grpc::VssService::new(
             self.slots.clone(),
             self.signals.clone(),
+            self.cluster.clone(),
             self.metrics.clone(),
-            self.options.instance_id.clone(),
             streams.clone(),
         );
+        let mesh = MeshService::new(self.cluster.clone(), self.signals.clone());
+        let control = ControlService::new(self.cluster.clone());
         let grpc_addr = self.grpc_addr();
         let http_addr = self.http_addr();
 
@@ -174,6 +235,8 @@ impl Runtime {
         let grpc_server = Server::builder()
             .add_service(reflection)
             .add_service(VssServer::new(service))
+            .add_service(MeshServer::new(mesh))
+            .add_service(ControlServer::new(control))
             .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
         tasks.spawn(async move { grpc_server.await.map_err(RuntimeError::from) });
         if let Some(listener) = self.http {
@@ -199,9 +262,22 @@ impl Runtime {
                 }
             }
         });
+        let cluster = self.cluster.clone();
+        let cluster_stop = stop.clone();
+        tasks.spawn(async move {
+            cluster.run(cluster_stop).await;
+            Ok(())
+        });
+        if let Some(path) = self.options.watch_config.clone() {
+            let (slots, watch_stop) = (self.slots.clone(), stop.clone());
+            tasks.spawn(async move {
+                watch_config(path, slots, watch_stop).await;
+                Ok(())
+            });
+        }
         ready.store(true, Ordering::Relaxed);
         tracing::info!(
-            instance = %self.options.instance_id,
+            instance = %self.cluster.me(),
             grpc = %grpc_addr,
             http = ?http_addr,
             "serving"
@@ -229,5 +305,46 @@ impl Runtime {
         streams.wait().await;
         tracing::info!("stopped");
         result
+    }
+}
+
+/// Applies changes of the config file while serving. A file that fails to
+/// parse or validate is reported and the configuration in force stays.
+async fn watch_config(path: PathBuf, slots: Arc<SlotTable>, stop: CancellationToken) {
+    let mut last = tokio::fs::read(&path).await.ok();
+    let mut every = tokio::time::interval(CONFIG_POLL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let Ok(now) = tokio::fs::read(&path).await else {
+            continue;
+        };
+        if last.as_ref() == Some(&now) {
+            continue;
+        }
+        last = Some(now);
+        let config = match vss_config::load_file(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "config file changed but is invalid; keeping the configuration in force");
+                continue;
+            }
+        };
+        let slots = slots.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            let next = slots.generation() + 1;
+            slots.reload(&config, next)
+        })
+        .await;
+        match applied {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(path = %path.display(), error = %e, "config file change not applied")
+            }
+            Err(e) => tracing::error!(error = %e, "config reload task failed"),
+        }
     }
 }

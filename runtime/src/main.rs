@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use vss_runtime::cluster::{Members, MembersError};
 use vss_runtime::telemetry::{self, LogFormat};
 use vss_runtime::{Runtime, RuntimeOptions, WasmLimits};
 
@@ -25,9 +26,31 @@ struct Args {
     /// HTTP address for /healthz, /readyz and /metrics.
     #[arg(long, env = "VSS_HTTP_LISTEN", default_value = "127.0.0.1:7701")]
     http_listen: SocketAddr,
-    /// This instance's id.
+    /// This instance's id; in-cluster, the pod name.
     #[arg(long, env = "VSS_ID", default_value = "vss-0")]
     id: String,
+    /// Every instance of the cluster, this one included: ID=HOST:PORT,...
+    /// Without it (and without --in-cluster) the instance runs alone.
+    #[arg(long, env = "VSS_PEERS", conflicts_with = "in_cluster")]
+    peers: Option<String>,
+    /// Run as a pod of a StatefulSet: identity from POD_NAME, peers through
+    /// the headless Service, leader through a Kubernetes Lease.
+    #[arg(long, requires_all = ["replicas", "headless_service"])]
+    in_cluster: bool,
+    /// In-cluster: number of instances (the StatefulSet's replicas).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=32))]
+    replicas: Option<u16>,
+    /// In-cluster: the headless Service that gives each pod a DNS name.
+    #[arg(long)]
+    headless_service: Option<String>,
+    /// In-cluster: the Lease used for leader election (default
+    /// <statefulset>-leader).
+    #[arg(long)]
+    lease_name: Option<String>,
+    /// Apply changes of the --config file without restart (off in-cluster,
+    /// where the operator pushes changes through the control API).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    watch_config: bool,
     /// Longest a single call into a slot module may run, in milliseconds.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     wasm_call_timeout_ms: u64,
@@ -47,8 +70,32 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format);
     let config = vss_config::load_file(&args.config)?;
+    let (instance_id, members) = if args.in_cluster {
+        let pod =
+            std::env::var("POD_NAME").map_err(|_| MembersError::MissingEnv { var: "POD_NAME" })?;
+        let namespace = std::env::var("POD_NAMESPACE").map_err(|_| MembersError::MissingEnv {
+            var: "POD_NAMESPACE",
+        })?;
+        let members = Members::stateful_set(
+            &pod,
+            &namespace,
+            args.headless_service.as_deref().unwrap_or_default(),
+            usize::from(args.replicas.unwrap_or(1)),
+            args.listen.port(),
+        )?;
+        (pod, Some(members))
+    } else {
+        let members = match &args.peers {
+            Some(list) => Some(Members::parse(&args.id, list)?),
+            None => None,
+        };
+        (args.id, members)
+    };
     let options = RuntimeOptions {
-        instance_id: args.id,
+        instance_id,
+        members,
+        lease: None,
+        watch_config: (args.watch_config && !args.in_cluster).then(|| args.config.clone()),
         listen: args.listen,
         http_listen: Some(args.http_listen),
         wasm_limits: WasmLimits {

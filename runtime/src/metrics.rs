@@ -1,6 +1,7 @@
 //! Prometheus metrics of the runtime, exposed on `/metrics`.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -42,6 +43,11 @@ pub struct VerbLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabels {
     pub slot_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,7 +117,21 @@ pub struct Metrics {
     pub rejected: Family<RejectLabels, Counter>,
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub connected_clients: Gauge,
+    pub cluster: ClusterMetrics,
     registry: Arc<Registry>,
+}
+
+/// Series of the mesh and of routing.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMetrics {
+    pub peer_up: Family<PeerLabels, Gauge>,
+    pub peer_rtt_seconds: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    pub forwarded: Family<PeerLabels, Counter>,
+    pub replicated: Family<PeerLabels, Counter>,
+    pub routing_epoch: Gauge,
+    pub leader: Gauge,
+    pub refused_mesh_messages: Counter,
+    pub config_generation: Gauge,
 }
 
 impl Default for Metrics {
@@ -171,7 +191,49 @@ impl Metrics {
             "Clients with an open event stream on this instance",
             connected_clients.clone(),
         );
+        let cluster = ClusterMetrics::default();
+        registry.register(
+            "peer_up",
+            "1 while the peer answers heartbeats",
+            cluster.peer_up.clone(),
+        );
+        registry.register(
+            "peer_rtt_seconds",
+            "Round-trip time of the last heartbeat to each peer",
+            cluster.peer_rtt_seconds.clone(),
+        );
+        registry.register(
+            "forwarded_requests",
+            "Requests forwarded to the owning peer",
+            cluster.forwarded.clone(),
+        );
+        registry.register(
+            "replication_pushes",
+            "Slot state pushes to each standby peer",
+            cluster.replicated.clone(),
+        );
+        registry.register(
+            "routing_epoch",
+            "Epoch of the routing table in force",
+            cluster.routing_epoch.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this instance is the leader",
+            cluster.leader.clone(),
+        );
+        registry.register(
+            "refused_mesh_messages",
+            "Mesh messages refused (stale epoch, unknown peer, bad content)",
+            cluster.refused_mesh_messages.clone(),
+        );
+        registry.register(
+            "config_generation",
+            "Generation of the slot configuration in force",
+            cluster.config_generation.clone(),
+        );
         Self {
+            cluster,
             deliveries,
             connected_clients,
             rejected,

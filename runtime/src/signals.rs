@@ -7,6 +7,7 @@
 //! reports every outcome back to the module, which may answer with more
 //! deliveries (a random slot retrying on another member).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,9 +15,11 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use tokio::time::Instant;
-use vss_proto::v1::Event;
+use vss_proto::v1::deliver_request::Recipients as WireRecipients;
+use vss_proto::v1::{ClientList, DeliverRequest, Event};
 use vss_slot_host::{Delivery, DeliveryReport, Effect, Publish, Recipients, Request};
 
+use crate::cluster::Cluster;
 use crate::error::RequestError;
 use crate::hub::{Hub, check_client_id};
 use crate::metrics::{Metrics, Verb};
@@ -46,6 +49,22 @@ struct Plan<'a> {
     single_taker: bool,
 }
 
+/// Who a delivery is for, as seen by one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// Every connected client taking the slot's broadcasts, but these.
+    AllExcept(Vec<String>),
+    /// These clients, wherever they are connected.
+    Clients(Vec<String>),
+}
+
+/// Extra time a peer gets to answer a delivery request after its own
+/// deadline, so its answer is not lost to the owner's timeout.
+const PEER_ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+/// One delivery's outcome: message id, client, acknowledged in time.
+type Outcome = (u64, String, bool);
+
 #[derive(Debug, Default)]
 struct Tally {
     delivered: u32,
@@ -58,17 +77,24 @@ struct Tally {
 pub struct Signals {
     slots: Arc<SlotTable>,
     hub: Arc<Hub>,
+    cluster: Arc<Cluster>,
     next_message_id: AtomicU64,
     metrics: Metrics,
 }
 
 impl Signals {
-    pub fn new(slots: Arc<SlotTable>, hub: Arc<Hub>, metrics: Metrics) -> Self {
+    pub fn new(
+        slots: Arc<SlotTable>,
+        hub: Arc<Hub>,
+        cluster: Arc<Cluster>,
+        metrics: Metrics,
+    ) -> Self {
         // Random start: ids of different instances and restarts rarely meet.
         let first = fastrand::u64(1..u64::MAX / 2);
         Self {
             slots,
             hub,
+            cluster,
             next_message_id: AtomicU64::new(first),
             metrics,
         }
@@ -124,17 +150,12 @@ impl Signals {
         let start = |effects: Vec<Effect>, inflight: &mut FuturesUnordered<_>| {
             for Effect::Deliver(d) in effects {
                 let attempt_deadline = plan.deadline.min(Instant::now() + plan.attempt);
-                for client in self.resolve(slot, &d) {
-                    let event = Event {
-                        slot,
-                        message_id: d.message_id,
-                        payload: d.payload.clone(),
-                        publisher: plan.publisher.to_string(),
-                    };
-                    let delivery = self.hub.deliver(&client, event, attempt_deadline);
-                    let message_id = d.message_id;
-                    inflight.push(async move { (message_id, client, delivery.await) });
-                }
+                inflight.push(self.deliver_everywhere(
+                    plan.slot,
+                    d,
+                    plan.publisher,
+                    attempt_deadline,
+                ));
             }
         };
         start(effects, &mut inflight);
@@ -142,9 +163,9 @@ impl Signals {
             // Take every outcome that is already in and report them to the
             // module in one call: a broadcast to 1,000 clients would
             // otherwise cross into Wasm 1,000 times.
-            let mut done = vec![first];
+            let mut done = first;
             while let Some(Some(more)) = inflight.next().now_or_never() {
-                done.push(more);
+                done.extend(more);
             }
             let mut reports = Vec::with_capacity(done.len());
             for (message_id, client, delivered) in done {
@@ -200,11 +221,118 @@ impl Signals {
         futures_util::future::join_all(rounds).await;
     }
 
-    fn resolve(&self, slot: u32, delivery: &Delivery) -> Vec<String> {
-        match &delivery.recipients {
-            Recipients::AllExcept(except) => self.hub.broadcast_recipients(slot, except),
-            Recipients::Clients(clients) => clients.clone(),
+    /// Delivers one message to its recipients on every instance: to the
+    /// clients connected here, and through each healthy peer to the clients
+    /// connected there. A client connected to several instances counts
+    /// once, as delivered if any instance got its ack; a named recipient
+    /// that no instance has is a failed delivery.
+    async fn deliver_everywhere(
+        &self,
+        slot: u8,
+        delivery: Delivery,
+        publisher: &str,
+        deadline: Instant,
+    ) -> Vec<Outcome> {
+        let Delivery {
+            message_id,
+            payload,
+            recipients,
+        } = delivery;
+        let targets = match recipients {
+            Recipients::AllExcept(except) => Targets::AllExcept(except),
+            Recipients::Clients(clients) => Targets::Clients(clients),
+        };
+        let peers = self.cluster.healthy_peers();
+        let remote = peers.into_iter().map(|peer| {
+            let wire = match &targets {
+                Targets::AllExcept(ids) => WireRecipients::AllExcept(ClientList { ids: ids.clone() }),
+                Targets::Clients(ids) => WireRecipients::Clients(ClientList { ids: ids.clone() }),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let request = DeliverRequest {
+                slot: u32::from(slot),
+                message_id,
+                payload: payload.clone(),
+                publisher: publisher.to_string(),
+                timeout_ms: u32::try_from(left.as_millis()).unwrap_or(u32::MAX),
+                recipients: Some(wire),
+            };
+            async move {
+                let mut client = peer.mesh();
+                match tokio::time::timeout(left + PEER_ANSWER_MARGIN, client.deliver(request)).await {
+                    Ok(Ok(reply)) => reply
+                        .into_inner()
+                        .outcomes
+                        .into_iter()
+                        .map(|o| (o.client, o.delivered))
+                        .collect(),
+                    Ok(Err(status)) => {
+                        tracing::warn!(peer = peer.id(), slot, error = %status.message(), "peer delivery failed");
+                        Vec::new()
+                    }
+                    Err(_) => {
+                        tracing::warn!(peer = peer.id(), slot, "peer delivery timed out");
+                        Vec::new()
+                    }
+                }
+            }
+        });
+        let local = self.deliver_here(
+            u32::from(slot),
+            message_id,
+            payload.clone(),
+            publisher,
+            &targets,
+            deadline,
+        );
+        let (local, remote) =
+            futures_util::future::join(local, futures_util::future::join_all(remote)).await;
+        let mut merged: BTreeMap<String, bool> = BTreeMap::new();
+        for (client, delivered) in local.into_iter().chain(remote.into_iter().flatten()) {
+            *merged.entry(client).or_default() |= delivered;
         }
+        if let Targets::Clients(named) = &targets {
+            for client in named {
+                merged.entry(client.clone()).or_insert(false);
+            }
+        }
+        merged
+            .into_iter()
+            .map(|(client, delivered)| (message_id, client, delivered))
+            .collect()
+    }
+
+    /// Delivers a message to the recipients connected to this instance and
+    /// waits for their acks until `deadline`. Recipients connected
+    /// elsewhere are left out of the answer.
+    pub async fn deliver_here(
+        &self,
+        slot: u32,
+        message_id: u64,
+        payload: Vec<u8>,
+        publisher: &str,
+        targets: &Targets,
+        deadline: Instant,
+    ) -> Vec<(String, bool)> {
+        let clients = match targets {
+            Targets::AllExcept(except) => self.hub.broadcast_recipients(slot, except),
+            Targets::Clients(named) => named
+                .iter()
+                .filter(|c| self.hub.is_connected(c))
+                .cloned()
+                .collect(),
+        };
+        let deliveries = clients.into_iter().map(|client| {
+            let event = Event {
+                slot,
+                message_id,
+                payload: payload.clone(),
+                publisher: publisher.to_string(),
+            };
+            let acked = self.hub.deliver(&client, event, deadline);
+            async move { (client, acked.await) }
+        });
+        futures_util::future::join_all(deliveries).await
     }
 
     pub fn register(&self, slot: u32, client: &str) -> Result<(), RequestError> {

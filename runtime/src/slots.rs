@@ -7,11 +7,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use vss_config::{Signal, SlotId, SlotKind, ValidConfig};
+use arc_swap::ArcSwap;
+use vss_config::{Signal, SlotDef, SlotId, SlotKind, ValidConfig};
 use vss_slot_host::{
     Acquire, Acquired, CallError, Context, Custom, DeliveryReport, Effect, LoadError, Reply,
     Request, Response, SlotEngine, SlotError, SlotInstance, SlotModule,
@@ -40,8 +41,25 @@ pub enum SlotLoadError {
     Load { slot: SlotId, source: LoadError },
 }
 
+/// Why a new configuration was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("config generation {offered} is older than the generation in force ({held})")]
+    Stale { offered: u64, held: u64 },
+    #[error(
+        "config generation {generation} is already in force with a different configuration; send a newer generation"
+    )]
+    Conflict { generation: u64 },
+    #[error(transparent)]
+    Load(#[from] SlotLoadError),
+}
+
 struct SlotEntry {
+    def: SlotDef,
     type_name: String,
+    /// Bumped by every call into the instance; replication pushes a slot
+    /// when its version moved.
+    version: AtomicU64,
     instance: Mutex<SlotInstance>,
     metrics: SlotMetrics,
     errors: AtomicU64,
@@ -79,71 +97,194 @@ pub struct SlotSummary {
     pub restarts: u64,
 }
 
-/// Every configured slot of this instance.
+type Entries = Vec<Option<Arc<SlotEntry>>>;
+
+/// Every configured slot of this instance. The set of slots can be
+/// replaced while serving ([`SlotTable::reload`]); a request works on the
+/// set it started with.
 pub struct SlotTable {
-    slots: Vec<Option<SlotEntry>>,
+    slots: ArcSwap<Entries>,
+    engine: SlotEngine,
+    /// Compiled built-in modules, reused across reloads.
+    modules: Mutex<HashMap<ModuleKey, SlotModule>>,
+    /// The configuration in force and its generation; the lock also
+    /// serialises reloads.
+    config: Mutex<(ValidConfig, u64)>,
+    generation: AtomicU64,
     metrics: Metrics,
 }
 
 impl std::fmt::Debug for SlotTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SlotTable")
-            .field("configured", &self.slots.iter().flatten().count())
+            .field("configured", &self.slots.load().iter().flatten().count())
+            .field("generation", &self.generation())
             .finish()
     }
 }
 
 impl SlotTable {
-    /// Compiles and starts every slot of `config`.
+    /// Compiles and starts every slot of `config`, as generation 1.
     pub fn load(
         engine: &SlotEngine,
         config: &ValidConfig,
         metrics: Metrics,
-    ) -> Result<Self, SlotLoadError> {
-        let mut modules: HashMap<ModuleKey, SlotModule> = HashMap::new();
-        let mut slots: Vec<Option<SlotEntry>> = (0..vss_config::MAX_SLOTS).map(|_| None).collect();
-        for def in config.slots() {
-            let slot = def.id;
-            let (key, type_name) = match &def.kind {
-                SlotKind::Custom(c) => (
-                    ModuleKey::File(c.module.clone()),
-                    format!("custom:{}", c.module.display()),
-                ),
-                other => (
-                    ModuleKey::Builtin(other.type_name()),
-                    other.type_name().to_string(),
-                ),
-            };
-            let module = match modules.get(&key) {
-                Some(m) => m.clone(),
-                None => {
-                    let m = compile(engine, &key, slot)?;
-                    modules.insert(key, m.clone());
-                    m
-                }
-            };
-            let instance = SlotInstance::start(&module, def.kind.module_config())
-                .map_err(|source| SlotLoadError::Load { slot, source })?;
-            let slot_metrics = metrics.for_slot(slot.get(), &type_name);
-            slots[slot.index()] = Some(SlotEntry {
-                type_name,
-                instance: Mutex::new(instance),
-                metrics: slot_metrics,
-                errors: AtomicU64::new(0),
-                signal: def.kind.signal().map(|config| SignalSlot {
-                    config: config.clone(),
-                    single_taker: matches!(def.kind, SlotKind::Random(_)),
-                }),
-            });
-            tracing::info!(%slot, kind = def.kind.type_name(), "slot loaded");
-        }
-        Ok(Self { slots, metrics })
+    ) -> Result<Self, ReloadError> {
+        let table = Self {
+            slots: ArcSwap::from_pointee(Vec::new()),
+            engine: engine.clone(),
+            modules: Mutex::new(HashMap::new()),
+            config: Mutex::new((ValidConfig::default(), 0)),
+            generation: AtomicU64::new(0),
+            metrics,
+        };
+        table.reload(config, 1)?;
+        Ok(table)
     }
 
-    fn entry(&self, slot: u32) -> Result<(u8, &SlotEntry), RequestError> {
+    /// Generation of the configuration in force.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Applies `config` as `generation` without a restart. Slots whose
+    /// definition did not change keep their instance and state; changed
+    /// and new slots start fresh; removed slots are dropped. Nothing
+    /// changes if any slot fails to load. Returns whether anything changed.
+    ///
+    /// Compiles modules: call it off the async reactor.
+    pub fn reload(&self, config: &ValidConfig, generation: u64) -> Result<bool, ReloadError> {
+        let mut current = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        let (in_force, held) = &*current;
+        if generation < *held {
+            return Err(ReloadError::Stale {
+                offered: generation,
+                held: *held,
+            });
+        }
+        if *in_force == *config && *held != 0 {
+            // Same slots under a newer generation (the operator's resource
+            // changed elsewhere): nothing to restart, but report it applied.
+            current.1 = generation;
+            self.set_generation(generation);
+            return Ok(false);
+        }
+        if generation == *held {
+            return Err(ReloadError::Conflict { generation });
+        }
+        let old = self.slots.load_full();
+        let mut slots: Entries = (0..vss_config::MAX_SLOTS).map(|_| None).collect();
+        for def in config.slots() {
+            let kept = old
+                .get(def.id.index())
+                .and_then(Option::as_ref)
+                .filter(|e| e.def == *def);
+            slots[def.id.index()] = Some(match kept {
+                Some(entry) => entry.clone(),
+                None => Arc::new(self.start(def)?),
+            });
+        }
+        self.slots.store(Arc::new(slots));
+        *current = (config.clone(), generation);
+        self.set_generation(generation);
+        tracing::info!(generation, slots = config.len(), "configuration applied");
+        Ok(true)
+    }
+
+    fn set_generation(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Relaxed);
+        self.metrics
+            .cluster
+            .config_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    fn start(&self, def: &SlotDef) -> Result<SlotEntry, SlotLoadError> {
+        let slot = def.id;
+        let (key, type_name) = match &def.kind {
+            SlotKind::Custom(c) => (
+                ModuleKey::File(c.module.clone()),
+                format!("custom:{}", c.module.display()),
+            ),
+            other => (
+                ModuleKey::Builtin(other.type_name()),
+                other.type_name().to_string(),
+            ),
+        };
+        // Custom modules are read again on every start: the file at the
+        // path may have been replaced along with the config.
+        let cached = match key {
+            ModuleKey::Builtin(_) => self
+                .modules
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned(),
+            ModuleKey::File(_) => None,
+        };
+        let module = match cached {
+            Some(m) => m,
+            None => {
+                let m = compile(&self.engine, &key, slot)?;
+                self.modules
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, m.clone());
+                m
+            }
+        };
+        let instance = SlotInstance::start(&module, def.kind.module_config())
+            .map_err(|source| SlotLoadError::Load { slot, source })?;
+        let metrics = self.metrics.for_slot(slot.get(), &type_name);
+        tracing::info!(%slot, kind = def.kind.type_name(), "slot started");
+        Ok(SlotEntry {
+            def: def.clone(),
+            type_name,
+            version: AtomicU64::new(0),
+            instance: Mutex::new(instance),
+            metrics,
+            errors: AtomicU64::new(0),
+            signal: def.kind.signal().map(|config| SignalSlot {
+                config: config.clone(),
+                single_taker: matches!(def.kind, SlotKind::Random(_)),
+            }),
+        })
+    }
+
+    /// Ids of the configured slots.
+    pub fn configured(&self) -> Vec<u8> {
+        self.slots
+            .load()
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_some())
+            .filter_map(|(i, _)| u8::try_from(i).ok())
+            .collect()
+    }
+
+    /// A number that changes whenever the slot's instance was called.
+    pub fn version(&self, slot: u8) -> Option<u64> {
+        let slots = self.slots.load();
+        let entry = slots.get(usize::from(slot))?.as_ref()?;
+        Some(entry.version.load(Ordering::Relaxed))
+    }
+
+    /// The slot module's state, for its standby.
+    pub fn snapshot(&self, slot: u8) -> Result<Vec<u8>, RequestError> {
+        let (id, entry) = self.entry(u32::from(slot))?;
+        with_instance(id, &entry, |instance, _| instance.snapshot())
+    }
+
+    /// Folds a snapshot from the slot's owner into this instance's copy.
+    pub fn merge(&self, slot: u8, state: &[u8]) -> Result<(), RequestError> {
+        let (id, entry) = self.entry(u32::from(slot))?;
+        with_instance(id, &entry, |instance, _| instance.merge(state))
+    }
+
+    fn entry(&self, slot: u32) -> Result<(u8, Arc<SlotEntry>), RequestError> {
         let id = SlotId::new(slot).ok_or(RequestError::SlotOutOfRange(slot))?;
-        self.slots[id.index()]
-            .as_ref()
+        self.slots.load()[id.index()]
+            .clone()
             .map(|e| (id.get(), e))
             .ok_or(RequestError::SlotNotConfigured(id.get()))
     }
@@ -212,11 +353,9 @@ impl SlotTable {
         slot: u8,
         reports: Vec<DeliveryReport>,
     ) -> Result<Vec<Effect>, RequestError> {
-        let entry = self.slots[usize::from(slot)]
-            .as_ref()
-            .ok_or(RequestError::SlotNotConfigured(slot))?;
+        let (_, entry) = self.entry(u32::from(slot))?;
         let reqs: Vec<Request> = reports.into_iter().map(Request::DeliveryReport).collect();
-        let replies = with_instance(slot, entry, |instance, ctx| {
+        let replies = with_instance(slot, &entry, |instance, ctx| {
             instance.handle_batch(ctx, &reqs)
         })?;
         let mut effects = Vec::new();
@@ -235,7 +374,7 @@ impl SlotTable {
     /// that asked for any.
     pub fn tick_all(&self) -> Vec<(u8, Vec<Effect>)> {
         let mut out = Vec::new();
-        for (i, entry) in self.slots.iter().enumerate() {
+        for (i, entry) in self.slots.load().iter().enumerate() {
             let Some(entry) = entry else { continue };
             let id = u8::try_from(i).expect("fewer than 256 slots");
             match with_instance(id, entry, |instance, ctx| instance.tick(ctx)) {
@@ -262,7 +401,7 @@ impl SlotTable {
             }
         };
         entry.metrics.calls[verb as usize].inc();
-        let result = f(id, entry);
+        let result = f(id, &entry);
         if let Err(e) = &result {
             entry.errors.fetch_add(1, Ordering::Relaxed);
             self.metrics.record_error(id, verb.name(), e.code_name());
@@ -273,6 +412,7 @@ impl SlotTable {
     /// A line per configured slot.
     pub fn summaries(&self) -> Vec<SlotSummary> {
         self.slots
+            .load()
             .iter()
             .enumerate()
             .filter_map(|(i, e)| e.as_ref().map(|e| (i, e)))
@@ -305,6 +445,7 @@ fn with_instance<T>(
     // A panic while holding the lock can only come from this process's
     // own code; the instance itself is still consistent, so keep serving.
     let mut instance = entry.instance.lock().unwrap_or_else(|p| p.into_inner());
+    entry.version.fetch_add(1, Ordering::Relaxed);
     let restarts_before = instance.restarts();
     let started = Instant::now();
     let result = f(&mut instance, ctx);

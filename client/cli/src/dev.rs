@@ -39,6 +39,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         listen: args.listen,
         http_listen: Some(args.http_listen),
         wasm_limits: WasmLimits::default(),
+        ..RuntimeOptions::default()
     };
     let runtime = Runtime::bind(options, &config).await?;
     println!(

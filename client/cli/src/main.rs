@@ -165,16 +165,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output::call(out, slot, &op, &reply);
         }
         Command::Status => {
-            let mut failed = 0;
-            for (endpoint, result) in client.status().await {
-                match result {
-                    Ok(status) => output::status(out, &endpoint, &status),
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("error: {endpoint}: {e}");
-                    }
-                }
-            }
+            let answers: Vec<_> = client
+                .status()
+                .await
+                .into_iter()
+                .map(|(endpoint, result)| (endpoint, result.map_err(|e| e.to_string())))
+                .collect();
+            output::cluster_status(out, &answers);
+            let failed = answers.iter().filter(|(_, a)| a.is_err()).count();
             if failed > 0 {
                 anyhow::bail!(
                     "{failed} of {} instances did not answer",

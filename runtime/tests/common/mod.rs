@@ -36,6 +36,7 @@ impl TestServer {
                 memory_bytes: 16 << 20,
                 ..WasmLimits::default()
             },
+            ..RuntimeOptions::default()
         };
         let runtime = Runtime::bind(options, &config).await?;
         let grpc = runtime.grpc_addr();

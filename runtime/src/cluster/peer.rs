@@ -1,0 +1,90 @@
+//! One connection to another instance, and what its heartbeats tell.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use vss_proto::v1::mesh_client::MeshClient;
+use vss_proto::v1::vss_client::VssClient;
+
+/// Time between heartbeats to one peer.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(200);
+/// A peer that has not answered a heartbeat for this long is down.
+pub const HEALTH_WINDOW: Duration = Duration::from_millis(800);
+/// Longest wait for a heartbeat answer.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What this instance knows of a peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerHealth {
+    pub last_ok: Option<Instant>,
+    pub rtt: Option<Duration>,
+    /// Routing epoch the peer holds, as of its last answer.
+    pub epoch: u64,
+    pub leader: String,
+    pub config_generation: u64,
+    /// When this instance last pushed its routing table to the peer.
+    pub last_push: Option<Instant>,
+}
+
+/// A peer instance: a lazily connected channel shared by the mesh, the
+/// forwarding path and deliveries.
+#[derive(Debug)]
+pub struct Peer {
+    id: String,
+    addr: String,
+    channel: Channel,
+    health: Mutex<PeerHealth>,
+}
+
+impl Peer {
+    pub fn new(id: &str, addr: &str) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(HEARTBEAT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .connect_lazy();
+        Ok(Self {
+            id: id.to_string(),
+            addr: addr.to_string(),
+            channel,
+            health: Mutex::new(PeerHealth::default()),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn mesh(&self) -> MeshClient<Channel> {
+        MeshClient::new(self.channel.clone())
+    }
+
+    pub fn vss(&self) -> VssClient<Channel> {
+        VssClient::new(self.channel.clone())
+    }
+
+    pub fn health(&self) -> PeerHealth {
+        self.lock().clone()
+    }
+
+    /// Answered a heartbeat within [`HEALTH_WINDOW`].
+    pub fn healthy(&self) -> bool {
+        self.lock()
+            .last_ok
+            .is_some_and(|t| t.elapsed() < HEALTH_WINDOW)
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut PeerHealth)) {
+        f(&mut self.lock());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PeerHealth> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

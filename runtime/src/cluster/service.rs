@@ -1,0 +1,210 @@
+//! The mesh API (`vss.v1.Mesh`) other instances call, and the control API
+//! (`vss.v1.Control`) the operator calls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+use vss_proto::v1::control_server::Control;
+use vss_proto::v1::deliver_request::Recipients as WireRecipients;
+use vss_proto::v1::mesh_server::Mesh;
+use vss_proto::v1::{
+    ApplyConfigReply, ApplyConfigRequest, DeliverReply, DeliverRequest, DeliveryOutcome,
+    HeartbeatReply, HeartbeatRequest, InstallRoutingReply, ReplicateReply, ReplicateRequest,
+    RoutingTable as WireTable,
+};
+
+use super::{Cluster, RoutingTable};
+use crate::signals::{Signals, Targets};
+use crate::slots::ReloadError;
+
+/// Longest a peer may ask this instance to wait for acknowledgements.
+const MAX_DELIVER_TIMEOUT: Duration = Duration::from_secs(61);
+
+/// Serves the mesh API.
+#[derive(Debug, Clone)]
+pub struct MeshService {
+    cluster: Arc<Cluster>,
+    signals: Arc<Signals>,
+}
+
+impl MeshService {
+    pub fn new(cluster: Arc<Cluster>, signals: Arc<Signals>) -> Self {
+        Self { cluster, signals }
+    }
+
+    /// Refuses calls from instances outside the cluster; logged, since it
+    /// means a misconfigured or foreign caller.
+    fn check_sender(&self, from: &str, what: &str) -> Result<(), Status> {
+        if self.cluster.is_member(from) && from != self.cluster.me() {
+            return Ok(());
+        }
+        self.refused(
+            what,
+            &format!("sender {from:?} is not a peer of this cluster"),
+        );
+        Err(Status::permission_denied(format!(
+            "{what}: {from:?} is not a peer of this cluster"
+        )))
+    }
+
+    fn refused(&self, what: &str, why: &str) {
+        self.cluster.metrics().cluster.refused_mesh_messages.inc();
+        tracing::warn!(what, why, "refused a mesh message");
+    }
+}
+
+#[tonic::async_trait]
+impl Mesh for MeshService {
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let r = req.into_inner();
+        self.check_sender(&r.from, "heartbeat")?;
+        let table = self.cluster.table();
+        Ok(Response::new(HeartbeatReply {
+            from: self.cluster.me().to_string(),
+            epoch: table.as_ref().map_or(0, |t| t.epoch),
+            leader: table.map(|t| t.leader.clone()).unwrap_or_default(),
+            config_generation: self.cluster.slots().generation(),
+        }))
+    }
+
+    async fn install_routing(
+        &self,
+        req: Request<WireTable>,
+    ) -> Result<Response<InstallRoutingReply>, Status> {
+        let wire = req.into_inner();
+        let checked = RoutingTable::from_proto(wire, &known(&self.cluster));
+        let outcome = checked.and_then(|table| self.cluster.install(table));
+        match outcome {
+            Ok(_) => Ok(Response::new(InstallRoutingReply {
+                epoch: self.cluster.epoch(),
+            })),
+            Err(e) => {
+                self.refused("routing table", &e.to_string());
+                Err(Status::failed_precondition(e.to_string()))
+            }
+        }
+    }
+
+    async fn replicate(
+        &self,
+        req: Request<ReplicateRequest>,
+    ) -> Result<Response<ReplicateReply>, Status> {
+        let r = req.into_inner();
+        self.check_sender(&r.from, "replicate")?;
+        let table = self.cluster.table();
+        let mut refused = Vec::new();
+        for state in r.slots {
+            let owner = u8::try_from(state.slot).ok().and_then(|s| {
+                table
+                    .as_ref()?
+                    .route(s)
+                    .map(|route| (s, route.owner.clone()))
+            });
+            match owner {
+                Some((slot, owner)) if owner == r.from => {
+                    if let Err(e) = self.cluster.slots().merge(slot, &state.state) {
+                        refused.push(format!("slot {slot}: {e}"));
+                    }
+                }
+                Some((slot, owner)) => refused.push(format!(
+                    "slot {slot}: owned by {owner:?} in epoch {}, not by the sender",
+                    table.as_ref().map_or(0, |t| t.epoch)
+                )),
+                None => refused.push(format!("slot {}: not routed here", state.slot)),
+            }
+        }
+        if refused.is_empty() {
+            return Ok(Response::new(ReplicateReply {}));
+        }
+        let why = refused.join("; ");
+        self.refused("replicate", &why);
+        Err(Status::failed_precondition(why))
+    }
+
+    async fn deliver(
+        &self,
+        req: Request<DeliverRequest>,
+    ) -> Result<Response<DeliverReply>, Status> {
+        let r = req.into_inner();
+        let targets = match r.recipients {
+            Some(WireRecipients::AllExcept(list)) => Targets::AllExcept(list.ids),
+            Some(WireRecipients::Clients(list)) => Targets::Clients(list.ids),
+            None => {
+                self.refused("deliver", "no recipients");
+                return Err(Status::invalid_argument("deliver: recipients is required"));
+            }
+        };
+        let timeout = Duration::from_millis(u64::from(r.timeout_ms)).min(MAX_DELIVER_TIMEOUT);
+        let outcomes = self
+            .signals
+            .deliver_here(
+                r.slot,
+                r.message_id,
+                r.payload,
+                &r.publisher,
+                &targets,
+                tokio::time::Instant::now() + timeout,
+            )
+            .await;
+        Ok(Response::new(DeliverReply {
+            outcomes: outcomes
+                .into_iter()
+                .map(|(client, delivered)| DeliveryOutcome { client, delivered })
+                .collect(),
+        }))
+    }
+}
+
+fn known(cluster: &Cluster) -> std::collections::HashSet<String> {
+    let mut ids: std::collections::HashSet<String> = cluster.peers().keys().cloned().collect();
+    ids.insert(cluster.me().to_string());
+    ids
+}
+
+/// Serves the control API.
+#[derive(Debug, Clone)]
+pub struct ControlService {
+    cluster: Arc<Cluster>,
+}
+
+impl ControlService {
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        Self { cluster }
+    }
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    #[tracing::instrument(skip_all, fields(generation = req.get_ref().generation))]
+    async fn apply_config(
+        &self,
+        req: Request<ApplyConfigRequest>,
+    ) -> Result<Response<ApplyConfigReply>, Status> {
+        let r = req.into_inner();
+        if r.generation == 0 {
+            return Err(Status::invalid_argument("generation: must be at least 1"));
+        }
+        let config = vss_config::SlotsConfig::from_yaml(&r.config_yaml)
+            .map_err(|e| Status::invalid_argument(format!("config_yaml: {e}")))?
+            .validate()
+            .map_err(|e| Status::invalid_argument(format!("config_yaml: {e}")))?;
+        let slots = self.cluster.slots().clone();
+        let generation = r.generation;
+        let outcome = tokio::task::spawn_blocking(move || slots.reload(&config, generation))
+            .await
+            .map_err(|e| Status::internal(format!("reload task failed: {e}")))?;
+        match outcome {
+            Ok(_) => Ok(Response::new(ApplyConfigReply {
+                generation: self.cluster.slots().generation(),
+            })),
+            Err(e @ (ReloadError::Stale { .. } | ReloadError::Conflict { .. })) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Err(e @ ReloadError::Load(_)) => Err(Status::invalid_argument(e.to_string())),
+        }
+    }
+}
