@@ -9,6 +9,8 @@ use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status, Streaming};
 use vss_proto::v1::client_message::Kind;
+use tonic::transport::Channel;
+use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::vss_server::Vss;
 use vss_proto::v1::{
     AcquireReply, AcquireRequest, CallReply, CallRequest, ClientMessage, MembershipReply,
@@ -16,7 +18,7 @@ use vss_proto::v1::{
     StatusRequest,
 };
 
-use crate::cluster::{Cluster, Peer, Placement};
+use crate::cluster::{Cluster, Placement};
 
 use crate::error::RequestError;
 use crate::hub::EventStream;
@@ -63,49 +65,6 @@ impl VssService {
         }
     }
 
-    /// The peer that should serve `slot`, unless this instance should.
-    fn owner_elsewhere<T>(&self, req: &Request<T>, slot: u32) -> Option<Arc<Peer>> {
-        if req.metadata().contains_key(FORWARDED_HEADER) {
-            return None;
-        }
-        match self.cluster.placement(slot) {
-            Placement::Local => None,
-            Placement::Remote(peer) => Some(peer),
-        }
-    }
-
-    /// Sends a request on to `peer`, marked as forwarded. None when the
-    /// peer cannot be reached: the caller then serves it here, since this
-    /// instance may well be the one taking over the slot.
-    async fn forward<T, R, F, Fut>(
-        &self,
-        peer: &Peer,
-        message: T,
-        timeout: Duration,
-        call: F,
-    ) -> Option<Result<Response<R>, Status>>
-    where
-        F: FnOnce(
-            vss_proto::v1::vss_client::VssClient<tonic::transport::Channel>,
-            Request<T>,
-        ) -> Fut,
-        Fut: Future<Output = Result<Response<R>, Status>>,
-    {
-        let mut request = Request::new(message);
-        request.set_timeout(timeout);
-        if let Ok(me) = MetadataValue::try_from(self.cluster.me()) {
-            request.metadata_mut().insert(FORWARDED_HEADER, me);
-        }
-        self.cluster.record_forward(peer.id());
-        match call(peer.vss(), request).await {
-            Err(status) if is_unreachable(&status) => {
-                tracing::warn!(peer = peer.id(), error = %status.message(), "owner unreachable; serving here");
-                None
-            }
-            answer => Some(answer),
-        }
-    }
-
     fn observe(&self, verb: Verb, started: Instant) {
         self.metrics
             .observe_request(verb, started.elapsed().as_secs_f64());
@@ -117,6 +76,46 @@ impl VssService {
         self.observe(verb, started);
         out
     }
+
+    /// Serves the request at the slot's owner when that is another
+    /// instance: tries the owner, then its standby, and answers None when
+    /// this instance should serve it (it is next in line, or nobody else
+    /// could be reached). Requests already forwarded once are served where
+    /// they land, so a request crosses the mesh at most once.
+    async fn at_owner<T, R, F, Fut>(
+        &self,
+        req: &Request<T>,
+        slot: u32,
+        timeout: Duration,
+        call: F,
+    ) -> Option<Result<Response<R>, Status>>
+    where
+        T: Clone,
+        F: Fn(VssClient<Channel>, Request<T>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        if req.metadata().contains_key(FORWARDED_HEADER) {
+            return None;
+        }
+        for target in self.cluster.placement(slot) {
+            let Placement::Remote(peer) = target else {
+                return None;
+            };
+            let mut request = Request::new(req.get_ref().clone());
+            request.set_timeout(timeout);
+            if let Ok(me) = MetadataValue::try_from(self.cluster.me()) {
+                request.metadata_mut().insert(FORWARDED_HEADER, me);
+            }
+            self.cluster.record_forward(peer.id());
+            match call(peer.vss(), request).await {
+                Err(status) if is_unreachable(&status) => {
+                    tracing::warn!(peer = peer.id(), slot, error = %status.message(), "slot owner unreachable; trying the next in line");
+                }
+                answer => return Some(answer),
+            }
+        }
+        None
+    }
 }
 
 #[tonic::async_trait]
@@ -126,20 +125,14 @@ impl Vss for VssService {
         &self,
         req: Request<AcquireRequest>,
     ) -> Result<Response<AcquireReply>, Status> {
-        if let Some(peer) = self.owner_elsewhere(&req, req.get_ref().slot) {
-            let started = Instant::now();
-            let answer = self
-                .forward(
-                    &peer,
-                    req.get_ref().clone(),
-                    FORWARD_TIMEOUT,
-                    |mut c, r| async move { c.acquire(r).await },
-                )
-                .await;
-            if let Some(answer) = answer {
-                self.observe(Verb::Acquire, started);
-                return answer;
-            }
+        let started = Instant::now();
+        let slot = req.get_ref().slot;
+        let forwarded = self
+            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move { c.acquire(r).await })
+            .await;
+        if let Some(answer) = forwarded {
+            self.observe(Verb::Acquire, started);
+            return answer;
         }
         let r = req.into_inner();
         self.timed(Verb::Acquire, || {
@@ -160,20 +153,14 @@ impl Vss for VssService {
 
     #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "call"))]
     async fn call(&self, req: Request<CallRequest>) -> Result<Response<CallReply>, Status> {
-        if let Some(peer) = self.owner_elsewhere(&req, req.get_ref().slot) {
-            let started = Instant::now();
-            let answer = self
-                .forward(
-                    &peer,
-                    req.get_ref().clone(),
-                    FORWARD_TIMEOUT,
-                    |mut c, r| async move { c.call(r).await },
-                )
-                .await;
-            if let Some(answer) = answer {
-                self.observe(Verb::Call, started);
-                return answer;
-            }
+        let started = Instant::now();
+        let slot = req.get_ref().slot;
+        let forwarded = self
+            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move { c.call(r).await })
+            .await;
+        if let Some(answer) = forwarded {
+            self.observe(Verb::Call, started);
+            return answer;
         }
         let r = req.into_inner();
         self.timed(Verb::Call, || self.slots.call(r.slot, &r.op, r.payload))
@@ -190,23 +177,20 @@ impl Vss for VssService {
         req: Request<PublishRequest>,
     ) -> Result<Response<PublishReply>, Status> {
         let started = Instant::now();
-        if let Some(peer) = self.owner_elsewhere(&req, req.get_ref().slot) {
-            // A publish waits for its deliveries: up to the slot's timeout.
-            let wait = self
-                .slots
-                .signal(req.get_ref().slot)
-                .map(|(_, s)| s.config.timeout)
-                .unwrap_or_default()
-                + FORWARD_TIMEOUT;
-            let answer = self
-                .forward(&peer, req.get_ref().clone(), wait, |mut c, r| async move {
-                    c.publish(r).await
-                })
-                .await;
-            if let Some(answer) = answer {
-                self.observe(Verb::Publish, started);
-                return answer;
-            }
+        let slot = req.get_ref().slot;
+        // A publish waits for its deliveries: up to the slot's timeout.
+        let wait = self
+            .slots
+            .signal(slot)
+            .map(|(_, s)| s.config.timeout)
+            .unwrap_or_default()
+            + FORWARD_TIMEOUT;
+        let forwarded = self
+            .at_owner(&req, slot, wait, |mut c, r| async move { c.publish(r).await })
+            .await;
+        if let Some(answer) = forwarded {
+            self.observe(Verb::Publish, started);
+            return answer;
         }
         let r = req.into_inner();
         let outcome = self.signals.publish(r.slot, r.message, &r.client_id).await;
@@ -224,18 +208,12 @@ impl Vss for VssService {
         &self,
         req: Request<MembershipRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
-        if let Some(peer) = self.owner_elsewhere(&req, req.get_ref().slot) {
-            let answer = self
-                .forward(
-                    &peer,
-                    req.get_ref().clone(),
-                    FORWARD_TIMEOUT,
-                    |mut c, r| async move { c.register(r).await },
-                )
-                .await;
-            if let Some(answer) = answer {
-                return answer;
-            }
+        let slot = req.get_ref().slot;
+        let forwarded = self
+            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move { c.register(r).await })
+            .await;
+        if let Some(answer) = forwarded {
+            return answer;
         }
         let r = req.into_inner();
         self.timed(Verb::Register, || {
@@ -248,18 +226,12 @@ impl Vss for VssService {
         &self,
         req: Request<MembershipRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
-        if let Some(peer) = self.owner_elsewhere(&req, req.get_ref().slot) {
-            let answer = self
-                .forward(
-                    &peer,
-                    req.get_ref().clone(),
-                    FORWARD_TIMEOUT,
-                    |mut c, r| async move { c.deregister(r).await },
-                )
-                .await;
-            if let Some(answer) = answer {
-                return answer;
-            }
+        let slot = req.get_ref().slot;
+        let forwarded = self
+            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move { c.deregister(r).await })
+            .await;
+        if let Some(answer) = forwarded {
+            return answer;
         }
         let r = req.into_inner();
         self.timed(Verb::Deregister, || {

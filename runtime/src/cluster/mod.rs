@@ -205,31 +205,30 @@ impl Cluster {
         Ok(true)
     }
 
-    /// Where a request for `slot` should be served. Requests already
-    /// forwarded once are always served where they land (one hop at most).
-    pub fn placement(&self, slot: u32) -> Placement {
-        let Some(table) = self.table() else {
-            return Placement::Local;
-        };
-        let Some(route) = u8::try_from(slot).ok().and_then(|s| table.route(s)) else {
-            return Placement::Local;
-        };
-        let me = self.me();
-        let target = |id: &str| {
-            if id == me {
-                return Some(Placement::Local);
+    /// Where a request for `slot` may be served, best first: the owner,
+    /// then the standby (it holds the freshest copy of the state while the
+    /// leader has not yet noticed a lost owner), skipping peers that do
+    /// not answer heartbeats. Ends with [`Placement::Local`]: if this
+    /// instance is in line it serves, and if nobody else can, it serves
+    /// rather than fail the call.
+    pub fn placement(&self, slot: u32) -> Vec<Placement> {
+        let mut line = Vec::new();
+        let table = self.table();
+        let route = u8::try_from(slot)
+            .ok()
+            .and_then(|s| table.as_deref()?.route(s).cloned());
+        if let Some(route) = route {
+            for id in std::iter::once(route.owner.as_str()).chain(route.standby.as_deref()) {
+                if id == self.me() {
+                    break;
+                }
+                if let Some(peer) = self.peers.get(id).filter(|p| p.healthy()) {
+                    line.push(Placement::Remote(peer.clone()));
+                }
             }
-            self.peers
-                .get(id)
-                .filter(|p| p.healthy())
-                .map(|p| Placement::Remote(p.clone()))
-        };
-        // An owner that stopped answering has not been replaced yet (the
-        // leader needs up to a second to notice); its standby holds the
-        // freshest copy of the state.
-        target(&route.owner)
-            .or_else(|| route.standby.as_deref().and_then(target))
-            .unwrap_or(Placement::Local)
+        }
+        line.push(Placement::Local);
+        line
     }
 
     /// Counts a request forwarded to `peer`.
