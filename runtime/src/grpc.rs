@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 use vss_proto::v1::client_message::Kind;
-use tonic::transport::Channel;
 use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::vss_server::Vss;
 use vss_proto::v1::{
@@ -128,7 +128,9 @@ impl Vss for VssService {
         let started = Instant::now();
         let slot = req.get_ref().slot;
         let forwarded = self
-            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move { c.acquire(r).await })
+            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move {
+                c.acquire(r).await
+            })
             .await;
         if let Some(answer) = forwarded {
             self.observe(Verb::Acquire, started);
@@ -156,7 +158,9 @@ impl Vss for VssService {
         let started = Instant::now();
         let slot = req.get_ref().slot;
         let forwarded = self
-            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move { c.call(r).await })
+            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move {
+                c.call(r).await
+            })
             .await;
         if let Some(answer) = forwarded {
             self.observe(Verb::Call, started);
@@ -186,7 +190,12 @@ impl Vss for VssService {
             .unwrap_or_default()
             + FORWARD_TIMEOUT;
         let forwarded = self
-            .at_owner(&req, slot, wait, |mut c, r| async move { c.publish(r).await })
+            .at_owner(
+                &req,
+                slot,
+                wait,
+                |mut c, r| async move { c.publish(r).await },
+            )
             .await;
         if let Some(answer) = forwarded {
             self.observe(Verb::Publish, started);
@@ -210,7 +219,9 @@ impl Vss for VssService {
     ) -> Result<Response<MembershipReply>, Status> {
         let slot = req.get_ref().slot;
         let forwarded = self
-            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move { c.register(r).await })
+            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move {
+                c.register(r).await
+            })
             .await;
         if let Some(answer) = forwarded {
             return answer;
@@ -228,7 +239,9 @@ impl Vss for VssService {
     ) -> Result<Response<MembershipReply>, Status> {
         let slot = req.get_ref().slot;
         let forwarded = self
-            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move { c.deregister(r).await })
+            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move {
+                c.deregister(r).await
+            })
             .await;
         if let Some(answer) = forwarded {
             return answer;

@@ -39,7 +39,7 @@ use vss_proto::v1::mesh_server::MeshServer;
 use vss_proto::v1::vss_server::VssServer;
 use vss_slot_host::{HostLimits, SlotEngine};
 
-use crate::cluster::service::{ControlService, MeshService};
+use crate::cluster::service::{Audited, ControlService, MeshService};
 use crate::cluster::{
     Cluster, ClusterError, Election, Members, MembersError, MeshElection, WatchElection,
 };
@@ -235,7 +235,7 @@ impl Runtime {
         let grpc_server = Server::builder()
             .add_service(reflection)
             .add_service(VssServer::new(service))
-            .add_service(MeshServer::new(mesh))
+            .add_service(Audited::new(MeshServer::new(mesh), self.metrics.clone()))
             .add_service(ControlServer::new(control))
             .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
         tasks.spawn(async move { grpc_server.await.map_err(RuntimeError::from) });

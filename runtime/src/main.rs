@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
 use vss_runtime::cluster::{Members, MembersError};
 use vss_runtime::telemetry::{self, LogFormat};
 use vss_runtime::{Runtime, RuntimeOptions, WasmLimits};
@@ -91,10 +92,15 @@ async fn main() -> anyhow::Result<()> {
         };
         (args.id, members)
     };
+    let lease = if args.in_cluster {
+        Some(start_lease(&instance_id, args.lease_name.as_deref()).await?)
+    } else {
+        None
+    };
     let options = RuntimeOptions {
         instance_id,
         members,
-        lease: None,
+        lease: lease.as_ref().map(|l| l.is_leader()),
         watch_config: (args.watch_config && !args.in_cluster).then(|| args.config.clone()),
         listen: args.listen,
         http_listen: Some(args.http_listen),
@@ -106,5 +112,34 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     let runtime = Runtime::bind(options, &config).await?;
-    vss_runtime::signal::run_until_signal(runtime, Duration::from_secs(args.drain_seconds)).await
+    let served =
+        vss_runtime::signal::run_until_signal(runtime, Duration::from_secs(args.drain_seconds))
+            .await;
+    if let Some(lease) = lease {
+        // Vacate the Lease so another pod leads at once instead of after
+        // the claim runs out.
+        lease.shutdown().await;
+    }
+    served
+}
+
+/// Campaigns for the StatefulSet's Lease (`<statefulset>-leader` unless
+/// named) in the pod's namespace.
+async fn start_lease(pod: &str, name: Option<&str>) -> anyhow::Result<vss_lease::LeaseHandle> {
+    let namespace = std::env::var("POD_NAMESPACE").context("POD_NAMESPACE")?;
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => {
+            let set = pod.rsplit_once('-').map_or(pod, |(set, _)| set);
+            format!("{set}-leader")
+        }
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("in-cluster: cannot reach the Kubernetes API for the leader Lease")?;
+    let config = vss_lease::LeaseConfig::new(namespace, name, pod);
+    let handle = vss_lease::LeaseElection::start(client, config, CancellationToken::new())
+        .await
+        .context("in-cluster: leader Lease")?;
+    Ok(handle)
 }

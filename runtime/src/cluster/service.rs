@@ -208,3 +208,68 @@ impl Control for ControlService {
         }
     }
 }
+
+/// Wraps the mesh server to log and count calls that never reach a
+/// handler: bytes that do not decode, methods that do not exist. Handlers
+/// log their own refusals with the reason.
+#[derive(Debug, Clone)]
+pub struct Audited<S> {
+    inner: S,
+    metrics: crate::metrics::Metrics,
+}
+
+impl<S> Audited<S> {
+    pub fn new(inner: S, metrics: crate::metrics::Metrics) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Audited<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Audited<S>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<B>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let path = req.uri().path().to_string();
+        let metrics = self.metrics.clone();
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let response = answer.await?;
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map(tonic::Code::from);
+            if let Some(code @ (tonic::Code::Internal | tonic::Code::Unimplemented)) = code {
+                metrics.cluster.refused_mesh_messages.inc();
+                let why = response
+                    .headers()
+                    .get("grpc-message")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                tracing::warn!(what = %path, ?code, why = %why, "refused a mesh message");
+            }
+            Ok(response)
+        })
+    }
+}

@@ -1,0 +1,330 @@
+//! A cluster of `vss-runtime` processes on loopback, for tests. Every
+//! process is started here and killed here, by its own handle (PID); all
+//! of them are killed when the cluster is dropped.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut};
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use vss_client::Client;
+use vss_proto::v1::vss_client::VssClient;
+use vss_proto::v1::{RoutingTable, StatusReply, StatusRequest};
+
+/// The slot configuration every test cluster starts with.
+pub const SLOTS_YAML: &str = "slots:
+  - id: 0
+    type: token-bucket
+    bucketSize: 200
+    period: second
+    refreshRate: 100
+  - id: 2
+    type: token-bucket
+    bucketSize: 1000
+    period: minute
+    refreshRate: 1000
+    tokensPerReq: 20
+  - id: 3
+    type: leaky-bucket
+    bucketSize: 5
+    period: second
+  - id: 10
+    type: broadcast
+    timeout: 2s
+  - id: 11
+    type: multicast
+    timeout: 2s
+  - id: 12
+    type: random
+    timeout: 2s
+";
+
+const BIN: &str = env!("CARGO_BIN_EXE_vss-runtime");
+
+struct Node {
+    id: String,
+    grpc: u16,
+    http: u16,
+    child: Option<Child>,
+}
+
+pub struct ProcessCluster {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    peers: String,
+    nodes: Vec<Node>,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl ProcessCluster {
+    /// Starts one process per id.
+    pub fn start(ids: &[&str]) -> std::io::Result<Self> {
+        let all: Vec<usize> = (0..ids.len()).collect();
+        Self::start_some(ids, &all)
+    }
+
+    /// A cluster of `ids` of which only `running` are started.
+    pub fn start_some(ids: &[&str], running: &[usize]) -> std::io::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("slots.yaml");
+        std::fs::write(&config, SLOTS_YAML)?;
+        let mut nodes = Vec::new();
+        for id in ids {
+            nodes.push(Node {
+                id: (*id).to_string(),
+                grpc: free_port()?,
+                http: free_port()?,
+                child: None,
+            });
+        }
+        let peers = nodes
+            .iter()
+            .map(|n| format!("{}=127.0.0.1:{}", n.id, n.grpc))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self {
+            dir,
+            config,
+            peers,
+            nodes,
+        };
+        for i in running {
+            cluster.spawn(*i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Runs `vss-runtime` with `args` (plus a config) to completion.
+    pub fn run_once(args: &[&str]) -> std::io::Result<Output> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("slots.yaml");
+        std::fs::write(&config, SLOTS_YAML)?;
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+    }
+
+    /// (Re)starts instance `i` on its ports.
+    pub fn spawn(&mut self, i: usize) -> std::io::Result<()> {
+        let node = &self.nodes[i];
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", node.id)))?;
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--id", &node.id])
+            .args(["--listen", &format!("127.0.0.1:{}", node.grpc)])
+            .args(["--http-listen", &format!("127.0.0.1:{}", node.http)])
+            .args(["--peers", &self.peers])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.nodes[i].child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs instance `i` (the process this cluster started).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn id(&self, i: usize) -> &str {
+        &self.nodes[i].id
+    }
+
+    pub fn index_of(&self, id: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .unwrap_or_else(|| panic!("{id:?} is one of this cluster's ids"))
+    }
+
+    pub fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[i].grpc)
+    }
+
+    /// A client of instance `i` only.
+    pub fn client(&self, i: usize) -> Client {
+        Client::with_timeout(
+            &[format!("127.0.0.1:{}", self.nodes[i].grpc)],
+            Duration::from_secs(5),
+        )
+        .expect("client")
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{}.log", self.nodes[i].id)))
+            .unwrap_or_default()
+    }
+
+    pub fn write_config(&self, yaml: &str) {
+        std::fs::write(&self.config, yaml).expect("write config");
+    }
+
+    pub async fn status(&self, i: usize) -> Option<StatusReply> {
+        let call = async {
+            let mut c = VssClient::connect(self.url(i)).await.ok()?;
+            c.status(StatusRequest {})
+                .await
+                .ok()
+                .map(|r| r.into_inner())
+        };
+        tokio::time::timeout(Duration::from_secs(2), call)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    pub async fn table(&self, i: usize) -> Option<RoutingTable> {
+        self.status(i).await?.routing
+    }
+
+    pub async fn slot_calls(&self, i: usize, slot: u32) -> u64 {
+        self.status(i)
+            .await
+            .and_then(|s| s.slots.into_iter().find(|x| x.id == slot))
+            .map_or(0, |s| s.calls)
+    }
+
+    pub async fn metrics(&self, i: usize) -> String {
+        let url = format!("127.0.0.1:{}", self.nodes[i].http);
+        http_get(&url, "/metrics").await.unwrap_or_default()
+    }
+
+    /// Waits until every instance in `which` holds the same table and it
+    /// satisfies `ok`; returns it.
+    pub async fn wait_for_table(
+        &self,
+        which: &[usize],
+        within: Duration,
+        ok: impl Fn(&RoutingTable) -> bool,
+    ) -> Result<RoutingTable, String> {
+        let deadline = Instant::now() + within;
+        let mut last = Vec::new();
+        loop {
+            last.clear();
+            for i in which {
+                last.push(self.table(*i).await);
+            }
+            if let Some(Some(first)) = last.first()
+                && last.iter().all(|t| t.as_ref() == Some(first))
+                && ok(first)
+            {
+                return Ok(first.clone());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("tables after {within:?}: {last:#?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `which` agree on a table that routes every slot.
+    pub async fn settled(&self, which: &[usize], within: Duration) -> Result<RoutingTable, String> {
+        let members = which.len();
+        self.wait_for_table(which, within, |t| {
+            t.epoch >= 1 && t.members.len() == members && t.routes.len() == 6
+        })
+        .await
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback.
+pub async fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    Ok(body)
+}
+
+/// The value of a metric line that starts with `name` (first match).
+pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Sends `bytes` as the message of a unary gRPC call to `path`, without
+/// any protobuf encoding: what a confused or hostile peer would send.
+pub async fn send_raw(url: &str, path: &'static str, bytes: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| Status::unavailable(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static(path);
+    grpc.unary(tonic::Request::new(bytes), path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let mut out = vec![0; src.remaining()];
+        src.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}
