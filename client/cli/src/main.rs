@@ -107,8 +107,12 @@ enum Command {
         #[arg(long)]
         client_id: Option<String>,
     },
-    /// Run a local VSS instance in the foreground (Ctrl-C stops it).
+    /// Run a local VSS cluster in the foreground: separate processes on
+    /// loopback ports (Ctrl-C stops them all).
     Dev(dev::DevArgs),
+    /// One instance of a `vss dev` cluster (started by `vss dev`).
+    #[command(hide = true)]
+    Instance(dev::InstanceArgs),
 }
 
 fn main() -> ExitCode {
@@ -134,11 +138,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = cli.output;
-    if let Command::Dev(args) = cli.command {
-        return dev::run(args).await;
-    }
+    let command = match cli.command {
+        Command::Dev(args) => return dev::run(args).await,
+        Command::Instance(args) => return dev::instance(args).await,
+        other => other,
+    };
     let client = Client::new(&cli.endpoints)?;
-    match cli.command {
+    match command {
         Command::Acquire {
             slot,
             tokens,
@@ -217,7 +223,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output::membership(out, "registered", register, &id);
             print_events(out, events, count).await?;
         }
-        Command::Dev(_) => unreachable!("handled above"),
+        Command::Dev(_) | Command::Instance(_) => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -39,13 +39,13 @@ impl Dev {
         let mut grpc = None;
         let mut line = String::new();
         while stdout.read_line(&mut line).expect("read stdout") > 0 {
-            if let Some(addr) = line.trim().strip_prefix("gRPC") {
-                grpc = Some(addr.trim().to_string());
+            if let Some(endpoints) = line.trim().strip_prefix("endpoints") {
+                grpc = Some(endpoints.trim().to_string());
                 break;
             }
             line.clear();
         }
-        let grpc = grpc.expect("vss dev printed its gRPC address");
+        let grpc = grpc.expect("vss dev printed its endpoints");
         Dev {
             child,
             grpc,
@@ -141,7 +141,8 @@ fn dev_serves_the_example_config_to_the_cli() {
 
     let out = dev.vss(&["-o", "json", "status"]);
     assert!(out.status.success());
-    let status = &json_lines(&out)[0];
+    let cluster = &json_lines(&out)[0];
+    let status = &cluster["instances"][0];
     assert_eq!(status["instance"], "vss-0");
     let types: Vec<_> = status["slots"]
         .as_array()
@@ -326,4 +327,59 @@ fn subscribe_prints_broadcasts() {
         "{stderr}"
     );
     dev.stop();
+}
+
+#[test]
+fn dev_runs_a_cluster_of_processes_and_stops_them_all() {
+    let dev = Dev::start();
+    let endpoints: Vec<String> = dev.grpc.split(',').map(str::to_string).collect();
+    assert_eq!(
+        endpoints.len(),
+        3,
+        "three instances by default: {endpoints:?}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let cluster = loop {
+        let out = dev.vss(&["-o", "json", "status"]);
+        let doc = json_lines(&out).into_iter().next();
+        let settled = doc.as_ref().is_some_and(|d| {
+            let instances = d["instances"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            instances.len() == 3
+                && instances.iter().all(|i| {
+                    i["up"] == true && i["epoch"] == d["epoch"] && i["leader"] == d["leader"]
+                })
+                && d["epoch"].as_u64().unwrap_or(0) >= 1
+                && d["routing"].as_array().is_some_and(|r| r.len() == 7)
+        });
+        if settled {
+            break doc.expect("checked above");
+        }
+        assert!(Instant::now() < deadline, "cluster did not settle: {doc:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let leader = cluster["leader"].as_str().expect("a leader");
+    assert!(["vss-0", "vss-1", "vss-2"].contains(&leader));
+    for instance in cluster["instances"].as_array().expect("instances") {
+        let peers = instance["peers"].as_array().expect("peers");
+        assert_eq!(peers.len(), 2, "{instance}");
+        assert!(peers.iter().all(|p| p["healthy"] == true), "{instance}");
+    }
+    for route in cluster["routing"].as_array().expect("routing") {
+        assert_ne!(
+            route["owner"], leader,
+            "the leader owns no slot with 3 instances"
+        );
+    }
+
+    dev.stop();
+    for endpoint in &endpoints {
+        assert!(
+            std::net::TcpStream::connect(endpoint).is_err(),
+            "{endpoint} still accepts connections after vss dev stopped"
+        );
+    }
 }

@@ -48,6 +48,9 @@ const PUSH_BACKOFF: Duration = Duration::from_millis(300);
 /// Longest wait for a mesh call other than heartbeats.
 pub const MESH_CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// A slot's snapshot and the slot version it was taken at.
+type SnapshotAt = (u8, u64, Vec<u8>);
+
 /// Where a request for a slot is served.
 #[derive(Debug, Clone)]
 pub enum Placement {
@@ -444,7 +447,7 @@ impl Cluster {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let Some(table) = self.table() else { return };
-        let mut batches: BTreeMap<&str, Vec<(u8, u64, Vec<u8>)>> = BTreeMap::new();
+        let mut batches: BTreeMap<&str, Vec<SnapshotAt>> = BTreeMap::new();
         for (slot, route) in &table.routes {
             let (true, Some(standby)) = (route.owner == self.me(), route.standby.as_deref()) else {
                 continue;

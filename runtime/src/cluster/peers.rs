@@ -86,11 +86,10 @@ impl Members {
         replicas: usize,
         port: u16,
     ) -> Result<Self, MembersError> {
-        let (set, ordinal) = pod_name
+        let (set, _ordinal) = pod_name
             .rsplit_once('-')
             .filter(|(set, ord)| !set.is_empty() && ord.parse::<usize>().is_ok())
             .ok_or_else(|| MembersError::NotAStatefulSetPod(pod_name.to_string()))?;
-        let _ = ordinal;
         let all = (0..replicas)
             .map(|i| {
                 let id = format!("{set}-{i}");
@@ -149,7 +148,8 @@ mod tests {
 
     #[test]
     fn parses_peers_and_finds_me() {
-        let m = Members::parse("b", "a=127.0.0.1:7700, b=127.0.0.1:7710,c=localhost:7720").unwrap();
+        let m = Members::parse("b", "a=127.0.0.1:7700, b=127.0.0.1:7710,c=localhost:7720")
+            .expect("valid list");
         assert_eq!(m.me(), "b");
         let peers: Vec<_> = m.peers().collect();
         assert_eq!(peers, [("a", "127.0.0.1:7700"), ("c", "localhost:7720")]);
@@ -180,7 +180,8 @@ mod tests {
 
     #[test]
     fn stateful_set_peers_use_the_headless_service() {
-        let m = Members::stateful_set("vss-1", "prod", "vss-mesh", 3, 7700).unwrap();
+        let m =
+            Members::stateful_set("vss-1", "prod", "vss-mesh", 3, 7700).expect("pod of the set");
         let peers: Vec<_> = m.peers().collect();
         assert_eq!(
             peers,
