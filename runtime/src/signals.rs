@@ -203,7 +203,12 @@ impl Signals {
         let ticked = tokio::task::spawn_blocking(move || slots.tick_all())
             .await
             .unwrap_or_default();
-        let rounds = ticked.into_iter().map(|(slot, effects)| async move {
+        // Copies held for standby duty must not act: only the owner's
+        // module speaks for the slot.
+        let owned = ticked
+            .into_iter()
+            .filter(|(slot, _)| self.cluster.owns(*slot));
+        let rounds = owned.map(|(slot, effects)| async move {
             let timeout = self
                 .slots
                 .signal(u32::from(slot))

@@ -234,6 +234,14 @@ impl Cluster {
         line
     }
 
+    /// Whether this instance executes `slot` (also before any table).
+    pub fn owns(&self, slot: u8) -> bool {
+        self.table()
+            .as_deref()
+            .and_then(|t| t.route(slot))
+            .is_none_or(|r| r.owner == self.me())
+    }
+
     /// Counts a request forwarded to `peer`.
     pub fn record_forward(&self, peer: &str) {
         self.metrics
