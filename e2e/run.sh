@@ -102,6 +102,6 @@ done
 say "running the scenarios"
 VSS_E2E_KUBECONFIG="$KUBECONFIG_FILE" \
 VSS_E2E_NAMESPACE="$CLUSTERS_NS" \
-VSS_E2E_CLUSTER="${VSS_E2E_CLUSTER:-vss}" \
+VSS_E2E_CLUSTER="${VSS_E2E_CLUSTER:-vss-seed}" \
 VSS_E2E_OPERATOR_NAMESPACE="$OPERATOR_NS" \
     cargo test -p vss-e2e --test kind -- "$@"

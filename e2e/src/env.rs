@@ -6,8 +6,8 @@ use std::path::PathBuf;
 pub const KUBECONFIG_VAR: &str = "VSS_E2E_KUBECONFIG";
 /// Namespace of the VssCluster under test (default `vss-e2e`).
 pub const NAMESPACE_VAR: &str = "VSS_E2E_NAMESPACE";
-/// Name of the VssCluster under test (default `vss`, as in
-/// `examples/vsscluster.yaml`).
+/// Name of the VssCluster under test (default `vss-seed`, from
+/// `examples/vsscluster-seed.yaml`).
 pub const CLUSTER_VAR: &str = "VSS_E2E_CLUSTER";
 
 /// Namespace of the operator's release and its Lease (default `vss-system`).
@@ -35,7 +35,7 @@ impl E2eEnv {
         Some(Self {
             kubeconfig,
             namespace: non_empty(NAMESPACE_VAR).unwrap_or_else(|| "vss-e2e".into()),
-            cluster: non_empty(CLUSTER_VAR).unwrap_or_else(|| "vss".into()),
+            cluster: non_empty(CLUSTER_VAR).unwrap_or_else(|| "vss-seed".into()),
             operator_namespace: non_empty(OPERATOR_NAMESPACE_VAR)
                 .unwrap_or_else(|| "vss-system".into()),
         })
@@ -58,7 +58,7 @@ mod tests {
             .expect("kubeconfig is set");
         assert_eq!(env.kubeconfig, PathBuf::from("/k"));
         assert_eq!(env.namespace, "vss-e2e");
-        assert_eq!(env.cluster, "vss");
+        assert_eq!(env.cluster, "vss-seed");
         assert_eq!(env.operator_namespace, "vss-system");
     }
 }

@@ -22,9 +22,11 @@ use vss_e2e::{E2eEnv, Kubectl, PortForward, wait};
 
 /// The runtime's gRPC port (client API).
 const GRPC_PORT: u16 = 7700;
-/// Slots of examples/vsscluster.yaml the scenarios use.
+/// Slots of examples/vsscluster-seed.yaml (the default cluster under test)
+/// the scenarios use: a token bucket of 200 refilled by 100 per second, and
+/// a multicast signal slot.
 const LIMITER_SLOT: u32 = 0;
-const BROADCAST_SLOT: u32 = 10;
+const MULTICAST_SLOT: u32 = 3;
 /// Not in the example; the config-change scenario adds it.
 const ADDED_SLOT: u32 = 42;
 /// Kinds the operator creates for a cluster (its ownerReferences point at
@@ -41,6 +43,12 @@ const OWNED_KINDS: &[&str] = &[
 
 const POLL: Duration = Duration::from_secs(2);
 
+/// The labels selecting a cluster's pods (the operator's
+/// `resources::selector_labels`).
+fn selector_of(cluster: &str) -> String {
+    format!("app.kubernetes.io/name=vss,app.kubernetes.io/instance={cluster}")
+}
+
 /// Shared by the scenarios: where the cluster is and how to reach it.
 struct Ctx {
     kubectl: Kubectl,
@@ -50,11 +58,7 @@ struct Ctx {
 
 impl Ctx {
     fn selector(&self) -> String {
-        // The operator's selector labels (resources::selector_labels).
-        format!(
-            "app.kubernetes.io/name=vss,app.kubernetes.io/instance={}",
-            self.cluster
-        )
+        selector_of(&self.cluster)
     }
 
     fn lease_name(&self) -> String {
@@ -67,13 +71,6 @@ impl Ctx {
 
     async fn pods(&self) -> Result<Vec<Value>> {
         self.kubectl.list("pods", Some(&self.selector())).await
-    }
-
-    /// Desired instances, as the CRD defaults them.
-    async fn instances(&self) -> Result<usize> {
-        let vc = self.vsscluster().await?;
-        let n = int_at(&vc, "/spec/instances").unwrap_or(3);
-        usize::try_from(n).with_context(|| format!("spec.instances is {n}"))
     }
 
     /// One port-forward per pod, in pod-name order.
@@ -99,32 +96,46 @@ fn client_of(forwards: &[PortForward]) -> Result<Client> {
     Ok(Client::new(&endpoints)?)
 }
 
-/// Every pod of the cluster Running and Ready, the VssCluster's status
-/// agreeing (readyInstances, Ready=True).
+/// Every VssCluster applied from examples/ (all of the namespace) gets all
+/// its pods Running and Ready, and its status agrees (readyInstances,
+/// Ready=True).
 async fn pods_become_ready(ctx: &Ctx) -> Result<()> {
-    wait::until(
-        "the VssCluster and its pods to be ready",
-        Duration::from_secs(300),
-        POLL,
-        || async {
-            let vc = ctx.vsscluster().await?;
-            let want = ctx.instances().await?;
-            let pods = ctx.pods().await?;
-            let ready = pods.iter().filter(|p| pod_is_ready(p)).count();
-            if ready != want || pods.len() != want {
-                bail!("{ready} of {want} pods ready ({} exist)", pods.len());
-            }
-            let status_ready = int_at(&vc, "/status/readyInstances").unwrap_or(0);
-            if usize::try_from(status_ready).ok() != Some(want) {
-                bail!("status.readyInstances is {status_ready}, want {want}");
-            }
-            match condition_status(&vc, "Ready") {
-                Some("True") => Ok(Some(())),
-                other => bail!("condition Ready is {other:?}"),
-            }
-        },
-    )
-    .await
+    let clusters = ctx.kubectl.list("vssclusters", None).await?;
+    let names: Vec<String> = clusters.iter().map(|c| name_of(c).to_string()).collect();
+    ensure!(
+        names.contains(&ctx.cluster),
+        "VssCluster {} not found in {} (found {names:?})",
+        ctx.cluster,
+        ctx.kubectl.namespace()
+    );
+    for name in &names {
+        let what = format!("VssCluster {name} and its pods to be ready");
+        wait::until(&what, Duration::from_secs(300), POLL, || {
+            cluster_is_ready(ctx, name)
+        })
+        .await?;
+        println!("  {name}: ready");
+    }
+    Ok(())
+}
+
+async fn cluster_is_ready(ctx: &Ctx, name: &str) -> Result<Option<()>> {
+    let vc = ctx.kubectl.get("vsscluster", name).await?;
+    let want = usize::try_from(int_at(&vc, "/spec/instances").unwrap_or(3))
+        .context("spec.instances is negative")?;
+    let pods = ctx.kubectl.list("pods", Some(&selector_of(name))).await?;
+    let ready = pods.iter().filter(|p| pod_is_ready(p)).count();
+    if ready != want || pods.len() != want {
+        bail!("{ready} of {want} pods ready ({} exist)", pods.len());
+    }
+    let status_ready = int_at(&vc, "/status/readyInstances").unwrap_or(0);
+    if usize::try_from(status_ready).ok() != Some(want) {
+        bail!("status.readyInstances is {status_ready}, want {want}");
+    }
+    match condition_status(&vc, "Ready") {
+        Some("True") => Ok(Some(())),
+        other => bail!("condition Ready is {other:?}"),
+    }
 }
 
 /// The operator holds its own Lease; the runtime pods elect a leader
@@ -206,8 +217,8 @@ async fn leader_is_elected_through_the_lease(ctx: &Ctx) -> Result<()> {
     .await
 }
 
-/// A limiter answers and a broadcast reaches a subscriber, through
-/// port-forwards to every pod.
+/// A limiter answers, and a multicast message reaches a registered
+/// subscriber, through port-forwards to every pod.
 async fn acquire_and_publish_through_port_forward(ctx: &Ctx) -> Result<()> {
     let forwards = ctx.forward_all().await?;
     let client = client_of(&forwards)?;
@@ -217,20 +228,21 @@ async fn acquire_and_publish_through_port_forward(ctx: &Ctx) -> Result<()> {
         "slot {LIMITER_SLOT} granted nothing: {grant:?}"
     );
 
+    let listener_id = "e2e-listener";
     let listener = client_of(&forwards)?;
-    let mut subscription = listener
-        .subscribe("e2e-listener", &[BROADCAST_SLOT])
-        .await?;
-    // Event streams are opened asynchronously on each pod; give them a
-    // moment so the publish below has someone to deliver to.
+    let mut subscription = listener.subscribe(listener_id, &[]).await?;
+    listener.register(MULTICAST_SLOT, listener_id).await?;
+    // Event streams open asynchronously on each pod and membership spreads
+    // from the slot's owner; give both a moment so the publish below has
+    // someone to deliver to.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let message = format!("e2e-{}", std::process::id());
     let published = client
-        .publish(BROADCAST_SLOT, message.as_bytes(), "e2e-publisher")
+        .publish(MULTICAST_SLOT, message.as_bytes(), "e2e-publisher")
         .await?;
     ensure!(
         published.delivered >= 1,
-        "broadcast delivered to nobody: {published:?}"
+        "multicast delivered to nobody: {published:?}"
     );
 
     let got = tokio::time::timeout(Duration::from_secs(10), async {
@@ -240,15 +252,16 @@ async fn acquire_and_publish_through_port_forward(ctx: &Ctx) -> Result<()> {
                 return Ok(delivery.message_id);
             }
         }
-        bail!("the event streams ended before the broadcast arrived")
+        bail!("the event streams ended before the message arrived")
     })
     .await
-    .context("the broadcast did not reach the subscriber in 10 s")??;
+    .context("the multicast message did not reach the subscriber in 10 s")??;
     ensure!(
         got == published.message_id,
         "received message id {got}, published {}",
         published.message_id
     );
+    listener.deregister(MULTICAST_SLOT, listener_id).await?;
     subscription.close().await;
     Ok(())
 }
@@ -276,7 +289,7 @@ async fn config_change_is_pushed_without_restarts(ctx: &Ctx) -> Result<()> {
     match client.acquire(ADDED_SLOT, Acquire::default()).await {
         Err(e) if e.code() == Some(tonic::Code::NotFound) => {}
         other => bail!(
-            "slot {ADDED_SLOT} must be unconfigured before the change (re-apply examples/vsscluster.yaml); got {other:?}"
+            "slot {ADDED_SLOT} must be unconfigured before the change (re-apply the examples); got {other:?}"
         ),
     }
     let mut before = BTreeMap::new();
