@@ -11,7 +11,11 @@ ARG RUST_IMAGE=rust:1.95.0-slim
 ARG BASE_IMAGE=gcr.io/distroless/static-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # musl-gcc: the TLS stack (ring) compiles C and assembly for the target.
+# Unpinned on purpose: the Debian release comes with RUST_IMAGE, and the
+# binary is static, so only the build stage sees these packages.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/*
@@ -26,7 +30,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target,id=vss-operator-target \
     set -eu; \
     target="$(uname -m)-unknown-linux-musl"; \
-    export "CC_$(echo "$target" | tr - _)=musl-gcc"; \
+    export "CC_${target//-/_}=musl-gcc"; \
     cargo build --release --locked -p vss-operator --bin vss-operator --target "$target"; \
     install -D -m 0755 "target/$target/release/vss-operator" /out/vss-operator
 
