@@ -284,9 +284,14 @@ def main() -> int:
             if name in EXPECTATIONS:
                 tally.check(f"{label} renders what these values ask for", EXPECTATIONS[name](docs))
 
-        helm_crds = [c["filename"] for c in chart.crds]
-        tally.check("chart ships exactly crds/vsscluster.yaml",
-                    [] if helm_crds == ["crds/vsscluster.yaml"] else [f"chart CRDs: {helm_crds}"])
+        # What `helm install` would create: exactly the CRD of crds/.
+        helm_crds = chart.crds
+        problems = []
+        if [c["filename"] for c in helm_crds] != [f"{chart.name}/crds/vsscluster.yaml"]:
+            problems.append(f"chart CRDs: {[c['filename'] for c in helm_crds]}")
+        elif args.crd.is_file() and helm_crds[0]["data"] != args.crd.read_text():
+            problems.append(f"the CRD Helm loads differs from {args.crd}")
+        tally.check("helm installs exactly crds/vsscluster.yaml", problems)
 
     chart_crd = args.chart / "crds" / "vsscluster.yaml"
     identity, crd_schema, contract = crd_problems(args.crd, chart_crd, args.kube_version)
@@ -331,6 +336,11 @@ def main() -> int:
         drifted.write_bytes(args.crd.read_bytes() + b"\n")
         identity, _, _ = crd_problems(args.crd, drifted, args.kube_version)
         tally.expect_rejected("negative: a CRD copy differing by one byte is caught", identity)
+        crd_docs = [d for d in yaml.safe_load_all(args.crd.read_text()) if d is not None]
+        for version in crd_docs[0].get("spec", {}).get("versions", [])[:1]:
+            version["served"] = "yes"
+        tally.expect_rejected("negative: a CRD with served: \"yes\" is rejected by the schema check",
+                              schema_errors(crd_docs, args.kube_version))
 
     print(f"chart-check: {tally.passed} passed, {tally.failed} failed")
     return 1 if tally.failed else 0
