@@ -39,6 +39,7 @@ const OWNED_KINDS: &[&str] = &[
     "roles.rbac.authorization.k8s.io",
     "rolebindings.rbac.authorization.k8s.io",
     "poddisruptionbudgets.policy",
+    "leases.coordination.k8s.io",
 ];
 
 const POLL: Duration = Duration::from_secs(2);
