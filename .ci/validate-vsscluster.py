@@ -55,14 +55,20 @@ def errors_of(doc, kind, versions):
     schema = versions.get(doc.get("apiVersion"))
     if schema is None:
         return [f"apiVersion: {doc.get('apiVersion')!r} is not one of {sorted(versions)}"]
-    # metadata is validated by the API server itself, not by the CRD schema.
-    body = {k: v for k, v in doc.items() if k != "metadata"}
+    # apiVersion, kind and metadata are checked by the API server itself,
+    # not by the CRD's schema (which does not declare them).
+    body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
     validator = jsonschema.Draft7Validator(schema)
     out = []
     for e in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path)):
         path = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in e.absolute_path)
         path = path.replace(".[", "[") or "<root>"
-        out.append(f"{path}: {e.message}")
+        message = e.message
+        if e.validator in ("maxItems", "minItems"):
+            # jsonschema would print the whole list.
+            bound = "at most" if e.validator == "maxItems" else "at least"
+            message = f"{len(e.instance)} items, {bound} {e.validator_value} allowed"
+        out.append(f"{path}: {message}")
     return out
 
 

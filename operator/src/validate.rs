@@ -33,8 +33,9 @@ pub fn validate_manifests(text: &str) -> Result<usize, Vec<String>> {
                 continue;
             }
         };
-        if let Err(e) = kube::core::cel::validate_cel(&cluster) {
-            problems.push(format!("VssCluster {name}: {}", describe_cel(&e)));
+        if let Err(errors) = kube::core::cel::validate_cel(&cluster) {
+            // Each reads `<field path>: <rule message>`, as kubectl shows it.
+            problems.extend(errors.iter().map(|e| format!("VssCluster {name}: {e}")));
         }
         if let Err(e) = crate::slots::render(&cluster.spec) {
             problems.push(format!("VssCluster {name}: {e}"));
@@ -45,10 +46,6 @@ pub fn validate_manifests(text: &str) -> Result<usize, Vec<String>> {
     } else {
         Err(problems)
     }
-}
-
-fn describe_cel(e: &impl std::fmt::Debug) -> String {
-    format!("{e:?}")
 }
 
 #[cfg(test)]
@@ -71,7 +68,7 @@ mod tests {
     fn duplicate_ids_name_the_rule_and_the_slot() {
         let err = check("    - {id: 1, type: broadcast}\n    - {id: 1, type: broadcast}\n")
             .expect_err("invalid");
-        assert!(err.contains("slot ids must be unique"), "{err}");
+        assert!(err.contains("spec.slots: slot ids must be unique"), "{err}");
         assert!(
             err.contains("slot 1: field `id`: is used by more than one slot"),
             "{err}"
