@@ -281,19 +281,19 @@ async fn reconcile_in(cluster: &VssCluster, ctx: &Context, ns: &str) -> Result<A
         all_ready,
         now.0,
     );
-    if chaos_step == ChaosStep::KillNow {
-        if let Some(victim) = kill_random_pod(cluster, ctx, ns, &seen.pods).await? {
-            new_status.last_chaos_kill = Some(now.0.to_string());
-            event(
-                ctx,
-                cluster,
-                EventType::Normal,
-                "ChaosPodKill",
-                "Chaos",
-                format!("deleted pod {victim}"),
-            )
-            .await;
-        }
+    if chaos_step == ChaosStep::KillNow
+        && let Some(victim) = kill_random_pod(cluster, ctx, ns, &seen.pods).await?
+    {
+        new_status.last_chaos_kill = Some(now.0.to_string());
+        event(
+            ctx,
+            cluster,
+            EventType::Normal,
+            "ChaosPodKill",
+            "Chaos",
+            format!("deleted pod {victim}"),
+        )
+        .await;
     }
     update_status(cluster, ctx, ns, new_status).await?;
     ctx.metrics.reconciled("ok");

@@ -311,6 +311,21 @@ impl ApiServerVerifier {
         body
     }
 
+    /// Deletion of one of the cluster's pods; returns its name.
+    pub async fn delete_pod(&mut self) -> String {
+        let seen = self.next().await;
+        assert_eq!(seen.method, Method::DELETE, "{}", seen.path);
+        let prefix = format!("/api/v1/namespaces/{NS}/pods/");
+        let name = seen
+            .path
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("not a pod: {}", seen.path))
+            .to_string();
+        let reply = serde_json::to_value(pod(&name, true)).expect("json");
+        seen.reply(StatusCode::OK, &reply);
+        name
+    }
+
     /// The list of the cluster's pods.
     pub async fn list_pods(&mut self, pods: Vec<Pod>) {
         let seen = self

@@ -138,7 +138,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
-    let http_task = tokio::spawn(http::serve(args.http_listen, registry, shutdown.clone()));
+    // Bound here so a taken port stops the start instead of leaving the
+    // operator without probes.
+    let listener = tokio::net::TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| format!("binding {}", args.http_listen))?;
+    let http_task = tokio::spawn(http::serve(listener, registry, shutdown.clone()));
 
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -151,7 +156,34 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
     let watch_ns = (!args.watch_namespace.is_empty()).then(|| args.watch_namespace.clone());
 
-    let election = leader::start(client, &lease_ns, &identity)
+    let led = lead(
+        client,
+        &lease_ns,
+        &identity,
+        ctx,
+        watch_ns,
+        shutdown.clone(),
+    )
+    .await;
+    shutdown.cancel();
+    signals.abort();
+    let _ = signals.await;
+    let served = http_task.await.context("http task panicked")?;
+    led?;
+    served.context("http server failed")
+}
+
+/// Waits for the Lease, runs the controller while holding it, and releases
+/// it on shutdown.
+async fn lead(
+    client: Client,
+    lease_ns: &str,
+    identity: &str,
+    ctx: Arc<Context>,
+    watch_ns: Option<String>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let election = leader::start(client, lease_ns, identity)
         .await
         .context("starting leader election")?;
     info!(%identity, lease = leader::LEASE_NAME, namespace = %lease_ns, "waiting for leadership");
@@ -180,13 +212,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(Err(e)) => warn!(error = %e, "releasing the lease failed"),
         Err(e) => warn!(error = %e, "election task panicked"),
     }
-    shutdown.cancel();
-    signals.abort();
-    let _ = signals.await;
-    http_task
-        .await
-        .context("http task panicked")?
-        .context("http server failed")?;
     Ok(())
 }
 

@@ -388,3 +388,57 @@ async fn deletion_is_left_to_the_garbage_collector() {
     assert_eq!(action, Action::await_change());
     assert!(pods.calls().is_empty());
 }
+
+#[tokio::test]
+async fn chaos_deletes_one_pod_of_a_ready_cluster_and_records_when() {
+    let mut c = cluster();
+    c.spec.chaos = Some(crate::crd::Chaos {
+        enabled: true,
+        pod_kill_interval: Some("10m".into()),
+    });
+    c.status = Some(settled_status(1));
+    let objects = existing(&c);
+    let expected = c.clone();
+    let pods = Arc::new(FakePods::at_generation(&PODS, 1));
+    let action = run(c, pods, |mut api| async move {
+        for ((_, path), obj) in owned_paths().into_iter().zip(objects) {
+            api.get(&path, Some(obj)).await;
+        }
+        api.list_pods(PODS.iter().map(|p| pod(p, true)).collect())
+            .await;
+        let victim = api.delete_pod().await;
+        assert!(PODS.contains(&victim.as_str()), "{victim}");
+        let event = api.event("ChaosPodKill").await;
+        assert!(event["note"].as_str().unwrap_or_default().contains(&victim));
+        let status = api.patch_status(&expected).await;
+        let when = status.last_chaos_kill.expect("kill time recorded");
+        assert!(when.parse::<Timestamp>().is_ok(), "{when}");
+        api
+    })
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+}
+
+#[tokio::test]
+async fn chaos_waits_for_its_interval() {
+    let mut c = cluster();
+    c.spec.chaos = Some(crate::crd::Chaos {
+        enabled: true,
+        pod_kill_interval: Some("10m".into()),
+    });
+    let mut status = settled_status(1);
+    status.last_chaos_kill = Some(Timestamp::now().to_string());
+    c.status = Some(status);
+    let objects = existing(&c);
+    let pods = Arc::new(FakePods::at_generation(&PODS, 1));
+    run(c, pods, |mut api| async move {
+        for ((_, path), obj) in owned_paths().into_iter().zip(objects) {
+            api.get(&path, Some(obj)).await;
+        }
+        api.list_pods(PODS.iter().map(|p| pod(p, true)).collect())
+            .await;
+        // No delete: the last kill was just now.
+        api
+    })
+    .await;
+}

@@ -54,6 +54,12 @@ fn pods_run_the_runtime_per_the_contract() {
     let template = serde_json::to_string(&spec.template).expect("json");
     assert_eq!(spec.replicas, Some(3));
     assert_eq!(spec.service_name.as_deref(), Some("demo-peers"));
+    // A template change (image, resources) replaces one pod at a time.
+    let strategy = spec.update_strategy.clone().expect("update strategy");
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let rolling = strategy.rolling_update.expect("rolling update");
+    assert_eq!(rolling.max_unavailable, None, "the default of 1 pod");
+    assert_eq!(rolling.partition, Some(0));
     let pod = spec.template.spec.expect("pod spec");
     assert_eq!(pod.service_account_name.as_deref(), Some("demo"));
     let c = &pod.containers[0];
