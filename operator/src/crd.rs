@@ -126,8 +126,11 @@ pub struct VssSlot {
     pub id: i64,
     /// Slot type: `token-bucket`, `leaky-bucket`, `broadcast`, `multicast`,
     /// `random` or `custom`.
+    // The length bounds here and below keep the CEL rules' estimated cost,
+    // which the API server computes from the longest possible string, well
+    // under its budget.
     #[serde(rename = "type")]
-    #[schemars(extend("enum" = ["token-bucket", "leaky-bucket", "broadcast", "multicast", "random", "custom"]))]
+    #[schemars(extend("enum" = ["token-bucket", "leaky-bucket", "broadcast", "multicast", "random", "custom"]), length(max = 16))]
     pub slot_type: String,
     /// Limiters: the most tokens the bucket holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,7 +138,7 @@ pub struct VssSlot {
     pub bucket_size: Option<u64>,
     /// Limiters: refill (token bucket) or leak (leaky bucket) period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = ["second", "minute", "hour"]))]
+    #[schemars(extend("enum" = ["second", "minute", "hour"]), length(max = 8))]
     pub period: Option<String>,
     /// Limiters: tokens added (token bucket) or leaked (leaky bucket) per period. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,7 +155,7 @@ pub struct VssSlot {
     /// Signals: how long a publish waits for acknowledgements, e.g. `500ms`,
     /// `2s`, `1m` (at most 60s). Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"), length(max = 16))]
     pub timeout: Option<String>,
     /// Multicast / random: consecutive failed deliveries after which a
     /// client is deregistered. Default 3.
