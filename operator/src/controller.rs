@@ -507,7 +507,18 @@ async fn update_status(
         return Ok(false);
     }
     let api: Api<VssCluster> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = serde_json::json!({ "status": status });
+    let mut body = serde_json::to_value(&status).map_err(|source| Error::Serialize {
+        object: format!("status of VssCluster/{}", cluster.name_any()),
+        source,
+    })?;
+    // A merge patch keeps fields it does not mention: name the optional
+    // ones explicitly so a leader that is gone is cleared, not kept.
+    if let Some(map) = body.as_object_mut() {
+        for key in ["leader", "lastChaosKill", "observedGeneration"] {
+            map.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    let patch = serde_json::json!({ "status": body });
     api.patch_status(
         &cluster.name_any(),
         &PatchParams::default(),

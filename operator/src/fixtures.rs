@@ -343,6 +343,12 @@ impl ApiServerVerifier {
 
     /// The status patch; returns the status written.
     pub async fn patch_status(&mut self, cluster: &VssCluster) -> VssClusterStatus {
+        let (status, _) = self.patch_status_raw(cluster).await;
+        status
+    }
+
+    /// The status patch; returns the status written and the patch itself.
+    pub async fn patch_status_raw(&mut self, cluster: &VssCluster) -> (VssClusterStatus, Value) {
         let seen = self
             .expect(
                 Method::PATCH,
@@ -354,8 +360,9 @@ impl ApiServerVerifier {
         let mut updated = cluster.clone();
         updated.status = Some(status.clone());
         let reply = serde_json::to_value(&updated).expect("json");
+        let body = seen.body.clone();
         seen.reply(StatusCode::OK, &reply);
-        status
+        (status, body)
     }
 
     /// Asserts the operator made no request beyond the scenario. Call after

@@ -442,3 +442,33 @@ async fn chaos_waits_for_its_interval() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_leader_no_pod_names_any_more_is_cleared() {
+    let mut c = cluster();
+    c.status = Some(settled_status(1));
+    let objects = existing(&c);
+    let expected = c.clone();
+    // The pods answer but none has a routing table yet.
+    let pods = Arc::new(FakePods {
+        leader: String::new(),
+        ..FakePods::at_generation(&PODS, 1)
+    });
+    run(c, pods, |mut api| async move {
+        for ((_, path), obj) in owned_paths().into_iter().zip(objects) {
+            api.get(&path, Some(obj)).await;
+        }
+        api.list_pods(PODS.iter().map(|p| pod(p, true)).collect())
+            .await;
+        let (status, patch) = api.patch_status_raw(&expected).await;
+        assert_eq!(status.leader, None);
+        assert!(
+            patch["status"]
+                .as_object()
+                .is_some_and(|s| s.get("leader") == Some(&Value::Null)),
+            "a merge patch must say leader: null to clear it: {patch}"
+        );
+        api
+    })
+    .await;
+}
