@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::Client;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vss_operator::controller::{self, Context};
@@ -187,22 +186,11 @@ async fn lead(
         .await
         .context("starting leader election")?;
     info!(%identity, lease = leader::LEASE_NAME, namespace = %lease_ns, "waiting for leadership");
-    let mut is_leader = election.is_leader;
-    while !shutdown.is_cancelled() {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            changed = is_leader.wait_for(|l| *l) => {
-                if changed.is_err() {
-                    warn!("leader election stopped");
-                    break;
-                }
-            }
-        }
-        info!(%identity, "leading: starting the controller");
-        let stop = lost_or_shutdown(is_leader.clone(), shutdown.clone());
-        controller::run(ctx.clone(), watch_ns.clone(), stop).await;
-        info!("controller stopped");
-    }
+    let is_leader = election.is_leader;
+    leader::while_leading(is_leader.clone(), shutdown, |stop| {
+        controller::run(ctx.clone(), watch_ns.clone(), stop)
+    })
+    .await;
 
     // Dropping the receiver makes the election task release the Lease so a
     // standby takes over without waiting for it to expire.
@@ -213,14 +201,6 @@ async fn lead(
         Err(e) => warn!(error = %e, "election task panicked"),
     }
     Ok(())
-}
-
-/// Resolves when leadership is lost or the process is told to stop.
-async fn lost_or_shutdown(mut is_leader: watch::Receiver<bool>, shutdown: CancellationToken) {
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = is_leader.wait_for(|l| !*l) => warn!("lost leadership"),
-    }
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {
