@@ -215,6 +215,9 @@ async fn reconcile_in(cluster: &VssCluster, ctx: &Context, ns: &str) -> Result<A
     .await?;
     apply(client, ns, &resources::role(cluster), &mut changed).await?;
     apply(client, ns, &resources::role_binding(cluster), &mut changed).await?;
+    // Only the Lease's metadata is ours: its spec is absent from what we
+    // apply, so the pods' renewals are never seen as drift nor overwritten.
+    apply(client, ns, &resources::leader_lease(cluster), &mut changed).await?;
     apply(
         client,
         ns,

@@ -390,6 +390,10 @@ pub fn owned_paths() -> Vec<(&'static str, String)> {
             format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/demo"),
         ),
         (
+            "Lease",
+            format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/demo-leader"),
+        ),
+        (
             "ConfigMap",
             format!("/api/v1/namespaces/{NS}/configmaps/demo-config"),
         ),

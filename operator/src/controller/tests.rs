@@ -48,10 +48,15 @@ fn existing(c: &VssCluster) -> Vec<Value> {
     let mut sts = serde_json::to_value(resources::stateful_set(c, IMAGE)).expect("json");
     sts["metadata"]["generation"] = json!(1);
     sts["status"] = ready_sts_status();
+    // As the pods keep it: holder and renewals are theirs, not drift.
+    let mut lease = serde_json::to_value(resources::leader_lease(c)).expect("json");
+    lease["spec"] = json!({"holderIdentity": "demo-0", "leaseDurationSeconds": 10,
+                           "renewTime": "2026-01-01T00:00:00.000000Z"});
     vec![
         serde_json::to_value(resources::service_account(c)).expect("json"),
         serde_json::to_value(resources::role(c)).expect("json"),
         serde_json::to_value(resources::role_binding(c)).expect("json"),
+        lease,
         serde_json::to_value(resources::config_map(c, &yaml)).expect("json"),
         serde_json::to_value(resources::headless_service(c)).expect("json"),
         serde_json::to_value(resources::client_service(c)).expect("json"),
@@ -118,6 +123,7 @@ async fn a_new_cluster_gets_every_object_owned_and_labelled() {
                 "demo",
                 "demo",
                 "demo",
+                "demo-leader",
                 "demo-config",
                 "demo-peers",
                 "demo",
@@ -137,18 +143,22 @@ async fn a_new_cluster_gets_every_object_owned_and_labelled() {
             );
             assert_eq!(obj["metadata"]["namespace"], "testns");
         }
-        let config = applied[3]["data"]["slots.yaml"]
+        let config = applied[4]["data"]["slots.yaml"]
             .as_str()
             .expect("slots.yaml");
         assert!(
             config.contains("bucketSize: 200") && config.contains("type: multicast"),
             "{config}"
         );
-        let pod_spec = &applied[6]["spec"]["template"]["spec"];
+        let pod_spec = &applied[7]["spec"]["template"]["spec"];
         assert_eq!(pod_spec["serviceAccountName"], "demo");
         assert_eq!(pod_spec["containers"][0]["image"], IMAGE);
         assert_eq!(pod_spec["volumes"][0]["configMap"]["name"], "demo-config");
-        assert_eq!(applied[6]["spec"]["replicas"], 3);
+        assert_eq!(applied[7]["spec"]["replicas"], 3);
+        assert!(
+            applied[3].get("spec").is_none(),
+            "the Lease spec is the pods'"
+        );
         let event = api.event("Applied").await;
         assert!(
             event["note"]
@@ -203,8 +213,8 @@ async fn drift_is_repaired() {
     let mut c = cluster();
     c.status = Some(settled_status(1));
     let mut objects = existing(&c);
-    objects[6]["spec"]["replicas"] = json!(1);
-    objects[6]["spec"]["template"]["spec"]["containers"][0]["image"] = json!("someone/else:latest");
+    objects[7]["spec"]["replicas"] = json!(1);
+    objects[7]["spec"]["template"]["spec"]["containers"][0]["image"] = json!("someone/else:latest");
     let pods = Arc::new(FakePods::at_generation(&PODS, 1));
     run(c, pods, |mut api| async move {
         for ((kind, path), obj) in owned_paths().into_iter().zip(objects) {

@@ -7,6 +7,7 @@
 //! controller is woken when someone edits them.
 
 mod config_map;
+mod lease;
 mod pdb;
 mod rbac;
 mod services;
@@ -18,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 pub use config_map::{CONFIG_KEY, config_map};
+pub use lease::leader_lease;
 pub use pdb::pod_disruption_budget;
 pub use rbac::{role, role_binding, service_account};
 pub use services::{client_service, headless_service};

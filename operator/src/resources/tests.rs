@@ -15,6 +15,7 @@ fn every_object_is_owned_and_labelled() {
         service_account(&c).metadata,
         role(&c).metadata,
         role_binding(&c).metadata,
+        leader_lease(&c).metadata,
     ];
     for meta in metas {
         let name = meta.name.clone().unwrap_or_default();
