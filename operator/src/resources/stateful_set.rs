@@ -120,9 +120,12 @@ fn container(cluster: &VssCluster, names: &Names, default_image: &str) -> Contai
         read_only: Some(true),
         ..Default::default()
     }];
-    for cm in crate::slots::module_config_maps(spec) {
+    for (i, cm) in crate::slots::module_config_maps(spec)
+        .into_iter()
+        .enumerate()
+    {
         mounts.push(VolumeMount {
-            name: module_volume_name(cm),
+            name: module_volume_name(i),
             mount_path: format!("{MODULES_DIR}/{cm}"),
             read_only: Some(true),
             ..Default::default()
@@ -177,12 +180,11 @@ fn container(cluster: &VssCluster, names: &Names, default_image: &str) -> Contai
     }
 }
 
-/// Volume name of a module ConfigMap. ConfigMap names may contain dots,
-/// volume names may not.
-fn module_volume_name(config_map: &str) -> String {
-    let mut name = format!("module-{}", config_map.replace('.', "-"));
-    name.truncate(63);
-    name
+/// Volume name of the `i`th module ConfigMap (in name order). Numbered
+/// rather than derived from the ConfigMap's name, which may be longer than a
+/// volume name may be and contain dots, which a volume name may not.
+fn module_volume_name(i: usize) -> String {
+    format!("module-{i}")
 }
 
 fn volumes(cluster: &VssCluster, names: &Names) -> Vec<Volume> {
@@ -202,9 +204,10 @@ fn volumes(cluster: &VssCluster, names: &Names) -> Vec<Volume> {
             entry.push(r.key.as_str());
         }
     }
-    for (cm, keys) in keys {
+    // BTreeMap order is the name order module_config_maps uses for mounts.
+    for (i, (cm, keys)) in keys.into_iter().enumerate() {
         volumes.push(Volume {
-            name: module_volume_name(cm),
+            name: module_volume_name(i),
             config_map: Some(ConfigMapVolumeSource {
                 name: cm.to_string(),
                 items: Some(

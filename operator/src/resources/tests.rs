@@ -145,6 +145,7 @@ fn custom_modules_are_mounted_where_the_config_says() {
     c.spec
         .slots
         .push(custom_slot(10, "my.modules", "fixed_window.wasm"));
+    c.spec.slots.push(custom_slot(11, "a-first", "other.wasm"));
     let yaml = crate::slots::render(&c.spec).expect("valid");
     assert!(
         yaml.contains("module: /etc/vss-modules/my.modules/fixed_window.wasm"),
@@ -159,7 +160,7 @@ fn custom_modules_are_mounted_where_the_config_says() {
     let volumes = pod.volumes.expect("volumes");
     let module = volumes
         .iter()
-        .find(|v| v.name == "module-my-modules")
+        .find(|v| v.name == "module-1")
         .expect("module volume");
     let source = module.config_map.as_ref().expect("configmap volume");
     assert_eq!(source.name, "my.modules");
@@ -169,10 +170,20 @@ fn custom_modules_are_mounted_where_the_config_says() {
         "one item per distinct key"
     );
     let mounts = pod.containers[0].volume_mounts.clone().expect("mounts");
-    assert!(
+    let mount = |name: &str| {
         mounts
             .iter()
-            .any(|m| m.mount_path == "/etc/vss-modules/my.modules")
+            .find(|m| m.name == name)
+            .map(|m| m.mount_path.clone())
+    };
+    // Volumes are numbered in ConfigMap name order, mounts match them.
+    assert_eq!(
+        mount("module-0").as_deref(),
+        Some("/etc/vss-modules/a-first")
+    );
+    assert_eq!(
+        mount("module-1").as_deref(),
+        Some("/etc/vss-modules/my.modules")
     );
 }
 
