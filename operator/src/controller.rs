@@ -1,0 +1,570 @@
+//! Reconcile a `VssCluster`: apply the wanted objects, push the slot config
+//! to running pods, report status.
+//!
+//! Each pass is idempotent. Owned objects are read first and written
+//! (server-side apply) only when missing or drifted, so a pass over a
+//! settled cluster only reads. Nothing lives outside ownerReferences, so
+//! deletion is left to Kubernetes' garbage collector and there is no
+//! finalizer.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{Instrument, field, info, info_span, warn};
+
+use crate::chaos::{self, ChaosStep};
+use crate::crd::{PodConfigStatus, VssCluster, VssClusterStatus};
+use crate::diff::contains;
+use crate::metrics::Metrics;
+use crate::push::PodControl;
+use crate::resources::{self, Names};
+use crate::slots;
+use crate::status::{self, Observed};
+
+/// Field manager of every write.
+pub const MANAGER: &str = "vss-operator";
+
+/// Requeue while something is moving.
+const BUSY_REQUEUE: Duration = Duration::from_secs(5);
+/// Requeue of a settled cluster: refreshes leader and per-pod generations.
+const IDLE_REQUEUE: Duration = Duration::from_secs(60);
+
+/// What reconcile needs besides the object.
+pub struct Context {
+    pub client: Client,
+    pub pods: Arc<dyn PodControl>,
+    pub recorder: Recorder,
+    pub runtime_image: String,
+    pub metrics: Metrics,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        pods: Arc<dyn PodControl>,
+        runtime_image: String,
+        reporter_instance: Option<String>,
+        metrics: Metrics,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: reporter_instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            pods,
+            runtime_image,
+            metrics,
+        }
+    }
+}
+
+/// Why a reconcile failed; the controller retries after a pause.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("VssCluster has no namespace")]
+    MissingNamespace,
+    #[error("{action} {object}: {source}")]
+    Kube {
+        action: &'static str,
+        object: String,
+        source: kube::Error,
+    },
+    #[error("cannot serialize {object}: {source}")]
+    Serialize {
+        object: String,
+        source: serde_json::Error,
+    },
+}
+
+fn kube_err(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let object = object.into();
+    move |source| Error::Kube {
+        action,
+        object,
+        source,
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    watch_namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ns = watch_namespace.as_deref();
+    let wc = watcher::Config::default().labels("app.kubernetes.io/managed-by=vss-operator");
+    Controller::new(
+        scoped::<VssCluster>(&client, ns),
+        watcher::Config::default(),
+    )
+    .owns(scoped::<StatefulSet>(&client, ns), wc.clone())
+    .owns(scoped::<ConfigMap>(&client, ns), wc.clone())
+    .owns(scoped::<Service>(&client, ns), wc.clone())
+    .owns(scoped::<PodDisruptionBudget>(&client, ns), wc.clone())
+    .owns(scoped::<ServiceAccount>(&client, ns), wc.clone())
+    .owns(scoped::<Role>(&client, ns), wc.clone())
+    .owns(scoped::<RoleBinding>(&client, ns), wc)
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            warn!(error = %e, "reconcile failed");
+        }
+    })
+    .await;
+}
+
+/// An Api over one namespace, or all of them.
+fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn error_policy(cluster: Arc<VssCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(cluster = %cluster.name_any(), %error, "reconcile error, retrying");
+    ctx.metrics.reconciled("error");
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// One pass over one cluster.
+pub async fn reconcile(cluster: Arc<VssCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!(
+        "reconcile",
+        cluster = %cluster.name_any(),
+        namespace = field::Empty,
+        generation = cluster.metadata.generation.unwrap_or(0)
+    );
+    async move {
+        let ns = cluster.namespace().ok_or(Error::MissingNamespace)?;
+        tracing::Span::current().record("namespace", ns.as_str());
+        let action = reconcile_in(&cluster, &ctx, &ns).await?;
+        Ok(action)
+    }
+    .instrument(span)
+    .await
+}
+
+async fn reconcile_in(cluster: &VssCluster, ctx: &Context, ns: &str) -> Result<Action, Error> {
+    if cluster.metadata.deletion_timestamp.is_some() {
+        // The garbage collector deletes the owned objects; applying them
+        // now would only race it.
+        return Ok(Action::await_change());
+    }
+    let generation = cluster.metadata.generation.unwrap_or(0);
+    let now = Time(Timestamp::now());
+    let slots_yaml = match slots::render(&cluster.spec) {
+        Ok(yaml) => yaml,
+        Err(e) => {
+            warn!(error = %e, "invalid spec");
+            let status = status::invalid_status(
+                cluster.status.as_ref(),
+                generation,
+                "InvalidSpec",
+                e.to_string(),
+                &now,
+            );
+            if update_status(cluster, ctx, ns, status).await? {
+                event(
+                    ctx,
+                    cluster,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    "Validate",
+                    e.to_string(),
+                )
+                .await;
+            }
+            ctx.metrics.reconciled("invalid");
+            return Ok(Action::await_change());
+        }
+    };
+
+    let client = &ctx.client;
+    let mut changed = Vec::new();
+    apply(
+        client,
+        ns,
+        &resources::service_account(cluster),
+        &mut changed,
+    )
+    .await?;
+    apply(client, ns, &resources::role(cluster), &mut changed).await?;
+    apply(client, ns, &resources::role_binding(cluster), &mut changed).await?;
+    // Only the Lease's metadata is ours: its spec is absent from what we
+    // apply, so the pods' renewals are never seen as drift nor overwritten.
+    apply(client, ns, &resources::leader_lease(cluster), &mut changed).await?;
+    apply(
+        client,
+        ns,
+        &resources::config_map(cluster, &slots_yaml),
+        &mut changed,
+    )
+    .await?;
+    apply(
+        client,
+        ns,
+        &resources::headless_service(cluster),
+        &mut changed,
+    )
+    .await?;
+    apply(
+        client,
+        ns,
+        &resources::client_service(cluster),
+        &mut changed,
+    )
+    .await?;
+    let sts = apply(
+        client,
+        ns,
+        &resources::stateful_set(cluster, &ctx.runtime_image),
+        &mut changed,
+    )
+    .await?;
+    apply(
+        client,
+        ns,
+        &resources::pod_disruption_budget(cluster),
+        &mut changed,
+    )
+    .await?;
+    if !changed.is_empty() {
+        info!(objects = ?changed, "applied");
+        event(
+            ctx,
+            cluster,
+            EventType::Normal,
+            "Applied",
+            "Apply",
+            format!("created or repaired {}", changed.join(", ")),
+        )
+        .await;
+    }
+
+    let mut seen = push_config(cluster, ctx, ns, &slots_yaml).await?;
+    seen.desired_instances = cluster.spec.instances;
+    let sts_status = sts.status.unwrap_or_default();
+    seen.ready_instances = sts_status.ready_replicas.unwrap_or(0);
+    seen.rolled_out = sts_status.observed_generation >= sts.metadata.generation
+        && sts_status.updated_replicas.unwrap_or(0) >= cluster.spec.instances
+        && sts_status.current_revision == sts_status.update_revision;
+    let mut new_status = status::observed_status(cluster.status.as_ref(), &seen, &now);
+
+    let all_ready = new_status
+        .condition(status::READY)
+        .is_some_and(|c| c.status == "True");
+    let chaos_step = chaos::next_step(
+        cluster.spec.chaos.as_ref(),
+        new_status.last_chaos_kill.as_deref(),
+        all_ready,
+        now.0,
+    );
+    if chaos_step == ChaosStep::KillNow
+        && let Some(victim) = kill_random_pod(cluster, ctx, ns, &seen.pods).await?
+    {
+        new_status.last_chaos_kill = Some(now.0.to_string());
+        event(
+            ctx,
+            cluster,
+            EventType::Normal,
+            "ChaosPodKill",
+            "Chaos",
+            format!("deleted pod {victim}"),
+        )
+        .await;
+    }
+    update_status(cluster, ctx, ns, new_status).await?;
+    ctx.metrics.reconciled("ok");
+
+    let settled = all_ready && seen.failures.is_empty();
+    let requeue = if settled { IDLE_REQUEUE } else { BUSY_REQUEUE };
+    Ok(Action::requeue(match chaos_step {
+        ChaosStep::Wait(d) => d.min(requeue),
+        _ => requeue,
+    }))
+}
+
+/// Reads `desired` from the server and writes it (server-side apply) only
+/// when missing or drifted. Returns what the server holds after.
+async fn apply<K>(
+    client: &Client,
+    ns: &str,
+    desired: &K,
+    changed: &mut Vec<String>,
+) -> Result<K, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+    <K as Resource>::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = desired.name_any();
+    let kind = K::kind(&Default::default()).to_string();
+    let object = format!("{kind}/{name}");
+    let want = serde_json::to_value(desired).map_err(|source| Error::Serialize {
+        object: object.clone(),
+        source,
+    })?;
+    let current = api.get_opt(&name).await.map_err(kube_err("get", &object))?;
+    if let Some(current) = current {
+        let have = serde_json::to_value(&current).map_err(|source| Error::Serialize {
+            object: object.clone(),
+            source,
+        })?;
+        if contains(&have, &want) {
+            return Ok(current);
+        }
+    }
+    let mut body = want;
+    if let Some(map) = body.as_object_mut() {
+        map.insert(
+            "apiVersion".into(),
+            K::api_version(&Default::default()).into(),
+        );
+        map.insert("kind".into(), kind.clone().into());
+    }
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(kube_err("apply", &object))?;
+    changed.push(object);
+    Ok(applied)
+}
+
+/// Reads each running pod's config generation and pushes the config to
+/// those behind. Pods that are not running get it from the ConfigMap when
+/// they start.
+async fn push_config(
+    cluster: &VssCluster,
+    ctx: &Context,
+    ns: &str,
+    slots_yaml: &str,
+) -> Result<Observed, Error> {
+    let generation = cluster.metadata.generation.unwrap_or(0);
+    let names = Names::of(cluster);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let mut list = pods
+        .list(&ListParams::default().labels(&resources::selector(cluster)))
+        .await
+        .map_err(kube_err("list", format!("pods of {}", cluster.name_any())))?
+        .items;
+    list.sort_by_key(|p| p.name_any());
+    let running: Vec<(String, bool)> = list
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .map(|p| (p.name_any(), pod_ready(p)))
+        .collect();
+
+    let target = u64::try_from(generation).unwrap_or(0);
+    let calls = running.iter().map(|(pod, ready)| {
+        let address = names.pod_address(pod, ns);
+        let control = ctx.pods.clone();
+        let yaml = slots_yaml.to_string();
+        let pod = pod.clone();
+        let ready = *ready;
+        async move {
+            let report = match control.status(address.clone()).await {
+                Ok(r) => r,
+                // A starting pod may not serve yet; only a ready one that
+                // does not answer is a problem.
+                Err(e) => return (pod, None, None, ready.then(|| e.to_string()), false),
+            };
+            if report.config_generation >= target {
+                return (
+                    pod,
+                    Some(report.config_generation),
+                    Some(report.leader),
+                    None,
+                    false,
+                );
+            }
+            match control.apply_config(address, yaml, target).await {
+                Ok(g) => (pod, Some(g), Some(report.leader), None, true),
+                Err(e) => (
+                    pod,
+                    Some(report.config_generation),
+                    Some(report.leader),
+                    Some(e.to_string()),
+                    false,
+                ),
+            }
+        }
+    });
+    let mut seen = Observed {
+        generation,
+        ..Default::default()
+    };
+    let mut pushed = Vec::new();
+    for (pod, gen_, leader, failure, did_push) in join_all(calls).await {
+        seen.pods.push(PodConfigStatus {
+            name: pod.clone(),
+            config_generation: gen_.and_then(|g| i64::try_from(g).ok()),
+        });
+        seen.leaders.extend(leader);
+        if let Some(f) = failure {
+            ctx.metrics.pushed("error");
+            seen.failures.push(format!("{pod}: {f}"));
+        }
+        if did_push {
+            ctx.metrics.pushed("ok");
+            pushed.push(pod);
+        }
+    }
+    if !pushed.is_empty() {
+        info!(pods = ?pushed, generation, "config pushed");
+        event(
+            ctx,
+            cluster,
+            EventType::Normal,
+            "ConfigPushed",
+            "PushConfig",
+            format!(
+                "config generation {generation} applied on {}",
+                pushed.join(", ")
+            ),
+        )
+        .await;
+    }
+    if !seen.failures.is_empty() {
+        event(
+            ctx,
+            cluster,
+            EventType::Warning,
+            "ConfigPushFailed",
+            "PushConfig",
+            seen.failures.join("; "),
+        )
+        .await;
+    }
+    Ok(seen)
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn kill_random_pod(
+    cluster: &VssCluster,
+    ctx: &Context,
+    ns: &str,
+    pods: &[PodConfigStatus],
+) -> Result<Option<String>, Error> {
+    if pods.is_empty() {
+        return Ok(None);
+    }
+    let victim = &pods[fastrand::usize(..pods.len())].name;
+    warn!(pod = %victim, cluster = %cluster.name_any(), "chaos: deleting pod");
+    Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .delete(victim, &DeleteParams::default())
+        .await
+        .map_err(kube_err("delete", format!("Pod/{victim}")))?;
+    ctx.metrics.chaos_kills.inc();
+    Ok(Some(victim.clone()))
+}
+
+/// Writes the status when it differs from the one held. Returns whether it
+/// was written.
+async fn update_status(
+    cluster: &VssCluster,
+    ctx: &Context,
+    ns: &str,
+    status: VssClusterStatus,
+) -> Result<bool, Error> {
+    if cluster.status.as_ref() == Some(&status) {
+        return Ok(false);
+    }
+    let api: Api<VssCluster> = Api::namespaced(ctx.client.clone(), ns);
+    let mut body = serde_json::to_value(&status).map_err(|source| Error::Serialize {
+        object: format!("status of VssCluster/{}", cluster.name_any()),
+        source,
+    })?;
+    // A merge patch keeps fields it does not mention: name the optional
+    // ones explicitly so a leader that is gone is cleared, not kept.
+    if let Some(map) = body.as_object_mut() {
+        for key in ["leader", "lastChaosKill", "observedGeneration"] {
+            map.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    let patch = serde_json::json!({ "status": body });
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(kube_err(
+        "patch status of",
+        format!("VssCluster/{}", cluster.name_any()),
+    ))?;
+    Ok(true)
+}
+
+/// Events explain what the operator did; a failure to publish one is
+/// logged, never fatal.
+async fn event(
+    ctx: &Context,
+    cluster: &VssCluster,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let mut note = note;
+    // The API refuses notes over 1 kB.
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+    }
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &cluster.object_ref(&())).await {
+        warn!(error = %e, reason, "cannot publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests;

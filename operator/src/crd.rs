@@ -1,0 +1,287 @@
+//! The `VssCluster` custom resource: spec, status and the schema rules that
+//! let `kubectl apply` refuse a bad spec before the operator sees it.
+//!
+//! A slot here has the same flat fields as the runtime's
+//! [`vss_config::SlotSpec`], except `custom`: in a cluster the module comes
+//! from a ConfigMap key instead of a file path. [`crate::slots`] turns the
+//! CRD slots into a [`vss_config::SlotsConfig`] and validates it with the
+//! runtime's own checks, so the operator and the runtime agree on what is
+//! valid; the CEL rules below catch the common mistakes earlier, at apply
+//! time.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use vss_config::ConfigValue;
+
+/// API group of the VSS resources.
+pub const GROUP: &str = "vss.dev";
+/// Default number of runtime pods.
+pub const DEFAULT_INSTANCES: i32 = 3;
+
+/// A VSS cluster: N runtime pods sharing one slot configuration.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[kube(
+    group = "vss.dev",
+    version = "v1alpha1",
+    kind = "VssCluster",
+    plural = "vssclusters",
+    shortname = "vss",
+    namespaced,
+    status = "VssClusterStatus",
+    printcolumn = r#"{"name":"Instances","type":"integer","jsonPath":".spec.instances"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyInstances"}"#,
+    printcolumn = r#"{"name":"Leader","type":"string","jsonPath":".status.leader"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VssClusterSpec {
+    /// Number of runtime pods. Default 3.
+    #[serde(default = "default_instances")]
+    #[schemars(range(min = 1, max = 15))]
+    pub instances: i32,
+
+    /// The slot configuration: at most 100 slots, ids 0-99, each id once.
+    #[serde(default)]
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.id == s.id))")
+        .message("slot ids must be unique: an id appears in more than one slot")
+        .reason(Reason::FieldValueDuplicate))]
+    pub slots: Vec<VssSlot>,
+
+    /// Runtime image; defaults to the operator's `--runtime-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Pull policy of the runtime image (`Always`, `IfNotPresent`, `Never`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never"]))]
+    pub image_pull_policy: Option<String>,
+
+    /// Secrets for pulling the runtime image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// CPU and memory of the runtime container; defaults to requests of
+    /// 100m CPU and 128Mi memory and a 512Mi memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Where the pods run. Without `affinity`, pods of one cluster prefer
+    /// different nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<Scheduling>,
+
+    /// Failure injection: the operator deletes a random ready pod on a
+    /// schedule, so losing an instance is routine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<Chaos>,
+}
+
+fn default_instances() -> i32 {
+    DEFAULT_INSTANCES
+}
+
+/// One slot, with the same fields as the runtime's config file except
+/// `custom`, whose module comes from a ConfigMap.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("!(self.type in ['token-bucket', 'leaky-bucket']) || has(self.bucketSize)")
+        .message("bucketSize is required for token-bucket and leaky-bucket slots")
+        .field_path(".bucketSize")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!(self.type in ['token-bucket', 'leaky-bucket']) || has(self.period)")
+        .message("period is required for token-bucket and leaky-bucket slots (second, minute or hour)")
+        .field_path(".period")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("self.type != 'custom' || has(self.custom)")
+        .message("custom (configMapKeyRef and config) is required for custom slots")
+        .field_path(".custom")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("self.type in ['token-bucket', 'leaky-bucket'] || !(has(self.bucketSize) || has(self.period) || has(self.refreshRate) || has(self.maxKeys))")
+        .message("bucketSize, period, refreshRate and maxKeys apply only to token-bucket and leaky-bucket slots"),
+    validation = Rule::new("self.type == 'token-bucket' || !has(self.tokensPerReq)")
+        .message("tokensPerReq applies only to token-bucket slots")
+        .field_path(".tokensPerReq"),
+    validation = Rule::new("self.type in ['broadcast', 'multicast', 'random'] || !has(self.timeout)")
+        .message("timeout applies only to broadcast, multicast and random slots")
+        .field_path(".timeout"),
+    validation = Rule::new("self.type in ['multicast', 'random'] || !has(self.deregTries)")
+        .message("deregTries applies only to multicast and random slots")
+        .field_path(".deregTries"),
+    validation = Rule::new("self.type == 'custom' || !has(self.custom)")
+        .message("custom applies only to custom slots")
+        .field_path(".custom"),
+)]
+pub struct VssSlot {
+    /// Slot id, 0-99.
+    #[schemars(range(min = 0, max = 99))]
+    pub id: i64,
+    /// Slot type: `token-bucket`, `leaky-bucket`, `broadcast`, `multicast`,
+    /// `random` or `custom`.
+    // The length bounds here and below keep the CEL rules' estimated cost,
+    // which the API server computes from the longest possible string, well
+    // under its budget.
+    #[serde(rename = "type")]
+    #[schemars(extend("enum" = ["token-bucket", "leaky-bucket", "broadcast", "multicast", "random", "custom"]), length(max = 16))]
+    pub slot_type: String,
+    /// Limiters: the most tokens the bucket holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub bucket_size: Option<u64>,
+    /// Limiters: refill (token bucket) or leak (leaky bucket) period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["second", "minute", "hour"]), length(max = 8))]
+    pub period: Option<String>,
+    /// Limiters: tokens added (token bucket) or leaked (leaky bucket) per period. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub refresh_rate: Option<u64>,
+    /// Token bucket: tokens asked for when a request does not say. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4294967295u64))]
+    pub tokens_per_req: Option<u64>,
+    /// Limiters: most distinct keys (per-caller buckets) kept. Default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_keys: Option<u64>,
+    /// Signals: how long a publish waits for acknowledgements, e.g. `500ms`,
+    /// `2s`, `1m` (at most 60s). Default `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"), length(max = 16))]
+    pub timeout: Option<String>,
+    /// Multicast / random: consecutive failed deliveries after which a
+    /// client is deregistered. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub dereg_tries: Option<u64>,
+    /// Custom slot type: the module (a `.wasm` component in a ConfigMap key)
+    /// and its configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomModule>,
+}
+
+/// A custom slot type's module and config.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomModule {
+    /// The ConfigMap (same namespace) and key holding the `.wasm` component,
+    /// usually in `binaryData`.
+    pub config_map_key_ref: ConfigMapKey,
+    /// Passed to the module's `init` as name/value pairs. Values are
+    /// strings or integers; quote booleans and decimals.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "config_values_schema")]
+    pub config: BTreeMap<String, ConfigValue>,
+}
+
+/// A structural schema cannot say "any scalar"; int-or-string is the
+/// closest, and keeps maps and lists (which modules cannot take) out.
+fn config_values_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "additionalProperties": {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": true
+        }
+    })
+}
+
+/// A key of a ConfigMap in the VssCluster's namespace.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigMapKey {
+    /// ConfigMap name.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// Key of the module inside the ConfigMap.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// Pod placement overrides.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Scheduling {
+    /// Replaces the default (preferred anti-affinity between the pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Failure injection settings.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Chaos {
+    /// Master switch; nothing is injected while false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Delete one random pod this often (e.g. `10m`, `1h`), only while every
+    /// instance is ready, so chaos never takes more than one pod at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(s|m|h)$"))]
+    pub pod_kill_interval: Option<String>,
+}
+
+/// What the operator observed.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VssClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing`, `Degraded`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Pods passing their readiness probe.
+    #[serde(default)]
+    pub ready_instances: i32,
+    /// The leader named by the pods' routing tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Per pod, the slot config generation it runs.
+    #[serde(default)]
+    pub pods: Vec<PodConfigStatus>,
+    /// When chaos last deleted a pod (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_chaos_kill: Option<String>,
+}
+
+/// One pod's applied configuration.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodConfigStatus {
+    pub name: String,
+    /// Generation of the slot config in force on the pod; absent when the
+    /// pod did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_generation: Option<i64>,
+}
+
+impl VssClusterStatus {
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,228 @@
+//! `vss-operator crd` prints the CRD; `vss-operator run` runs the controller.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::Client;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use vss_operator::controller::{self, Context};
+use vss_operator::metrics::Metrics;
+use vss_operator::push::GrpcPodControl;
+use vss_operator::{crd_yaml, http, leader};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vss-operator",
+    version,
+    about = "Kubernetes operator for VSS clusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the VssCluster CRD as YAML.
+    Crd,
+    /// Run the controller (in-cluster config or KUBECONFIG).
+    Run(RunArgs),
+    /// Check VssCluster manifests offline: the CRD's CEL rules and the
+    /// runtime's slot validation. Exits non-zero on the first bad file.
+    Validate {
+        /// YAML files, each holding one or more VssClusters.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
+}
+
+#[derive(Parser, Debug)]
+struct RunArgs {
+    /// Namespace to watch; empty watches all namespaces.
+    #[arg(long, env = "WATCH_NAMESPACE", default_value = "")]
+    watch_namespace: String,
+    /// Runtime image of clusters that do not set `spec.image`.
+    #[arg(long, env = "VSS_RUNTIME_IMAGE", default_value = concat!("ghcr.io/vss-dev/vss-runtime:", env!("CARGO_PKG_VERSION")))]
+    runtime_image: String,
+    #[arg(long, env = "VSS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Address of `/healthz`, `/readyz`, `/metrics`.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    http_listen: SocketAddr,
+    /// Identity in the operator's leader Lease.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// Namespace of the operator's leader Lease; defaults to the client's.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pod_namespace: Option<String>,
+    /// Timeout of each gRPC call to a runtime pod, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pod_call_timeout: u64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crd_yaml().context("rendering the CRD")?);
+            Ok(())
+        }
+        Command::Validate { files } => validate(&files),
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?
+            .block_on(run(args)),
+    }
+}
+
+fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    let mut bad = 0;
+    for file in files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        match vss_operator::validate::validate_manifests(&text) {
+            Ok(n) => println!("ok   {} ({n} VssCluster)", file.display()),
+            Err(problems) => {
+                bad += 1;
+                println!("FAIL {}", file.display());
+                for p in problems {
+                    println!("  - {}", p.replace('\n', "\n    "));
+                }
+            }
+        }
+    }
+    anyhow::ensure!(bad == 0, "{bad} file(s) invalid");
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes config (in-cluster or KUBECONFIG)")?;
+    let identity = match args.pod_name.clone() {
+        Some(name) => name,
+        None => format!("vss-operator-{}", std::process::id()),
+    };
+    let lease_ns = args
+        .pod_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::default().register(&mut registry);
+    let registry = Arc::new(registry);
+
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+    // Bound here so a taken port stops the start instead of leaving the
+    // operator without probes.
+    let listener = tokio::net::TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| format!("binding {}", args.http_listen))?;
+    let http_task = tokio::spawn(http::serve(listener, registry, shutdown.clone()));
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(GrpcPodControl::new(Duration::from_secs(
+            args.pod_call_timeout,
+        ))),
+        args.runtime_image.clone(),
+        Some(identity.clone()),
+        metrics,
+    ));
+    let watch_ns = (!args.watch_namespace.is_empty()).then(|| args.watch_namespace.clone());
+
+    let led = lead(
+        client,
+        &lease_ns,
+        &identity,
+        ctx,
+        watch_ns,
+        shutdown.clone(),
+    )
+    .await;
+    shutdown.cancel();
+    signals.abort();
+    let _ = signals.await;
+    let served = http_task.await.context("http task panicked")?;
+    led?;
+    served.context("http server failed")
+}
+
+/// Waits for the Lease, runs the controller while holding it, and releases
+/// it on shutdown.
+async fn lead(
+    client: Client,
+    lease_ns: &str,
+    identity: &str,
+    ctx: Arc<Context>,
+    watch_ns: Option<String>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let election = leader::start(client, lease_ns, identity)
+        .await
+        .context("starting leader election")?;
+    info!(%identity, lease = leader::LEASE_NAME, namespace = %lease_ns, "waiting for leadership");
+    let is_leader = election.is_leader;
+    leader::while_leading(is_leader.clone(), shutdown, |stop| {
+        controller::run(ctx.clone(), watch_ns.clone(), stop)
+    })
+    .await;
+
+    // Dropping the receiver makes the election task release the Lease so a
+    // standby takes over without waiting for it to expire.
+    drop(is_leader);
+    match election.task.await {
+        Ok(Ok(_)) => info!("lease released"),
+        Ok(Err(e)) => warn!(error = %e, "releasing the lease failed"),
+        Err(e) => warn!(error = %e, "election task panicked"),
+    }
+    Ok(())
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    info!("shutdown requested");
+    shutdown.cancel();
+}

@@ -1,0 +1,104 @@
+//! The objects a `VssCluster` wants, as pure functions of the resource.
+//!
+//! Nothing here talks to the API server: the controller applies what these
+//! functions return, and tests call them directly. Every object carries the
+//! cluster's labels and an owner reference to it (controller = true), so
+//! Kubernetes' garbage collector deletes them with the cluster and the
+//! controller is woken when someone edits them.
+
+mod config_map;
+mod lease;
+mod pdb;
+mod rbac;
+mod services;
+mod stateful_set;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+pub use config_map::{CONFIG_KEY, config_map};
+pub use lease::leader_lease;
+pub use pdb::pod_disruption_budget;
+pub use rbac::{role, role_binding, service_account};
+pub use services::{client_service, headless_service};
+pub use stateful_set::{GRPC_PORT, HTTP_PORT, stateful_set};
+
+use crate::crd::VssCluster;
+
+/// Names of the objects made for one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// StatefulSet, client Service, PDB, ServiceAccount, Role, RoleBinding.
+    pub base: String,
+    /// Headless Service giving each pod a stable DNS name.
+    pub headless: String,
+    /// ConfigMap with `slots.yaml`.
+    pub config: String,
+    /// Lease the pods elect their leader with.
+    pub lease: String,
+}
+
+impl Names {
+    pub fn of(cluster: &VssCluster) -> Self {
+        let base = cluster.name_any();
+        Self {
+            headless: format!("{base}-peers"),
+            config: format!("{base}-config"),
+            lease: format!("{base}-leader"),
+            base,
+        }
+    }
+
+    /// The pod's address on the headless Service (gRPC port).
+    pub fn pod_address(&self, pod: &str, namespace: &str) -> String {
+        format!("{pod}.{}.{namespace}.svc:{GRPC_PORT}", self.headless)
+    }
+}
+
+/// Labels selecting a cluster's pods; never change them (StatefulSet
+/// selectors are immutable).
+pub fn selector_labels(cluster: &VssCluster) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "vss".to_string()),
+        ("app.kubernetes.io/instance".to_string(), cluster.name_any()),
+    ])
+}
+
+/// Labels on everything the operator creates.
+pub fn labels(cluster: &VssCluster) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(cluster);
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_string(),
+        "vss-operator".to_string(),
+    );
+    labels.insert(
+        "app.kubernetes.io/component".to_string(),
+        "runtime".to_string(),
+    );
+    labels
+}
+
+/// The label selector string for listing a cluster's pods.
+pub fn selector(cluster: &VssCluster) -> String {
+    selector_labels(cluster)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Metadata of an owned object: name, namespace, labels, owner reference.
+fn owned_meta(cluster: &VssCluster, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: cluster.namespace(),
+        labels: Some(labels(cluster)),
+        owner_references: cluster.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

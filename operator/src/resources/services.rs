@@ -1,0 +1,58 @@
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{GRPC_PORT, HTTP_PORT, Names, owned_meta, selector_labels};
+use crate::crd::VssCluster;
+
+fn ports() -> Vec<ServicePort> {
+    vec![
+        ServicePort {
+            name: Some("grpc".into()),
+            port: GRPC_PORT,
+            target_port: Some(IntOrString::String("grpc".into())),
+            protocol: Some("TCP".into()),
+            app_protocol: Some("kubernetes.io/h2c".into()),
+            ..Default::default()
+        },
+        ServicePort {
+            name: Some("http".into()),
+            port: HTTP_PORT,
+            target_port: Some(IntOrString::String("http".into())),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        },
+    ]
+}
+
+/// Gives every pod a DNS name (`<pod>.<headless>.<ns>.svc`) for the mesh and
+/// the operator's config push. Not-ready pods are published too: peers must
+/// reach each other before they can become ready.
+pub fn headless_service(cluster: &VssCluster) -> Service {
+    let names = Names::of(cluster);
+    Service {
+        metadata: owned_meta(cluster, &names.headless),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(cluster)),
+            ports: Some(ports()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// One stable address for clients that do not connect to every pod.
+pub fn client_service(cluster: &VssCluster) -> Service {
+    let names = Names::of(cluster);
+    Service {
+        metadata: owned_meta(cluster, &names.base),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector_labels(cluster)),
+            ports: Some(ports()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,266 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    KeyToPath, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, Volume, VolumeMount, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{CONFIG_KEY, Names, labels, owned_meta, selector_labels};
+use crate::crd::VssCluster;
+use crate::slots::MODULES_DIR;
+
+/// gRPC: client API, mesh and control API.
+pub const GRPC_PORT: i32 = 7700;
+/// HTTP: `/healthz`, `/readyz`, `/metrics`.
+pub const HTTP_PORT: i32 = 7701;
+
+const CONFIG_DIR: &str = "/etc/vss";
+
+/// The runtime pods.
+///
+/// Pods start in parallel (they need each other for the mesh) and a
+/// template change rolls one pod at a time (RollingUpdate, the default
+/// maxUnavailable of 1). The slot config is not part of the template, so a
+/// slot change restarts nothing: it is pushed through the control API.
+pub fn stateful_set(cluster: &VssCluster, default_image: &str) -> StatefulSet {
+    let names = Names::of(cluster);
+    let spec = &cluster.spec;
+    let scheduling = spec.scheduling.clone().unwrap_or_default();
+    StatefulSet {
+        metadata: owned_meta(cluster, &names.base),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(spec.instances),
+            service_name: Some(names.headless.clone()),
+            pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(0),
+                    ..Default::default()
+                }),
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(cluster)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(cluster)),
+                    annotations: Some(BTreeMap::from([(
+                        "kubectl.kubernetes.io/default-container".to_string(),
+                        "vss".to_string(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(names.base.clone()),
+                    // Peers fail over within a second; a pod that takes long
+                    // to stop only delays the rollout.
+                    termination_grace_period_seconds: Some(30),
+                    containers: vec![container(cluster, &names, default_image)],
+                    volumes: Some(volumes(cluster, &names)),
+                    affinity: Some(
+                        scheduling
+                            .affinity
+                            .unwrap_or_else(|| default_affinity(cluster)),
+                    ),
+                    node_selector: (!scheduling.node_selector.is_empty())
+                        .then_some(scheduling.node_selector),
+                    tolerations: (!scheduling.tolerations.is_empty())
+                        .then_some(scheduling.tolerations),
+                    topology_spread_constraints: (!scheduling
+                        .topology_spread_constraints
+                        .is_empty())
+                    .then_some(scheduling.topology_spread_constraints),
+                    priority_class_name: scheduling.priority_class_name,
+                    image_pull_secrets: (!spec.image_pull_secrets.is_empty())
+                        .then(|| spec.image_pull_secrets.clone()),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container(cluster: &VssCluster, names: &Names, default_image: &str) -> Container {
+    let spec = &cluster.spec;
+    let field_env = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let http_probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    };
+    let mut mounts = vec![VolumeMount {
+        name: "config".into(),
+        mount_path: CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    for (i, cm) in crate::slots::module_config_maps(spec)
+        .into_iter()
+        .enumerate()
+    {
+        mounts.push(VolumeMount {
+            name: module_volume_name(i),
+            mount_path: format!("{MODULES_DIR}/{cm}"),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    Container {
+        name: "vss".into(),
+        image: Some(spec.image.clone().unwrap_or_else(|| default_image.into())),
+        image_pull_policy: spec.image_pull_policy.clone(),
+        command: Some(vec!["/vss-runtime".into()]),
+        args: Some(vec![
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+            "--listen".into(),
+            format!("0.0.0.0:{GRPC_PORT}"),
+            "--http-listen".into(),
+            format!("0.0.0.0:{}", super::HTTP_PORT),
+            "--in-cluster".into(),
+            "--replicas".into(),
+            spec.instances.to_string(),
+            "--headless-service".into(),
+            names.headless.clone(),
+        ]),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            EnvVar {
+                name: "VSS_LOG_FORMAT".into(),
+                value: Some("json".into()),
+                ..Default::default()
+            },
+        ]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("grpc".into()),
+                container_port: GRPC_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: super::HTTP_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
+        liveness_probe: Some(http_probe("/healthz", 10, 3)),
+        readiness_probe: Some(http_probe("/readyz", 2, 2)),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    }
+}
+
+/// Volume name of the `i`th module ConfigMap (in name order). Numbered
+/// rather than derived from the ConfigMap's name, which may be longer than a
+/// volume name may be and contain dots, which a volume name may not.
+fn module_volume_name(i: usize) -> String {
+    format!("module-{i}")
+}
+
+fn volumes(cluster: &VssCluster, names: &Names) -> Vec<Volume> {
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: names.config.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut keys: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for custom in cluster.spec.slots.iter().filter_map(|s| s.custom.as_ref()) {
+        let r = &custom.config_map_key_ref;
+        let entry = keys.entry(r.name.as_str()).or_default();
+        if !entry.contains(&r.key.as_str()) {
+            entry.push(r.key.as_str());
+        }
+    }
+    // BTreeMap order is the name order module_config_maps uses for mounts.
+    for (i, (cm, keys)) in keys.into_iter().enumerate() {
+        volumes.push(Volume {
+            name: module_volume_name(i),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cm.to_string(),
+                items: Some(
+                    keys.into_iter()
+                        .map(|k| KeyToPath {
+                            key: k.to_string(),
+                            path: k.to_string(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    volumes
+}
+
+/// Prefer spreading the pods over nodes: losing one node then costs one
+/// instance. Preferred, not required, so a small test cluster still runs.
+fn default_affinity(cluster: &VssCluster) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(cluster)),
+                            ..Default::default()
+                        }),
+                        topology_key: "kubernetes.io/hostname".into(),
+                        ..Default::default()
+                    },
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("100m".into())),
+            ("memory".to_string(), Quantity("128Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("512Mi".into()),
+        )])),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,194 @@
+//! From the CRD's slots to the runtime's config file.
+//!
+//! The runtime reads `vss_config::SlotsConfig`; the CRD differs only in how a
+//! custom module is named (a ConfigMap key instead of a path). Rendering
+//! replaces that reference with the path where the pod template mounts the
+//! key, then runs the runtime's own validation so a spec the runtime would
+//! refuse never reaches a pod.
+
+use std::collections::BTreeSet;
+
+use vss_config::{ConfigError, CustomSpec, SlotSpec, SlotsConfig};
+
+use crate::crd::{ConfigMapKey, VssClusterSpec, VssSlot};
+
+/// Folder under which custom module ConfigMaps are mounted, one subfolder
+/// per ConfigMap. Kept outside `/etc/vss` because that folder is itself a
+/// read-only ConfigMap volume and container runtimes cannot create mount
+/// points inside it.
+pub const MODULES_DIR: &str = "/etc/vss-modules";
+
+/// Where a module ConfigMap key appears inside the pod.
+pub fn module_path(key: &ConfigMapKey) -> String {
+    format!("{MODULES_DIR}/{}/{}", key.name, key.key)
+}
+
+/// The ConfigMaps that hold custom modules, each once.
+pub fn module_config_maps(spec: &VssClusterSpec) -> BTreeSet<&str> {
+    spec.slots
+        .iter()
+        .filter_map(|s| s.custom.as_ref())
+        .map(|c| c.config_map_key_ref.name.as_str())
+        .collect()
+}
+
+/// The runtime config for a spec (not yet validated).
+pub fn runtime_config(spec: &VssClusterSpec) -> SlotsConfig {
+    SlotsConfig {
+        slots: spec.slots.iter().map(slot_spec).collect(),
+    }
+}
+
+fn slot_spec(slot: &VssSlot) -> SlotSpec {
+    SlotSpec {
+        id: slot.id,
+        slot_type: slot.slot_type.clone(),
+        bucket_size: slot.bucket_size,
+        period: slot.period.clone(),
+        refresh_rate: slot.refresh_rate,
+        tokens_per_req: slot.tokens_per_req,
+        max_keys: slot.max_keys,
+        timeout: slot.timeout.clone(),
+        dereg_tries: slot.dereg_tries,
+        custom: slot.custom.as_ref().map(|c| CustomSpec {
+            module: module_path(&c.config_map_key_ref),
+            config: c.config.clone(),
+        }),
+    }
+}
+
+/// Why a spec cannot be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    #[error("spec.instances: must be between 1 and 15, got {0}")]
+    Instances(i32),
+    #[error("cannot encode the slot config as YAML: {0}")]
+    Encode(#[from] serde_norway::Error),
+}
+
+/// Validates a spec with the runtime's rules and renders `slots.yaml`.
+pub fn render(spec: &VssClusterSpec) -> Result<String, RenderError> {
+    if !(1..=15).contains(&spec.instances) {
+        return Err(RenderError::Instances(spec.instances));
+    }
+    let config = runtime_config(spec);
+    config.validate()?;
+    Ok(serde_norway::to_string(&config)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::CustomModule;
+
+    fn limiter(id: i64) -> VssSlot {
+        VssSlot {
+            id,
+            slot_type: "token-bucket".into(),
+            bucket_size: Some(200),
+            period: Some("second".into()),
+            refresh_rate: Some(100),
+            ..Default::default()
+        }
+    }
+
+    fn spec(slots: Vec<VssSlot>) -> VssClusterSpec {
+        VssClusterSpec {
+            instances: 3,
+            slots,
+            image: None,
+            image_pull_policy: None,
+            image_pull_secrets: vec![],
+            resources: None,
+            scheduling: None,
+            chaos: None,
+        }
+    }
+
+    #[test]
+    fn renders_a_file_the_runtime_loads_back() {
+        let yaml = render(&spec(vec![limiter(0)])).expect("valid");
+        let back = SlotsConfig::from_yaml(&yaml).expect("parses");
+        let valid = back.validate().expect("validates");
+        assert_eq!(valid.len(), 1);
+        assert!(yaml.contains("bucketSize: 200"), "{yaml}");
+    }
+
+    #[test]
+    fn custom_module_becomes_the_mounted_path() {
+        let slot = VssSlot {
+            id: 9,
+            slot_type: "custom".into(),
+            custom: Some(CustomModule {
+                config_map_key_ref: ConfigMapKey {
+                    name: "modules".into(),
+                    key: "fixed_window.wasm".into(),
+                },
+                config: Default::default(),
+            }),
+            ..Default::default()
+        };
+        let config = runtime_config(&spec(vec![slot]));
+        let custom = config.slots[0].custom.as_ref().expect("custom");
+        assert_eq!(custom.module, "/etc/vss-modules/modules/fixed_window.wasm");
+    }
+
+    #[test]
+    fn errors_name_slot_and_field() {
+        let mut missing = limiter(7);
+        missing.bucket_size = None;
+        let mut duplicate = limiter(0);
+        duplicate.refresh_rate = Some(1);
+        let err = render(&spec(vec![limiter(0), duplicate, missing, limiter(100)]))
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            err.contains("slot 7: field `bucketSize`: is required"),
+            "{err}"
+        );
+        assert!(
+            err.contains("slot 0: field `id`: is used by more than one slot"),
+            "{err}"
+        );
+        assert!(
+            err.contains("slot 100: field `id`: must be between 0 and 99"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_more_than_100_slots() {
+        let slots = (0..101).map(|i| limiter(i % 100)).collect();
+        let err = render(&spec(slots)).expect_err("invalid").to_string();
+        assert!(
+            err.contains("field `slots`: 101 slots configured, at most 100"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_zero_instances() {
+        let mut s = spec(vec![]);
+        s.instances = 0;
+        let err = render(&s).expect_err("invalid").to_string();
+        assert!(err.contains("spec.instances"), "{err}");
+    }
+
+    /// Every field the runtime's SlotSpec accepts is a field of the CRD slot,
+    /// so vss-config gaining a field fails here until the CRD follows.
+    #[test]
+    fn crd_slot_has_every_runtime_slot_field() {
+        let runtime = schemars::schema_for!(SlotSpec);
+        let crd = schemars::schema_for!(VssSlot);
+        let props = |s: &schemars::Schema| -> BTreeSet<String> {
+            s.get("properties")
+                .and_then(|p| p.as_object())
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        assert!(!props(&runtime).is_empty());
+        assert_eq!(props(&runtime), props(&crd));
+    }
+}
