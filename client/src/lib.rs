@@ -1,11 +1,24 @@
 //! `vss-client`: a typed async client for VSS.
 //!
-//! A [`Client`] is given every instance of a cluster. Calls go to the first
-//! instance that answers; an instance that is down or times out is skipped
-//! at once and the next one is tried. Errors the server gives for the
-//! request itself (bad slot, wrong type, ...) are returned as they are,
-//! since another instance would give the same answer.
+//! A [`Client`] is given every instance of a cluster. It watches the
+//! routing table every instance publishes and sends each call to the
+//! slot's owner first, then its standby, then the others: an instance that
+//! is down or times out is skipped at once and the next one is tried, each
+//! within the per-call timeout. Errors the server gives for the request
+//! itself (bad slot, wrong type, ...) are returned as they are, since
+//! another instance would give the same answer.
+//!
+//! A publish carries a message id chosen here, so a publish retried on
+//! another instance is the same message: the owner carries it out once,
+//! and subscribers see one delivery per id. A [`Subscription`] holds an
+//! event stream on every instance (reopened when an instance comes back),
+//! hands each message to the application once and acknowledges every copy
+//! to the instance that sent it.
 
+mod dedupe;
+mod routing;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -20,7 +33,10 @@ use vss_proto::v1::{
     StatusRequest,
 };
 
-pub use vss_proto::v1::{SlotStatus, StatusReply};
+pub use vss_proto::v1::{RoutingTable, SlotStatus, StatusReply};
+
+use crate::dedupe::Seen;
+use crate::routing::Routing;
 
 /// Longest a publish may wait for deliveries: the largest slot `timeout`
 /// (`vss_config::MAX_SIGNAL_TIMEOUT`).
@@ -28,6 +44,12 @@ pub const MAX_PUBLISH_WAIT: Duration = Duration::from_secs(60);
 
 /// Default time a single call may take on one instance.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Message ids a subscription remembers to drop repeats.
+const DEDUPE_WINDOW: usize = 16_384;
+
+/// Wait before reopening an event stream that broke.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(200);
 
 /// Why a call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -126,15 +148,24 @@ pub struct Subscription {
     events: mpsc::Receiver<Delivery>,
     streams: JoinSet<()>,
     closing: watch::Sender<bool>,
+    seen: Seen,
 }
 
 /// Longest [`Subscription::close`] waits for the instances to see the end.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Subscription {
-    /// The next event; None once every stream has ended.
+    /// The next message; None once every stream has ended. A message that
+    /// already came through another instance is acknowledged to the
+    /// instance that sent it again and not handed out twice.
     pub async fn next(&mut self) -> Option<Delivery> {
-        self.events.recv().await
+        loop {
+            let delivery = self.events.recv().await?;
+            if self.seen.first(delivery.slot, delivery.message_id) {
+                return Some(delivery);
+            }
+            let _ = delivery.ack().await;
+        }
     }
 
     /// Ends every stream cleanly: pending acknowledgements are sent, then
@@ -155,17 +186,23 @@ impl Subscription {
 /// Forwards one instance's events until it ends the stream. When closing,
 /// the task drops its sender of the request stream, so the stream ends
 /// after the acks queued so far; the instance then closes its side.
+/// Returns false if the stream broke (the instance went away) rather than
+/// ended.
 async fn read_events(
     mut inbound: tonic::Streaming<vss_proto::v1::Event>,
     out_tx: mpsc::Sender<ClientMessage>,
     events: mpsc::Sender<Delivery>,
     mut closing: watch::Receiver<bool>,
-) {
+) -> bool {
     let mut out_tx = Some(out_tx);
     loop {
         tokio::select! {
             msg = inbound.message() => {
-                let Ok(Some(e)) = msg else { break };
+                let e = match msg {
+                    Ok(Some(e)) => e,
+                    Ok(None) => return true,
+                    Err(_) => return false,
+                };
                 let Some(ack) = &out_tx else { continue };
                 let delivery = Delivery {
                     slot: e.slot,
@@ -195,6 +232,7 @@ pub struct Client {
     instances: Vec<Instance>,
     /// Per-call limit on one instance (publish adds the slot's own timeout).
     timeout: Duration,
+    routing: Arc<Routing>,
 }
 
 /// Accepts `host:port` or a full `http://host:port` URI.
@@ -239,22 +277,29 @@ impl Client {
                 })
             })
             .collect::<Result<Vec<_>, ClientError>>()?;
-        Ok(Self { instances, timeout })
+        let routing = Arc::new(Routing::new(instances.len()));
+        Ok(Self {
+            instances,
+            timeout,
+            routing,
+        })
     }
 
-    /// Runs `call` on each instance in turn until one answers.
-    async fn first_answer<R, T, F, Fut>(&self, req: R, call: F) -> Result<T, ClientError>
-    where
-        R: Clone,
-        F: Fn(VssClient<Channel>, R) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        self.first_answer_within(self.timeout, req, call).await
+    /// The newest routing table any instance sent, once one arrived.
+    pub fn routing(&self) -> Option<RoutingTable> {
+        self.routing.table()
     }
 
-    async fn first_answer_within<R, T, F, Fut>(
+    fn start_routing(&self) {
+        let grpcs: Vec<_> = self.instances.iter().map(|i| i.grpc.clone()).collect();
+        self.routing.start(&grpcs);
+    }
+
+    /// Runs `call` on each instance in turn until one answers: the
+    /// slot's owner first, when known.
+    async fn first_answer<R, T, F, Fut>(
         &self,
-        limit: Duration,
+        slot: Option<u32>,
         req: R,
         call: F,
     ) -> Result<T, ClientError>
@@ -263,8 +308,26 @@ impl Client {
         F: Fn(VssClient<Channel>, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.first_answer_within(self.timeout, slot, req, call)
+            .await
+    }
+
+    async fn first_answer_within<R, T, F, Fut>(
+        &self,
+        limit: Duration,
+        slot: Option<u32>,
+        req: R,
+        call: F,
+    ) -> Result<T, ClientError>
+    where
+        R: Clone,
+        F: Fn(VssClient<Channel>, R) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.start_routing();
         let mut failures = Vec::new();
-        for instance in &self.instances {
+        for i in self.routing.order(slot, self.instances.len()) {
+            let instance = &self.instances[i];
             let answer = tokio::time::timeout(limit, call(instance.grpc.clone(), req.clone()))
                 .await
                 .unwrap_or_else(|_| {
@@ -298,7 +361,11 @@ impl Client {
             tokens: opts.tokens,
         };
         let reply = self
-            .first_answer(req, |mut c, req| async move { c.acquire(req).await })
+            .first_answer(
+                Some(slot),
+                req,
+                |mut c, req| async move { c.acquire(req).await },
+            )
             .await?;
         Ok(Grant {
             granted: reply.granted,
@@ -320,7 +387,11 @@ impl Client {
             payload,
         };
         let reply = self
-            .first_answer(req, |mut c, req| async move { c.call(req).await })
+            .first_answer(
+                Some(slot),
+                req,
+                |mut c, req| async move { c.call(req).await },
+            )
             .await?;
         Ok(reply.payload)
     }
@@ -338,11 +409,14 @@ impl Client {
             slot,
             message: message.to_vec(),
             client_id: client_id.to_string(),
+            // The same id on every attempt: a retry is not a second message.
+            message_id: fastrand::u64(1..),
         };
         // A publish lasts up to the slot's timeout (at most 60 s) by design.
         let reply = self
             .first_answer_within(
                 MAX_PUBLISH_WAIT + self.timeout,
+                Some(slot),
                 req,
                 |mut c, req| async move { c.publish(req).await },
             )
@@ -370,7 +444,7 @@ impl Client {
             slot,
             client_id: client_id.to_string(),
         };
-        self.first_answer(req, |mut c, req| async move {
+        self.first_answer(Some(slot), req, |mut c, req| async move {
             if join {
                 c.register(req).await
             } else {
@@ -382,8 +456,10 @@ impl Client {
     }
 
     /// Opens this client's event stream on every instance. `slots` limits
-    /// which broadcast slots it hears (empty: all). Returns once at least
-    /// one instance has accepted the stream.
+    /// which broadcast slots it hears (empty: all). Returns once every
+    /// instance has answered, if at least one accepted the stream; streams
+    /// to instances that are down, or that go down later, are reopened when
+    /// they come back.
     pub async fn subscribe(
         &self,
         client_id: &str,
@@ -392,47 +468,48 @@ impl Client {
         let (events_tx, events_rx) = mpsc::channel(1_024);
         let (closing, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let mut failures = Vec::new();
+        let mut opened = Vec::new();
+        let hello = Hello {
+            client_id: client_id.to_string(),
+            slots: slots.to_vec(),
+        };
         for instance in &self.instances {
-            let (out_tx, out_rx) = mpsc::channel(1_024);
-            let hello = ClientMessage {
-                kind: Some(Kind::Hello(Hello {
-                    client_id: client_id.to_string(),
-                    slots: slots.to_vec(),
-                })),
-            };
-            // The channel is empty and has room: this cannot fail.
-            let _ = out_tx.try_send(hello);
-            let mut grpc = instance.grpc.clone();
-            match grpc.events(ReceiverStream::new(out_rx)).await {
-                Ok(response) => {
-                    let inbound = response.into_inner();
-                    tasks.spawn(read_events(
-                        inbound,
-                        out_tx,
-                        events_tx.clone(),
-                        closing.subscribe(),
-                    ));
+            let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+            tasks.spawn(follow(
+                instance.clone(),
+                hello.clone(),
+                events_tx.clone(),
+                closing.subscribe(),
+                first_tx,
+            ));
+            opened.push((instance.endpoint.clone(), first_rx));
+        }
+        let mut failures = Vec::new();
+        let mut accepted = false;
+        for (endpoint, first) in opened {
+            match first.await {
+                Ok(Ok(())) => accepted = true,
+                Ok(Err(status)) if is_instance_failure(status.code()) => {
+                    failures.push(format!("{endpoint}: {}", status.message()));
                 }
-                Err(status) if is_instance_failure(status.code()) => {
-                    failures.push(format!("{}: {}", instance.endpoint, status.message()));
-                }
-                Err(status) => {
+                Ok(Err(status)) => {
                     return Err(ClientError::Server {
-                        endpoint: instance.endpoint.clone(),
+                        endpoint,
                         code: status.code(),
                         message: status.message().to_string(),
                     });
                 }
+                Err(_) => failures.push(format!("{endpoint}: stream task ended")),
             }
         }
-        if tasks.is_empty() {
+        if !accepted {
             return Err(ClientError::Unreachable(failures));
         }
         Ok(Subscription {
             events: events_rx,
             streams: tasks,
             closing,
+            seen: Seen::new(DEDUPE_WINDOW),
         })
     }
 
@@ -453,6 +530,60 @@ impl Client {
             out.push((instance.endpoint.clone(), result));
         }
         out
+    }
+}
+
+/// Keeps this client's event stream open on one instance: opens it, reads
+/// it, and reopens it after it broke, until the subscription closes or the
+/// instance ends the stream itself (it dropped this client). The outcome
+/// of the first opening goes to `first`.
+async fn follow(
+    instance: Instance,
+    hello: Hello,
+    events: mpsc::Sender<Delivery>,
+    mut closing: watch::Receiver<bool>,
+    first: tokio::sync::oneshot::Sender<Result<(), tonic::Status>>,
+) {
+    let mut first = Some(first);
+    loop {
+        let (out_tx, out_rx) = mpsc::channel(1_024);
+        let msg = ClientMessage {
+            kind: Some(Kind::Hello(hello.clone())),
+        };
+        // The channel is empty and has room: this cannot fail.
+        let _ = out_tx.try_send(msg);
+        let mut grpc = instance.grpc.clone();
+        match grpc.events(ReceiverStream::new(out_rx)).await {
+            Ok(response) => {
+                if let Some(first) = first.take() {
+                    let _ = first.send(Ok(()));
+                }
+                let ended = read_events(
+                    response.into_inner(),
+                    out_tx,
+                    events.clone(),
+                    closing.clone(),
+                )
+                .await;
+                if ended || *closing.borrow() {
+                    return;
+                }
+                tracing::debug!(endpoint = %instance.endpoint, "event stream broke; reopening");
+            }
+            Err(status) => {
+                let retry = is_instance_failure(status.code());
+                if let Some(first) = first.take() {
+                    let _ = first.send(Err(status));
+                }
+                if !retry {
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
+            _ = closing.changed() => return,
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -14,8 +15,8 @@ use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::vss_server::Vss;
 use vss_proto::v1::{
     AcquireReply, AcquireRequest, CallReply, CallRequest, ClientMessage, MembershipReply,
-    MembershipRequest, PeerStatus, PublishReply, PublishRequest, SlotStatus, StatusReply,
-    StatusRequest,
+    MembershipRequest, PeerStatus, PublishReply, PublishRequest, RoutingUpdate, SlotStatus,
+    StatusReply, StatusRequest, WatchRoutingRequest,
 };
 
 use crate::cluster::{Cluster, Placement};
@@ -46,6 +47,9 @@ pub struct VssService {
     metrics: Metrics,
     /// Owns the per-stream tasks reading acknowledgements.
     streams: TaskTracker,
+    /// Cancelled when the runtime stops: ends long-lived streams so the
+    /// server can drain.
+    stop: CancellationToken,
 }
 
 impl VssService {
@@ -55,6 +59,7 @@ impl VssService {
         cluster: Arc<Cluster>,
         metrics: Metrics,
         streams: TaskTracker,
+        stop: CancellationToken,
     ) -> Self {
         Self {
             slots,
@@ -62,6 +67,7 @@ impl VssService {
             cluster,
             metrics,
             streams,
+            stop,
         }
     }
 
@@ -202,7 +208,10 @@ impl Vss for VssService {
             return answer;
         }
         let r = req.into_inner();
-        let outcome = self.signals.publish(r.slot, r.message, &r.client_id).await;
+        let outcome = self
+            .signals
+            .publish(r.slot, r.message, &r.client_id, r.message_id)
+            .await;
         self.observe(Verb::Publish, started);
         let o = outcome.map_err(Status::from)?;
         Ok(Response::new(PublishReply {
@@ -289,6 +298,40 @@ impl Vss for VssService {
             tracing::debug!(client = %conn.client_id(), "event stream closed");
         });
         Ok(Response::new(stream))
+    }
+
+    type WatchRoutingStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<RoutingUpdate, Status>> + Send>>;
+
+    async fn watch_routing(
+        &self,
+        _req: Request<WatchRoutingRequest>,
+    ) -> Result<Response<Self::WatchRoutingStream>, Status> {
+        let mut tables = self.cluster.watch_routing();
+        let instance = self.cluster.me().to_string();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let stop = self.stop.clone();
+        // Ends when the client goes away or the runtime stops.
+        self.streams.spawn(async move {
+            loop {
+                let table = tables.borrow_and_update().as_deref().map(|t| t.to_proto());
+                let update = RoutingUpdate {
+                    instance: instance.clone(),
+                    table,
+                };
+                if tx.send(Ok(update)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    changed = tables.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {

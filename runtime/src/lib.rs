@@ -224,6 +224,7 @@ impl Runtime {
             self.cluster.clone(),
             self.metrics.clone(),
             streams.clone(),
+            stop.clone(),
         );
         let mesh = MeshService::new(self.cluster.clone(), self.signals.clone());
         let control = ControlService::new(self.cluster.clone());

@@ -7,13 +7,14 @@
 //! reports every outcome back to the module, which may answer with more
 //! deliveries (a random slot retrying on another member).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use vss_proto::v1::deliver_request::Recipients as WireRecipients;
 use vss_proto::v1::{ClientList, DeliverRequest, Event};
@@ -58,6 +59,23 @@ pub enum Targets {
     Clients(Vec<String>),
 }
 
+/// Client-chosen message ids remembered, so a retried publish is carried
+/// out once.
+const RECENT_PUBLISHES: usize = 10_000;
+
+/// Publishes by client-chosen id: the outcome, once known.
+#[derive(Debug, Default)]
+struct Recent {
+    order: VecDeque<(u32, u64)>,
+    outcomes: HashMap<(u32, u64), watch::Receiver<Option<PublishOutcome>>>,
+}
+
+/// Whether this call carries a publish out or repeats one.
+enum Claim {
+    First(watch::Sender<Option<PublishOutcome>>),
+    Repeat(watch::Receiver<Option<PublishOutcome>>),
+}
+
 /// Extra time a peer gets to answer a delivery request after its own
 /// deadline, so its answer is not lost to the owner's timeout.
 const PEER_ANSWER_MARGIN: Duration = Duration::from_millis(500);
@@ -79,6 +97,7 @@ pub struct Signals {
     hub: Arc<Hub>,
     cluster: Arc<Cluster>,
     next_message_id: AtomicU64,
+    recent: std::sync::Mutex<Recent>,
     metrics: Metrics,
 }
 
@@ -96,6 +115,7 @@ impl Signals {
             hub,
             cluster,
             next_message_id: AtomicU64::new(first),
+            recent: std::sync::Mutex::new(Recent::default()),
             metrics,
         }
     }
@@ -105,19 +125,81 @@ impl Signals {
     }
 
     /// Publishes `message` on `slot`; returns when every delivery is
-    /// acknowledged or has timed out.
+    /// acknowledged or has timed out. A non-zero `message_id` is the
+    /// client's: a publish repeating a recent id is not carried out again
+    /// and gets the first one's outcome.
     pub async fn publish(
         &self,
         slot: u32,
         message: Vec<u8>,
         publisher: &str,
+        message_id: u64,
     ) -> Result<PublishOutcome, RequestError> {
         check_len("message", message.len(), MAX_MESSAGE_BYTES)?;
         if !publisher.is_empty() {
             check_client_id(publisher)?;
         }
+        if message_id == 0 {
+            let id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
+            return self.publish_once(slot, message, publisher, id).await;
+        }
+        match self.claim(slot, message_id) {
+            Claim::Repeat(mut first) => {
+                if let Ok(outcome) = first.wait_for(Option::is_some).await
+                    && let Some(outcome) = outcome.clone()
+                {
+                    tracing::debug!(slot, message_id, "repeated publish answered from the first");
+                    return Ok(outcome);
+                }
+                // The first attempt failed; this one carries it out.
+                self.publish_once(slot, message, publisher, message_id)
+                    .await
+            }
+            Claim::First(done) => {
+                let outcome = self
+                    .publish_once(slot, message, publisher, message_id)
+                    .await;
+                match &outcome {
+                    Ok(o) => {
+                        let _ = done.send(Some(o.clone()));
+                    }
+                    Err(_) => {
+                        self.lock_recent().outcomes.remove(&(slot, message_id));
+                    }
+                }
+                outcome
+            }
+        }
+    }
+
+    fn lock_recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn claim(&self, slot: u32, message_id: u64) -> Claim {
+        let mut recent = self.lock_recent();
+        if let Some(first) = recent.outcomes.get(&(slot, message_id)) {
+            return Claim::Repeat(first.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        recent.outcomes.insert((slot, message_id), rx);
+        recent.order.push_back((slot, message_id));
+        while recent.order.len() > RECENT_PUBLISHES {
+            if let Some(old) = recent.order.pop_front() {
+                recent.outcomes.remove(&old);
+            }
+        }
+        Claim::First(tx)
+    }
+
+    async fn publish_once(
+        &self,
+        slot: u32,
+        message: Vec<u8>,
+        publisher: &str,
+        message_id: u64,
+    ) -> Result<PublishOutcome, RequestError> {
         let (id, signal) = self.slots.signal(slot)?;
-        let message_id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
         let publish = Request::Publish(Publish {
             message_id,
             payload: message,

@@ -85,6 +85,8 @@ pub struct Cluster {
     pushes: TaskTracker,
     /// (slot, standby) → slot version last replicated there.
     replicated: std::sync::Mutex<HashMap<(u8, String), u64>>,
+    /// Every installed table, for clients watching the routing.
+    installed: tokio::sync::watch::Sender<Option<Arc<RoutingTable>>>,
 }
 
 impl Cluster {
@@ -115,6 +117,7 @@ impl Cluster {
             metrics,
             pushes: TaskTracker::new(),
             replicated: std::sync::Mutex::new(HashMap::new()),
+            installed: tokio::sync::watch::Sender::new(None),
         })
     }
 
@@ -204,7 +207,10 @@ impl Cluster {
             .cluster
             .routing_epoch
             .set(i64::try_from(table.epoch).unwrap_or(i64::MAX));
-        *held = Some(Arc::new(table));
+        let table = Arc::new(table);
+        *held = Some(table.clone());
+        drop(held);
+        self.installed.send_replace(Some(table));
         Ok(true)
     }
 
@@ -232,6 +238,11 @@ impl Cluster {
         }
         line.push(Placement::Local);
         line
+    }
+
+    /// The table in force now and every one installed after it.
+    pub fn watch_routing(&self) -> tokio::sync::watch::Receiver<Option<Arc<RoutingTable>>> {
+        self.installed.subscribe()
     }
 
     /// Whether this instance executes `slot` (also before any table).
