@@ -103,6 +103,13 @@ impl VssService {
         if req.metadata().contains_key(FORWARDED_HEADER) {
             return None;
         }
+        if self.cluster.table().is_none() && !self.cluster.peers().is_empty() {
+            // Serving from this instance's fresh state could grant what the
+            // owner already gave out: send the client elsewhere.
+            return Some(Err(Status::unavailable(
+                "this instance is joining the cluster and has no routing table yet; try another instance",
+            )));
+        }
         for target in self.cluster.placement(slot) {
             let Placement::Remote(peer) = target else {
                 return None;

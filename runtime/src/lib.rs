@@ -9,6 +9,7 @@
 //! slots; [`Runtime::serve`] runs until the given shutdown future completes,
 //! then stops accepting, drains in-flight requests and returns.
 
+pub mod chaos;
 pub mod cluster;
 pub mod error;
 pub mod grpc;
@@ -39,6 +40,7 @@ use vss_proto::v1::mesh_server::MeshServer;
 use vss_proto::v1::vss_server::VssServer;
 use vss_slot_host::{HostLimits, SlotEngine};
 
+use crate::chaos::{ChaosOptions, Faulty};
 use crate::cluster::service::{Audited, ControlService, MeshService};
 use crate::cluster::{
     Cluster, ClusterError, Election, Members, MembersError, MeshElection, WatchElection,
@@ -75,6 +77,8 @@ pub struct RuntimeOptions {
     /// A config file to watch: a change is applied without restart under
     /// the next generation.
     pub watch_config: Option<PathBuf>,
+    /// Faults to inject into this instance (off by default).
+    pub chaos: ChaosOptions,
 }
 
 impl Default for RuntimeOptions {
@@ -87,6 +91,7 @@ impl Default for RuntimeOptions {
             members: None,
             lease: None,
             watch_config: None,
+            chaos: ChaosOptions::default(),
         }
     }
 }
@@ -230,13 +235,20 @@ impl Runtime {
         let control = ControlService::new(self.cluster.clone());
         let grpc_addr = self.grpc_addr();
         let http_addr = self.http_addr();
+        let chaos = self.options.chaos;
+        if !chaos.is_off() {
+            tracing::warn!(?chaos, "fault injection is on");
+        }
 
         let mut tasks: JoinSet<Result<(), RuntimeError>> = JoinSet::new();
         let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let grpc_server = Server::builder()
             .add_service(reflection)
-            .add_service(VssServer::new(service))
-            .add_service(Audited::new(MeshServer::new(mesh), self.metrics.clone()))
+            .add_service(Faulty::clients(VssServer::new(service), &chaos))
+            .add_service(Audited::new(
+                Faulty::mesh(MeshServer::new(mesh), &chaos),
+                self.metrics.clone(),
+            ))
             .add_service(ControlServer::new(control))
             .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
         tasks.spawn(async move { grpc_server.await.map_err(RuntimeError::from) });
@@ -273,6 +285,19 @@ impl Runtime {
             let (slots, watch_stop) = (self.slots.clone(), stop.clone());
             tasks.spawn(async move {
                 watch_config(path, slots, watch_stop).await;
+                Ok(())
+            });
+        }
+        if let Some(after) = chaos.next_restart() {
+            let restart_stop = stop.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = restart_stop.cancelled() => {}
+                    () = tokio::time::sleep(after) => {
+                        tracing::warn!(after = ?after, "chaos: restarting (exit {})", chaos::RESTART_EXIT_CODE);
+                        std::process::exit(chaos::RESTART_EXIT_CODE);
+                    }
+                }
                 Ok(())
             });
         }

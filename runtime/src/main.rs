@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
+use vss_runtime::chaos::ChaosOptions;
 use vss_runtime::cluster::{Members, MembersError};
 use vss_runtime::telemetry::{self, LogFormat};
 use vss_runtime::{Runtime, RuntimeOptions, WasmLimits};
@@ -61,6 +62,22 @@ struct Args {
     /// How long to wait for in-flight requests after SIGTERM, in seconds.
     #[arg(long, default_value_t = 10)]
     drain_seconds: u64,
+    /// Chaos: fraction (0-1) of incoming mesh messages dropped.
+    #[arg(long, default_value_t = 0.0)]
+    chaos_mesh_drop: f64,
+    /// Chaos: fraction (0-1) of incoming mesh messages delayed.
+    #[arg(long, default_value_t = 0.0)]
+    chaos_mesh_delay_fraction: f64,
+    /// Chaos: how long a delayed mesh message waits, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    chaos_mesh_delay_ms: u64,
+    /// Chaos: fraction (0-1) of client calls refused with UNAVAILABLE.
+    #[arg(long, default_value_t = 0.0)]
+    chaos_refuse_calls: f64,
+    /// Chaos: restart (exit 75) at random intervals around this many
+    /// seconds, for the supervisor to start the instance again.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    chaos_restart_every_s: Option<u64>,
     /// Log format.
     #[arg(long, env = "VSS_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -97,7 +114,16 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let chaos = ChaosOptions {
+        mesh_drop: args.chaos_mesh_drop,
+        mesh_delay_fraction: args.chaos_mesh_delay_fraction,
+        mesh_delay: Duration::from_millis(args.chaos_mesh_delay_ms),
+        refuse_calls: args.chaos_refuse_calls,
+        restart_every: args.chaos_restart_every_s.map(Duration::from_secs),
+    };
+    chaos.validate()?;
     let options = RuntimeOptions {
+        chaos,
         instance_id,
         members,
         lease: lease.as_ref().map(|l| l.is_leader()),

@@ -215,7 +215,23 @@ async fn wait_ready(instances: &mut [Instance]) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    Ok(())
+    // Listening is not serving: an instance refuses slot calls until it
+    // holds a routing table (the leader publishes one after its election).
+    let endpoints: Vec<String> = instances.iter().map(|i| i.grpc.to_string()).collect();
+    let client = vss_client::Client::new(&endpoints)?;
+    loop {
+        let answers = client.status().await;
+        if answers
+            .iter()
+            .all(|(_, a)| a.as_ref().is_ok_and(|s| s.routing.is_some()))
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("the instances did not agree on a leader within {START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn first_exit(instances: &mut [Instance]) -> (String, std::process::ExitStatus) {
