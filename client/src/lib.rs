@@ -48,6 +48,11 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Message ids a subscription remembers to drop repeats.
 const DEDUPE_WINDOW: usize = 16_384;
 
+/// Rounds over all instances before a call fails.
+const PASSES: usize = 2;
+/// Pause between two rounds.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Wait before reopening an event stream that broke.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(200);
 
@@ -285,8 +290,10 @@ impl Client {
         })
     }
 
-    /// The newest routing table any instance sent, once one arrived.
+    /// The newest routing table any instance sent, once one arrived. The
+    /// first call (from inside a Tokio runtime) starts watching.
     pub fn routing(&self) -> Option<RoutingTable> {
+        self.start_routing();
         self.routing.table()
     }
 
@@ -326,27 +333,34 @@ impl Client {
     {
         self.start_routing();
         let mut failures = Vec::new();
-        for i in self.routing.order(slot, self.instances.len()) {
-            let instance = &self.instances[i];
-            let answer = tokio::time::timeout(limit, call(instance.grpc.clone(), req.clone()))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(tonic::Status::deadline_exceeded(format!(
-                        "no answer within {limit:?}"
-                    )))
-                });
-            match answer {
-                Ok(reply) => return Ok(reply.into_inner()),
-                Err(status) if is_instance_failure(status.code()) => {
-                    tracing::debug!(endpoint = %instance.endpoint, error = %status.message(), "instance failed; trying the next");
-                    failures.push(format!("{}: {}", instance.endpoint, status.message()));
-                }
-                Err(status) => {
-                    return Err(ClientError::Server {
-                        endpoint: instance.endpoint.clone(),
-                        code: status.code(),
-                        message: status.message().to_string(),
+        for pass in 0..PASSES {
+            if pass > 0 {
+                // Every instance failed once: give a restarting instance or
+                // a new routing table a moment before the last pass.
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            for i in self.routing.order(slot, self.instances.len()) {
+                let instance = &self.instances[i];
+                let answer = tokio::time::timeout(limit, call(instance.grpc.clone(), req.clone()))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(tonic::Status::deadline_exceeded(format!(
+                            "no answer within {limit:?}"
+                        )))
                     });
+                match answer {
+                    Ok(reply) => return Ok(reply.into_inner()),
+                    Err(status) if is_instance_failure(status.code()) => {
+                        tracing::debug!(endpoint = %instance.endpoint, error = %status.message(), "instance failed; trying the next");
+                        failures.push(format!("{}: {}", instance.endpoint, status.message()));
+                    }
+                    Err(status) => {
+                        return Err(ClientError::Server {
+                            endpoint: instance.endpoint.clone(),
+                            code: status.code(),
+                            message: status.message().to_string(),
+                        });
+                    }
                 }
             }
         }

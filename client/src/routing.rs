@@ -39,10 +39,10 @@ impl Routing {
     }
 
     /// Starts watching every instance's routing, once, from inside the
-    /// caller's runtime.
+    /// caller's runtime (outside one, it does nothing).
     pub(crate) fn start(&self, instances: &[VssClient<Channel>]) {
         let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        if watchers.is_some() {
+        if watchers.is_some() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
         let mut set = JoinSet::new();

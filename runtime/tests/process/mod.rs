@@ -58,6 +58,8 @@ pub struct ProcessCluster {
     config: PathBuf,
     peers: String,
     nodes: Vec<Node>,
+    /// Passed to every instance, e.g. chaos flags.
+    extra: Vec<String>,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -73,6 +75,12 @@ impl ProcessCluster {
 
     /// A cluster of `ids` of which only `running` are started.
     pub fn start_some(ids: &[&str], running: &[usize]) -> std::io::Result<Self> {
+        Self::start_with(ids, running, &[])
+    }
+
+    /// Like [`ProcessCluster::start_some`], with `extra` arguments for every
+    /// instance.
+    pub fn start_with(ids: &[&str], running: &[usize], extra: &[&str]) -> std::io::Result<Self> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("slots.yaml");
         std::fs::write(&config, SLOTS_YAML)?;
@@ -95,6 +103,7 @@ impl ProcessCluster {
             config,
             peers,
             nodes,
+            extra: extra.iter().map(|s| (*s).to_string()).collect(),
         };
         for i in running {
             cluster.spawn(*i)?;
@@ -129,6 +138,7 @@ impl ProcessCluster {
             .args(["--listen", &format!("127.0.0.1:{}", node.grpc)])
             .args(["--http-listen", &format!("127.0.0.1:{}", node.http)])
             .args(["--peers", &self.peers])
+            .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -155,6 +165,22 @@ impl ProcessCluster {
             .iter()
             .position(|n| n.id == id)
             .unwrap_or_else(|| panic!("{id:?} is one of this cluster's ids"))
+    }
+
+    /// Every instance's gRPC address, for a client of the whole cluster.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.grpc))
+            .collect()
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].child.is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
     }
 
     pub fn url(&self, i: usize) -> String {

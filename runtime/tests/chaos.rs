@@ -1,0 +1,247 @@
+//! The chaos scenario: a 3-instance cluster of real processes with fault
+//! injection on (dropped and delayed mesh messages, refused client calls),
+//! clients acquiring and publishing at a steady rate, and a driver that
+//! SIGKILLs an instance every few seconds (the leader every third time)
+//! and restarts it. Asserts what the product promises: no failed client
+//! call, every broadcast reached every subscriber, the tokens granted stay
+//! within the configured rate plus the documented failover window, and
+//! the leader changed.
+//!
+//! Runs for `VSS_CHAOS_SECONDS` (default 60). Soak: see e2e/README.md.
+
+mod process;
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use process::ProcessCluster;
+use tokio::sync::Mutex;
+use vss_client::{Acquire, Client};
+
+/// Slot 0 of the test config: bucketSize 200, refill 100 per second.
+const LIMITER: u32 = 0;
+const BUCKET: u64 = 200;
+const REFILL_PER_SECOND: u64 = 100;
+const BROADCAST: u32 = 10;
+const SUBSCRIBERS: usize = 3;
+const CHAOS_FLAGS: &[&str] = &[
+    "--chaos-mesh-drop",
+    "0.05",
+    "--chaos-mesh-delay-fraction",
+    "0.1",
+    "--chaos-mesh-delay-ms",
+    "20",
+    "--chaos-refuse-calls",
+    "0.02",
+];
+
+fn scenario_length() -> Duration {
+    let secs = std::env::var("VSS_CHAOS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    Duration::from_secs(secs)
+}
+
+#[derive(Default)]
+struct Tally {
+    calls: AtomicU64,
+    failed: AtomicU64,
+    granted: AtomicU64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_without_failed_calls() {
+    let length = scenario_length();
+    let mut cluster =
+        ProcessCluster::start_with(&["a", "b", "c"], &[0, 1, 2], CHAOS_FLAGS).expect("start");
+    cluster
+        .settled(&[0, 1, 2], Duration::from_secs(30))
+        .await
+        .expect("routing settles");
+    let endpoints = cluster.endpoints();
+    let client = || Client::new(&endpoints).expect("client");
+
+    // Subscribers on every instance, collecting message ids.
+    let mut received = Vec::new();
+    let mut readers = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let mut sub = client()
+            .subscribe(&format!("subscriber-{i}"), &[BROADCAST])
+            .await
+            .expect("subscribe");
+        let seen = Arc::new(Mutex::new(HashSet::new()));
+        received.push(seen.clone());
+        readers.push(tokio::spawn(async move {
+            while let Some(d) = sub.next().await {
+                let _ = d.ack().await;
+                seen.lock().await.insert(d.message_id);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let running = Arc::new(AtomicBool::new(true));
+    let tally = Arc::new(Tally::default());
+    let started = Instant::now();
+
+    // Acquirers: 4 × every 10 ms, 1 token each: well above the refill, so
+    // the bucket is the limit.
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (c, running, tally) = (client(), running.clone(), tally.clone());
+        workers.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(10));
+            while running.load(Ordering::Relaxed) {
+                every.tick().await;
+                tally.calls.fetch_add(1, Ordering::Relaxed);
+                match c
+                    .acquire(
+                        LIMITER,
+                        Acquire {
+                            key: None,
+                            tokens: Some(1),
+                        },
+                    )
+                    .await
+                {
+                    Ok(g) => {
+                        tally
+                            .granted
+                            .fetch_add(u64::from(g.granted), Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("acquire failed: {e}");
+                    }
+                }
+            }
+        }));
+    }
+    // Publisher: one broadcast every 200 ms.
+    let published = Arc::new(Mutex::new(BTreeSet::new()));
+    {
+        let (c, running, tally, published) =
+            (client(), running.clone(), tally.clone(), published.clone());
+        workers.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(200));
+            let mut n = 0u64;
+            while running.load(Ordering::Relaxed) {
+                every.tick().await;
+                n += 1;
+                tally.calls.fetch_add(1, Ordering::Relaxed);
+                match c
+                    .publish(BROADCAST, format!("m{n}").as_bytes(), "publisher")
+                    .await
+                {
+                    Ok(p) => {
+                        published.lock().await.insert(p.message_id);
+                    }
+                    Err(e) => {
+                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("publish failed: {e}");
+                    }
+                }
+            }
+        }));
+    }
+
+    // The chaos driver: kill an instance every 4 s (every third time the
+    // leader), restart it 1.5 s later; watch the leader throughout.
+    let watcher = client();
+    let mut leaders = Vec::new();
+    let mut kills = 0u32;
+    let mut next_kill = Instant::now() + Duration::from_secs(3);
+    let mut down: Option<(usize, Instant)> = None;
+    while started.elapsed() < length {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(t) = watcher.routing()
+            && leaders.last() != Some(&t.leader)
+        {
+            leaders.push(t.leader.clone());
+        }
+        if let Some((i, at)) = down
+            && at.elapsed() >= Duration::from_millis(1_500)
+        {
+            cluster.spawn(i).expect("restart");
+            down = None;
+        }
+        if down.is_none() && Instant::now() >= next_kill {
+            kills += 1;
+            let target = match watcher.routing() {
+                Some(t) if kills % 3 == 0 => cluster.index_of(&t.leader),
+                _ => fastrand::usize(..cluster.len()),
+            };
+            println!(
+                "{:>5.1}s kill -9 {}",
+                started.elapsed().as_secs_f64(),
+                cluster.id(target)
+            );
+            cluster.kill(target);
+            down = Some((target, Instant::now()));
+            next_kill = Instant::now() + Duration::from_secs(4);
+        }
+    }
+    running.store(false, Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let elapsed = started.elapsed();
+    if let Some((i, _)) = down {
+        cluster.spawn(i).expect("restart");
+    }
+    // Deliveries still in flight land within the broadcast timeout (2 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for r in &readers {
+        r.abort();
+    }
+
+    let calls = tally.calls.load(Ordering::Relaxed);
+    let failed = tally.failed.load(Ordering::Relaxed);
+    let granted = tally.granted.load(Ordering::Relaxed);
+    let allowed = BUCKET + REFILL_PER_SECOND * (elapsed.as_secs() + 1);
+    // Each owner failover may grant again what the owner granted in its
+    // last replication window (100 ms + a round trip): at most one refill
+    // under this load, and never more than a full bucket.
+    let bound = allowed + u64::from(kills) * BUCKET;
+    let published = published.lock().await.clone();
+    let mut missing = Vec::new();
+    for (i, seen) in received.iter().enumerate() {
+        let seen = seen.lock().await;
+        let lost: Vec<_> = published.iter().filter(|id| !seen.contains(id)).collect();
+        if !lost.is_empty() {
+            missing.push(format!(
+                "subscriber-{i} missed {} of {}",
+                lost.len(),
+                published.len()
+            ));
+        }
+    }
+    println!("chaos for {elapsed:.1?}: {kills} kills, leaders {leaders:?}");
+    println!("client calls {calls}, failed {failed}");
+    println!(
+        "broadcasts {} published, each to {SUBSCRIBERS} subscribers: {}",
+        published.len(),
+        if missing.is_empty() {
+            "all delivered".to_string()
+        } else {
+            missing.join("; ")
+        }
+    );
+    println!(
+        "tokens granted {granted}; the config allows {allowed} in {:.0} s; bound with {kills} failovers {bound}",
+        elapsed.as_secs_f64()
+    );
+
+    assert_eq!(failed, 0, "client calls failed under chaos");
+    assert!(missing.is_empty(), "{missing:?}");
+    assert!(!published.is_empty());
+    assert!(granted <= bound, "granted {granted} > bound {bound}");
+    assert!(
+        granted >= allowed / 2,
+        "granted {granted}: the limiter should still serve about its rate ({allowed})"
+    );
+    assert!(leaders.len() >= 2, "the leader never changed: {leaders:?}");
+}
