@@ -194,6 +194,44 @@ async fn signals_cross_instances() {
 
     // Membership lives with the slot's owner: register through b, publish
     // through a, receive on c.
+    // A client connected to all three instances gets each message from
+    // each of them, acks every copy, and sees it once; the publish counts
+    // it once.
+    let everywhere = vss_client::Client::new(&cluster.endpoints()).expect("client");
+    let mut all = everywhere
+        .subscribe("everywhere", &[BROADCAST])
+        .await
+        .expect("subscribe everywhere");
+    let (copies_tx, mut copies) = tokio::sync::mpsc::channel(16);
+    let all_reader = tokio::spawn(async move {
+        while let Some(d) = all.next().await {
+            let _ = d.ack().await;
+            if copies_tx.send(d.message_id).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let twice = on_a
+        .publish(BROADCAST, b"to-two-clients", "publisher-on-a")
+        .await
+        .expect("publish");
+    assert_eq!((twice.delivered, twice.failed), (2, 0), "{twice:?}");
+    let got = tokio::time::timeout(Duration::from_secs(5), copies.recv())
+        .await
+        .expect("delivery to the client on every instance");
+    assert_eq!(got, Some(twice.message_id));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        copies.try_recv().is_err(),
+        "the message was handed out once"
+    );
+    all_reader.abort();
+    let got = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .expect("second broadcast on c");
+    assert_eq!(got, Some((BROADCAST, b"to-two-clients".to_vec())));
+
     cluster
         .client(1)
         .register(MULTICAST, "only-on-c")

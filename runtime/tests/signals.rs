@@ -349,3 +349,47 @@ async fn a_publish_may_outlast_the_client_call_timeout_up_to_the_slot_timeout() 
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_repeated_message_id_is_carried_out_once() {
+    let (server, client) = server().await;
+    let b = Listener::start(&client, "b", &[10], true).await;
+    let mut grpc = vss_proto::v1::vss_client::VssClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect");
+    let publish = vss_proto::v1::PublishRequest {
+        slot: 10,
+        message: b"once".to_vec(),
+        client_id: String::new(),
+        message_id: 0xfeed,
+    };
+    let first = grpc
+        .publish(publish.clone())
+        .await
+        .expect("publish")
+        .into_inner();
+    let again = grpc
+        .publish(publish.clone())
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(
+        first.message_id, 0xfeed,
+        "the client's id is the message id"
+    );
+    assert_eq!(again, first, "a retry gets the first outcome");
+    assert_eq!(b.count(), 1, "and is not delivered again");
+
+    // Another id is another message.
+    let other = grpc
+        .publish(vss_proto::v1::PublishRequest {
+            message_id: 0xbeef,
+            ..publish
+        })
+        .await
+        .expect("publish")
+        .into_inner();
+    assert_eq!((other.message_id, other.delivered), (0xbeef, 1));
+    assert_eq!(b.count(), 2);
+    server.shutdown().await;
+}
