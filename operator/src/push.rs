@@ -228,6 +228,13 @@ mod tests {
         ) -> Result<Response<Self::EventsStream>, Status> {
             unimplemented()
         }
+        type WatchRoutingStream = tokio_stream::Empty<Result<vss_proto::v1::RoutingUpdate, Status>>;
+        async fn watch_routing(
+            &self,
+            _: Request<vss_proto::v1::WatchRoutingRequest>,
+        ) -> Result<Response<Self::WatchRoutingStream>, Status> {
+            unimplemented()
+        }
     }
 
     #[tokio::test]

@@ -171,7 +171,7 @@ async fn chaos_without_failed_calls() {
         if down.is_none() && Instant::now() >= next_kill {
             kills += 1;
             let target = match watcher.routing() {
-                Some(t) if kills % 3 == 0 => cluster.index_of(&t.leader),
+                Some(t) if kills.is_multiple_of(3) => cluster.index_of(&t.leader),
                 _ => fastrand::usize(..cluster.len()),
             };
             println!(
