@@ -456,3 +456,31 @@ fn route_of(table: &RoutingTable, slot: u32) -> SlotRoute {
         .cloned()
         .unwrap_or_else(|| panic!("slot {slot} is routed: {table:?}"))
 }
+
+#[tokio::test]
+async fn chaos_restart_exits_with_75_for_the_supervisor() {
+    let started = Instant::now();
+    let out = ProcessCluster::run_once(&[
+        "--id",
+        "a",
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--chaos-restart-every-s",
+        "1",
+    ])
+    .expect("run vss-runtime");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "stderr: {stderr}");
+    assert!(stderr.contains("chaos: restarting"), "stderr: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    let bad = ProcessCluster::run_once(&["--chaos-mesh-drop", "2"]).expect("run");
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("--chaos-mesh-drop: 2 is not a fraction between 0 and 1"),
+        "stderr: {stderr}"
+    );
+}
