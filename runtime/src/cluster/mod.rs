@@ -270,9 +270,7 @@ impl Cluster {
         for peer in self.peers.values() {
             tasks.spawn(self.clone().heartbeats(peer.clone(), stop.clone()));
         }
-        if !self.peers.is_empty() || self.table().is_none() {
-            tasks.spawn(self.clone().decide_loop(stop.clone()));
-        }
+        tasks.spawn(self.clone().decide_loop(stop.clone()));
         tasks.spawn(self.clone().replicate_loop(stop.clone()));
         while tasks.join_next().await.is_some() {}
         self.pushes.close();
