@@ -83,6 +83,38 @@ impl VssService {
         out
     }
 
+    /// Register (`join`) or deregister, at the slot's owner.
+    async fn membership(
+        &self,
+        req: Request<MembershipRequest>,
+        join: bool,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let slot = req.get_ref().slot;
+        let forwarded = self
+            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move {
+                if join {
+                    c.register(r).await
+                } else {
+                    c.deregister(r).await
+                }
+            })
+            .await;
+        if let Some(answer) = forwarded {
+            return answer;
+        }
+        let r = req.into_inner();
+        if join {
+            self.timed(Verb::Register, || {
+                self.signals.register(r.slot, &r.client_id)
+            })?;
+        } else {
+            self.timed(Verb::Deregister, || {
+                self.signals.deregister(r.slot, &r.client_id)
+            })?;
+        }
+        Ok(Response::new(MembershipReply {}))
+    }
+
     /// Serves the request at the slot's owner when that is another
     /// instance: tries the owner, then its standby, and answers None when
     /// this instance should serve it (it is next in line, or nobody else
@@ -103,14 +135,12 @@ impl VssService {
         if req.metadata().contains_key(FORWARDED_HEADER) {
             return None;
         }
-        if self.cluster.table().is_none() && !self.cluster.peers().is_empty() {
-            // Serving from this instance's fresh state could grant what the
-            // owner already gave out: send the client elsewhere.
+        let Some(line) = self.cluster.placement(slot) else {
             return Some(Err(Status::unavailable(
                 "this instance is joining the cluster and has no routing table yet; try another instance",
             )));
-        }
-        for target in self.cluster.placement(slot) {
+        };
+        for target in line {
             let Placement::Remote(peer) = target else {
                 return None;
             };
@@ -233,40 +263,14 @@ impl Vss for VssService {
         &self,
         req: Request<MembershipRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
-        let slot = req.get_ref().slot;
-        let forwarded = self
-            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move {
-                c.register(r).await
-            })
-            .await;
-        if let Some(answer) = forwarded {
-            return answer;
-        }
-        let r = req.into_inner();
-        self.timed(Verb::Register, || {
-            self.signals.register(r.slot, &r.client_id)
-        })?;
-        Ok(Response::new(MembershipReply {}))
+        self.membership(req, true).await
     }
 
     async fn deregister(
         &self,
         req: Request<MembershipRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
-        let slot = req.get_ref().slot;
-        let forwarded = self
-            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move {
-                c.deregister(r).await
-            })
-            .await;
-        if let Some(answer) = forwarded {
-            return answer;
-        }
-        let r = req.into_inner();
-        self.timed(Verb::Deregister, || {
-            self.signals.deregister(r.slot, &r.client_id)
-        })?;
-        Ok(Response::new(MembershipReply {}))
+        self.membership(req, false).await
     }
 
     type EventsStream = EventStream;

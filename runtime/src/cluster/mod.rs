@@ -220,9 +220,16 @@ impl Cluster {
     /// not answer heartbeats. Ends with [`Placement::Local`]: if this
     /// instance is in line it serves, and if nobody else can, it serves
     /// rather than fail the call.
-    pub fn placement(&self, slot: u32) -> Vec<Placement> {
-        let mut line = Vec::new();
+    ///
+    /// None while this instance, one of several, holds no routing table
+    /// yet: it cannot know the owner, and serving from its fresh state
+    /// could grant what the owner already gave out.
+    pub fn placement(&self, slot: u32) -> Option<Vec<Placement>> {
         let table = self.table();
+        if table.is_none() && !self.peers.is_empty() {
+            return None;
+        }
+        let mut line = Vec::new();
         let route = u8::try_from(slot)
             .ok()
             .and_then(|s| table.as_deref()?.route(s).cloned());
@@ -237,7 +244,7 @@ impl Cluster {
             }
         }
         line.push(Placement::Local);
-        line
+        Some(line)
     }
 
     /// The table in force now and every one installed after it.
