@@ -14,13 +14,25 @@ use tokio::process::Command;
 /// `kubectl --kubeconfig <file> -n <namespace> ...`.
 #[derive(Debug, Clone)]
 pub struct Kubectl {
+    program: PathBuf,
     kubeconfig: PathBuf,
     namespace: String,
 }
 
 impl Kubectl {
+    /// The `kubectl` on PATH.
     pub fn new(kubeconfig: impl Into<PathBuf>, namespace: impl Into<String>) -> Self {
+        Self::with_program("kubectl", kubeconfig, namespace)
+    }
+
+    /// A given `kubectl` binary (one built for the API server's version).
+    pub fn with_program(
+        program: impl Into<PathBuf>,
+        kubeconfig: impl Into<PathBuf>,
+        namespace: impl Into<String>,
+    ) -> Self {
         Self {
+            program: program.into(),
             kubeconfig: kubeconfig.into(),
             namespace: namespace.into(),
         }
@@ -28,7 +40,16 @@ impl Kubectl {
 
     /// The same cluster, another namespace.
     pub fn in_namespace(&self, namespace: &str) -> Self {
-        Self::new(self.kubeconfig.clone(), namespace)
+        Self::with_program(self.program.clone(), self.kubeconfig.clone(), namespace)
+    }
+
+    /// The same cluster and namespace as another user.
+    pub fn as_user(&self, kubeconfig: impl Into<PathBuf>) -> Self {
+        Self::with_program(self.program.clone(), kubeconfig, self.namespace.clone())
+    }
+
+    pub fn kubeconfig(&self) -> &std::path::Path {
+        &self.kubeconfig
     }
 
     pub fn namespace(&self) -> &str {
@@ -38,7 +59,7 @@ impl Kubectl {
     /// A `kubectl` command with the kubeconfig and namespace set; the caller
     /// adds the verb.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new("kubectl");
+        let mut cmd = Command::new(&self.program);
         cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--namespace")
@@ -66,6 +87,43 @@ impl Kubectl {
             );
         }
         String::from_utf8(out.stdout).context("kubectl printed non-UTF-8 output")
+    }
+
+    /// Runs `kubectl <args>` with `stdin` fed in; the outcome as it is,
+    /// for callers that expect a refusal.
+    pub async fn output(&self, args: &[&str], stdin: Option<&str>) -> Result<std::process::Output> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running kubectl (is it installed and on PATH?)")?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes())
+                .await
+                .context("writing kubectl's stdin")?;
+        }
+        child.wait_with_output().await.context("waiting for kubectl")
+    }
+
+    /// `kubectl apply -f -` of `yaml`; its stdout.
+    pub async fn apply_yaml(&self, yaml: &str) -> Result<String> {
+        let out = self.output(&["apply", "-f", "-"], Some(yaml)).await?;
+        if !out.status.success() {
+            bail!(
+                "kubectl apply failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// `kubectl get <kind> <name> -o json`.

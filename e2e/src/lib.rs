@@ -7,15 +7,26 @@
 //! could disagree with it) and [`vss_client::Client`] through
 //! `kubectl port-forward` for the VSS API.
 //!
+//! `tests/real_api_server.rs` runs against a real control plane started on
+//! loopback by `e2e/control-plane/up` (no nodes: [`LocalPods`] runs the
+//! pods as local processes).
+//!
 //! Not here: unit tests of the operator's objects (they live next to the
 //! operator) and anything that needs no cluster.
 
+pub mod control_plane;
 pub mod env;
 pub mod kubectl;
+pub mod local_pods;
 pub mod port_forward;
+pub mod process;
 pub mod runner;
+pub mod scenarios;
 pub mod wait;
 
+pub use control_plane::ControlPlane;
 pub use env::E2eEnv;
 pub use kubectl::Kubectl;
+pub use local_pods::LocalPods;
 pub use port_forward::PortForward;
+pub use process::Process;

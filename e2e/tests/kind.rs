@@ -18,6 +18,7 @@ use vss_e2e::kubectl::{
     str_at,
 };
 use vss_e2e::runner::{self, Scenario, ScenarioFuture};
+use vss_e2e::scenarios::{self, selector_of};
 use vss_e2e::{E2eEnv, Kubectl, PortForward, wait};
 
 /// The runtime's gRPC port (client API).
@@ -29,26 +30,7 @@ const LIMITER_SLOT: u32 = 0;
 const MULTICAST_SLOT: u32 = 3;
 /// Not in the example; the config-change scenario adds it.
 const ADDED_SLOT: u32 = 42;
-/// Kinds the operator creates for a cluster (its ownerReferences point at
-/// the VssCluster).
-const OWNED_KINDS: &[&str] = &[
-    "statefulsets.apps",
-    "services",
-    "configmaps",
-    "serviceaccounts",
-    "roles.rbac.authorization.k8s.io",
-    "rolebindings.rbac.authorization.k8s.io",
-    "poddisruptionbudgets.policy",
-    "leases.coordination.k8s.io",
-];
-
 const POLL: Duration = Duration::from_secs(2);
-
-/// The labels selecting a cluster's pods (the operator's
-/// `resources::selector_labels`).
-fn selector_of(cluster: &str) -> String {
-    format!("app.kubernetes.io/name=vss,app.kubernetes.io/instance={cluster}")
-}
 
 /// Shared by the scenarios: where the cluster is and how to reach it.
 struct Ctx {
@@ -286,79 +268,19 @@ async fn pod_identities(ctx: &Ctx) -> Result<BTreeMap<String, (String, i64)>> {
 /// rises, the slot answers) while no pod is replaced or restarted.
 async fn config_change_is_pushed_without_restarts(ctx: &Ctx) -> Result<()> {
     let forwards = ctx.forward_all().await?;
-    let client = client_of(&forwards)?;
-    match client.acquire(ADDED_SLOT, Acquire::default()).await {
-        Err(e) if e.code() == Some(tonic::Code::NotFound) => {}
-        other => bail!(
-            "slot {ADDED_SLOT} must be unconfigured before the change (re-apply the examples); got {other:?}"
-        ),
-    }
-    let mut before = BTreeMap::new();
-    for f in &forwards {
-        let single = Client::new(&[f.endpoint.as_str()])?;
-        let (_, status) = single
-            .status()
-            .await
-            .into_iter()
-            .next()
-            .context("no status")?;
-        before.insert(f.pod.clone(), status?.config_generation);
-    }
-    let identities = pod_identities(ctx).await?;
-
-    let patch = format!(
-        r#"[{{"op":"add","path":"/spec/slots/-","value":{{"id":{ADDED_SLOT},"type":"token-bucket","bucketSize":5,"period":"second"}}}}]"#
-    );
-    ctx.kubectl
-        .run(&[
-            "patch",
-            "vsscluster",
-            &ctx.cluster,
-            "--type=json",
-            "-p",
-            &patch,
-        ])
-        .await?;
-
-    wait::until(
-        "every pod to run the new config",
+    let pods: Vec<(String, String)> = forwards
+        .iter()
+        .map(|f| (f.pod.clone(), f.endpoint.clone()))
+        .collect();
+    scenarios::slot_change_is_pushed_without_restarts(
+        &ctx.kubectl,
+        &ctx.cluster,
+        &pods,
+        ADDED_SLOT,
         Duration::from_secs(120),
-        POLL,
-        || async {
-            for f in &forwards {
-                let single = Client::new(&[f.endpoint.as_str()])?;
-                let (_, status) = single
-                    .status()
-                    .await
-                    .into_iter()
-                    .next()
-                    .context("no status")?;
-                let status = status.with_context(|| format!("status of {}", f.pod))?;
-                let old = before.get(&f.pod).copied().unwrap_or(0);
-                if status.config_generation <= old {
-                    bail!(
-                        "{} still runs config generation {}",
-                        f.pod,
-                        status.config_generation
-                    );
-                }
-                if !status.slots.iter().any(|s| s.id == ADDED_SLOT) {
-                    bail!("{} has a new generation but no slot {ADDED_SLOT}", f.pod);
-                }
-            }
-            Ok(Some(()))
-        },
+        || pod_identities(ctx),
     )
-    .await?;
-    let grant = client.acquire(ADDED_SLOT, Acquire::default()).await?;
-    ensure!(grant.granted == 1, "the added slot granted {grant:?}");
-
-    let after = pod_identities(ctx).await?;
-    ensure!(
-        after == identities,
-        "pods were replaced or restarted by a config change: before {identities:?}, after {after:?}"
-    );
-    Ok(())
+    .await
 }
 
 /// Deleting the leader pod while a client keeps calling: no call fails,
@@ -451,61 +373,11 @@ async fn pod_deletion_fails_no_client_calls(ctx: &Ctx) -> Result<()> {
 /// Deleting the VssCluster removes everything it owns, its pods and the
 /// runtime Lease.
 async fn vsscluster_deletion_cleans_up(ctx: &Ctx) -> Result<()> {
-    let vc = ctx.vsscluster().await?;
-    let uid = str_at(&vc, "/metadata/uid").to_string();
-    ensure!(!uid.is_empty(), "the VssCluster has no uid");
-    let mut owned = Vec::new();
-    for kind in OWNED_KINDS {
-        for obj in ctx.kubectl.list(kind, None).await? {
-            if is_owned_by(&obj, &uid) {
-                owned.push(format!("{kind}/{}", name_of(&obj)));
-            }
-        }
-    }
-    ensure!(
-        owned.iter().any(|o| o.starts_with("statefulsets.apps/")),
-        "before deletion, no StatefulSet is owned by the VssCluster (owned: {owned:?})"
-    );
-    println!("  owned before deletion: {}", owned.join(", "));
-
-    ctx.kubectl
-        .run(&[
-            "delete",
-            "vsscluster",
-            &ctx.cluster,
-            "--wait=true",
-            "--timeout=120s",
-        ])
-        .await?;
-
-    let lease = ctx.lease_name();
-    wait::until(
-        "everything the VssCluster owned to be gone",
+    scenarios::deletion_leaves_nothing_behind(
+        &ctx.kubectl,
+        &ctx.cluster,
         Duration::from_secs(180),
         POLL,
-        || async {
-            let mut left = Vec::new();
-            for kind in OWNED_KINDS {
-                for obj in ctx.kubectl.list(kind, None).await? {
-                    if is_owned_by(&obj, &uid) {
-                        left.push(format!("{kind}/{}", name_of(&obj)));
-                    }
-                }
-            }
-            for pod in ctx.pods().await? {
-                left.push(format!("pod/{}", name_of(&pod)));
-            }
-            if ctx.kubectl.get_opt("lease", &lease).await?.is_some() {
-                // Made by the runtime, not the operator, so garbage collection
-                // does not cover it unless the operator owns or deletes it.
-                left.push(format!("lease/{lease}"));
-            }
-            if left.is_empty() {
-                Ok(Some(()))
-            } else {
-                bail!("still present: {}", left.join(", "))
-            }
-        },
     )
     .await
 }

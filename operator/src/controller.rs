@@ -381,16 +381,22 @@ async fn push_config(
         .map_err(kube_err("list", format!("pods of {}", cluster.name_any())))?
         .items;
     list.sort_by_key(|p| p.name_any());
-    let running: Vec<(String, bool)> = list
+    // Pods are called at their IP: a pod's DNS name on the headless
+    // Service appears only once it is ready, and a starting pod must get
+    // the config it is behind on too.
+    let running: Vec<(String, String, bool)> = list
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .map(|p| (p.name_any(), pod_ready(p)))
+        .filter_map(|p| {
+            let ip = p.status.as_ref()?.pod_ip.as_deref()?;
+            Some((p.name_any(), resources::pod_address(ip), pod_ready(p)))
+        })
         .collect();
 
     let target = u64::try_from(generation).unwrap_or(0);
-    let calls = running.iter().map(|(pod, ready)| {
-        let address = names.pod_address(pod, ns);
+    let calls = running.iter().map(|(pod, address, ready)| {
+        let address = address.clone();
         let control = ctx.pods.clone();
         let yaml = slots_yaml.to_string();
         let pod = pod.clone();

@@ -88,6 +88,7 @@ pub fn pod(name: &str, ready: bool) -> Pod {
         },
         status: Some(PodStatus {
             phase: Some("Running".into()),
+            pod_ip: Some(pod_ip(name)),
             conditions: Some(vec![PodCondition {
                 type_: "Ready".into(),
                 status: if ready { "True" } else { "False" }.into(),
@@ -134,8 +135,18 @@ impl FakePods {
     }
 }
 
+/// `demo-N` runs at 10.244.0.(10+N).
+pub fn pod_ip(pod: &str) -> String {
+    let ordinal: u8 = pod
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse().ok())
+        .expect("pod names of fixtures end in an ordinal");
+    format!("10.244.0.{}", 10 + ordinal)
+}
+
+/// Where the operator calls a fixture pod: its IP, the gRPC port.
 pub fn address(pod: &str) -> String {
-    format!("{pod}.demo-peers.{NS}.svc:7700")
+    format!("{}:7700", pod_ip(pod))
 }
 
 impl PodControl for FakePods {

@@ -18,9 +18,11 @@ use crate::crd::{ConfigMapKey, VssClusterSpec, VssSlot};
 /// points inside it.
 pub const MODULES_DIR: &str = "/etc/vss-modules";
 
-/// Where a module ConfigMap key appears inside the pod.
+/// Where a module ConfigMap key appears inside the pod, relative to
+/// [`MODULES_DIR`]: the runtime resolves it against its `--module-root`,
+/// in the mounted file and in pushed configs alike.
 pub fn module_path(key: &ConfigMapKey) -> String {
-    format!("{MODULES_DIR}/{}/{}", key.name, key.key)
+    format!("{}/{}", key.name, key.key)
 }
 
 /// The ConfigMaps that hold custom modules, each once.
@@ -132,7 +134,7 @@ mod tests {
         };
         let config = runtime_config(&spec(vec![slot]));
         let custom = config.slots[0].custom.as_ref().expect("custom");
-        assert_eq!(custom.module, "/etc/vss-modules/modules/fixed_window.wasm");
+        assert_eq!(custom.module, "modules/fixed_window.wasm");
     }
 
     #[test]

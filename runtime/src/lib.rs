@@ -77,6 +77,11 @@ pub struct RuntimeOptions {
     /// A config file to watch: a change is applied without restart under
     /// the next generation.
     pub watch_config: Option<PathBuf>,
+    /// Folder that relative custom module paths are resolved against, in
+    /// the watched config file and in configs pushed through the control API
+    /// alike (in a pod: where the module ConfigMaps are mounted). None: the
+    /// watched file's folder, and the working directory for pushed configs.
+    pub module_root: Option<PathBuf>,
     /// Faults to inject into this instance (off by default).
     pub chaos: ChaosOptions,
 }
@@ -91,6 +96,7 @@ impl Default for RuntimeOptions {
             members: None,
             lease: None,
             watch_config: None,
+            module_root: None,
             chaos: ChaosOptions::default(),
         }
     }
@@ -232,7 +238,13 @@ impl Runtime {
             stop.clone(),
         );
         let mesh = MeshService::new(self.cluster.clone(), self.signals.clone());
-        let control = ControlService::new(self.cluster.clone());
+        let control = ControlService::new(
+            self.cluster.clone(),
+            self.options
+                .module_root
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(".")),
+        );
         let grpc_addr = self.grpc_addr();
         let http_addr = self.http_addr();
         let chaos = self.options.chaos;
@@ -283,8 +295,9 @@ impl Runtime {
         });
         if let Some(path) = self.options.watch_config.clone() {
             let (slots, watch_stop) = (self.slots.clone(), stop.clone());
+            let root = self.options.module_root.clone();
             tasks.spawn(async move {
-                watch_config(path, slots, watch_stop).await;
+                watch_config(path, root, slots, watch_stop).await;
                 Ok(())
             });
         }
@@ -336,7 +349,12 @@ impl Runtime {
 
 /// Applies changes of the config file while serving. A file that fails to
 /// parse or validate is reported and the configuration in force stays.
-async fn watch_config(path: PathBuf, slots: Arc<SlotTable>, stop: CancellationToken) {
+async fn watch_config(
+    path: PathBuf,
+    module_root: Option<PathBuf>,
+    slots: Arc<SlotTable>,
+    stop: CancellationToken,
+) {
     let mut last = tokio::fs::read(&path).await.ok();
     let mut every = tokio::time::interval(CONFIG_POLL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -352,7 +370,11 @@ async fn watch_config(path: PathBuf, slots: Arc<SlotTable>, stop: CancellationTo
             continue;
         }
         last = Some(now);
-        let config = match vss_config::load_file(&path) {
+        let loaded = match &module_root {
+            Some(root) => vss_config::load_file_with_base(&path, root),
+            None => vss_config::load_file(&path),
+        };
+        let config = match loaded {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "config file changed but is invalid; keeping the configuration in force");

@@ -32,12 +32,14 @@ struct Args {
     #[arg(long, env = "VSS_ID", default_value = "vss-0")]
     id: String,
     /// Every instance of the cluster, this one included: ID=HOST:PORT,...
-    /// Without it (and without --in-cluster) the instance runs alone.
-    #[arg(long, env = "VSS_PEERS", conflicts_with = "in_cluster")]
+    /// Without it (and without --in-cluster) the instance runs alone. With
+    /// --in-cluster it replaces the headless Service's DNS names, for pods
+    /// whose peers are reached at other addresses.
+    #[arg(long, env = "VSS_PEERS")]
     peers: Option<String>,
     /// Run as a pod of a StatefulSet: identity from POD_NAME, peers through
-    /// the headless Service, leader through a Kubernetes Lease.
-    #[arg(long, requires_all = ["replicas", "headless_service"])]
+    /// the headless Service (or --peers), leader through a Kubernetes Lease.
+    #[arg(long)]
     in_cluster: bool,
     /// In-cluster: number of instances (the StatefulSet's replicas).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=32))]
@@ -45,6 +47,10 @@ struct Args {
     /// In-cluster: the headless Service that gives each pod a DNS name.
     #[arg(long)]
     headless_service: Option<String>,
+    /// Folder that relative custom module paths resolve against, in the
+    /// config file and in pushed configs. Default: the config file's folder.
+    #[arg(long, env = "VSS_MODULE_ROOT")]
+    module_root: Option<PathBuf>,
     /// In-cluster: the Lease used for leader election (default
     /// <statefulset>-leader).
     #[arg(long)]
@@ -87,20 +93,39 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format);
-    let config = vss_config::load_file(&args.config)?;
+    let module_root = match &args.module_root {
+        Some(root) => root.clone(),
+        None => args
+            .config
+            .parent()
+            .map_or_else(|| PathBuf::from("."), PathBuf::from),
+    };
+    let config = vss_config::load_file_with_base(&args.config, &module_root)?;
     let (instance_id, members) = if args.in_cluster {
         let pod =
             std::env::var("POD_NAME").map_err(|_| MembersError::MissingEnv { var: "POD_NAME" })?;
-        let namespace = std::env::var("POD_NAMESPACE").map_err(|_| MembersError::MissingEnv {
-            var: "POD_NAMESPACE",
-        })?;
-        let members = Members::stateful_set(
-            &pod,
-            &namespace,
-            args.headless_service.as_deref().unwrap_or_default(),
-            usize::from(args.replicas.unwrap_or(1)),
-            args.listen.port(),
-        )?;
+        let members = match &args.peers {
+            Some(list) => Members::parse(&pod, list)?,
+            None => {
+                let (Some(replicas), Some(service)) = (args.replicas, &args.headless_service)
+                else {
+                    anyhow::bail!(
+                        "--in-cluster needs --replicas and --headless-service (or --peers)"
+                    );
+                };
+                let namespace =
+                    std::env::var("POD_NAMESPACE").map_err(|_| MembersError::MissingEnv {
+                        var: "POD_NAMESPACE",
+                    })?;
+                Members::stateful_set(
+                    &pod,
+                    &namespace,
+                    service,
+                    usize::from(replicas),
+                    args.listen.port(),
+                )?
+            }
+        };
         (pod, Some(members))
     } else {
         let members = match &args.peers {
@@ -128,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
         members,
         lease: lease.as_ref().map(|l| l.is_leader()),
         watch_config: (args.watch_config && !args.in_cluster).then(|| args.config.clone()),
+        module_root: Some(module_root),
         listen: args.listen,
         http_listen: Some(args.http_listen),
         wasm_limits: WasmLimits {

@@ -50,10 +50,13 @@ impl Names {
             base,
         }
     }
+}
 
-    /// The pod's address on the headless Service (gRPC port).
-    pub fn pod_address(&self, pod: &str, namespace: &str) -> String {
-        format!("{pod}.{}.{namespace}.svc:{GRPC_PORT}", self.headless)
+/// A pod's gRPC address from its `status.podIP` (IPv4 or IPv6).
+pub fn pod_address(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{GRPC_PORT}"),
+        _ => format!("{ip}:{GRPC_PORT}"),
     }
 }
 

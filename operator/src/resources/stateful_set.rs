@@ -143,6 +143,8 @@ fn container(cluster: &VssCluster, names: &Names, default_image: &str) -> Contai
             format!("0.0.0.0:{GRPC_PORT}"),
             "--http-listen".into(),
             format!("0.0.0.0:{}", super::HTTP_PORT),
+            "--module-root".into(),
+            MODULES_DIR.into(),
             "--in-cluster".into(),
             "--replicas".into(),
             spec.instances.to_string(),

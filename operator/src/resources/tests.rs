@@ -42,10 +42,12 @@ fn names_follow_the_cluster() {
     assert_eq!(names.headless, "demo-peers");
     assert_eq!(names.config, "demo-config");
     assert_eq!(names.lease, "demo-leader");
-    assert_eq!(
-        names.pod_address("demo-1", "testns"),
-        "demo-1.demo-peers.testns.svc:7700"
-    );
+}
+
+#[test]
+fn pods_are_called_at_their_ip() {
+    assert_eq!(super::pod_address("10.1.2.3"), "10.1.2.3:7700");
+    assert_eq!(super::pod_address("fd00::1"), "[fd00::1]:7700");
 }
 
 #[test]
@@ -72,7 +74,7 @@ fn pods_run_the_runtime_per_the_contract() {
     assert_eq!(
         c.args.clone().unwrap_or_default().join(" "),
         "--config /etc/vss/slots.yaml --listen 0.0.0.0:7700 --http-listen 0.0.0.0:7701 \
-         --in-cluster --replicas 3 --headless-service demo-peers"
+         --module-root /etc/vss-modules --in-cluster --replicas 3 --headless-service demo-peers"
     );
     let env: Vec<String> = c
         .env
@@ -148,7 +150,7 @@ fn custom_modules_are_mounted_where_the_config_says() {
     c.spec.slots.push(custom_slot(11, "a-first", "other.wasm"));
     let yaml = crate::slots::render(&c.spec).expect("valid");
     assert!(
-        yaml.contains("module: /etc/vss-modules/my.modules/fixed_window.wasm"),
+        yaml.contains("module: my.modules/fixed_window.wasm"),
         "{yaml}"
     );
     let pod = stateful_set(&c, IMAGE)

@@ -49,6 +49,11 @@ fn list(errors: &[FieldError]) -> String {
 /// Reads and validates a YAML config file. Relative custom module paths are
 /// resolved against the file's folder.
 pub fn load_file(path: &Path) -> Result<ValidConfig, ConfigError> {
+    load_file_with_base(path, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Like [`load_file`], resolving relative custom module paths against `base`.
+pub fn load_file_with_base(path: &Path, base: &Path) -> Result<ValidConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -57,7 +62,6 @@ pub fn load_file(path: &Path) -> Result<ValidConfig, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let base = path.parent().unwrap_or(Path::new("."));
     raw.validate_with_base(base)
 }
 

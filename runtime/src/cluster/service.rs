@@ -169,11 +169,15 @@ fn known(cluster: &Cluster) -> std::collections::HashSet<String> {
 #[derive(Debug, Clone)]
 pub struct ControlService {
     cluster: Arc<Cluster>,
+    module_root: std::path::PathBuf,
 }
 
 impl ControlService {
-    pub fn new(cluster: Arc<Cluster>) -> Self {
-        Self { cluster }
+    pub fn new(cluster: Arc<Cluster>, module_root: std::path::PathBuf) -> Self {
+        Self {
+            cluster,
+            module_root,
+        }
     }
 }
 
@@ -190,7 +194,7 @@ impl Control for ControlService {
         }
         let config = vss_config::SlotsConfig::from_yaml(&r.config_yaml)
             .map_err(|e| Status::invalid_argument(format!("config_yaml: {e}")))?
-            .validate()
+            .validate_with_base(&self.module_root)
             .map_err(|e| Status::invalid_argument(format!("config_yaml: {e}")))?;
         let slots = self.cluster.slots().clone();
         let generation = r.generation;

@@ -1,0 +1,765 @@
+//! The CRD, the operator (under the chart's RBAC), config push and the
+//! runtime's Lease election against a real kube-apiserver,
+//! kube-controller-manager and etcd on loopback (`e2e/control-plane/`).
+//!
+//! Runs only with `VSS_E2E_CONTROL_PLANE=1` (`.ci/run` sets it; the first
+//! start builds the control plane from its Go modules). Without it, it
+//! prints what it did not run and counts it as skipped. The closing line is
+//! `real-api-server: N passed, M failed`.
+//!
+//! The pods of a VssCluster are created by the real StatefulSet controller
+//! and run by [`LocalPods`] as local `vss-runtime` processes, so the
+//! operator's config push and the runtime's Lease campaign meet real
+//! objects, real RBAC and real gRPC.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use base64::Engine as _;
+use serde_json::Value;
+use tokio::sync::Mutex;
+use vss_client::{Acquire, Client};
+use vss_e2e::control_plane::{ENABLE_VAR, scripts_dir};
+use vss_e2e::kubectl::{condition_status, int_at, is_owned_by, lease_holder, name_of, str_at};
+use vss_e2e::runner::{self, Scenario, ScenarioFuture};
+use vss_e2e::scenarios;
+use vss_e2e::{ControlPlane, Kubectl, LocalPods, Process, wait};
+
+const OPERATOR_NS: &str = "vss-system";
+const OPERATOR_SA: &str = "vss-operator";
+const NS: &str = "vss-demo";
+const CLUSTER: &str = "demo";
+const POLL: Duration = Duration::from_millis(250);
+const MODULE_CM: &str = "demo-modules";
+const CUSTOM_SLOT: u32 = 9;
+const ADDED_SLOT: u32 = 42;
+
+/// Everything the scenarios share, in order.
+struct Suite {
+    cp: ControlPlane,
+    repo: PathBuf,
+    work: PathBuf,
+    operator_bin: PathBuf,
+    runtime_bin: PathBuf,
+    operators: Mutex<Vec<Process>>,
+    pods: Arc<Mutex<LocalPods>>,
+    kubelet: Mutex<Option<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>>,
+}
+
+impl Suite {
+    fn kubectl(&self, ns: &str) -> Kubectl {
+        self.cp.kubectl(ns)
+    }
+
+    fn file(&self, path: &str) -> PathBuf {
+        self.repo.join(path)
+    }
+
+    /// Starts `vss-operator run` as a user would run it, authenticated as
+    /// the chart's ServiceAccount.
+    async fn start_operator(&self, identity: &str) -> Result<()> {
+        let kubeconfig = self
+            .cp
+            .service_account_kubeconfig(OPERATOR_NS, OPERATOR_SA)
+            .await?;
+        let mut cmd = tokio::process::Command::new(&self.operator_bin);
+        cmd.args(["run", "--http-listen", "127.0.0.1:0", "--runtime-image"])
+            .arg("vss-runtime:local")
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", identity)
+            .env("POD_NAMESPACE", OPERATOR_NS)
+            .env("RUST_LOG", "info,kube=warn");
+        let process = Process::spawn(identity, cmd, &self.work.join("logs"))?;
+        self.operators.lock().await.push(process);
+        Ok(())
+    }
+
+    /// Runs the kubelet stand-in in the background until the suite ends.
+    async fn start_kubelet(&self) {
+        let mut slot = self.kubelet.lock().await;
+        if slot.is_some() {
+            return;
+        }
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let pods = self.pods.clone();
+        let cp_dir = self.cp.dir().to_path_buf();
+        let task = tokio::spawn(async move {
+            // The task cannot borrow the suite; it reads the control plane
+            // back from the folder `up` wrote.
+            let cp = match ControlPlane::attach(&cp_dir) {
+                Ok(cp) => cp,
+                Err(e) => {
+                    println!("  local-pods: cannot attach to the control plane: {e:#}");
+                    return;
+                }
+            };
+            loop {
+                if let Err(e) = pods.lock().await.sync(&cp).await {
+                    println!("  local-pods: sync failed: {e:#}");
+                }
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    () = tokio::time::sleep(Duration::from_millis(300)) => {}
+                }
+            }
+            pods.lock().await.stop_all().await;
+        });
+        *slot = Some((stop, task));
+    }
+
+    async fn stop_background(&self) {
+        if let Some((stop, task)) = self.kubelet.lock().await.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        for mut op in self.operators.lock().await.drain(..) {
+            op.stop(Duration::from_secs(5)).await;
+        }
+    }
+
+    async fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        for op in self.operators.lock().await.iter() {
+            out.push_str(&op.log_tail(30));
+            out.push('\n');
+        }
+        out.push_str(&self.pods.lock().await.log_tails(20));
+        out.push('\n');
+        out.push_str(&self.cp.log_tails(15));
+        out
+    }
+
+    /// The VssCluster under test.
+    async fn cluster(&self) -> Result<Value> {
+        self.kubectl(NS).get("vsscluster", CLUSTER).await
+    }
+
+    async fn client(&self) -> Result<Client> {
+        let endpoints: Vec<String> = self
+            .pods
+            .lock()
+            .await
+            .endpoints()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        ensure!(!endpoints.is_empty(), "no local pod runs");
+        Ok(Client::with_timeout(&endpoints, Duration::from_secs(2))?)
+    }
+}
+
+fn scenarios() -> Vec<Scenario<Suite>> {
+    macro_rules! scenario {
+        ($f:ident) => {
+            Scenario {
+                name: stringify!($f),
+                run: |s| Box::pin($f(s)) as ScenarioFuture<'_>,
+            }
+        };
+    }
+    vec![
+        scenario!(crds_are_established),
+        scenario!(examples_are_accepted),
+        scenario!(broken_manifests_are_refused_by_the_server_and_by_validate),
+        scenario!(operator_reconciles_under_the_chart_rbac),
+        scenario!(drift_is_repaired),
+        scenario!(pods_run_and_take_the_pushed_config),
+        scenario!(runtime_lease_moves_when_its_holder_is_killed),
+        scenario!(slot_change_is_pushed_without_restarts),
+        scenario!(operator_standby_takes_over_when_the_leader_is_killed),
+        scenario!(vsscluster_deletion_leaves_nothing_behind),
+    ]
+}
+
+fn main() -> Result<()> {
+    let scenarios = scenarios();
+    let filters = runner::filters(std::env::args());
+    if std::env::var(ENABLE_VAR).map_or(true, |v| v.trim().is_empty() || v == "0") {
+        let rule = "=".repeat(72);
+        println!(
+            "{rule}\nSKIPPED: the {} real-API-server scenarios did NOT run: set {ENABLE_VAR}=1 to build\n\
+             (first time: Go, ~15 min) and start kube-apiserver, kube-controller-manager and etcd on\n\
+             loopback (e2e/control-plane/). Nothing was tested; these are not passes.\n{rule}",
+            scenarios.len()
+        );
+        println!("real-api-server: 0 passed, 0 failed, {} skipped", scenarios.len());
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    let tally = rt.block_on(async {
+        let suite = match setup().await {
+            Ok(s) => s,
+            Err(e) => {
+                println!("setup FAILED: {e:#}");
+                return runner::Tally {
+                    failed: scenarios.len(),
+                    ..Default::default()
+                };
+            }
+        };
+        let mut tally = runner::Tally::default();
+        for scenario in &scenarios {
+            if !runner::is_selected(scenario.name, &filters) {
+                tally.skipped += 1;
+                continue;
+            }
+            let one = runner::run_all(&suite, std::slice::from_ref(scenario), &[]).await;
+            if one.failed > 0 {
+                println!("{}", suite.diagnostics().await);
+            }
+            tally.passed += one.passed;
+            tally.failed += one.failed;
+        }
+        suite.stop_background().await;
+        tally
+    });
+    println!("real-api-server: {}", tally.line());
+    if tally.failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The binary a scenario runs: `$VAR`, else the one cargo built next to
+/// this test.
+fn binary(var: &str, name: &str) -> Result<PathBuf> {
+    if let Ok(path) = std::env::var(var) {
+        let path = PathBuf::from(path);
+        ensure!(path.is_file(), "{var}={} is not a file", path.display());
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test binary is not under target/<profile>/deps")?;
+    let path = profile_dir.join(name);
+    ensure!(
+        path.is_file(),
+        "{} is missing: build it first (cargo build -p {name}) or set {var}",
+        path.display()
+    );
+    Ok(path)
+}
+
+async fn setup() -> Result<Suite> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("e2e has a parent")?
+        .to_path_buf();
+    let work = repo.join("target/real-api-server");
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("clearing {}", work.display()))?;
+    }
+    std::fs::create_dir_all(&work)?;
+    let operator_bin = binary("VSS_OPERATOR_BIN", "vss-operator")?;
+    let runtime_bin = binary("VSS_RUNTIME_BIN", "vss-runtime")?;
+    println!(
+        "operator {}, runtime {}",
+        operator_bin.display(),
+        runtime_bin.display()
+    );
+    let started = Instant::now();
+    let cp = ControlPlane::up(&work.join("control-plane")).await?;
+    println!(
+        "control plane at {} ready in {:.1?} (harness {})",
+        cp.api_url(),
+        started.elapsed(),
+        scripts_dir().display()
+    );
+    let pods = LocalPods::new(
+        cp.kubectl(NS),
+        &scenarios::selector_of(CLUSTER),
+        &runtime_bin,
+        &work.join("pods"),
+        77,
+    );
+    Ok(Suite {
+        cp,
+        repo,
+        work,
+        operator_bin,
+        runtime_bin,
+        operators: Mutex::new(Vec::new()),
+        pods: Arc::new(Mutex::new(pods)),
+        kubelet: Mutex::new(None),
+    })
+}
+
+// ---------------------------------------------------------------- scenarios
+
+/// `crds/vsscluster.yaml` and the chart's copy are accepted by the server
+/// (structural schema, CEL compiled within its cost budget) and Established.
+async fn crds_are_established(s: &Suite) -> Result<()> {
+    let k = s.kubectl("default");
+    for file in ["crds/vsscluster.yaml", "charts/vss-operator/crds/vsscluster.yaml"] {
+        let path = s.file(file);
+        let out = k
+            .run(&["apply", "-f", &path.display().to_string()])
+            .await
+            .with_context(|| format!("the API server refused {file}"))?;
+        println!("  {file}: {}", out.trim());
+        k.run(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/vssclusters.vss.dev",
+        ])
+        .await?;
+    }
+    let crd = k.get("crd", "vssclusters.vss.dev").await?;
+    ensure!(
+        condition_status(&crd, "NamesAccepted") == Some("True"),
+        "names not accepted: {}",
+        crd["status"]
+    );
+    // Both kinds of client see the resource.
+    let resources = k.run(&["api-resources", "--api-group=vss.dev"]).await?;
+    ensure!(resources.contains("vssclusters"), "{resources}");
+    Ok(())
+}
+
+/// Every example manifest is accepted by the server and stored as written.
+async fn examples_are_accepted(s: &Suite) -> Result<()> {
+    let k = s.kubectl("vss-examples");
+    s.kubectl("default").run(&["create", "namespace", "vss-examples"]).await?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(s.file("examples"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vsscluster-") && n.ends_with(".yaml"))
+        })
+        .collect();
+    files.sort();
+    ensure!(!files.is_empty(), "no examples/vsscluster-*.yaml");
+    for file in &files {
+        let path = file.display().to_string();
+        let out = k
+            .run(&["apply", "-f", &path])
+            .await
+            .with_context(|| format!("the API server refused {path}"))?;
+        println!("  {}: {}", path, out.trim());
+    }
+    let list = k.list("vssclusters", None).await?;
+    ensure!(
+        list.len() >= files.len(),
+        "{} stored for {} files",
+        list.len(),
+        files.len()
+    );
+    // Defaulting by the schema: a cluster that omits instances gets 3.
+    for cluster in &list {
+        ensure!(
+            int_at(cluster, "/spec/instances").is_some(),
+            "{}: no spec.instances after defaulting",
+            name_of(cluster)
+        );
+    }
+    s.kubectl("default")
+        .run(&["delete", "namespace", "vss-examples", "--wait=false"])
+        .await?;
+    Ok(())
+}
+
+/// Each broken manifest of `operator/testdata/invalid` is refused by the
+/// API server itself, with the message its `# server:` line names, and by
+/// `vss-operator validate` with its `# operator:` line: the offline check
+/// and the server agree.
+async fn broken_manifests_are_refused_by_the_server_and_by_validate(s: &Suite) -> Result<()> {
+    let k = s.kubectl("default");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(s.file("operator/testdata/invalid"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    ensure!(files.len() >= 4, "only {} broken manifests", files.len());
+    let mut problems = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file)?;
+        let shown = file.strip_prefix(&s.repo).unwrap_or(file).display().to_string();
+        let expected = |prefix: &str| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(prefix))
+                .map(str::trim)
+                .collect::<Vec<_>>()
+        };
+        let server_says = expected("# server: ");
+        if server_says.is_empty() {
+            problems.push(format!("{shown}: no `# server:` line"));
+            continue;
+        }
+        let out = k
+            .output(&["apply", "--dry-run=server", "-f", "-"], Some(&text))
+            .await?;
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if out.status.success() {
+            problems.push(format!("{shown}: the API server accepted it"));
+            continue;
+        }
+        for want in &server_says {
+            if !stderr.contains(want) {
+                problems.push(format!(
+                    "{shown}: the API server refused it, but without \"{want}\": {}",
+                    stderr.trim()
+                ));
+            }
+        }
+        let validate = tokio::process::Command::new(&s.operator_bin)
+            .arg("validate")
+            .arg(file)
+            .output()
+            .await?;
+        let said = String::from_utf8_lossy(&validate.stdout).to_string()
+            + &String::from_utf8_lossy(&validate.stderr);
+        if validate.status.success() {
+            problems.push(format!(
+                "{shown}: the server refuses it ({}) but vss-operator validate accepts it",
+                stderr.trim()
+            ));
+        } else {
+            for want in expected("# operator: ") {
+                if !said.contains(want) {
+                    problems.push(format!("{shown}: vss-operator validate did not say \"{want}\": {said}"));
+                }
+            }
+        }
+        println!("  {shown}: refused by both: {}", stderr.trim());
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+/// The chart's RBAC (rendered by Helm's engine in `.ci/check-chart`) is
+/// applied; the operator runs as the chart's ServiceAccount and creates
+/// everything a VssCluster needs, owned by it; status and printer columns
+/// say what the operator saw.
+async fn operator_reconciles_under_the_chart_rbac(s: &Suite) -> Result<()> {
+    let admin = s.kubectl(OPERATOR_NS);
+    s.kubectl("default").run(&["create", "namespace", OPERATOR_NS]).await?;
+    s.kubectl("default").run(&["create", "namespace", NS]).await?;
+    let render = match std::env::var("VSS_E2E_CHART_RENDER") {
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => s.file("target/chart-render/default/vss-operator/templates"),
+    };
+    ensure!(
+        render.is_dir(),
+        "{} is missing: .ci/check-chart renders the chart with Helm's engine there (or set VSS_E2E_CHART_RENDER)",
+        render.display()
+    );
+    let mut applied = Vec::new();
+    for name in ["serviceaccount.yaml", "rbac.yaml", "leader-election-rbac.yaml"] {
+        let path = render.join(name);
+        let out = admin
+            .run(&["apply", "-f", &path.display().to_string()])
+            .await
+            .with_context(|| format!("applying the chart's {name}"))?;
+        applied.push(out.trim().replace('\n', "; "));
+    }
+    println!("  chart RBAC: {}", applied.join("; "));
+    let sa = format!("system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}");
+    let can = admin
+        .run(&["auth", "can-i", "create", "statefulsets", "-n", NS, "--as", &sa])
+        .await?;
+    ensure!(can.trim() == "yes", "the chart's account cannot create StatefulSets");
+
+    s.start_operator("vss-operator-a").await?;
+    // The cluster of the scenarios: three instances, a token bucket, and a
+    // custom slot whose module ships in a ConfigMap as a user would ship it.
+    let wasm = base64::engine::general_purpose::STANDARD
+        .encode(vss_builtin_slots::testing::FIXED_WINDOW);
+    s.kubectl(NS)
+        .apply_yaml(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {MODULE_CM}\nbinaryData:\n  fixed_window.wasm: {wasm}\n"
+        ))
+        .await?;
+    s.kubectl(NS)
+        .apply_yaml(&format!(
+            "apiVersion: vss.dev/v1alpha1
+kind: VssCluster
+metadata:
+  name: {CLUSTER}
+spec:
+  instances: 3
+  slots:
+    - id: 0
+      type: token-bucket
+      bucketSize: 100000
+      period: second
+      refreshRate: 100000
+    - id: {CUSTOM_SLOT}
+      type: custom
+      custom:
+        configMapKeyRef: {{name: {MODULE_CM}, key: fixed_window.wasm}}
+        config: {{limit: 2, window: minute}}
+"
+        ))
+        .await?;
+
+    let k = s.kubectl(NS);
+    let uid = str_at(&s.cluster().await?, "/metadata/uid").to_string();
+    let owned = [
+        ("statefulset", CLUSTER.to_string()),
+        ("service", CLUSTER.to_string()),
+        ("service", format!("{CLUSTER}-peers")),
+        ("configmap", format!("{CLUSTER}-config")),
+        ("poddisruptionbudget", CLUSTER.to_string()),
+        ("serviceaccount", CLUSTER.to_string()),
+        ("role", CLUSTER.to_string()),
+        ("rolebinding", CLUSTER.to_string()),
+        ("lease", format!("{CLUSTER}-leader")),
+    ];
+    wait::until(
+        "every object of the VssCluster, owned by it",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            for (kind, name) in &owned {
+                let obj = k
+                    .get_opt(kind, name)
+                    .await?
+                    .with_context(|| format!("{kind}/{name} not created"))?;
+                ensure!(is_owned_by(&obj, &uid), "{kind}/{name} is not owned by the VssCluster");
+            }
+            Ok(Some(()))
+        },
+    )
+    .await?;
+    // The real StatefulSet controller makes the pods.
+    wait::until("3 pods from the StatefulSet", Duration::from_secs(60), POLL, || async {
+        let pods = k.list("pods", Some(&format!("app.kubernetes.io/instance={CLUSTER}"))).await?;
+        Ok((pods.len() == 3).then_some(()))
+    })
+    .await?;
+    let status = wait::until("status from the operator", Duration::from_secs(60), POLL, || async {
+        let c = s.cluster().await?;
+        let generation = int_at(&c, "/metadata/generation");
+        Ok((int_at(&c, "/status/observedGeneration") == generation
+            && condition_status(&c, "Ready").is_some())
+        .then_some(c))
+    })
+    .await?;
+    ensure!(
+        condition_status(&status, "Ready") == Some("False"),
+        "Ready must be False while no pod runs: {}",
+        status["status"]
+    );
+    let columns = k.run(&["get", "vssclusters"]).await?;
+    println!("  {}", columns.trim().replace('\n', "\n  "));
+    let header = columns.lines().next().unwrap_or("");
+    for column in ["NAME", "INSTANCES", "READY", "LEADER", "AGE"] {
+        ensure!(header.contains(column), "no {column} column: {header}");
+    }
+    ensure!(
+        columns.lines().any(|l| l.starts_with(CLUSTER) && l.split_whitespace().nth(1) == Some("3")),
+        "{columns}"
+    );
+    Ok(())
+}
+
+/// Deleting the ConfigMap or a Service, or editing the StatefulSet, is
+/// undone by the operator.
+async fn drift_is_repaired(s: &Suite) -> Result<()> {
+    let k = s.kubectl(NS);
+    for (kind, name) in [("configmap", format!("{CLUSTER}-config")), ("service", CLUSTER.to_string())] {
+        let before = str_at(&k.get(kind, &name).await?, "/metadata/uid").to_string();
+        k.run(&["delete", kind, &name]).await?;
+        wait::until(&format!("{kind}/{name} to be recreated"), Duration::from_secs(60), POLL, || async {
+            let now = k.get_opt(kind, &name).await?;
+            Ok(now.filter(|o| str_at(o, "/metadata/uid") != before).map(|_| ()))
+        })
+        .await?;
+    }
+    k.run(&["scale", "statefulset", CLUSTER, "--replicas=1"]).await?;
+    wait::until("the StatefulSet's replicas to be 3 again", Duration::from_secs(60), POLL, || async {
+        let sts = k.get("statefulset", CLUSTER).await?;
+        Ok((int_at(&sts, "/spec/replicas") == Some(3)).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// With the pods running as local processes, every pod runs the cluster's
+/// config generation, the VssCluster turns Ready, a leader is named, and
+/// the custom slot from the ConfigMap answers.
+async fn pods_run_and_take_the_pushed_config(s: &Suite) -> Result<()> {
+    s.start_kubelet().await;
+    let k = s.kubectl(NS);
+    let c = wait::until("the VssCluster to be Ready", Duration::from_secs(120), POLL, || async {
+        let c = s.cluster().await?;
+        Ok((condition_status(&c, "Ready") == Some("True")
+            && int_at(&c, "/status/readyInstances") == Some(3))
+        .then_some(c))
+    })
+    .await?;
+    let generation = int_at(&c, "/metadata/generation").context("generation")?;
+    let pods = c
+        .pointer("/status/pods")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    ensure!(pods.len() == 3, "status.pods: {}", c["status"]);
+    for pod in &pods {
+        ensure!(
+            int_at(pod, "/configGeneration") == Some(generation),
+            "{} runs generation {:?}, the cluster is at {generation}",
+            str_at(pod, "/name"),
+            int_at(pod, "/configGeneration")
+        );
+    }
+    let leader = str_at(&c, "/status/leader").to_string();
+    ensure!(!leader.is_empty(), "no status.leader: {}", c["status"]);
+    let lease = k.get("lease", &format!("{CLUSTER}-leader")).await?;
+    ensure!(
+        lease_holder(&lease) == Some(leader.as_str()),
+        "status.leader {leader} but the Lease is held by {:?}",
+        lease_holder(&lease)
+    );
+    let client = s.client().await?;
+    let grant = client.acquire(0, Acquire::default()).await?;
+    ensure!(grant.granted == 1, "{grant:?}");
+    // The example fixed-window type: op "hit" with an empty key.
+    let first = client.call(CUSTOM_SLOT, "hit", Vec::new()).await?;
+    println!("  custom slot {CUSTOM_SLOT} answered {} bytes", first.len());
+    Ok(())
+}
+
+/// SIGKILL the runtime holding the cluster's Lease while a client keeps
+/// calling: a new holder appears with leaseTransitions one higher, and no
+/// call fails.
+async fn runtime_lease_moves_when_its_holder_is_killed(s: &Suite) -> Result<()> {
+    let k = s.kubectl(NS);
+    let lease_name = format!("{CLUSTER}-leader");
+    let lease = k.get("lease", &lease_name).await?;
+    let holder = lease_holder(&lease).context("the Lease has no holder")?.to_string();
+    let transitions = int_at(&lease, "/spec/leaseTransitions").unwrap_or(0);
+    let client = Arc::new(s.client().await?);
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let calls = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            loop {
+                match client.acquire(0, Acquire::default()).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::select! {
+                    _ = stopped.changed() => return (ok, failed),
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.pods.lock().await.kill(&holder).await?;
+    println!("  SIGKILLed {holder}, the Lease holder");
+    let after = wait::until("a new Lease holder", Duration::from_secs(30), POLL, || async {
+        let lease = k.get("lease", &lease_name).await?;
+        Ok(lease_holder(&lease)
+            .filter(|h| *h != holder)
+            .map(|h| (h.to_string(), int_at(&lease, "/spec/leaseTransitions").unwrap_or(0))))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop.send(true);
+    let (ok, failed) = calls.await.context("the calling task panicked")?;
+    println!("  new holder {} (leaseTransitions {} -> {}); {ok} calls, {} failed", after.0, transitions, after.1, failed.len());
+    ensure!(after.1 == transitions + 1, "leaseTransitions went {transitions} -> {}", after.1);
+    ensure!(failed.is_empty(), "{} calls failed, first: {}", failed.len(), failed[0]);
+    ensure!(ok > 10, "only {ok} calls were made");
+    // The kubelet stand-in restarts the killed process; the cluster is
+    // whole again.
+    wait::until("the VssCluster to be Ready again", Duration::from_secs(60), POLL, || async {
+        let c = s.cluster().await?;
+        Ok((int_at(&c, "/status/readyInstances") == Some(3)).then_some(()))
+    })
+    .await?;
+    ensure!(s.pods.lock().await.restarts(&holder) >= 1, "{holder} was not restarted");
+    Ok(())
+}
+
+/// Adding a slot to the VssCluster reaches every running pod through the
+/// control API (the same step as the kind suite's), and status shows the
+/// new generation for every pod.
+async fn slot_change_is_pushed_without_restarts(s: &Suite) -> Result<()> {
+    let pods = s.pods.lock().await.endpoints();
+    let pids = || async {
+        let pods = s.pods.lock().await;
+        Ok(pods
+            .endpoints()
+            .into_iter()
+            .map(|(n, _)| (pods.pid(&n), pods.restarts(&n), n))
+            .collect::<Vec<_>>())
+    };
+    scenarios::slot_change_is_pushed_without_restarts(
+        &s.kubectl(NS),
+        CLUSTER,
+        &pods,
+        ADDED_SLOT,
+        Duration::from_secs(60),
+        pids,
+    )
+    .await?;
+    wait::until("every pod at the new generation in status", Duration::from_secs(60), POLL, || async {
+        Ok(scenarios::status_has_generation(&s.cluster().await?, 3).map(|_| ()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// Two operator processes: one holds the `vss-operator` Lease; SIGKILL it
+/// and the other takes over and reconciles.
+async fn operator_standby_takes_over_when_the_leader_is_killed(s: &Suite) -> Result<()> {
+    let k = s.kubectl(OPERATOR_NS);
+    s.start_operator("vss-operator-b").await?;
+    let holder = wait::until("an operator holding the Lease", Duration::from_secs(30), POLL, || async {
+        let lease = k.get_opt("lease", "vss-operator").await?;
+        Ok(lease.as_ref().and_then(lease_holder).map(String::from))
+    })
+    .await?;
+    {
+        let mut ops = s.operators.lock().await;
+        let leader = ops
+            .iter_mut()
+            .find(|p| p.name() == holder)
+            .with_context(|| format!("the Lease names {holder}, which this suite did not start"))?;
+        leader.kill().await;
+    }
+    println!("  SIGKILLed {holder}");
+    let next = wait::until("the standby to take the Lease", Duration::from_secs(60), POLL, || async {
+        let lease = k.get("lease", "vss-operator").await?;
+        Ok(lease_holder(&lease).filter(|h| *h != holder).map(String::from))
+    })
+    .await?;
+    println!("  {next} leads");
+    // It reconciles: a deleted Service comes back.
+    let ns = s.kubectl(NS);
+    let name = format!("{CLUSTER}-peers");
+    let before = str_at(&ns.get("service", &name).await?, "/metadata/uid").to_string();
+    ns.run(&["delete", "service", &name]).await?;
+    wait::until("the new leader to recreate the Service", Duration::from_secs(60), POLL, || async {
+        let now = ns.get_opt("service", &name).await?;
+        Ok(now.filter(|o| str_at(o, "/metadata/uid") != before).map(|_| ()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// Deleting the VssCluster: the garbage collector removes everything it
+/// owned, and its pods (the same step as the kind suite's); the user's
+/// module ConfigMap stays.
+async fn vsscluster_deletion_leaves_nothing_behind(s: &Suite) -> Result<()> {
+    let k = s.kubectl(NS);
+    scenarios::deletion_leaves_nothing_behind(&k, CLUSTER, Duration::from_secs(120), Duration::from_secs(1))
+        .await?;
+    ensure!(k.get_opt("configmap", MODULE_CM).await?.is_some(), "the user's ConfigMap was deleted");
+    Ok(())
+}
