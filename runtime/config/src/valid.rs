@@ -324,8 +324,9 @@ impl Checker<'_> {
     }
 }
 
-/// JSON numbers in Kubernetes are 64-bit signed; keep limits within them.
-const MAX_COUNT: u64 = i64::MAX as u64;
+/// Upper bound on `bucketSize` and `refreshRate`: JSON numbers in
+/// Kubernetes are 64-bit signed, so the VssCluster CRD states this bound too.
+pub const MAX_COUNT: u64 = i64::MAX as u64;
 
 impl SlotsConfig {
     /// Validates, resolving relative custom module paths against the
