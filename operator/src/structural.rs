@@ -46,10 +46,10 @@ pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
     }
     let int_or_string = flag(schema, "x-kubernetes-int-or-string");
     let ty = schema.get("type").and_then(Value::as_str);
-    let expected: &[&str] = match (int_or_string, ty) {
-        (true, _) => &["integer", "string"],
-        (false, Some(t)) => std::slice::from_ref(&t),
-        (false, None) => &[],
+    let expected: Vec<&str> = match (int_or_string, ty) {
+        (true, _) => vec!["integer", "string"],
+        (false, Some(t)) => vec![t],
+        (false, None) => Vec::new(),
     };
     if !expected.is_empty() && !expected.iter().any(|t| has_type(value, t)) {
         out.push(format!(
