@@ -40,7 +40,10 @@ pub fn prune_nulls(schema: &Value, value: &mut Value) {
 pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
     if value.is_null() {
         if !is_nullable(schema) {
-            out.push(format!("{}: Invalid value: null: must not be null", shown(path)));
+            out.push(format!(
+                "{}: Invalid value: null: must not be null",
+                shown(path)
+            ));
         }
         return;
     }
@@ -94,7 +97,9 @@ fn check_values(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>
         if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
             && n < min
         {
-            invalid(format!("{p} in body should be greater than or equal to {min}"));
+            invalid(format!(
+                "{p} in body should be greater than or equal to {min}"
+            ));
         }
     }
     if let Some(s) = value.as_str() {
@@ -115,7 +120,9 @@ fn check_values(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>
                 Ok(_) => invalid(format!("{p} in body should match '{pattern}'")),
                 // The pattern comes from the CRD, not the manifest; say so
                 // rather than blame the value.
-                Err(e) => invalid(format!("the CRD's pattern `{pattern}` does not compile: {e}")),
+                Err(e) => invalid(format!(
+                    "the CRD's pattern `{pattern}` does not compile: {e}"
+                )),
             }
         }
     }
@@ -129,12 +136,16 @@ fn check_values(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>
         if let Some(max) = schema.get(format!("max{key}")).and_then(Value::as_u64)
             && n > max
         {
-            out.push(format!("{p}: Too many: {n}: must have at most {max} {noun}"));
+            out.push(format!(
+                "{p}: Too many: {n}: must have at most {max} {noun}"
+            ));
         }
         if let Some(min) = schema.get(format!("min{key}")).and_then(Value::as_u64)
             && n < min
         {
-            out.push(format!("{p}: Invalid value: {n}: must have at least {min} {noun}"));
+            out.push(format!(
+                "{p}: Invalid value: {n}: must have at least {min} {noun}"
+            ));
         }
     }
 }
@@ -229,7 +240,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_named_by_path() {
-        let schema = json!({"type": "object", "properties": {"a": {"type": "object", "properties": {}}}});
+        let schema =
+            json!({"type": "object", "properties": {"a": {"type": "object", "properties": {}}}});
         assert_eq!(
             problems(schema, json!({"a": {"b": 1}, "c": 2})),
             ["unknown field \"spec.a.b\"", "unknown field \"spec.c\""]

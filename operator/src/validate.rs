@@ -96,7 +96,8 @@ fn check_document(schema: &Value, value: &mut Value) -> Vec<String> {
         None => problems.push("metadata: Required value".to_string()),
         Some(meta) => {
             if !meta.contains_key("name") && !meta.contains_key("generateName") {
-                problems.push("metadata.name: Required value: name or generateName is required".into());
+                problems
+                    .push("metadata.name: Required value: name or generateName is required".into());
             }
             problems.extend(
                 meta.keys()
@@ -200,7 +201,8 @@ mod tests {
     #[test]
     fn a_wrong_kind_or_api_version_is_refused() {
         for (api, kind) in [("vss.dev/v1", "VssCluster"), ("vss.dev/v1alpha1", "Vss")] {
-            let text = format!("apiVersion: {api}\nkind: {kind}\nmetadata: {{name: t}}\nspec: {{}}\n");
+            let text =
+                format!("apiVersion: {api}\nkind: {kind}\nmetadata: {{name: t}}\nspec: {{}}\n");
             let err = validate_manifests(&text).expect_err("invalid").join("\n");
             assert!(err.contains("apiVersion/kind"), "{err}");
         }
@@ -210,22 +212,34 @@ mod tests {
     fn custom_config_takes_booleans_and_numbers_but_not_maps() {
         let slot = "  slots:\n    - id: 0\n      type: custom\n      custom:\n        configMapKeyRef: {name: m, key: q.wasm}\n        config:\n";
         assert_eq!(
-            check_spec(&format!("{slot}          enabled: true\n          ratio: 0.5\n          n: 3\n          s: x\n")),
+            check_spec(&format!(
+                "{slot}          enabled: true\n          ratio: 0.5\n          n: 3\n          s: x\n"
+            )),
             Ok(1)
         );
         let err = check_spec(&format!("{slot}          l: [1]\n")).expect_err("a list");
-        assert!(err.contains("spec.slots[0].custom.config.l: Too many"), "{err}");
+        assert!(
+            err.contains("spec.slots[0].custom.config.l: Too many"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_zero_kill_interval_is_refused() {
-        let err = check_spec("  chaos: {enabled: true, podKillInterval: 0s}\n").expect_err("invalid");
-        assert!(err.contains("spec.chaos.podKillInterval: Invalid value: \"0s\""), "{err}");
+        let err =
+            check_spec("  chaos: {enabled: true, podKillInterval: 0s}\n").expect_err("invalid");
+        assert!(
+            err.contains("spec.chaos.podKillInterval: Invalid value: \"0s\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_null_optional_field_means_not_set() {
-        assert_eq!(check_spec("  imagePullPolicy: null\n  image: null\n"), Ok(1));
+        assert_eq!(
+            check_spec("  imagePullPolicy: null\n  image: null\n"),
+            Ok(1)
+        );
     }
 
     #[test]

@@ -2,7 +2,6 @@ use serde_json::{Value, json};
 
 use super::*;
 
-
 fn crd_json() -> Value {
     serde_json::to_value(definition()).expect("CRD serializes")
 }
@@ -195,7 +194,10 @@ fn names_that_derived_service_and_pod_names_cannot_take_are_refused() {
     let too_long = format!("{longest}c");
     for bad in ["rate.limits", "1limits", "limits-", too_long.as_str()] {
         let err = format!("{:?}", kube::core::cel::validate_cel(&named(bad)));
-        assert!(err.contains("metadata.name must be at most 52"), "{bad}: {err}");
+        assert!(
+            err.contains("metadata.name must be at most 52"),
+            "{bad}: {err}"
+        );
     }
 }
 
@@ -205,14 +207,20 @@ fn names_that_derived_service_and_pod_names_cannot_take_are_refused() {
 fn the_name_rule_states_max_name_len() {
     let rules = &schema()["x-kubernetes-validations"];
     let rule = rules[0]["rule"].as_str().expect("a root rule");
-    assert!(rule.contains(&format!("size() <= {MAX_NAME_LEN}")), "{rule}");
+    assert!(
+        rule.contains(&format!("size() <= {MAX_NAME_LEN}")),
+        "{rule}"
+    );
     assert!(MAX_NAME_LEN + "-peers".len() <= 63);
 }
 
 #[test]
 fn the_schema_has_no_nullable_fields_and_only_kubernetes_formats() {
     let text = serde_json::to_string(&schema()).expect("serializes");
-    assert!(!text.contains("\"nullable\""), "nullable left in the schema");
+    assert!(
+        !text.contains("\"nullable\""),
+        "nullable left in the schema"
+    );
     assert!(!text.contains("uint"), "a uint format left in the schema");
     let slot = &schema()["properties"]["spec"]["properties"]["slots"]["items"]["properties"];
     for field in ["bucketSize", "refreshRate"] {
@@ -249,8 +257,8 @@ fn chaos_on_needs_an_interval() {
         pod_kill_interval: None,
     });
     assert!(kube::core::cel::validate_cel(&c).is_ok());
-    let pattern = &schema()["properties"]["spec"]["properties"]["chaos"]["properties"]
-        ["podKillInterval"]["pattern"];
+    let pattern = &schema()["properties"]["spec"]["properties"]["chaos"]["properties"]["podKillInterval"]
+        ["pattern"];
     let re = regex::Regex::new(pattern.as_str().expect("a pattern")).expect("compiles");
     assert!(re.is_match("10m") && re.is_match("90s"));
     assert!(!re.is_match("0s") && !re.is_match("05m"));
