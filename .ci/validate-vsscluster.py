@@ -49,6 +49,16 @@ def load_schema(crd_path):
     return kind, versions
 
 
+def drop_nulls(value):
+    """The API server drops `null` map values of fields that are not
+    nullable (the CRD has none) before validating: `image: null` is unset."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
+
+
 def errors_of(doc, kind, versions):
     if doc.get("kind") != kind:
         return [f"kind: expected {kind}, got {doc.get('kind')!r}"]
@@ -57,7 +67,7 @@ def errors_of(doc, kind, versions):
         return [f"apiVersion: {doc.get('apiVersion')!r} is not one of {sorted(versions)}"]
     # apiVersion, kind and metadata are checked by the API server itself,
     # not by the CRD's schema (which does not declare them).
-    body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
+    body = drop_nulls({k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")})
     validator = jsonschema.Draft7Validator(schema)
     out = []
     for e in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path)):

@@ -14,8 +14,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use vss_config::ConfigValue;
@@ -24,6 +27,13 @@ use vss_config::ConfigValue;
 pub const GROUP: &str = "vss.dev";
 /// Default number of runtime pods.
 pub const DEFAULT_INSTANCES: i32 = 3;
+/// Longest `metadata.name` a VssCluster may have. The StatefulSet is named
+/// after the cluster, and the StatefulSet controller labels every pod with
+/// `controller-revision-hash: <name>-<hash>` (a hash of up to 10
+/// characters); label values stop at 63 characters, so 63 - 1 - 10 = 52.
+/// The other derived names (`<name>-peers` Service, `<name>-<ordinal>`
+/// pods, `<name>-config`, `<name>-leader`) fit within that.
+pub const MAX_NAME_LEN: usize = 52;
 
 /// A VSS cluster: N runtime pods sharing one slot configuration.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -38,7 +48,15 @@ pub const DEFAULT_INSTANCES: i32 = 3;
     printcolumn = r#"{"name":"Instances","type":"integer","jsonPath":".spec.instances"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyInstances"}"#,
     printcolumn = r#"{"name":"Leader","type":"string","jsonPath":".status.leader"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    // Services named after the cluster must be DNS-1035 labels (a letter
+    // first, no dots), stricter than the DNS-1123 subdomain the API server
+    // checks names of custom resources against; see MAX_NAME_LEN for the
+    // length. Refused here, a bad name fails at apply time instead of at
+    // the first reconcile.
+    validation = Rule::new("self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be at most 52 characters of lowercase letters, digits and '-', start with a letter and end with a letter or digit (Service and StatefulSet names are derived from it)")
+        .reason(Reason::FieldValueInvalid)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VssClusterSpec {
@@ -50,9 +68,10 @@ pub struct VssClusterSpec {
     /// The slot configuration: at most 100 slots, ids 0-99, each id once.
     #[serde(default)]
     #[schemars(length(max = 100))]
+    // No `FieldValueDuplicate` reason: the API server words that reason as
+    // `Duplicate value: "array"` and drops the message.
     #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.id == s.id))")
-        .message("slot ids must be unique: an id appears in more than one slot")
-        .reason(Reason::FieldValueDuplicate))]
+        .message("slot ids must be unique: an id appears in more than one slot"))]
     pub slots: Vec<VssSlot>,
 
     /// Runtime image; defaults to the operator's `--runtime-image`.
@@ -133,8 +152,10 @@ pub struct VssSlot {
     #[schemars(extend("enum" = ["token-bucket", "leaky-bucket", "broadcast", "multicast", "random", "custom"]), length(max = 16))]
     pub slot_type: String,
     /// Limiters: the most tokens the bucket holds.
+    // `format: uint64` (what schemars says for u64) is no Kubernetes
+    // format; int64 is, and the bound is the runtime's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = vss_config::MAX_COUNT), extend("format" = "int64"))]
     pub bucket_size: Option<u64>,
     /// Limiters: refill (token bucket) or leak (leaky bucket) period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,15 +163,15 @@ pub struct VssSlot {
     pub period: Option<String>,
     /// Limiters: tokens added (token bucket) or leaked (leaky bucket) per period. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = vss_config::MAX_COUNT), extend("format" = "int64"))]
     pub refresh_rate: Option<u64>,
     /// Token bucket: tokens asked for when a request does not say. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 4294967295u64))]
+    #[schemars(range(min = 1, max = u32::MAX), extend("format" = "int64"))]
     pub tokens_per_req: Option<u64>,
     /// Limiters: most distinct keys (per-caller buckets) kept. Default 10000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100000))]
+    #[schemars(range(min = 1, max = vss_config::MAX_MAX_KEYS), extend("format" = "int64"))]
     pub max_keys: Option<u64>,
     /// Signals: how long a publish waits for acknowledgements, e.g. `500ms`,
     /// `2s`, `1m` (at most 60s). Default `1s`.
@@ -160,7 +181,7 @@ pub struct VssSlot {
     /// Multicast / random: consecutive failed deliveries after which a
     /// client is deregistered. Default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 1, max = 1000), extend("format" = "int64"))]
     pub dereg_tries: Option<u64>,
     /// Custom slot type: the module (a `.wasm` component in a ConfigMap key)
     /// and its configuration.
@@ -176,20 +197,30 @@ pub struct CustomModule {
     /// usually in `binaryData`.
     pub config_map_key_ref: ConfigMapKey,
     /// Passed to the module's `init` as name/value pairs. Values are
-    /// strings or integers; quote booleans and decimals.
+    /// strings, numbers or booleans; the module receives them as text.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "config_values_schema")]
     pub config: BTreeMap<String, ConfigValue>,
 }
 
-/// A structural schema cannot say "any scalar"; int-or-string is the
-/// closest, and keeps maps and lists (which modules cannot take) out.
+/// Any scalar, as [`ConfigValue`] takes: users write `enabled: true`.
+///
+/// A structural schema has no "string, number or boolean" type, and
+/// int-or-string refuses booleans. So a value has no type (it keeps what it
+/// is) and two contradictory bound pairs instead: no object has at least 1
+/// and at most 0 properties, no list at least 1 and at most 0 items, while
+/// JSON Schema skips property and item bounds for scalars. Maps and lists,
+/// which a module's `init` cannot take, are so refused at apply time. A CEL
+/// rule cannot do it: the API server hides values without a type from CEL.
 fn config_values_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
         "additionalProperties": {
-            "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "x-kubernetes-int-or-string": true
+            "x-kubernetes-preserve-unknown-fields": true,
+            "minProperties": 1,
+            "maxProperties": 0,
+            "minItems": 1,
+            "maxItems": 0
         }
     })
 }
@@ -229,8 +260,16 @@ pub struct Scheduling {
 }
 
 /// Failure injection settings.
-#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+// Chaos that is on without a usable interval would silently do nothing
+// (`chaos::next_step` turns it off), so it is refused.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!self.enabled || has(self.podKillInterval)")
+        .message("chaos.podKillInterval is required while chaos.enabled is true (e.g. 10m)")
+        .field_path(".podKillInterval")
+        .reason(Reason::FieldValueRequired),
+)]
 pub struct Chaos {
     /// Master switch; nothing is injected while false.
     #[serde(default)]
@@ -238,7 +277,8 @@ pub struct Chaos {
     /// Delete one random pod this often (e.g. `10m`, `1h`), only while every
     /// instance is ready, so chaos never takes more than one pod at a time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]+(s|m|h)$"))]
+    // No leading zero, so `0s` (which would disable chaos) does not match.
+    #[schemars(regex(pattern = r"^[1-9][0-9]*(s|m|h)$"), length(max = 16))]
     pub pod_kill_interval: Option<String>,
 }
 
@@ -250,7 +290,10 @@ pub struct VssClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`, `Progressing`, `Degraded`.
+    // One condition per type, as server-side apply and `kubectl wait`
+    // expect of conditions.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Pods passing their readiness probe.
     #[serde(default)]
@@ -275,6 +318,50 @@ pub struct PodConfigStatus {
     /// pod did not answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_generation: Option<i64>,
+}
+
+/// The CRD as applied: the derived one, with `nullable: true` taken out.
+///
+/// kube marks every `Option` field nullable. An absent field is what the
+/// operator means by `None`, and the API server drops a `null` of a
+/// non-nullable field before validating (so `image: null` still means
+/// "not set"); a nullable field with an `enum` would instead have to
+/// admit `null` as a value, which validators disagree on. Plain fields,
+/// as controller-gen writes them, leave one meaning.
+pub fn definition() -> CustomResourceDefinition {
+    let mut crd = VssCluster::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            strip_nullable(schema);
+        }
+    }
+    crd
+}
+
+fn strip_nullable(schema: &mut JSONSchemaProps) {
+    schema.nullable = None;
+    for s in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        strip_nullable(s);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(s)) = schema.items.as_mut() {
+        strip_nullable(s);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schemas(list)) = schema.items.as_mut() {
+        list.iter_mut().for_each(strip_nullable);
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(s)) = schema.additional_properties.as_mut() {
+        strip_nullable(s);
+    }
+    for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of] {
+        list.iter_mut().flatten().for_each(strip_nullable);
+    }
+    if let Some(s) = schema.not.as_mut() {
+        strip_nullable(s);
+    }
 }
 
 impl VssClusterStatus {

@@ -1,10 +1,9 @@
 use serde_json::{Value, json};
 
 use super::*;
-use kube::CustomResourceExt;
 
 fn crd_json() -> Value {
-    serde_json::to_value(VssCluster::crd()).expect("CRD serializes")
+    serde_json::to_value(definition()).expect("CRD serializes")
 }
 
 fn schema() -> Value {
@@ -171,4 +170,96 @@ fn seed_example_has_three_limiters_and_two_multicast_slots() {
     assert_eq!(types.iter().filter(|t| t.ends_with("-bucket")).count(), 3);
     assert_eq!(types.iter().filter(|t| **t == "multicast").count(), 2);
     assert_eq!(cluster.spec.instances, 3);
+}
+
+fn named(name: &str) -> VssCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "vss.dev/v1alpha1",
+        "kind": "VssCluster",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"slots": []}
+    }))
+    .expect("a VssCluster")
+}
+
+#[test]
+fn names_that_derived_service_and_pod_names_cannot_take_are_refused() {
+    let longest = format!("a{}", "b".repeat(MAX_NAME_LEN - 1));
+    for ok in ["demo", "a", "rate-limits-2", longest.as_str()] {
+        assert!(
+            kube::core::cel::validate_cel(&named(ok)).is_ok(),
+            "{ok} refused"
+        );
+    }
+    let too_long = format!("{longest}c");
+    for bad in ["rate.limits", "1limits", "limits-", too_long.as_str()] {
+        let err = format!("{:?}", kube::core::cel::validate_cel(&named(bad)));
+        assert!(
+            err.contains("metadata.name must be at most 52"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+/// The rule's literal 52 is MAX_NAME_LEN; the headless Service name
+/// `<name>-peers` is a DNS-1035 label (at most 63) with room to spare.
+#[test]
+fn the_name_rule_states_max_name_len() {
+    let rules = &schema()["x-kubernetes-validations"];
+    let rule = rules[0]["rule"].as_str().expect("a root rule");
+    assert!(
+        rule.contains(&format!("size() <= {MAX_NAME_LEN}")),
+        "{rule}"
+    );
+    assert!(MAX_NAME_LEN + "-peers".len() <= 63);
+}
+
+#[test]
+fn the_schema_has_no_nullable_fields_and_only_kubernetes_formats() {
+    let text = serde_json::to_string(&schema()).expect("serializes");
+    assert!(
+        !text.contains("\"nullable\""),
+        "nullable left in the schema"
+    );
+    assert!(!text.contains("uint"), "a uint format left in the schema");
+    let slot = &schema()["properties"]["spec"]["properties"]["slots"]["items"]["properties"];
+    for field in ["bucketSize", "refreshRate"] {
+        assert_eq!(slot[field]["format"], "int64");
+        assert_eq!(
+            slot[field]["maximum"].as_f64(),
+            Some(vss_config::MAX_COUNT as f64)
+        );
+    }
+    assert_eq!(
+        slot["maxKeys"]["maximum"].as_f64(),
+        Some(vss_config::MAX_MAX_KEYS as f64)
+    );
+}
+
+#[test]
+fn conditions_are_a_map_keyed_by_type() {
+    let conditions = &schema()["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
+}
+
+#[test]
+fn chaos_on_needs_an_interval() {
+    let mut c = named("demo");
+    c.spec.chaos = Some(Chaos {
+        enabled: true,
+        pod_kill_interval: None,
+    });
+    let err = format!("{:?}", kube::core::cel::validate_cel(&c));
+    assert!(err.contains("chaos.podKillInterval is required"), "{err}");
+    c.spec.chaos = Some(Chaos {
+        enabled: false,
+        pod_kill_interval: None,
+    });
+    assert!(kube::core::cel::validate_cel(&c).is_ok());
+    let pattern = &schema()["properties"]["spec"]["properties"]["chaos"]["properties"]["podKillInterval"]
+        ["pattern"];
+    let re = regex::Regex::new(pattern.as_str().expect("a pattern")).expect("compiles");
+    assert!(re.is_match("10m") && re.is_match("90s"));
+    assert!(!re.is_match("0s") && !re.is_match("05m"));
 }

@@ -15,8 +15,8 @@ mod valid;
 pub use spec::{ConfigValue, CustomSpec, SlotSpec, SlotsConfig};
 pub use valid::{
     CustomSlot, DEFAULT_DEREG_TRIES, DEFAULT_MAX_KEYS, DEFAULT_SIGNAL_TIMEOUT, FieldError,
-    LeakyBucket, MAX_MAX_KEYS, MAX_SIGNAL_TIMEOUT, MAX_SLOTS, Period, Signal, SlotDef, SlotId,
-    SlotKind, TokenBucket, ValidConfig, parse_duration,
+    LeakyBucket, MAX_COUNT, MAX_MAX_KEYS, MAX_SIGNAL_TIMEOUT, MAX_SLOTS, Period, Signal, SlotDef,
+    SlotId, SlotKind, TokenBucket, ValidConfig, parse_duration,
 };
 
 use std::path::{Path, PathBuf};

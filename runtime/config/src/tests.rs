@@ -81,6 +81,18 @@ fn zero_counts_are_refused() {
 }
 
 #[test]
+fn counts_above_2_pow_53_are_refused() {
+    let e = errors(&format!(
+        "slots:\n- {{id: 2, type: leaky-bucket, bucketSize: {}, period: second}}\n",
+        MAX_COUNT + 1
+    ));
+    assert!(
+        e.contains("field `bucketSize`: must be between 1 and 9007199254740991"),
+        "{e}"
+    );
+}
+
+#[test]
 fn unknown_type_is_refused() {
     let e = errors("slots:\n- {id: 4, type: token-buket}\n");
     assert!(

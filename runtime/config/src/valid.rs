@@ -324,8 +324,11 @@ impl Checker<'_> {
     }
 }
 
-/// JSON numbers in Kubernetes are 64-bit signed; keep limits within them.
-const MAX_COUNT: u64 = i64::MAX as u64;
+/// Upper bound on `bucketSize` and `refreshRate`: 2^53 - 1, the largest
+/// integer a JSON double holds exactly. The VssCluster CRD states it as its
+/// `maximum`, which the API server reads as a double and converts to int64:
+/// i64::MAX there rounds up to 2^63 and wraps, refusing every value.
+pub const MAX_COUNT: u64 = (1 << 53) - 1;
 
 impl SlotsConfig {
     /// Validates, resolving relative custom module paths against the
