@@ -128,7 +128,8 @@ impl ControlPlane {
             let tail: Vec<&str> = text.lines().rev().take(lines).collect();
             out.push_str(&format!("--- {}\n", path.display()));
             for line in tail.into_iter().rev() {
-                out.push_str(line);
+                // Controller errors dump whole Go structs; the head says enough.
+                out.extend(line.chars().take(400));
                 out.push('\n');
             }
         }

@@ -110,7 +110,10 @@ impl Kubectl {
                 .await
                 .context("writing kubectl's stdin")?;
         }
-        child.wait_with_output().await.context("waiting for kubectl")
+        child
+            .wait_with_output()
+            .await
+            .context("waiting for kubectl")
     }
 
     /// `kubectl apply -f -` of `yaml`; its stdout.

@@ -62,13 +62,7 @@ pub struct LocalPods {
 }
 
 impl LocalPods {
-    pub fn new(
-        kubectl: Kubectl,
-        selector: &str,
-        runtime: &Path,
-        root: &Path,
-        subnet: u8,
-    ) -> Self {
+    pub fn new(kubectl: Kubectl, selector: &str, runtime: &Path, root: &Path, subnet: u8) -> Self {
         Self {
             kubectl,
             selector: selector.to_string(),
@@ -164,16 +158,19 @@ impl LocalPods {
             }
             let restart = match self.pods.get_mut(&name) {
                 None => true,
-                Some(local) if !local.process.is_running() => {
-                    let died = *local.died.get_or_insert_with(std::time::Instant::now);
-                    if died.elapsed() >= RESTART_BACKOFF {
-                        local.restarts += 1;
-                        true
-                    } else {
+                Some(local) => {
+                    if local.process.is_running() {
                         false
+                    } else {
+                        let died = *local.died.get_or_insert_with(std::time::Instant::now);
+                        if died.elapsed() >= RESTART_BACKOFF {
+                            local.restarts += 1;
+                            true
+                        } else {
+                            false
+                        }
                     }
                 }
-                Some(_) => false,
             };
             if restart {
                 let restarts = self.pods.get(&name).map_or(0, |p| p.restarts);
@@ -241,7 +238,12 @@ impl LocalPods {
         let mut args: Vec<String> = container
             .get("args")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default();
         for arg in &mut args {
             if let Some(port) = arg.strip_prefix("0.0.0.0:") {
@@ -286,10 +288,15 @@ impl LocalPods {
             .flatten()
         {
             let key = str_at(var, "/name");
-            let value = match var.pointer("/valueFrom/fieldRef/fieldPath").and_then(Value::as_str) {
+            let value = match var
+                .pointer("/valueFrom/fieldRef/fieldPath")
+                .and_then(Value::as_str)
+            {
                 Some("metadata.name") => name.to_string(),
                 Some("metadata.namespace") => namespace.to_string(),
-                Some(other) => bail!("env {key}: fieldRef {other} is not supported by the stand-in"),
+                Some(other) => {
+                    bail!("env {key}: fieldRef {other} is not supported by the stand-in")
+                }
                 None => str_at(var, "/value").to_string(),
             };
             cmd.env(key, value);
@@ -300,7 +307,12 @@ impl LocalPods {
 
     /// Writes each ConfigMap volume the container mounts under `fs`, as the
     /// kubelet projects it; returns the mount paths.
-    async fn write_volumes(&self, pod: &Value, container: &Value, fs: &Path) -> Result<Vec<String>> {
+    async fn write_volumes(
+        &self,
+        pod: &Value,
+        container: &Value,
+        fs: &Path,
+    ) -> Result<Vec<String>> {
         let volumes = pod
             .pointer("/spec/volumes")
             .and_then(Value::as_array)
@@ -326,8 +338,16 @@ impl LocalPods {
             let cm_name = str_at(source, "/name");
             let cm = self.kubectl.get("configmap", cm_name).await?;
             let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-            for (key, value) in cm.get("data").and_then(Value::as_object).into_iter().flatten() {
-                files.insert(key.clone(), value.as_str().unwrap_or("").as_bytes().to_vec());
+            for (key, value) in cm
+                .get("data")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                files.insert(
+                    key.clone(),
+                    value.as_str().unwrap_or("").as_bytes().to_vec(),
+                );
             }
             for (key, value) in cm
                 .get("binaryData")
@@ -337,13 +357,20 @@ impl LocalPods {
             {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(value.as_str().unwrap_or(""))
-                    .with_context(|| format!("configmap {cm_name}: binaryData {key} is not base64"))?;
+                    .with_context(|| {
+                        format!("configmap {cm_name}: binaryData {key} is not base64")
+                    })?;
                 files.insert(key.clone(), bytes);
             }
             let items: Vec<(String, String)> = match source.get("items").and_then(Value::as_array) {
                 Some(items) => items
                     .iter()
-                    .map(|i| (str_at(i, "/key").to_string(), str_at(i, "/path").to_string()))
+                    .map(|i| {
+                        (
+                            str_at(i, "/key").to_string(),
+                            str_at(i, "/path").to_string(),
+                        )
+                    })
                     .collect(),
                 None => files.keys().map(|k| (k.clone(), k.clone())).collect(),
             };

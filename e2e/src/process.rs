@@ -83,7 +83,12 @@ impl Process {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let mut tail: Vec<&str> = text.lines().rev().take(lines).collect();
         tail.reverse();
-        format!("--- {} ({})\n{}", self.name, self.log.display(), tail.join("\n"))
+        format!(
+            "--- {} ({})\n{}",
+            self.name,
+            self.log.display(),
+            tail.join("\n")
+        )
     }
 
     /// The whole log so far.

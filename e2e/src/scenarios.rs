@@ -153,10 +153,16 @@ where
                     .with_context(|| format!("status of {pod}"))?;
                 let old = before.get(pod).copied().unwrap_or(0);
                 if status.config_generation <= old {
-                    bail!("{pod} still runs config generation {}", status.config_generation);
+                    bail!(
+                        "{pod} still runs config generation {}",
+                        status.config_generation
+                    );
                 }
                 if !status.slots.iter().any(|s| s.id == slot) {
-                    bail!("{pod} runs generation {} without slot {slot}", status.config_generation);
+                    bail!(
+                        "{pod} runs generation {} without slot {slot}",
+                        status.config_generation
+                    );
                 }
             }
             Ok(Some(()))
@@ -179,8 +185,8 @@ pub fn status_has_generation(cluster: &Value, expected: usize) -> Option<i64> {
     let generation = cluster.pointer("/metadata/generation")?.as_i64()?;
     let pods = cluster.pointer("/status/pods")?.as_array()?;
     (pods.len() == expected
-        && pods.iter().all(|p| {
-            p.get("configGeneration").and_then(Value::as_i64) == Some(generation)
-        }))
+        && pods
+            .iter()
+            .all(|p| p.get("configGeneration").and_then(Value::as_i64) == Some(generation)))
     .then_some(generation)
 }

@@ -14,8 +14,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 use vss_client::{Acquire, Client};
 use vss_e2e::kubectl::{
-    condition_status, int_at, is_owned_by, lease_holder, name_of, pod_is_ready, restart_count,
-    str_at,
+    condition_status, int_at, lease_holder, name_of, pod_is_ready, restart_count, str_at,
 };
 use vss_e2e::runner::{self, Scenario, ScenarioFuture};
 use vss_e2e::scenarios::{self, selector_of};

@@ -12,12 +12,11 @@
 //! operator's config push and the runtime's Lease campaign meet real
 //! objects, real RBAC and real gRPC.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use base64::Engine as _;
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -43,10 +42,14 @@ struct Suite {
     repo: PathBuf,
     work: PathBuf,
     operator_bin: PathBuf,
-    runtime_bin: PathBuf,
     operators: Mutex<Vec<Process>>,
     pods: Arc<Mutex<LocalPods>>,
-    kubelet: Mutex<Option<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>>,
+    kubelet: Mutex<
+        Option<(
+            tokio::sync::watch::Sender<bool>,
+            tokio::task::JoinHandle<()>,
+        )>,
+    >,
 }
 
 impl Suite {
@@ -185,7 +188,10 @@ fn main() -> Result<()> {
              loopback (e2e/control-plane/). Nothing was tested; these are not passes.\n{rule}",
             scenarios.len()
         );
-        println!("real-api-server: 0 passed, 0 failed, {} skipped", scenarios.len());
+        println!(
+            "real-api-server: 0 passed, 0 failed, {} skipped",
+            scenarios.len()
+        );
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -286,7 +292,6 @@ async fn setup() -> Result<Suite> {
         repo,
         work,
         operator_bin,
-        runtime_bin,
         operators: Mutex::new(Vec::new()),
         pods: Arc::new(Mutex::new(pods)),
         kubelet: Mutex::new(None),
@@ -299,7 +304,10 @@ async fn setup() -> Result<Suite> {
 /// (structural schema, CEL compiled within its cost budget) and Established.
 async fn crds_are_established(s: &Suite) -> Result<()> {
     let k = s.kubectl("default");
-    for file in ["crds/vsscluster.yaml", "charts/vss-operator/crds/vsscluster.yaml"] {
+    for file in [
+        "crds/vsscluster.yaml",
+        "charts/vss-operator/crds/vsscluster.yaml",
+    ] {
         let path = s.file(file);
         let out = k
             .run(&["apply", "-f", &path.display().to_string()])
@@ -329,7 +337,9 @@ async fn crds_are_established(s: &Suite) -> Result<()> {
 /// Every example manifest is accepted by the server and stored as written.
 async fn examples_are_accepted(s: &Suite) -> Result<()> {
     let k = s.kubectl("vss-examples");
-    s.kubectl("default").run(&["create", "namespace", "vss-examples"]).await?;
+    s.kubectl("default")
+        .run(&["create", "namespace", "vss-examples"])
+        .await?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(s.file("examples"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -384,7 +394,11 @@ async fn broken_manifests_are_refused_by_the_server_and_by_validate(s: &Suite) -
     let mut problems = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file)?;
-        let shown = file.strip_prefix(&s.repo).unwrap_or(file).display().to_string();
+        let shown = file
+            .strip_prefix(&s.repo)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         let expected = |prefix: &str| {
             text.lines()
                 .filter_map(|l| l.strip_prefix(prefix))
@@ -427,7 +441,9 @@ async fn broken_manifests_are_refused_by_the_server_and_by_validate(s: &Suite) -
         } else {
             for want in expected("# operator: ") {
                 if !said.contains(want) {
-                    problems.push(format!("{shown}: vss-operator validate did not say \"{want}\": {said}"));
+                    problems.push(format!(
+                        "{shown}: vss-operator validate did not say \"{want}\": {said}"
+                    ));
                 }
             }
         }
@@ -443,8 +459,12 @@ async fn broken_manifests_are_refused_by_the_server_and_by_validate(s: &Suite) -
 /// say what the operator saw.
 async fn operator_reconciles_under_the_chart_rbac(s: &Suite) -> Result<()> {
     let admin = s.kubectl(OPERATOR_NS);
-    s.kubectl("default").run(&["create", "namespace", OPERATOR_NS]).await?;
-    s.kubectl("default").run(&["create", "namespace", NS]).await?;
+    s.kubectl("default")
+        .run(&["create", "namespace", OPERATOR_NS])
+        .await?;
+    s.kubectl("default")
+        .run(&["create", "namespace", NS])
+        .await?;
     let render = match std::env::var("VSS_E2E_CHART_RENDER") {
         Ok(dir) => PathBuf::from(dir),
         Err(_) => s.file("target/chart-render/default/vss-operator/templates"),
@@ -455,7 +475,11 @@ async fn operator_reconciles_under_the_chart_rbac(s: &Suite) -> Result<()> {
         render.display()
     );
     let mut applied = Vec::new();
-    for name in ["serviceaccount.yaml", "rbac.yaml", "leader-election-rbac.yaml"] {
+    for name in [
+        "serviceaccount.yaml",
+        "rbac.yaml",
+        "leader-election-rbac.yaml",
+    ] {
         let path = render.join(name);
         let out = admin
             .run(&["apply", "-f", &path.display().to_string()])
@@ -466,15 +490,27 @@ async fn operator_reconciles_under_the_chart_rbac(s: &Suite) -> Result<()> {
     println!("  chart RBAC: {}", applied.join("; "));
     let sa = format!("system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}");
     let can = admin
-        .run(&["auth", "can-i", "create", "statefulsets", "-n", NS, "--as", &sa])
+        .run(&[
+            "auth",
+            "can-i",
+            "create",
+            "statefulsets",
+            "-n",
+            NS,
+            "--as",
+            &sa,
+        ])
         .await?;
-    ensure!(can.trim() == "yes", "the chart's account cannot create StatefulSets");
+    ensure!(
+        can.trim() == "yes",
+        "the chart's account cannot create StatefulSets"
+    );
 
     s.start_operator("vss-operator-a").await?;
     // The cluster of the scenarios: three instances, a token bucket, and a
     // custom slot whose module ships in a ConfigMap as a user would ship it.
-    let wasm = base64::engine::general_purpose::STANDARD
-        .encode(vss_builtin_slots::testing::FIXED_WINDOW);
+    let wasm =
+        base64::engine::general_purpose::STANDARD.encode(vss_builtin_slots::testing::FIXED_WINDOW);
     s.kubectl(NS)
         .apply_yaml(&format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {MODULE_CM}\nbinaryData:\n  fixed_window.wasm: {wasm}\n"
@@ -526,25 +562,43 @@ spec:
                     .get_opt(kind, name)
                     .await?
                     .with_context(|| format!("{kind}/{name} not created"))?;
-                ensure!(is_owned_by(&obj, &uid), "{kind}/{name} is not owned by the VssCluster");
+                ensure!(
+                    is_owned_by(&obj, &uid),
+                    "{kind}/{name} is not owned by the VssCluster"
+                );
             }
             Ok(Some(()))
         },
     )
     .await?;
     // The real StatefulSet controller makes the pods.
-    wait::until("3 pods from the StatefulSet", Duration::from_secs(60), POLL, || async {
-        let pods = k.list("pods", Some(&format!("app.kubernetes.io/instance={CLUSTER}"))).await?;
-        Ok((pods.len() == 3).then_some(()))
-    })
+    wait::until(
+        "3 pods from the StatefulSet",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            let pods = k
+                .list(
+                    "pods",
+                    Some(&format!("app.kubernetes.io/instance={CLUSTER}")),
+                )
+                .await?;
+            Ok((pods.len() == 3).then_some(()))
+        },
+    )
     .await?;
-    let status = wait::until("status from the operator", Duration::from_secs(60), POLL, || async {
-        let c = s.cluster().await?;
-        let generation = int_at(&c, "/metadata/generation");
-        Ok((int_at(&c, "/status/observedGeneration") == generation
-            && condition_status(&c, "Ready").is_some())
-        .then_some(c))
-    })
+    let status = wait::until(
+        "status from the operator",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            let c = s.cluster().await?;
+            let generation = int_at(&c, "/metadata/generation");
+            Ok((int_at(&c, "/status/observedGeneration") == generation
+                && condition_status(&c, "Ready").is_some())
+            .then_some(c))
+        },
+    )
     .await?;
     ensure!(
         condition_status(&status, "Ready") == Some("False"),
@@ -558,7 +612,9 @@ spec:
         ensure!(header.contains(column), "no {column} column: {header}");
     }
     ensure!(
-        columns.lines().any(|l| l.starts_with(CLUSTER) && l.split_whitespace().nth(1) == Some("3")),
+        columns
+            .lines()
+            .any(|l| l.starts_with(CLUSTER) && l.split_whitespace().nth(1) == Some("3")),
         "{columns}"
     );
     Ok(())
@@ -568,20 +624,36 @@ spec:
 /// undone by the operator.
 async fn drift_is_repaired(s: &Suite) -> Result<()> {
     let k = s.kubectl(NS);
-    for (kind, name) in [("configmap", format!("{CLUSTER}-config")), ("service", CLUSTER.to_string())] {
+    for (kind, name) in [
+        ("configmap", format!("{CLUSTER}-config")),
+        ("service", CLUSTER.to_string()),
+    ] {
         let before = str_at(&k.get(kind, &name).await?, "/metadata/uid").to_string();
         k.run(&["delete", kind, &name]).await?;
-        wait::until(&format!("{kind}/{name} to be recreated"), Duration::from_secs(60), POLL, || async {
-            let now = k.get_opt(kind, &name).await?;
-            Ok(now.filter(|o| str_at(o, "/metadata/uid") != before).map(|_| ()))
-        })
+        wait::until(
+            &format!("{kind}/{name} to be recreated"),
+            Duration::from_secs(60),
+            POLL,
+            || async {
+                let now = k.get_opt(kind, &name).await?;
+                Ok(now
+                    .filter(|o| str_at(o, "/metadata/uid") != before)
+                    .map(|_| ()))
+            },
+        )
         .await?;
     }
-    k.run(&["scale", "statefulset", CLUSTER, "--replicas=1"]).await?;
-    wait::until("the StatefulSet's replicas to be 3 again", Duration::from_secs(60), POLL, || async {
-        let sts = k.get("statefulset", CLUSTER).await?;
-        Ok((int_at(&sts, "/spec/replicas") == Some(3)).then_some(()))
-    })
+    k.run(&["scale", "statefulset", CLUSTER, "--replicas=1"])
+        .await?;
+    wait::until(
+        "the StatefulSet's replicas to be 3 again",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            let sts = k.get("statefulset", CLUSTER).await?;
+            Ok((int_at(&sts, "/spec/replicas") == Some(3)).then_some(()))
+        },
+    )
     .await?;
     Ok(())
 }
@@ -592,12 +664,17 @@ async fn drift_is_repaired(s: &Suite) -> Result<()> {
 async fn pods_run_and_take_the_pushed_config(s: &Suite) -> Result<()> {
     s.start_kubelet().await;
     let k = s.kubectl(NS);
-    let c = wait::until("the VssCluster to be Ready", Duration::from_secs(120), POLL, || async {
-        let c = s.cluster().await?;
-        Ok((condition_status(&c, "Ready") == Some("True")
-            && int_at(&c, "/status/readyInstances") == Some(3))
-        .then_some(c))
-    })
+    let c = wait::until(
+        "the VssCluster to be Ready",
+        Duration::from_secs(120),
+        POLL,
+        || async {
+            let c = s.cluster().await?;
+            Ok((condition_status(&c, "Ready") == Some("True")
+                && int_at(&c, "/status/readyInstances") == Some(3))
+            .then_some(c))
+        },
+    )
     .await?;
     let generation = int_at(&c, "/metadata/generation").context("generation")?;
     let pods = c
@@ -638,7 +715,9 @@ async fn runtime_lease_moves_when_its_holder_is_killed(s: &Suite) -> Result<()> 
     let k = s.kubectl(NS);
     let lease_name = format!("{CLUSTER}-leader");
     let lease = k.get("lease", &lease_name).await?;
-    let holder = lease_holder(&lease).context("the Lease has no holder")?.to_string();
+    let holder = lease_holder(&lease)
+        .context("the Lease has no holder")?
+        .to_string();
     let transitions = int_at(&lease, "/spec/leaseTransitions").unwrap_or(0);
     let client = Arc::new(s.client().await?);
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
@@ -661,28 +740,61 @@ async fn runtime_lease_moves_when_its_holder_is_killed(s: &Suite) -> Result<()> 
     tokio::time::sleep(Duration::from_secs(1)).await;
     s.pods.lock().await.kill(&holder).await?;
     println!("  SIGKILLed {holder}, the Lease holder");
-    let after = wait::until("a new Lease holder", Duration::from_secs(30), POLL, || async {
-        let lease = k.get("lease", &lease_name).await?;
-        Ok(lease_holder(&lease)
-            .filter(|h| *h != holder)
-            .map(|h| (h.to_string(), int_at(&lease, "/spec/leaseTransitions").unwrap_or(0))))
-    })
+    let after = wait::until(
+        "a new Lease holder",
+        Duration::from_secs(30),
+        POLL,
+        || async {
+            let lease = k.get("lease", &lease_name).await?;
+            Ok(lease_holder(&lease).filter(|h| *h != holder).map(|h| {
+                (
+                    h.to_string(),
+                    int_at(&lease, "/spec/leaseTransitions").unwrap_or(0),
+                )
+            }))
+        },
+    )
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop.send(true);
     let (ok, failed) = calls.await.context("the calling task panicked")?;
-    println!("  new holder {} (leaseTransitions {} -> {}); {ok} calls, {} failed", after.0, transitions, after.1, failed.len());
-    ensure!(after.1 == transitions + 1, "leaseTransitions went {transitions} -> {}", after.1);
-    ensure!(failed.is_empty(), "{} calls failed, first: {}", failed.len(), failed[0]);
+    println!(
+        "  new holder {} (leaseTransitions {} -> {}); {ok} calls, {} failed",
+        after.0,
+        transitions,
+        after.1,
+        failed.len()
+    );
+    ensure!(
+        after.1 == transitions + 1,
+        "leaseTransitions went {transitions} -> {}",
+        after.1
+    );
+    ensure!(
+        failed.is_empty(),
+        "{} calls failed, first: {}",
+        failed.len(),
+        failed[0]
+    );
     ensure!(ok > 10, "only {ok} calls were made");
-    // The kubelet stand-in restarts the killed process; the cluster is
-    // whole again.
-    wait::until("the VssCluster to be Ready again", Duration::from_secs(60), POLL, || async {
-        let c = s.cluster().await?;
-        Ok((int_at(&c, "/status/readyInstances") == Some(3)).then_some(()))
-    })
+    // The kubelet stand-in restarts the killed process after its back-off;
+    // the cluster is whole again.
+    wait::until(
+        "the killed pod to be restarted and the VssCluster Ready again",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            if s.pods.lock().await.restarts(&holder) == 0 {
+                return Ok(None);
+            }
+            let c = s.cluster().await?;
+            let pod = k.get("pod", &holder).await?;
+            Ok((vss_e2e::kubectl::pod_is_ready(&pod)
+                && int_at(&c, "/status/readyInstances") == Some(3))
+            .then_some(()))
+        },
+    )
     .await?;
-    ensure!(s.pods.lock().await.restarts(&holder) >= 1, "{holder} was not restarted");
     Ok(())
 }
 
@@ -708,9 +820,12 @@ async fn slot_change_is_pushed_without_restarts(s: &Suite) -> Result<()> {
         pids,
     )
     .await?;
-    wait::until("every pod at the new generation in status", Duration::from_secs(60), POLL, || async {
-        Ok(scenarios::status_has_generation(&s.cluster().await?, 3).map(|_| ()))
-    })
+    wait::until(
+        "every pod at the new generation in status",
+        Duration::from_secs(60),
+        POLL,
+        || async { Ok(scenarios::status_has_generation(&s.cluster().await?, 3).map(|_| ())) },
+    )
     .await?;
     Ok(())
 }
@@ -720,10 +835,15 @@ async fn slot_change_is_pushed_without_restarts(s: &Suite) -> Result<()> {
 async fn operator_standby_takes_over_when_the_leader_is_killed(s: &Suite) -> Result<()> {
     let k = s.kubectl(OPERATOR_NS);
     s.start_operator("vss-operator-b").await?;
-    let holder = wait::until("an operator holding the Lease", Duration::from_secs(30), POLL, || async {
-        let lease = k.get_opt("lease", "vss-operator").await?;
-        Ok(lease.as_ref().and_then(lease_holder).map(String::from))
-    })
+    let holder = wait::until(
+        "an operator holding the Lease",
+        Duration::from_secs(30),
+        POLL,
+        || async {
+            let lease = k.get_opt("lease", "vss-operator").await?;
+            Ok(lease.as_ref().and_then(lease_holder).map(String::from))
+        },
+    )
     .await?;
     {
         let mut ops = s.operators.lock().await;
@@ -734,10 +854,17 @@ async fn operator_standby_takes_over_when_the_leader_is_killed(s: &Suite) -> Res
         leader.kill().await;
     }
     println!("  SIGKILLed {holder}");
-    let next = wait::until("the standby to take the Lease", Duration::from_secs(60), POLL, || async {
-        let lease = k.get("lease", "vss-operator").await?;
-        Ok(lease_holder(&lease).filter(|h| *h != holder).map(String::from))
-    })
+    let next = wait::until(
+        "the standby to take the Lease",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            let lease = k.get("lease", "vss-operator").await?;
+            Ok(lease_holder(&lease)
+                .filter(|h| *h != holder)
+                .map(String::from))
+        },
+    )
     .await?;
     println!("  {next} leads");
     // It reconciles: a deleted Service comes back.
@@ -745,10 +872,17 @@ async fn operator_standby_takes_over_when_the_leader_is_killed(s: &Suite) -> Res
     let name = format!("{CLUSTER}-peers");
     let before = str_at(&ns.get("service", &name).await?, "/metadata/uid").to_string();
     ns.run(&["delete", "service", &name]).await?;
-    wait::until("the new leader to recreate the Service", Duration::from_secs(60), POLL, || async {
-        let now = ns.get_opt("service", &name).await?;
-        Ok(now.filter(|o| str_at(o, "/metadata/uid") != before).map(|_| ()))
-    })
+    wait::until(
+        "the new leader to recreate the Service",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            let now = ns.get_opt("service", &name).await?;
+            Ok(now
+                .filter(|o| str_at(o, "/metadata/uid") != before)
+                .map(|_| ()))
+        },
+    )
     .await?;
     Ok(())
 }
@@ -758,8 +892,16 @@ async fn operator_standby_takes_over_when_the_leader_is_killed(s: &Suite) -> Res
 /// module ConfigMap stays.
 async fn vsscluster_deletion_leaves_nothing_behind(s: &Suite) -> Result<()> {
     let k = s.kubectl(NS);
-    scenarios::deletion_leaves_nothing_behind(&k, CLUSTER, Duration::from_secs(120), Duration::from_secs(1))
-        .await?;
-    ensure!(k.get_opt("configmap", MODULE_CM).await?.is_some(), "the user's ConfigMap was deleted");
+    scenarios::deletion_leaves_nothing_behind(
+        &k,
+        CLUSTER,
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+    )
+    .await?;
+    ensure!(
+        k.get_opt("configmap", MODULE_CM).await?.is_some(),
+        "the user's ConfigMap was deleted"
+    );
     Ok(())
 }

@@ -33,7 +33,7 @@ use crate::crd::{PodConfigStatus, VssCluster, VssClusterStatus};
 use crate::diff::contains;
 use crate::metrics::Metrics;
 use crate::push::PodControl;
-use crate::resources::{self, Names};
+use crate::resources;
 use crate::slots;
 use crate::status::{self, Observed};
 
@@ -373,7 +373,6 @@ async fn push_config(
     slots_yaml: &str,
 ) -> Result<Observed, Error> {
     let generation = cluster.metadata.generation.unwrap_or(0);
-    let names = Names::of(cluster);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let mut list = pods
         .list(&ListParams::default().labels(&resources::selector(cluster)))

@@ -15,9 +15,16 @@ fn repo(path: &str) -> std::path::PathBuf {
 #[test]
 fn the_committed_crds_are_what_the_binary_prints() {
     let out = operator().arg("crd").output().expect("vss-operator runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8(out.stdout).expect("UTF-8");
-    for file in ["crds/vsscluster.yaml", "charts/vss-operator/crds/vsscluster.yaml"] {
+    for file in [
+        "crds/vsscluster.yaml",
+        "charts/vss-operator/crds/vsscluster.yaml",
+    ] {
         let committed = std::fs::read_to_string(repo(file)).expect("committed CRD");
         assert!(
             committed == printed,
@@ -43,7 +50,11 @@ fn validate_accepts_the_examples_and_refuses_a_broken_manifest() {
         .args(&examples)
         .output()
         .expect("runs");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
     let bad = operator()
         .arg("validate")
         .arg(repo("operator/testdata/invalid/id-100.yaml"))
