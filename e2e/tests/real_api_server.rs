@@ -44,13 +44,14 @@ struct Suite {
     operator_bin: PathBuf,
     operators: Mutex<Vec<Process>>,
     pods: Arc<Mutex<LocalPods>>,
-    kubelet: Mutex<
-        Option<(
-            tokio::sync::watch::Sender<bool>,
-            tokio::task::JoinHandle<()>,
-        )>,
-    >,
+    kubelet: Mutex<Option<Kubelet>>,
 }
+
+/// The kubelet stand-in's task and the sender that stops it.
+type Kubelet = (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+);
 
 impl Suite {
     fn kubectl(&self, ns: &str) -> Kubectl {
@@ -180,7 +181,8 @@ fn scenarios() -> Vec<Scenario<Suite>> {
 fn main() -> Result<()> {
     let scenarios = scenarios();
     let filters = runner::filters(std::env::args());
-    if std::env::var(ENABLE_VAR).map_or(true, |v| v.trim().is_empty() || v == "0") {
+    let enabled = std::env::var(ENABLE_VAR).is_ok_and(|v| !v.trim().is_empty() && v != "0");
+    if !enabled {
         let rule = "=".repeat(72);
         println!(
             "{rule}\nSKIPPED: the {} real-API-server scenarios did NOT run: set {ENABLE_VAR}=1 to build\n\
