@@ -129,6 +129,12 @@ impl Kubectl {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `kubectl apply -f <path>`; its stdout.
+    pub async fn apply_file(&self, path: &std::path::Path) -> Result<String> {
+        self.run(&["apply", "-f", &path.display().to_string()])
+            .await
+    }
+
     /// `kubectl get <kind> <name> -o json`.
     pub async fn get(&self, kind: &str, name: &str) -> Result<Value> {
         self.get_opt(kind, name)

@@ -191,7 +191,7 @@ impl LocalPods {
                     // A ConfigMap or ServiceAccount the pod needs may not
                     // exist yet; the kubelet retries too.
                     Err(e) => {
-                        tracing_line(&format!("pod {name} not started yet: {e:#}"));
+                        say(&format!("pod {name} not started yet: {e:#}"));
                         continue;
                     }
                 }
@@ -281,12 +281,7 @@ impl LocalPods {
         if let Ok(path) = std::env::var("PATH") {
             cmd.env("PATH", path);
         }
-        for var in container
-            .get("env")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for var in array(container, "env") {
             let key = str_at(var, "/name");
             let value = match var
                 .pointer("/valueFrom/fieldRef/fieldPath")
@@ -319,12 +314,7 @@ impl LocalPods {
             .cloned()
             .unwrap_or_default();
         let mut mounts = Vec::new();
-        for mount in container
-            .get("volumeMounts")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for mount in array(container, "volumeMounts") {
             let volume_name = str_at(mount, "/name");
             let mount_path = str_at(mount, "/mountPath");
             let Some(volume) = volumes.iter().find(|v| str_at(v, "/name") == volume_name) else {
@@ -396,7 +386,12 @@ fn ordinal(name: &str) -> Result<u32> {
         .with_context(|| format!("pod {name} is not <statefulset>-<ordinal>"))
 }
 
-fn tracing_line(line: &str) {
+/// The items of the array at `key`, none if absent.
+fn array<'a>(obj: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    obj.get(key).and_then(Value::as_array).into_iter().flatten()
+}
+
+fn say(line: &str) {
     println!("  local-pods: {line}");
 }
 

@@ -94,7 +94,7 @@ pub async fn deletion_leaves_nothing_behind(
 }
 
 /// `vss.v1.Vss/Status` of one instance.
-async fn status_of(endpoint: &str) -> Result<vss_client::StatusReply> {
+pub async fn status_of(endpoint: &str) -> Result<vss_client::StatusReply> {
     let single = Client::new(&[endpoint])?;
     let (_, status) = single
         .status()

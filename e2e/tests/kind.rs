@@ -177,14 +177,9 @@ async fn leader_is_elected_through_the_lease(ctx: &Ctx) -> Result<()> {
         POLL,
         || async {
             for f in &forwards {
-                let client = Client::new(&[f.endpoint.as_str()])?;
-                let (_, status) = client
-                    .status()
+                let status = scenarios::status_of(&f.endpoint)
                     .await
-                    .into_iter()
-                    .next()
-                    .context("no status")?;
-                let status = status.with_context(|| format!("status of {}", f.pod))?;
+                    .with_context(|| format!("status of {}", f.pod))?;
                 let leader = status.routing.as_ref().map_or("", |r| r.leader.as_str());
                 if leader != holder {
                     bail!(

@@ -312,7 +312,7 @@ async fn crds_are_established(s: &Suite) -> Result<()> {
     ] {
         let path = s.file(file);
         let out = k
-            .run(&["apply", "-f", &path.display().to_string()])
+            .apply_file(&path)
             .await
             .with_context(|| format!("the API server refused {file}"))?;
         println!("  {file}: {}", out.trim());
@@ -355,7 +355,7 @@ async fn examples_are_accepted(s: &Suite) -> Result<()> {
     for file in &files {
         let path = file.display().to_string();
         let out = k
-            .run(&["apply", "-f", &path])
+            .apply_file(file)
             .await
             .with_context(|| format!("the API server refused {path}"))?;
         println!("  {}: {}", path, out.trim());
@@ -484,7 +484,7 @@ async fn operator_reconciles_under_the_chart_rbac(s: &Suite) -> Result<()> {
     ] {
         let path = render.join(name);
         let out = admin
-            .run(&["apply", "-f", &path.display().to_string()])
+            .apply_file(&path)
             .await
             .with_context(|| format!("applying the chart's {name}"))?;
         applied.push(out.trim().replace('\n', "; "));

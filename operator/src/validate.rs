@@ -128,10 +128,7 @@ mod tests {
     use super::*;
 
     fn check(slots: &str) -> Result<usize, String> {
-        let text = format!(
-            "apiVersion: vss.dev/v1alpha1\nkind: VssCluster\nmetadata: {{name: t}}\nspec:\n  slots:\n{slots}"
-        );
-        validate_manifests(&text).map_err(|p| p.join("\n"))
+        check_spec(&format!("  slots:\n{slots}"))
     }
 
     #[test]
