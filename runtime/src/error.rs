@@ -3,6 +3,8 @@
 use tonic::{Code, Status};
 use vss_slot_host::{CallError, SlotError};
 
+use crate::executor::QueueError;
+
 /// Why a client request failed. Messages name the field and the limit.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -28,9 +30,20 @@ pub enum RequestError {
     TooManyClients(usize),
     #[error("slot {slot}: {source}")]
     Call { slot: u8, source: CallError },
+    /// The slot's queue refused or dropped the request before it ran.
+    #[error("slot {slot}: {source}")]
+    Queue { slot: u8, source: QueueError },
 }
 
 impl RequestError {
+    /// What became of a request handed to `slot`'s worker.
+    pub fn queue(slot: u8, e: QueueError) -> Self {
+        match e {
+            QueueError::Call(source) => Self::Call { slot, source },
+            source => Self::Queue { slot, source },
+        }
+    }
+
     pub fn code(&self) -> Code {
         match self {
             Self::SlotOutOfRange(_)
@@ -49,6 +62,14 @@ impl RequestError {
                 CallError::MemoryLimit(_) => Code::ResourceExhausted,
                 CallError::Unavailable(_) => Code::Unavailable,
             },
+            Self::Queue { source, .. } => match source {
+                QueueError::Full { .. } => Code::ResourceExhausted,
+                QueueError::Expired { .. } => Code::DeadlineExceeded,
+                QueueError::Stopped | QueueError::Call(CallError::Unavailable(_)) => {
+                    Code::Unavailable
+                }
+                QueueError::Call(_) => Code::Internal,
+            },
         }
     }
 
@@ -60,6 +81,7 @@ impl RequestError {
             Code::FailedPrecondition => "failed_precondition",
             Code::ResourceExhausted => "resource_exhausted",
             Code::Unavailable => "unavailable",
+            Code::DeadlineExceeded => "deadline_exceeded",
             _ => "internal",
         }
     }

@@ -76,9 +76,9 @@ impl VssService {
             .observe_request(verb, started.elapsed().as_secs_f64());
     }
 
-    fn timed<T>(&self, verb: Verb, f: impl FnOnce() -> T) -> T {
+    async fn timed<T>(&self, verb: Verb, f: impl Future<Output = T>) -> T {
         let started = Instant::now();
-        let out = f();
+        let out = f.await;
         self.observe(verb, started);
         out
     }
@@ -104,13 +104,14 @@ impl VssService {
         }
         let r = req.into_inner();
         if join {
-            self.timed(Verb::Register, || {
-                self.signals.register(r.slot, &r.client_id)
-            })?;
+            self.timed(Verb::Register, self.signals.register(r.slot, &r.client_id))
+                .await?;
         } else {
-            self.timed(Verb::Deregister, || {
-                self.signals.deregister(r.slot, &r.client_id)
-            })?;
+            self.timed(
+                Verb::Deregister,
+                self.signals.deregister(r.slot, &r.client_id),
+            )
+            .await?;
         }
         Ok(Response::new(MembershipReply {}))
     }
@@ -180,20 +181,19 @@ impl Vss for VssService {
             return answer;
         }
         let r = req.into_inner();
-        self.timed(Verb::Acquire, || {
-            self.slots.acquire(r.slot, &r.key, r.tokens)
-        })
-        .map(|a| {
-            Response::new(AcquireReply {
-                granted: a.granted,
-                remaining: a.remaining,
-                reset_ms: a.reset_ms,
+        self.timed(Verb::Acquire, self.slots.acquire(r.slot, &r.key, r.tokens))
+            .await
+            .map(|a| {
+                Response::new(AcquireReply {
+                    granted: a.granted,
+                    remaining: a.remaining,
+                    reset_ms: a.reset_ms,
+                })
             })
-        })
-        .map_err(|e| {
-            tracing::debug!(error = %e, "acquire refused");
-            Status::from(e)
-        })
+            .map_err(|e| {
+                tracing::debug!(error = %e, "acquire refused");
+                Status::from(e)
+            })
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "call"))]
@@ -210,7 +210,8 @@ impl Vss for VssService {
             return answer;
         }
         let r = req.into_inner();
-        self.timed(Verb::Call, || self.slots.call(r.slot, &r.op, r.payload))
+        self.timed(Verb::Call, self.slots.call(r.slot, &r.op, r.payload))
+            .await
             .map(|payload| Response::new(CallReply { payload }))
             .map_err(|e| {
                 tracing::debug!(error = %e, "call refused");

@@ -12,6 +12,7 @@
 pub mod chaos;
 pub mod cluster;
 pub mod error;
+pub mod executor;
 pub mod grpc;
 pub mod http;
 pub mod hub;
@@ -45,6 +46,7 @@ use crate::cluster::service::{Audited, ControlService, MeshService};
 use crate::cluster::{
     Cluster, ClusterError, Election, Members, MembersError, MeshElection, WatchElection,
 };
+use crate::executor::QueueLimits;
 use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
 use crate::signals::Signals;
@@ -69,6 +71,8 @@ pub struct RuntimeOptions {
     pub http_listen: Option<SocketAddr>,
     /// Per-call deadline and memory cap of slot modules.
     pub wasm_limits: HostLimits,
+    /// Depth, batch size and longest wait of every slot's queue.
+    pub queue_limits: QueueLimits,
     /// Every instance of the cluster; None runs a cluster of one.
     pub members: Option<Members>,
     /// Leadership decided elsewhere (a Kubernetes Lease campaign); None
@@ -93,6 +97,7 @@ impl Default for RuntimeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             http_listen: None,
             wasm_limits: HostLimits::default(),
+            queue_limits: QueueLimits::default(),
             members: None,
             lease: None,
             watch_config: None,
@@ -158,8 +163,9 @@ impl Runtime {
         let metrics = Metrics::new();
         let slots = {
             let (engine, config, metrics) = (engine.clone(), config.clone(), metrics.clone());
+            let queue = options.queue_limits;
             // Compiling modules is CPU-bound work; keep it off the reactor.
-            tokio::task::spawn_blocking(move || SlotTable::load(&engine, &config, metrics))
+            tokio::task::spawn_blocking(move || SlotTable::load(&engine, &config, queue, metrics))
                 .await??
         };
         let grpc = bind(options.listen).await?;

@@ -9,6 +9,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use vss_runtime::chaos::ChaosOptions;
 use vss_runtime::cluster::{Members, MembersError};
+use vss_runtime::executor::QueueLimits;
 use vss_runtime::telemetry::{self, LogFormat};
 use vss_runtime::{Runtime, RuntimeOptions, WasmLimits};
 
@@ -65,6 +66,14 @@ struct Args {
     /// Most memory one slot instance may use, in MiB.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(2..=4096))]
     slot_memory_mib: u64,
+    /// Requests one slot may hold waiting; more are refused with
+    /// RESOURCE_EXHAUSTED at once.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    slot_queue_depth: u64,
+    /// Longest a request may wait in its slot's queue, in milliseconds;
+    /// past it, it is answered DEADLINE_EXCEEDED without running.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    slot_queue_wait_ms: u64,
     /// How long to wait for in-flight requests after SIGTERM, in seconds.
     #[arg(long, default_value_t = 10)]
     drain_seconds: u64,
@@ -161,6 +170,11 @@ async fn main() -> anyhow::Result<()> {
             memory_bytes: usize::try_from(args.slot_memory_mib << 20)
                 .context("--slot-memory-mib")?,
             ..WasmLimits::default()
+        },
+        queue_limits: QueueLimits {
+            depth: usize::try_from(args.slot_queue_depth).context("--slot-queue-depth")?,
+            max_wait: Duration::from_millis(args.slot_queue_wait_ms),
+            ..QueueLimits::default()
         },
     };
     let runtime = Runtime::bind(options, &config).await?;

@@ -65,6 +65,11 @@ fn wasm_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1e-7, 2.0, 21))
 }
 
+/// 2 .. 128 requests per batch.
+fn batch_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(2.0, 2.0, 7))
+}
+
 /// The client verbs a slot serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
@@ -102,6 +107,12 @@ pub struct SlotMetrics {
     pub calls: [Counter; Verb::ALL.len()],
     pub wasm_seconds: Histogram,
     pub restarts: Counter,
+    /// Requests waiting in the slot's queue.
+    pub queue_depth: Gauge,
+    /// Time from enqueue to the start of the call that served it.
+    pub queue_wait_seconds: Histogram,
+    /// Requests per `handle-batch` call, for batches of two or more.
+    pub batch_size: Histogram,
 }
 
 /// Every metric the runtime records, registered once.
@@ -114,6 +125,9 @@ pub struct Metrics {
     request_seconds: [Histogram; Verb::ALL.len()],
     pub wasm_call_seconds: Family<TypeLabels, Histogram>,
     pub restarts: Family<SlotLabels, Counter>,
+    pub queue_depth: Family<SlotLabels, Gauge>,
+    pub queue_wait_seconds: Family<SlotLabels, Histogram>,
+    pub batch_size: Family<TypeLabels, Histogram>,
     pub rejected: Family<RejectLabels, Counter>,
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub connected_clients: Gauge,
@@ -151,6 +165,13 @@ impl Metrics {
             wasm_histogram as fn() -> Histogram,
         );
         let restarts = Family::default();
+        let queue_depth = Family::default();
+        let queue_wait_seconds = Family::<SlotLabels, Histogram>::new_with_constructor(
+            request_histogram as fn() -> Histogram,
+        );
+        let batch_size = Family::<TypeLabels, Histogram>::new_with_constructor(
+            batch_histogram as fn() -> Histogram,
+        );
         let rejected = Family::default();
         let deliveries = Family::default();
         let connected_clients = Gauge::default();
@@ -175,6 +196,21 @@ impl Metrics {
             "slot_restarts",
             "Slot instances rebuilt after a trap, timeout or memory overrun",
             restarts.clone(),
+        );
+        registry.register(
+            "slot_queue_depth",
+            "Requests waiting in each slot's queue",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "slot_queue_wait_seconds",
+            "Time a request waited in its slot's queue before its call began",
+            queue_wait_seconds.clone(),
+        );
+        registry.register(
+            "slot_batch_size",
+            "Requests handed to a slot module in one handle-batch call, by slot type",
+            batch_size.clone(),
         );
         registry.register(
             "requests_rejected",
@@ -246,6 +282,9 @@ impl Metrics {
             }),
             wasm_call_seconds,
             restarts,
+            queue_depth,
+            queue_wait_seconds,
+            batch_size,
             registry: Arc::new(registry),
         }
     }
@@ -271,10 +310,24 @@ impl Metrics {
             })
             .clone();
         let restarts = self.restarts.get_or_create(&SlotLabels { slot }).clone();
+        let queue_depth = self.queue_depth.get_or_create(&SlotLabels { slot }).clone();
+        let queue_wait_seconds = self
+            .queue_wait_seconds
+            .get_or_create(&SlotLabels { slot })
+            .clone();
+        let batch_size = self
+            .batch_size
+            .get_or_create(&TypeLabels {
+                slot_type: slot_type.to_string(),
+            })
+            .clone();
         SlotMetrics {
             calls,
             wasm_seconds,
             restarts,
+            queue_depth,
+            queue_wait_seconds,
+            batch_size,
         }
     }
 

@@ -205,7 +205,7 @@ impl Signals {
             payload: message,
             publisher: (!publisher.is_empty()).then(|| publisher.to_string()),
         });
-        let reply = self.slots.request(slot, Verb::Publish, publish)?;
+        let reply = self.slots.request(slot, Verb::Publish, publish).await?;
         let plan = Plan {
             slot: id,
             deadline: Instant::now() + signal.config.timeout,
@@ -265,7 +265,7 @@ impl Signals {
                     delivered,
                 });
             }
-            match self.slots.report(plan.slot, reports) {
+            match self.slots.report(plan.slot, reports).await {
                 Ok(effects) if Instant::now() < plan.deadline => start(effects, &mut inflight),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(slot, error = %e, "delivery report failed"),
@@ -279,12 +279,7 @@ impl Signals {
     /// Calls every slot's `tick` and carries out the deliveries they ask
     /// for, each within its slot's timeout (1 s for non-signal slots).
     pub async fn tick(&self) {
-        // A slot busy with a long call holds its lock; wait for it on a
-        // blocking thread, not on the reactor.
-        let slots = self.slots.clone();
-        let ticked = tokio::task::spawn_blocking(move || slots.tick_all())
-            .await
-            .unwrap_or_default();
+        let ticked = self.slots.tick_all().await;
         // Copies held for standby duty must not act: only the owner's
         // module speaks for the slot.
         let owned = ticked
@@ -422,15 +417,16 @@ impl Signals {
         futures_util::future::join_all(deliveries).await
     }
 
-    pub fn register(&self, slot: u32, client: &str) -> Result<(), RequestError> {
+    pub async fn register(&self, slot: u32, client: &str) -> Result<(), RequestError> {
         check_client_id(client)?;
         self.slots.signal(slot)?;
         self.slots
             .request(slot, Verb::Register, Request::Register(client.to_string()))
+            .await
             .map(drop)
     }
 
-    pub fn deregister(&self, slot: u32, client: &str) -> Result<(), RequestError> {
+    pub async fn deregister(&self, slot: u32, client: &str) -> Result<(), RequestError> {
         check_client_id(client)?;
         self.slots.signal(slot)?;
         self.slots
@@ -439,6 +435,7 @@ impl Signals {
                 Verb::Deregister,
                 Request::Deregister(client.to_string()),
             )
+            .await
             .map(drop)
     }
 }

@@ -2,23 +2,23 @@
 //!
 //! Each slot type is compiled once (built-ins from the embedded modules,
 //! custom types from their file, once per path) and every configured slot
-//! gets its own instance behind its own lock, so a slow or failing slot
-//! never holds up another.
+//! gets its own instance on its own worker thread ([`crate::executor`]), so
+//! a slow or failing slot never holds up another, nor the reactor.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use vss_config::{Signal, SlotDef, SlotId, SlotKind, ValidConfig};
 use vss_slot_host::{
-    Acquire, Acquired, CallError, Context, Custom, DeliveryReport, Effect, LoadError, Reply,
-    Request, Response, SlotEngine, SlotError, SlotInstance, SlotModule,
+    Acquire, Acquired, CallError, Custom, DeliveryReport, Effect, LoadError, Reply, Request,
+    Response, SlotEngine, SlotError, SlotInstance, SlotModule,
 };
 
 use crate::error::RequestError;
+use crate::executor::{QueueLimits, SlotWorker};
 use crate::metrics::{Metrics, SlotMetrics, Verb};
 
 /// Longest acquire key, in bytes.
@@ -39,6 +39,11 @@ pub enum SlotLoadError {
     },
     #[error("slot {slot}: {source}")]
     Load { slot: SlotId, source: LoadError },
+    #[error("slot {slot}: cannot start its worker thread: {source}")]
+    Thread {
+        slot: SlotId,
+        source: std::io::Error,
+    },
 }
 
 /// Why a new configuration was not applied.
@@ -57,10 +62,7 @@ pub enum ReloadError {
 struct SlotEntry {
     def: SlotDef,
     type_name: String,
-    /// Bumped by every call into the instance; replication pushes a slot
-    /// when its version moved.
-    version: AtomicU64,
-    instance: Mutex<SlotInstance>,
+    worker: SlotWorker,
     metrics: SlotMetrics,
     errors: AtomicU64,
     signal: Option<SignalSlot>,
@@ -111,6 +113,7 @@ pub struct SlotTable {
     /// serialises reloads.
     config: Mutex<(ValidConfig, u64)>,
     generation: AtomicU64,
+    queue: QueueLimits,
     metrics: Metrics,
 }
 
@@ -128,9 +131,11 @@ impl SlotTable {
     pub fn load(
         engine: &SlotEngine,
         config: &ValidConfig,
+        queue: QueueLimits,
         metrics: Metrics,
     ) -> Result<Self, ReloadError> {
         let table = Self {
+            queue,
             slots: ArcSwap::from_pointee(Vec::new()),
             engine: engine.clone(),
             modules: Mutex::new(HashMap::new()),
@@ -236,12 +241,13 @@ impl SlotTable {
         let instance = SlotInstance::start(&module, def.kind.module_config())
             .map_err(|source| SlotLoadError::Load { slot, source })?;
         let metrics = self.metrics.for_slot(slot.get(), &type_name);
+        let worker = SlotWorker::start(slot.get(), instance, self.queue, metrics.clone())
+            .map_err(|source| SlotLoadError::Thread { slot, source })?;
         tracing::info!(%slot, kind = def.kind.type_name(), "slot started");
         Ok(SlotEntry {
             def: def.clone(),
             type_name,
-            version: AtomicU64::new(0),
-            instance: Mutex::new(instance),
+            worker,
             metrics,
             errors: AtomicU64::new(0),
             signal: def.kind.signal().map(|config| SignalSlot {
@@ -266,19 +272,22 @@ impl SlotTable {
     pub fn version(&self, slot: u8) -> Option<u64> {
         let slots = self.slots.load();
         let entry = slots.get(usize::from(slot))?.as_ref()?;
-        Some(entry.version.load(Ordering::Relaxed))
+        Some(entry.worker.version())
     }
 
-    /// The slot module's state, for its standby.
-    pub fn snapshot(&self, slot: u8) -> Result<Vec<u8>, RequestError> {
+    /// The slot module's state, for its standby, taken in turn with the
+    /// slot's calls.
+    pub async fn snapshot(&self, slot: u8) -> Result<Vec<u8>, RequestError> {
         let (id, entry) = self.entry(u32::from(slot))?;
-        with_instance(id, &entry, |instance, _| instance.snapshot())
+        let run = entry.worker.run(|instance, _| instance.snapshot());
+        run.await.map_err(|e| RequestError::queue(id, e))
     }
 
     /// Folds a snapshot from the slot's owner into this instance's copy.
-    pub fn merge(&self, slot: u8, state: &[u8]) -> Result<(), RequestError> {
+    pub async fn merge(&self, slot: u8, state: Vec<u8>) -> Result<(), RequestError> {
         let (id, entry) = self.entry(u32::from(slot))?;
-        with_instance(id, &entry, |instance, _| instance.merge(state))
+        let run = entry.worker.run(move |instance, _| instance.merge(&state));
+        run.await.map_err(|e| RequestError::queue(id, e))
     }
 
     fn entry(&self, slot: u32) -> Result<(u8, Arc<SlotEntry>), RequestError> {
@@ -290,40 +299,49 @@ impl SlotTable {
     }
 
     /// Takes tokens from a limiter slot.
-    pub fn acquire(
+    pub async fn acquire(
         &self,
         slot: u32,
         key: &str,
         tokens: Option<u32>,
     ) -> Result<Acquired, RequestError> {
-        self.serve(slot, Verb::Acquire, |id, entry| {
+        let build = || {
             check_len("key", key.len(), MAX_KEY_BYTES)?;
-            let req = Request::Acquire(Acquire {
+            Ok(Request::Acquire(Acquire {
                 key: (!key.is_empty()).then(|| key.to_string()),
                 tokens,
-            });
-            match invoke(id, entry, &req)?.response {
+            }))
+        };
+        self.serve(slot, Verb::Acquire, build, |id, reply| {
+            match reply.response {
                 Response::Acquired(a) => Ok(a),
                 other => Err(unexpected(id, "acquire", &other)),
             }
         })
+        .await
     }
 
     /// Calls a custom operation.
-    pub fn call(&self, slot: u32, op: &str, payload: Vec<u8>) -> Result<Vec<u8>, RequestError> {
-        self.serve(slot, Verb::Call, |id, entry| {
+    pub async fn call(
+        &self,
+        slot: u32,
+        op: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, RequestError> {
+        let build = || {
             check_len("op", op.len(), MAX_OP_BYTES)?;
             check_len("payload", payload.len(), MAX_PAYLOAD_BYTES)?;
-            let req = Request::Custom(Custom {
+            Ok(Request::Custom(Custom {
                 op: op.to_string(),
                 payload,
-            });
-            match invoke(id, entry, &req)?.response {
-                Response::Custom(bytes) => Ok(bytes),
-                Response::Accepted => Ok(Vec::new()),
-                other => Err(unexpected(id, "call", &other)),
-            }
+            }))
+        };
+        self.serve(slot, Verb::Call, build, |id, reply| match reply.response {
+            Response::Custom(bytes) => Ok(bytes),
+            Response::Accepted => Ok(Vec::new()),
+            other => Err(unexpected(id, "call", &other)),
         })
+        .await
     }
 
     /// The signal config of a slot, or why it is not a signal slot.
@@ -339,25 +357,31 @@ impl SlotTable {
     }
 
     /// Sends a typed request to a slot, with accounting under `verb`.
-    pub fn request(&self, slot: u32, verb: Verb, req: Request) -> Result<Reply, RequestError> {
-        self.serve(slot, verb, |id, entry| invoke(id, entry, &req))
+    pub async fn request(
+        &self,
+        slot: u32,
+        verb: Verb,
+        req: Request,
+    ) -> Result<Reply, RequestError> {
+        self.serve(slot, verb, || Ok(req), |_, reply| Ok(reply))
+            .await
     }
 
-    /// Reports a delivery outcome to a signal slot; returns the follow-up
-    /// effects. Internal traffic: not counted as a client call.
     /// Reports delivery outcomes to a signal slot in one call into the
     /// module; returns the follow-up effects. Internal traffic: not counted
     /// as client calls.
-    pub fn report(
+    pub async fn report(
         &self,
         slot: u8,
         reports: Vec<DeliveryReport>,
     ) -> Result<Vec<Effect>, RequestError> {
         let (_, entry) = self.entry(u32::from(slot))?;
         let reqs: Vec<Request> = reports.into_iter().map(Request::DeliveryReport).collect();
-        let replies = with_instance(slot, &entry, |instance, ctx| {
-            instance.handle_batch(ctx, &reqs)
-        })?;
+        let replies = entry
+            .worker
+            .run(move |instance, ctx| instance.handle_batch(ctx, &reqs))
+            .await
+            .map_err(|e| RequestError::queue(slot, e))?;
         let mut effects = Vec::new();
         for reply in replies {
             match reply {
@@ -370,14 +394,21 @@ impl SlotTable {
         Ok(effects)
     }
 
-    /// Calls `tick` on every configured slot; returns the effects of those
-    /// that asked for any.
-    pub fn tick_all(&self) -> Vec<(u8, Vec<Effect>)> {
+    /// Calls `tick` on every configured slot, each in its turn on its own
+    /// thread; returns the effects of those that asked for any.
+    pub async fn tick_all(&self) -> Vec<(u8, Vec<Effect>)> {
+        let slots = self.slots.load_full();
+        let ticks = slots.iter().enumerate().filter_map(|(i, entry)| {
+            let entry = entry.clone()?;
+            let id = u8::try_from(i).ok()?;
+            Some(async move {
+                let ticked = entry.worker.run(|instance, ctx| instance.tick(ctx)).await;
+                (id, ticked)
+            })
+        });
         let mut out = Vec::new();
-        for (i, entry) in self.slots.load().iter().enumerate() {
-            let Some(entry) = entry else { continue };
-            let id = u8::try_from(i).expect("fewer than 256 slots");
-            match with_instance(id, entry, |instance, ctx| instance.tick(ctx)) {
+        for (id, ticked) in futures_util::future::join_all(ticks).await {
+            match ticked {
                 Ok(effects) if !effects.is_empty() => out.push((id, effects)),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(slot = id, error = %e, "tick failed"),
@@ -386,12 +417,14 @@ impl SlotTable {
         out
     }
 
-    /// Finds the slot, runs `f` on it and does the accounting.
-    fn serve<T>(
+    /// Finds the slot, builds the request, runs it in the slot's turn and
+    /// does the accounting.
+    async fn serve<T>(
         &self,
         slot: u32,
         verb: Verb,
-        f: impl FnOnce(u8, &SlotEntry) -> Result<T, RequestError>,
+        build: impl FnOnce() -> Result<Request, RequestError>,
+        answer: impl FnOnce(u8, Reply) -> Result<T, RequestError>,
     ) -> Result<T, RequestError> {
         let (id, entry) = match self.entry(slot) {
             Ok(found) => found,
@@ -401,7 +434,13 @@ impl SlotTable {
             }
         };
         entry.metrics.calls[verb as usize].inc();
-        let result = f(id, &entry);
+        let result = match build() {
+            Ok(req) => match entry.worker.handle(req).await {
+                Ok(reply) => answer(id, reply),
+                Err(e) => Err(RequestError::queue(id, e)),
+            },
+            Err(e) => Err(e),
+        };
         if let Err(e) = &result {
             entry.errors.fetch_add(1, Ordering::Relaxed);
             self.metrics.record_error(id, verb.name(), e.code_name());
@@ -425,40 +464,6 @@ impl SlotTable {
             })
             .collect()
     }
-}
-
-fn invoke(id: u8, entry: &SlotEntry, req: &Request) -> Result<Reply, RequestError> {
-    with_instance(id, entry, |instance, ctx| instance.handle(ctx, req))
-}
-
-/// Runs `f` on the slot's instance with a fresh context, recording the
-/// time spent in Wasm and any instance rebuilds.
-fn with_instance<T>(
-    id: u8,
-    entry: &SlotEntry,
-    f: impl FnOnce(&mut SlotInstance, Context) -> Result<T, CallError>,
-) -> Result<T, RequestError> {
-    let ctx = Context {
-        now_ms: now_ms(),
-        random: fastrand::u64(..),
-    };
-    // A panic while holding the lock can only come from this process's
-    // own code; the instance itself is still consistent, so keep serving.
-    let mut instance = entry.instance.lock().unwrap_or_else(|p| p.into_inner());
-    entry.version.fetch_add(1, Ordering::Relaxed);
-    let restarts_before = instance.restarts();
-    let started = Instant::now();
-    let result = f(&mut instance, ctx);
-    entry
-        .metrics
-        .wasm_seconds
-        .observe(started.elapsed().as_secs_f64());
-    let restarted = instance.restarts() - restarts_before;
-    drop(instance);
-    if restarted > 0 {
-        entry.metrics.restarts.inc_by(restarted);
-    }
-    result.map_err(|source| RequestError::Call { slot: id, source })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -504,11 +509,4 @@ fn unexpected(slot: u8, verb: &str, response: &Response) -> RequestError {
             "slot module answered `{verb}` with an unexpected response {response:?}"
         ))),
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

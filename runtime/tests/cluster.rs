@@ -255,12 +255,12 @@ async fn signals_cross_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_refuse_stale_epochs_foreign_ids_and_garbage() {
-    // "b" is listed but never started: "a" leads alone once its grace ends.
-    let cluster = ProcessCluster::start_some(&["a", "b"], &[0]).expect("start a");
+    // "c" is listed but never started: "a" and "b" are a majority.
+    let cluster = ProcessCluster::start_some(&["a", "b", "c"], &[0, 1]).expect("start a, b");
     let held = cluster
-        .wait_for_table(&[0], Duration::from_secs(20), |t| t.epoch >= 1)
+        .settled(&[0, 1], Duration::from_secs(20))
         .await
-        .expect("a publishes a table");
+        .expect("a and b agree on a table");
     let mut mesh = MeshClient::connect(cluster.url(0)).await.expect("connect");
 
     let mut same_epoch = held.clone();

@@ -20,13 +20,19 @@ pub trait Election: Send + Sync + std::fmt::Debug + 'static {
 /// Election over the mesh among statically configured peers, for running
 /// without Kubernetes.
 ///
+/// Only an instance in contact with a majority of the cluster (itself
+/// included, links counted only when they work both ways) may lead: a
+/// cut-off instance never makes itself leader of a minority and never
+/// publishes a table.
+///
 /// A healthy leader stays leader, so a restarted instance does not take the
 /// role back. When the leader is lost, the table's fallback leader takes
 /// over if it is healthy, otherwise the lowest healthy id. Every instance
 /// applies the same rule to what its heartbeats show; if two views differ
-/// for a moment, both may publish, and [`RoutingTable::is_newer_than`]
-/// makes every instance settle on the same table, after which the other
-/// one sees a healthy leader that is not itself and steps down.
+/// for a moment, both may publish (under different epochs, see
+/// [`Cluster::next_epoch`]), and [`RoutingTable::is_newer_than`] makes
+/// every instance settle on the same table, after which the other one sees
+/// a healthy leader that is not itself and steps down.
 ///
 /// [`RoutingTable::is_newer_than`]: super::RoutingTable::is_newer_than
 #[derive(Debug, Clone)]
@@ -50,10 +56,10 @@ impl Election for MeshElection {
         if cluster.peers().is_empty() {
             return true;
         }
-        if cluster.uptime() < self.grace {
+        if cluster.uptime() < self.grace || !cluster.sees_majority() {
             return false;
         }
-        let healthy = |id: &str| id == me || cluster.peer(id).is_some_and(|p| p.healthy());
+        let healthy = |id: &str| id == me || cluster.peer(id).is_some_and(|p| p.in_contact());
         let table = cluster.table();
         if let Some(t) = &table
             && healthy(&t.leader)

@@ -5,8 +5,9 @@
 //! - a heartbeat per peer every 200 ms, which measures the round trip and
 //!   learns the peer's routing epoch; a peer silent for 800 ms is down;
 //! - a decision round every 100 ms: if the [`Election`] says this instance
-//!   leads, it recomputes the routing table from the healthy instances and
-//!   publishes it with the next epoch when anything changed; every instance
+//!   leads, it recomputes the routing table from the instances it is in
+//!   contact with and publishes it under its next epoch when anything
+//!   changed ([`Cluster::next_epoch`]); every instance
 //!   pushes its table to peers that hold an older one, so a restarted
 //!   instance catches up within a heartbeat;
 //! - replication every 100 ms: for each slot it owns, the owner pushes the
@@ -154,16 +155,40 @@ impl Cluster {
         self.table().map_or(0, |t| t.epoch)
     }
 
-    /// This instance and every peer that answers heartbeats, sorted.
+    /// This instance and every peer it is in contact with both ways
+    /// ([`Peer::in_contact`]), sorted: who the election counts and who
+    /// the leader routes slots to.
     pub fn healthy_ids(&self) -> BTreeSet<String> {
         let mut ids: BTreeSet<String> = self
             .peers
             .values()
-            .filter(|p| p.healthy())
+            .filter(|p| p.in_contact())
             .map(|p| p.id().to_string())
             .collect();
         ids.insert(self.me().to_string());
         ids
+    }
+
+    /// Instances in the cluster, this one included.
+    pub fn size(&self) -> usize {
+        self.peers.len() + 1
+    }
+
+    /// Whether this instance is in contact with more than half of the
+    /// cluster, itself included.
+    pub fn sees_majority(&self) -> bool {
+        self.healthy_ids().len() * 2 > self.size()
+    }
+
+    /// The first epoch above `seen` that this instance may publish
+    /// ([`routing::next_epoch`]).
+    pub fn next_epoch(&self, seen: u64) -> u64 {
+        let index = self
+            .peers
+            .keys()
+            .filter(|id| id.as_str() < self.me())
+            .count();
+        routing::next_epoch(seen, index, self.size())
     }
 
     pub fn healthy_peers(&self) -> Vec<Arc<Peer>> {
@@ -322,6 +347,7 @@ impl Cluster {
                         h.epoch = reply.epoch;
                         h.leader = reply.leader;
                         h.config_generation = reply.config_generation;
+                        h.hears_me = reply.hears.iter().any(|id| id == self.me());
                     });
                 }
                 Ok(Ok(reply)) => {
@@ -401,7 +427,7 @@ impl Cluster {
             .chain(current.as_deref().map(|c| c.epoch))
             .max()
             .unwrap_or(0);
-        next.epoch = seen + 1;
+        next.epoch = self.next_epoch(seen);
         if let Err(e) = self.install(next) {
             tracing::warn!(error = %e, "could not install own routing table");
         }
@@ -482,7 +508,7 @@ impl Cluster {
             if sent.get(&(*slot, standby.to_string())) == Some(&version) {
                 continue;
             }
-            match self.slots.snapshot(*slot) {
+            match self.slots.snapshot(*slot).await {
                 Ok(state) => batches
                     .entry(standby)
                     .or_default()

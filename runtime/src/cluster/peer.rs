@@ -24,6 +24,9 @@ pub struct PeerHealth {
     pub epoch: u64,
     pub leader: String,
     pub config_generation: u64,
+    /// Whether the peer's last answer listed this instance among those it
+    /// hears from.
+    pub hears_me: bool,
     /// When this instance last pushed its routing table to the peer.
     pub last_push: Option<Instant>,
 }
@@ -78,6 +81,12 @@ impl Peer {
         self.lock()
             .last_ok
             .is_some_and(|t| t.elapsed() < HEALTH_WINDOW)
+    }
+
+    /// Healthy, and hears this instance too: the link works both ways.
+    pub fn in_contact(&self) -> bool {
+        let h = self.lock();
+        h.hears_me && h.last_ok.is_some_and(|t| t.elapsed() < HEALTH_WINDOW)
     }
 
     pub(crate) fn update(&self, f: impl FnOnce(&mut PeerHealth)) {

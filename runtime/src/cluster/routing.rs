@@ -146,9 +146,10 @@ impl RoutingTable {
         }
     }
 
-    /// Whether this table should replace `held`. Two leaders can briefly
-    /// publish the same epoch; the leader id breaks the tie the same way
-    /// on every instance, so all of them settle on one table.
+    /// Whether this table should replace `held`: a higher epoch wins.
+    /// Leaders publish disjoint sets of epochs, so equal epochs mean the
+    /// same table; the leader id still breaks a tie with a peer that does
+    /// not follow that rule, the same way on every instance.
     pub fn is_newer_than(&self, held: &RoutingTable) -> bool {
         (self.epoch, self.leader.as_str()) > (held.epoch, held.leader.as_str())
     }
@@ -257,6 +258,17 @@ fn least_loaded<'a>(
         .filter(|d| Some(*d) != exclude)
         .min_by_key(|d| load.get(d).copied().unwrap_or(0))
         .unwrap_or(data[start])
+}
+
+/// The first epoch above `seen` that the `index`-th of `members` sorted
+/// instances may publish: its epochs are those ≡ `index` (mod `members`).
+/// Two leaders (a stale one and a new one, during a change of view)
+/// therefore never publish different tables under one epoch.
+pub fn next_epoch(seen: u64, index: usize, members: usize) -> u64 {
+    let n = u64::try_from(members.max(1)).unwrap_or(u64::MAX);
+    let index = u64::try_from(index).unwrap_or(0) % n;
+    let next = seen.saturating_add(1);
+    next.saturating_add((index + n - next % n) % n)
 }
 
 #[cfg(test)]
@@ -409,5 +421,25 @@ mod tests {
             RoutingTable::from_proto(p, &known),
             Err(RoutingError::OwnerIsStandby(..))
         ));
+    }
+
+    #[test]
+    fn leaders_take_disjoint_epochs_above_all_seen() {
+        assert_eq!(next_epoch(0, 0, 1), 1);
+        assert_eq!(next_epoch(7, 0, 1), 8);
+        // Three members: a takes 3, 6, ...; b 1, 4, ...; c 2, 5, ...
+        assert_eq!(next_epoch(0, 0, 3), 3);
+        assert_eq!(next_epoch(0, 1, 3), 1);
+        assert_eq!(next_epoch(0, 2, 3), 2);
+        assert_eq!(next_epoch(4, 1, 3), 7);
+        for seen in 0..50 {
+            let mut taken = std::collections::HashSet::new();
+            for index in 0..5 {
+                let e = next_epoch(seen, index, 5);
+                assert!(e > seen && e <= seen + 5, "seen {seen} index {index}: {e}");
+                assert_eq!(e % 5, index as u64);
+                assert!(taken.insert(e), "two members got epoch {e}");
+            }
+        }
     }
 }

@@ -68,6 +68,12 @@ impl Mesh for MeshService {
             epoch: table.as_ref().map_or(0, |t| t.epoch),
             leader: table.map(|t| t.leader.clone()).unwrap_or_default(),
             config_generation: self.cluster.slots().generation(),
+            hears: self
+                .cluster
+                .healthy_peers()
+                .iter()
+                .map(|p| p.id().to_string())
+                .collect(),
         }))
     }
 
@@ -106,7 +112,7 @@ impl Mesh for MeshService {
             });
             match owner {
                 Some((slot, owner)) if owner == r.from => {
-                    if let Err(e) = self.cluster.slots().merge(slot, &state.state) {
+                    if let Err(e) = self.cluster.slots().merge(slot, state.state).await {
                         refused.push(format!("slot {slot}: {e}"));
                     }
                 }
