@@ -63,8 +63,10 @@ impl RequestError {
                 CallError::Unavailable(_) => Code::Unavailable,
             },
             Self::Queue { source, .. } => match source {
-                QueueError::Full { .. } => Code::ResourceExhausted,
-                QueueError::Expired { .. } => Code::DeadlineExceeded,
+                // Not DEADLINE_EXCEEDED: forwarders and clients take that for
+                // an unreachable instance and would try the standby, which
+                // would then grant from its copy of the state.
+                QueueError::Full { .. } | QueueError::Expired { .. } => Code::ResourceExhausted,
                 QueueError::Stopped | QueueError::Call(CallError::Unavailable(_)) => {
                     Code::Unavailable
                 }
@@ -81,7 +83,6 @@ impl RequestError {
             Code::FailedPrecondition => "failed_precondition",
             Code::ResourceExhausted => "resource_exhausted",
             Code::Unavailable => "unavailable",
-            Code::DeadlineExceeded => "deadline_exceeded",
             _ => "internal",
         }
     }

@@ -8,6 +8,20 @@
 //! [`Runtime::bind`] binds both ports (port 0 works, for tests) and loads the
 //! slots; [`Runtime::serve`] runs until the given shutdown future completes,
 //! then stops accepting, drains in-flight requests and returns.
+//!
+//! An `Acquire`, end to end: [`grpc::VssService`] asks the
+//! [`cluster::Cluster`] where the slot is served and forwards it to the
+//! owner if that is another instance; here, [`slots::SlotTable::acquire`]
+//! checks the request and hands it to the slot's [`executor::SlotWorker`],
+//! whose thread owns the slot's `vss_slot_host::SlotInstance` and calls
+//! the module's WIT `handle` (or `handle-batch`, with the requests that
+//! queued up meanwhile); the reactor only awaits the answer.
+//!
+//! `serve` runs, each until shutdown: the gRPC server (client, mesh and
+//! control services), the HTTP server, the tick loop ([`signals::Signals::tick`]),
+//! the cluster's heartbeat, decision and replication loops
+//! ([`cluster::Cluster::run`]), the config-file watcher if asked, and the
+//! chaos restart timer if on. Slot threads end when their slot is dropped.
 
 pub mod chaos;
 pub mod cluster;

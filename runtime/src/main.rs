@@ -71,7 +71,7 @@ struct Args {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     slot_queue_depth: u64,
     /// Longest a request may wait in its slot's queue, in milliseconds;
-    /// past it, it is answered DEADLINE_EXCEEDED without running.
+    /// past it, it is answered RESOURCE_EXHAUSTED without running.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     slot_queue_wait_ms: u64,
     /// How long to wait for in-flight requests after SIGTERM, in seconds.

@@ -51,6 +51,8 @@ struct Node {
     grpc: u16,
     http: u16,
     child: Option<Child>,
+    /// Arguments for this instance only, after the shared ones.
+    own: Vec<String>,
 }
 
 pub struct ProcessCluster {
@@ -81,9 +83,24 @@ impl ProcessCluster {
     /// Like [`ProcessCluster::start_some`], with `extra` arguments for every
     /// instance.
     pub fn start_with(ids: &[&str], running: &[usize], extra: &[&str]) -> std::io::Result<Self> {
+        Self::start_config(ids, running, extra, SLOTS_YAML, &[])
+    }
+
+    /// Like [`ProcessCluster::start_with`], with `yaml` as the slot config
+    /// and `files` (name, bytes) written beside it, e.g. custom modules.
+    pub fn start_config(
+        ids: &[&str],
+        running: &[usize],
+        extra: &[&str],
+        yaml: &str,
+        files: &[(&str, &[u8])],
+    ) -> std::io::Result<Self> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("slots.yaml");
-        std::fs::write(&config, SLOTS_YAML)?;
+        std::fs::write(&config, yaml)?;
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes)?;
+        }
         let mut nodes = Vec::new();
         for id in ids {
             nodes.push(Node {
@@ -91,6 +108,7 @@ impl ProcessCluster {
                 grpc: free_port()?,
                 http: free_port()?,
                 child: None,
+                own: Vec::new(),
             });
         }
         let peers = nodes
@@ -139,6 +157,7 @@ impl ProcessCluster {
             .args(["--http-listen", &format!("127.0.0.1:{}", node.http)])
             .args(["--peers", &self.peers])
             .args(&self.extra)
+            .args(&node.own)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -146,6 +165,16 @@ impl ProcessCluster {
             .spawn()?;
         self.nodes[i].child = Some(child);
         Ok(())
+    }
+
+    /// Arguments instance `i` gets from its next start on, e.g. chaos flags
+    /// for it alone.
+    pub fn set_own_args(&mut self, i: usize, args: &[&str]) {
+        self.nodes[i].own = args.iter().map(|s| (*s).to_string()).collect();
+    }
+
+    pub fn http_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[i].http)
     }
 
     /// SIGKILLs instance `i` (the process this cluster started).
