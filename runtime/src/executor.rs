@@ -437,7 +437,10 @@ mod tests {
         let release = hold(&worker).await;
         let waiting = queue_counts(&worker, &metrics, 2).await;
         let refused = worker.handle(op("count")).await;
-        assert_eq!(refused.unwrap_err(), QueueError::Full { depth: 2 });
+        assert_eq!(
+            refused.expect_err("a full queue"),
+            QueueError::Full { depth: 2 }
+        );
         drop(release);
         let counts: Vec<u64> = waiting
             .await
