@@ -10,11 +10,14 @@
 //! `cargo bench -p vss-runtime --bench fanout`
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use vss_client::{Acquire, Client};
 use vss_config::SlotsConfig;
 use vss_runtime::{Runtime, RuntimeOptions, WasmLimits};
+
+mod common;
+use common::summary;
 
 const CONFIG: &str = "slots:
 - {id: 0, type: token-bucket, bucketSize: 1000000000, period: second, refreshRate: 1000000000}
@@ -23,23 +26,6 @@ const CONFIG: &str = "slots:
 /// Client connections the subscribers are spread over (HTTP/2 multiplexes
 /// many streams on one).
 const CONNECTIONS: usize = 16;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn summary(name: &str, mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
-    println!(
-        "{name:<28} n={:<5} median {:>9.1} µs   p99 {:>9.1} µs",
-        samples.len(),
-        p50.as_secs_f64() * 1e6,
-        p99.as_secs_f64() * 1e6
-    );
-    p50
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -69,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
         publisher.acquire(0, Acquire::default()).await?;
         acquires.push(t.elapsed());
     }
-    let baseline = summary("acquire round trip", acquires);
+    let (baseline, _) = summary("acquire round trip", acquires);
 
     let connections: Vec<Client> = (0..CONNECTIONS)
         .map(|_| Client::new(std::slice::from_ref(&endpoint)))
@@ -101,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
                 "lost deliveries: {p:?}"
             );
         }
-        let median = summary(&format!("broadcast to {clients} clients"), samples);
+        let (median, _) = summary(&format!("broadcast to {clients} clients"), samples);
         println!(
             "{:<28} {:.1}x the acquire round trip",
             "",

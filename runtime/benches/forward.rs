@@ -6,11 +6,13 @@
 //! 32 concurrent callers for a fixed time. Figures are medians over the
 //! rounds, and the forwarded path is also given as a ratio of the direct.
 
+mod common;
 #[path = "../tests/process/mod.rs"]
 mod process;
 
 use std::time::{Duration, Instant};
 
+use common::percentile;
 use process::ProcessCluster;
 use tonic::transport::Channel;
 use vss_proto::v1::AcquireRequest;
@@ -119,11 +121,6 @@ fn request() -> AcquireRequest {
         key: String::new(),
         tokens: Some(1),
     }
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted.get(i).copied().unwrap_or_default()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -18,6 +18,9 @@ use vss_client::{Acquire, Client};
 use vss_config::SlotsConfig;
 use vss_runtime::{Runtime, RuntimeOptions, WasmLimits};
 
+mod common;
+use common::summary;
+
 const CONFIG: &str = "slots:
 - {id: 0, type: token-bucket, bucketSize: 1000000000, period: second, refreshRate: 1000000000}
 - {id: 20, type: custom, custom: {module: misbehave.wasm}}
@@ -25,24 +28,6 @@ const CONFIG: &str = "slots:
 const HOSTILE_CALLERS: usize = 50;
 const ACQUIRES: usize = 2_000;
 const PROBES: usize = 200;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-/// Prints one line; returns (median, p99).
-fn summary(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
-    println!(
-        "{name:<36} n={:<5} median {:>9.1} µs   p99 {:>9.1} µs",
-        samples.len(),
-        p50.as_secs_f64() * 1e6,
-        p99.as_secs_f64() * 1e6
-    );
-    (p50, p99)
-}
 
 async fn healthz(addr: &str) -> anyhow::Result<()> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;

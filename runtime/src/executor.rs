@@ -409,6 +409,11 @@ mod tests {
         release
     }
 
+    /// What each of the queued `count` requests answered.
+    async fn counts(queued: tokio::task::JoinHandle<Vec<Result<Reply, QueueError>>>) -> Vec<u64> {
+        queued.await.expect("join").into_iter().map(count).collect()
+    }
+
     /// Sends `n` `count` requests from a task; returns once all are queued.
     async fn queue_counts(
         worker: &Arc<SlotWorker>,
@@ -442,13 +447,11 @@ mod tests {
             QueueError::Full { depth: 2 }
         );
         drop(release);
-        let counts: Vec<u64> = waiting
-            .await
-            .expect("join")
-            .into_iter()
-            .map(count)
-            .collect();
-        assert_eq!(counts, [1, 2], "the queued pair ran, in order");
+        assert_eq!(
+            counts(waiting).await,
+            [1, 2],
+            "the queued pair ran, in order"
+        );
     }
 
     #[tokio::test]
@@ -457,13 +460,7 @@ mod tests {
         let release = hold(&worker).await;
         let waiting = queue_counts(&worker, &metrics, 10).await;
         drop(release);
-        let counts: Vec<u64> = waiting
-            .await
-            .expect("join")
-            .into_iter()
-            .map(count)
-            .collect();
-        assert_eq!(counts, (1..=10).collect::<Vec<_>>());
+        assert_eq!(counts(waiting).await, (1..=10).collect::<Vec<_>>());
         let batches = (metrics.batch_size.sum(), metrics.batch_size.count());
         assert_eq!(batches, (10.0, 1), "one handle-batch call of 10");
     }
@@ -478,13 +475,7 @@ mod tests {
         let release = hold(&worker).await;
         let waiting = queue_counts(&worker, &metrics, 10).await;
         drop(release);
-        let counts: Vec<u64> = waiting
-            .await
-            .expect("join")
-            .into_iter()
-            .map(count)
-            .collect();
-        assert_eq!(counts, (1..=10).collect::<Vec<_>>());
+        assert_eq!(counts(waiting).await, (1..=10).collect::<Vec<_>>());
         // 4 + 4 as batches, then 2 more (as a batch of 2).
         assert_eq!(metrics.batch_size.count(), 3);
     }
