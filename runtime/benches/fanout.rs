@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let (median, _) = summary(&format!("broadcast to {clients} clients"), samples);
         println!(
-            "{:<28} {:.1}x the acquire round trip",
+            "{:<36} {:.1}x the acquire round trip",
             "",
             median.as_secs_f64() / baseline.as_secs_f64()
         );
