@@ -15,6 +15,7 @@
 //! hands each message to the application once and acknowledges every copy
 //! to the instance that sent it.
 
+mod data;
 mod dedupe;
 mod routing;
 
@@ -24,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Code;
+
 use tonic::transport::{Channel, Endpoint};
 use vss_proto::v1::client_message::Kind;
 use vss_proto::v1::vss_client::VssClient;
@@ -33,6 +34,12 @@ use vss_proto::v1::{
     StatusRequest,
 };
 
+pub use data::{
+    AnnounceReply, CounterValue, GetReply, KeyValue, ListKeysReply, Service, ServiceChange,
+    ServiceWatch, Tick, TickWatch, Version, WithdrawReply, WriteReply,
+};
+pub use tonic::Code;
+pub use vss_proto::v1::service_change::Kind as ServiceChangeKind;
 pub use vss_proto::v1::{RoutingTable, SlotStatus, StatusReply};
 
 use crate::dedupe::Seen;

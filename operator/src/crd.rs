@@ -124,8 +124,25 @@ fn default_instances() -> i32 {
         .message("custom (configMapKeyRef and config) is required for custom slots")
         .field_path(".custom")
         .reason(Reason::FieldValueRequired),
-    validation = Rule::new("self.type in ['token-bucket', 'leaky-bucket'] || !(has(self.bucketSize) || has(self.period) || has(self.refreshRate) || has(self.maxKeys))")
-        .message("bucketSize, period, refreshRate and maxKeys apply only to token-bucket and leaky-bucket slots"),
+    validation = Rule::new("self.type in ['token-bucket', 'leaky-bucket'] || !(has(self.bucketSize) || has(self.period) || has(self.refreshRate))")
+        .message("bucketSize, period and refreshRate apply only to token-bucket and leaky-bucket slots"),
+    validation = Rule::new("self.type in ['token-bucket', 'leaky-bucket', 'register'] || !has(self.maxKeys)")
+        .message("maxKeys applies only to token-bucket, leaky-bucket and register slots")
+        .field_path(".maxKeys"),
+    validation = Rule::new("self.type == 'counter' || !has(self.growOnly)")
+        .message("growOnly applies only to counter slots")
+        .field_path(".growOnly"),
+    validation = Rule::new("self.type == 'register' || !(has(self.maxKeyBytes) || has(self.maxValueBytes) || has(self.tombstoneTtl))")
+        .message("maxKeyBytes, maxValueBytes and tombstoneTtl apply only to register slots"),
+    validation = Rule::new("self.type == 'registry' || !(has(self.maxEntries) || has(self.defaultTtl) || has(self.maxTtl))")
+        .message("maxEntries, defaultTtl and maxTtl apply only to registry slots"),
+    validation = Rule::new("self.type != 'tick' || has(self.interval)")
+        .message("interval is required for tick slots (e.g. 100ms, 1s)")
+        .field_path(".interval")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("self.type == 'tick' || !has(self.interval)")
+        .message("interval applies only to tick slots")
+        .field_path(".interval"),
     validation = Rule::new("self.type == 'token-bucket' || !has(self.tokensPerReq)")
         .message("tokensPerReq applies only to token-bucket slots")
         .field_path(".tokensPerReq"),
@@ -144,12 +161,12 @@ pub struct VssSlot {
     #[schemars(range(min = 0, max = 99))]
     pub id: i64,
     /// Slot type: `token-bucket`, `leaky-bucket`, `broadcast`, `multicast`,
-    /// `random` or `custom`.
+    /// `random`, `counter`, `register`, `registry`, `tick` or `custom`.
     // The length bounds here and below keep the CEL rules' estimated cost,
     // which the API server computes from the longest possible string, well
     // under its budget.
     #[serde(rename = "type")]
-    #[schemars(extend("enum" = ["token-bucket", "leaky-bucket", "broadcast", "multicast", "random", "custom"]), length(max = 16))]
+    #[schemars(extend("enum" = ["token-bucket", "leaky-bucket", "broadcast", "multicast", "random", "counter", "register", "registry", "tick", "custom"]), length(max = 16))]
     pub slot_type: String,
     /// Limiters: the most tokens the bucket holds.
     // `format: uint64` (what schemars says for u64) is no Kubernetes
@@ -169,10 +186,42 @@ pub struct VssSlot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = u32::MAX), extend("format" = "int64"))]
     pub tokens_per_req: Option<u64>,
-    /// Limiters: most distinct keys (per-caller buckets) kept. Default 10000.
+    /// Limiters: most distinct keys (per-caller buckets) kept. Register:
+    /// most keys held, deleted ones included. Default 10000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = vss_config::MAX_MAX_KEYS), extend("format" = "int64"))]
     pub max_keys: Option<u64>,
+    /// Counter: refuse `decrement`. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grow_only: Option<bool>,
+    /// Register: longest key in bytes. Default 256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = vss_config::MAX_MAX_KEY_BYTES), extend("format" = "int64"))]
+    pub max_key_bytes: Option<u64>,
+    /// Register: largest value in bytes. Default 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = vss_config::MAX_MAX_VALUE_BYTES), extend("format" = "int64"))]
+    pub max_value_bytes: Option<u64>,
+    /// Register: how long a deleted key is remembered, e.g. `60s` (1s to 1d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"), length(max = 16))]
+    pub tombstone_ttl: Option<String>,
+    /// Registry: most entries held. Default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = vss_config::MAX_MAX_KEYS), extend("format" = "int64"))]
+    pub max_entries: Option<u64>,
+    /// Registry: lifetime of an announcement that names none. Default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"), length(max = 16))]
+    pub default_ttl: Option<String>,
+    /// Registry: longest lifetime an announcement may ask for. Default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"), length(max = 16))]
+    pub max_ttl: Option<String>,
+    /// Tick: time between ticks, e.g. `100ms`, `1s` (10ms to 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"), length(max = 16))]
+    pub interval: Option<String>,
     /// Signals: how long a publish waits for acknowledgements, e.g. `500ms`,
     /// `2s`, `1m` (at most 60s). Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -22,6 +22,28 @@ pub enum RequestError {
         "slot {slot} is a {type_name} slot; publish, register and deregister need a broadcast, multicast or random slot"
     )]
     NotASignalSlot { slot: u8, type_name: String },
+    #[error("slot {slot} is a {type_name} slot; {verb} needs a {needs} slot")]
+    WrongType {
+        slot: u8,
+        type_name: String,
+        verb: &'static str,
+        needs: &'static str,
+    },
+    #[error(
+        "instance {instance} is taking the state of its replicated slots from its peers after a start; try another instance"
+    )]
+    Syncing { instance: String },
+    #[error(
+        "instance {instance} holds version {held} of `{key}`, older than the {asked} asked for; try another instance"
+    )]
+    Behind {
+        instance: String,
+        key: String,
+        held: u64,
+        asked: u64,
+    },
+    #[error("payload from slot {slot} could not be read: {reason}")]
+    BadReply { slot: u8, reason: String },
     #[error("`client_id` must be 1-{max} bytes, got {len}")]
     BadClientId { len: usize, max: usize },
     #[error("the first message on an event stream must be a Hello")]
@@ -50,7 +72,9 @@ impl RequestError {
             | Self::TooLong { .. }
             | Self::BadClientId { .. }
             | Self::NoHello => Code::InvalidArgument,
-            Self::NotASignalSlot { .. } => Code::FailedPrecondition,
+            Self::NotASignalSlot { .. } | Self::WrongType { .. } => Code::FailedPrecondition,
+            Self::Syncing { .. } | Self::Behind { .. } => Code::Unavailable,
+            Self::BadReply { .. } => Code::Internal,
             Self::TooManyClients(_) => Code::ResourceExhausted,
             Self::SlotNotConfigured(_) => Code::NotFound,
             Self::Call { source, .. } => match source {

@@ -14,13 +14,19 @@ use vss_proto::v1::client_message::Kind;
 use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::vss_server::Vss;
 use vss_proto::v1::{
-    AcquireReply, AcquireRequest, CallReply, CallRequest, ClientMessage, MembershipReply,
-    MembershipRequest, PeerStatus, PublishReply, PublishRequest, RoutingUpdate, SlotStatus,
-    StatusReply, StatusRequest, WatchRoutingRequest,
+    AcquireReply, AcquireRequest, AnnounceReply, AnnounceRequest, CallReply, CallRequest,
+    ClientMessage, CounterChange, CounterValue, DeleteRequest, GetReply, GetRequest, KeyValue,
+    ListKeysReply, ListKeysRequest, ListServicesReply, ListServicesRequest, MembershipReply,
+    MembershipRequest, PeerStatus, PublishReply, PublishRequest, ReadCounterRequest,
+    RoutingUpdate, ServiceChange, SetRequest, SlotStatus, StatusReply, StatusRequest, Tick,
+    Version, WatchRoutingRequest, WatchTicksRequest, WithdrawReply, WithdrawRequest, WriteReply,
 };
+use vss_slot_counter::wire as counter;
+use vss_slot_register::wire as register;
 
 use crate::cluster::{Cluster, Placement};
 
+use crate::data::{self, DataSlots};
 use crate::error::RequestError;
 use crate::hub::EventStream;
 use crate::metrics::{Metrics, Verb};
@@ -42,6 +48,7 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct VssService {
     slots: Arc<SlotTable>,
+    data: DataSlots,
     signals: Arc<Signals>,
     cluster: Arc<Cluster>,
     metrics: Metrics,
@@ -62,6 +69,7 @@ impl VssService {
         stop: CancellationToken,
     ) -> Self {
         Self {
+            data: DataSlots::new(slots.clone(), cluster.clone()),
             slots,
             signals,
             cluster,
@@ -160,6 +168,43 @@ impl VssService {
         }
         None
     }
+}
+
+type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+fn stream_of<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<T>) -> Stream<T> {
+    use tokio_stream::StreamExt;
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok))
+}
+
+fn counter_value(v: counter::Value, replicas: u32) -> CounterValue {
+    CounterValue {
+        value: v.value,
+        increments: v.increments,
+        decrements: v.decrements,
+        applied: v.applied,
+        replicas,
+    }
+}
+
+fn version(v: &register::Version) -> Version {
+    Version {
+        hlc: v.hlc,
+        instance: v.instance.clone(),
+    }
+}
+
+fn written(w: &register::Written, replicas: u32) -> WriteReply {
+    WriteReply {
+        version: Some(version(&w.version)),
+        existed: w.existed,
+        replicas,
+    }
+}
+
+fn refused(e: RequestError) -> Status {
+    tracing::debug!(error = %e, "request refused");
+    Status::from(e)
 }
 
 #[tonic::async_trait]
@@ -310,6 +355,213 @@ impl Vss for VssService {
             tracing::debug!(client = %conn.client_id(), "event stream closed");
         });
         Ok(Response::new(stream))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "increment"))]
+    async fn increment(
+        &self,
+        req: Request<CounterChange>,
+    ) -> Result<Response<CounterValue>, Status> {
+        let r = req.into_inner();
+        let (v, n) = self
+            .timed(
+                Verb::Increment,
+                self.data.change(r.slot, true, r.amount, r.request_id),
+            )
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(counter_value(v, n)))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "decrement"))]
+    async fn decrement(
+        &self,
+        req: Request<CounterChange>,
+    ) -> Result<Response<CounterValue>, Status> {
+        let r = req.into_inner();
+        let (v, n) = self
+            .timed(
+                Verb::Decrement,
+                self.data.change(r.slot, false, r.amount, r.request_id),
+            )
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(counter_value(v, n)))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "read_counter"))]
+    async fn read_counter(
+        &self,
+        req: Request<ReadCounterRequest>,
+    ) -> Result<Response<CounterValue>, Status> {
+        let slot = req.get_ref().slot;
+        let v = self
+            .timed(Verb::ReadCounter, self.data.read_counter(slot))
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(counter_value(v, 0)))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "set"))]
+    async fn set(&self, req: Request<SetRequest>) -> Result<Response<WriteReply>, Status> {
+        let r = req.into_inner();
+        let (w, n) = self
+            .timed(Verb::Set, self.data.set(r.slot, r.key, r.value))
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(written(&w, n)))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "delete"))]
+    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<WriteReply>, Status> {
+        let r = req.into_inner();
+        let (w, n) = self
+            .timed(Verb::Delete, self.data.delete(r.slot, r.key))
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(written(&w, n)))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "get"))]
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
+        let r = req.into_inner();
+        let at_least = r.at_least.map(|v| register::Version {
+            hlc: v.hlc,
+            instance: v.instance,
+        });
+        let found = self
+            .timed(Verb::Get, self.data.get(r.slot, r.key, at_least))
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(match found {
+            register::Found::Live(e) => GetReply {
+                found: true,
+                value: e.value,
+                version: Some(version(&e.version)),
+                deleted: false,
+            },
+            register::Found::Deleted(v) => GetReply {
+                found: false,
+                value: Vec::new(),
+                version: Some(version(&v)),
+                deleted: true,
+            },
+            register::Found::Absent => GetReply::default(),
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "list_keys"))]
+    async fn list_keys(
+        &self,
+        req: Request<ListKeysRequest>,
+    ) -> Result<Response<ListKeysReply>, Status> {
+        let r = req.into_inner();
+        let listed = self
+            .timed(
+                Verb::ListKeys,
+                self.data.list_keys(r.slot, r.prefix, r.limit),
+            )
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(ListKeysReply {
+            entries: listed
+                .entries
+                .into_iter()
+                .map(|e| KeyValue {
+                    version: Some(version(&e.version)),
+                    key: e.key,
+                    value: e.value,
+                })
+                .collect(),
+            truncated: listed.truncated,
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "announce"))]
+    async fn announce(
+        &self,
+        req: Request<AnnounceRequest>,
+    ) -> Result<Response<AnnounceReply>, Status> {
+        let r = req.into_inner();
+        let (a, n) = self
+            .timed(
+                Verb::Announce,
+                self.data.announce(r.slot, r.app, r.address, r.ttl_ms),
+            )
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(AnnounceReply {
+            expires_ms: a.expires_ms,
+            added: a.added,
+            replicas: n,
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "withdraw"))]
+    async fn withdraw(
+        &self,
+        req: Request<WithdrawRequest>,
+    ) -> Result<Response<WithdrawReply>, Status> {
+        let r = req.into_inner();
+        let (w, n) = self
+            .timed(
+                Verb::Withdraw,
+                self.data.withdraw(r.slot, r.app, r.address),
+            )
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(WithdrawReply {
+            removed: w.removed,
+            replicas: n,
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "list_services"))]
+    async fn list_services(
+        &self,
+        req: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesReply>, Status> {
+        let r = req.into_inner();
+        let services = self
+            .timed(
+                Verb::ListServices,
+                self.data.services(r.slot, r.app, Verb::ListServices),
+            )
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(ListServicesReply {
+            services: services.iter().map(data::service).collect(),
+        }))
+    }
+
+    type WatchServicesStream = Stream<ServiceChange>;
+
+    async fn watch_services(
+        &self,
+        req: Request<ListServicesRequest>,
+    ) -> Result<Response<Self::WatchServicesStream>, Status> {
+        let r = req.into_inner();
+        let rx = self
+            .data
+            .watch_services(r.slot, r.app, &self.streams, self.stop.clone())
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(stream_of(rx)))
+    }
+
+    type WatchTicksStream = Stream<Tick>;
+
+    async fn watch_ticks(
+        &self,
+        req: Request<WatchTicksRequest>,
+    ) -> Result<Response<Self::WatchTicksStream>, Status> {
+        let slot = req.get_ref().slot;
+        let rx = self
+            .data
+            .watch_ticks(slot, &self.streams, self.stop.clone())
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(stream_of(rx)))
     }
 
     type WatchRoutingStream =

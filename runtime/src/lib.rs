@@ -25,6 +25,7 @@
 
 pub mod chaos;
 pub mod cluster;
+pub mod data;
 pub mod error;
 pub mod executor;
 pub mod grpc;
@@ -178,9 +179,12 @@ impl Runtime {
         let slots = {
             let (engine, config, metrics) = (engine.clone(), config.clone(), metrics.clone());
             let queue = options.queue_limits;
+            let instance = options.instance_id.clone();
             // Compiling modules is CPU-bound work; keep it off the reactor.
-            tokio::task::spawn_blocking(move || SlotTable::load(&engine, &config, queue, metrics))
-                .await??
+            tokio::task::spawn_blocking(move || {
+                SlotTable::load(&engine, &config, queue, metrics, &instance)
+            })
+            .await??
         };
         let grpc = bind(options.listen).await?;
         let http = match options.http_listen {

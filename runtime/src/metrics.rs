@@ -78,15 +78,39 @@ pub enum Verb {
     Publish,
     Register,
     Deregister,
+    Increment,
+    Decrement,
+    ReadCounter,
+    Set,
+    Get,
+    Delete,
+    ListKeys,
+    Announce,
+    Withdraw,
+    ListServices,
+    WatchServices,
+    WatchTicks,
 }
 
 impl Verb {
-    pub const ALL: [Verb; 5] = [
+    pub const ALL: [Verb; 17] = [
         Verb::Acquire,
         Verb::Call,
         Verb::Publish,
         Verb::Register,
         Verb::Deregister,
+        Verb::Increment,
+        Verb::Decrement,
+        Verb::ReadCounter,
+        Verb::Set,
+        Verb::Get,
+        Verb::Delete,
+        Verb::ListKeys,
+        Verb::Announce,
+        Verb::Withdraw,
+        Verb::ListServices,
+        Verb::WatchServices,
+        Verb::WatchTicks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -96,6 +120,18 @@ impl Verb {
             Verb::Publish => "publish",
             Verb::Register => "register",
             Verb::Deregister => "deregister",
+            Verb::Increment => "increment",
+            Verb::Decrement => "decrement",
+            Verb::ReadCounter => "read_counter",
+            Verb::Set => "set",
+            Verb::Get => "get",
+            Verb::Delete => "delete",
+            Verb::ListKeys => "list_keys",
+            Verb::Announce => "announce",
+            Verb::Withdraw => "withdraw",
+            Verb::ListServices => "list_services",
+            Verb::WatchServices => "watch_services",
+            Verb::WatchTicks => "watch_ticks",
         }
     }
 }
@@ -136,7 +172,7 @@ pub struct Metrics {
 }
 
 /// Series of the mesh and of routing.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClusterMetrics {
     pub peer_up: Family<PeerLabels, Gauge>,
     pub peer_rtt_seconds: Family<PeerLabels, Gauge<f64, AtomicU64>>,
@@ -146,6 +182,10 @@ pub struct ClusterMetrics {
     pub leader: Gauge,
     pub refused_mesh_messages: Counter,
     pub config_generation: Gauge,
+    /// 1 once the slots kept on every instance took their peers' state.
+    pub everywhere_synced: Gauge,
+    /// How late each tick was sent after its due time.
+    pub tick_lateness_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -227,7 +267,18 @@ impl Metrics {
             "Clients with an open event stream on this instance",
             connected_clients.clone(),
         );
-        let cluster = ClusterMetrics::default();
+        let cluster = ClusterMetrics {
+            peer_up: Family::default(),
+            peer_rtt_seconds: Family::default(),
+            forwarded: Family::default(),
+            replicated: Family::default(),
+            routing_epoch: Gauge::default(),
+            leader: Gauge::default(),
+            refused_mesh_messages: Counter::default(),
+            config_generation: Gauge::default(),
+            everywhere_synced: Gauge::default(),
+            tick_lateness_seconds: request_histogram(),
+        };
         registry.register(
             "peer_up",
             "1 while the peer answers heartbeats",
@@ -267,6 +318,16 @@ impl Metrics {
             "config_generation",
             "Generation of the slot configuration in force",
             cluster.config_generation.clone(),
+        );
+        registry.register(
+            "replicated_slots_synced",
+            "1 once the counter, register and registry slots took their peers' state after a start",
+            cluster.everywhere_synced.clone(),
+        );
+        registry.register(
+            "tick_lateness_seconds",
+            "How long after its due time each tick left this instance",
+            cluster.tick_lateness_seconds.clone(),
         );
         Self {
             cluster,

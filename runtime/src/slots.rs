@@ -115,6 +115,9 @@ pub struct SlotTable {
     generation: AtomicU64,
     queue: QueueLimits,
     metrics: Metrics,
+    /// This instance's id, given to the slot types kept on every instance
+    /// (their entries are per instance).
+    instance: String,
 }
 
 impl std::fmt::Debug for SlotTable {
@@ -133,8 +136,10 @@ impl SlotTable {
         config: &ValidConfig,
         queue: QueueLimits,
         metrics: Metrics,
+        instance: &str,
     ) -> Result<Self, ReloadError> {
         let table = Self {
+            instance: instance.to_string(),
             queue,
             slots: ArcSwap::from_pointee(Vec::new()),
             engine: engine.clone(),
@@ -238,7 +243,11 @@ impl SlotTable {
                 m
             }
         };
-        let instance = SlotInstance::start(&module, def.kind.module_config())
+        let mut module_config = def.kind.module_config();
+        if def.kind.everywhere() {
+            module_config.push(("instance".to_string(), self.instance.clone()));
+        }
+        let instance = SlotInstance::start(&module, module_config)
             .map_err(|source| SlotLoadError::Load { slot, source })?;
         let metrics = self.metrics.for_slot(slot.get(), &type_name);
         let worker = SlotWorker::start(slot.get(), instance, self.queue, metrics.clone())
@@ -266,6 +275,63 @@ impl SlotTable {
             .filter(|(_, e)| e.is_some())
             .filter_map(|(i, _)| u8::try_from(i).ok())
             .collect()
+    }
+
+    /// Ids of the configured slots kept on every instance.
+    pub fn everywhere(&self) -> Vec<u8> {
+        self.slots
+            .load()
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.as_ref().is_some_and(|e| e.def.kind.everywhere()))
+            .filter_map(|(i, _)| u8::try_from(i).ok())
+            .collect()
+    }
+
+    /// Whether requests for `slot` are served where they arrive (see
+    /// [`vss_config::SlotKind::served_locally`]).
+    pub fn served_locally(&self, slot: u32) -> bool {
+        self.entry(slot)
+            .is_ok_and(|(_, e)| e.def.kind.served_locally())
+    }
+
+    /// Whether `slot` is kept on every instance.
+    pub fn is_everywhere(&self, slot: u32) -> bool {
+        self.entry(slot).is_ok_and(|(_, e)| e.def.kind.everywhere())
+    }
+
+    /// Runs operation `op` of a built-in slot type that speaks through
+    /// custom requests, after checking that `slot` has type `type_name`.
+    pub async fn op(
+        &self,
+        slot: u32,
+        verb: Verb,
+        type_name: &'static str,
+        op: &'static str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, RequestError> {
+        let (id, entry) = self.entry(slot)?;
+        if entry.def.kind.type_name() != type_name {
+            let e = RequestError::WrongType {
+                slot: id,
+                type_name: entry.type_name.clone(),
+                verb: verb.name(),
+                needs: type_name,
+            };
+            self.metrics.record_error(id, verb.name(), e.code_name());
+            return Err(e);
+        }
+        let build = || {
+            Ok(Request::Custom(Custom {
+                op: op.to_string(),
+                payload,
+            }))
+        };
+        self.serve(slot, verb, build, |id, reply| match reply.response {
+            Response::Custom(bytes) => Ok(bytes),
+            other => Err(unexpected(id, op, &other)),
+        })
+        .await
     }
 
     /// A number that changes whenever the slot's instance was called.

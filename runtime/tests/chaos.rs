@@ -4,8 +4,10 @@
 //! SIGKILLs an instance every few seconds (the leader every third time)
 //! and restarts it. Asserts what the product promises: no failed client
 //! call, every broadcast reached every subscriber, the tokens granted stay
-//! within the configured rate plus the documented failover window, and
-//! the leader changed.
+//! within the configured rate plus the documented failover window, the
+//! counter ends at exactly the number of acknowledged increments on every
+//! instance, every acknowledged register write is visible or superseded,
+//! and the leader changed.
 //!
 //! Runs for `VSS_CHAOS_SECONDS` (default 60). Soak: see e2e/README.md.
 
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use process::ProcessCluster;
+use process::{ProcessCluster, SLOTS_YAML};
 use tokio::sync::Mutex;
 use vss_client::{Acquire, Client};
 
@@ -26,6 +28,10 @@ const BUCKET: u64 = 200;
 const REFILL_PER_SECOND: u64 = 100;
 const BROADCAST: u32 = 10;
 const SUBSCRIBERS: usize = 3;
+const COUNTER: u32 = 20;
+const REGISTER: u32 = 21;
+/// Register keys the writer cycles through.
+const KEYS: u64 = 8;
 const CHAOS_FLAGS: &[&str] = &[
     "--chaos-mesh-drop",
     "0.05",
@@ -55,8 +61,12 @@ struct Tally {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_without_failed_calls() {
     let length = scenario_length();
+    let yaml = format!(
+        "{SLOTS_YAML}  - id: {COUNTER}\n    type: counter\n  - id: {REGISTER}\n    type: register\n"
+    );
     let mut cluster =
-        ProcessCluster::start_with(&["a", "b", "c"], &[0, 1, 2], CHAOS_FLAGS).expect("start");
+        ProcessCluster::start_config(&["a", "b", "c"], &[0, 1, 2], CHAOS_FLAGS, &yaml, &[])
+            .expect("start");
     cluster
         .settled(&[0, 1, 2], Duration::from_secs(30))
         .await
@@ -148,6 +158,59 @@ async fn chaos_without_failed_calls() {
         }));
     }
 
+    // Counter: 2 × one increment every 20 ms. Register: one write every
+    // 30 ms, each key's value counting up, so a later write supersedes.
+    let acked_increments = Arc::new(AtomicU64::new(0));
+    for _ in 0..2 {
+        let (c, running, tally, acked) = (
+            client(),
+            running.clone(),
+            tally.clone(),
+            acked_increments.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(20));
+            while running.load(Ordering::Relaxed) {
+                every.tick().await;
+                tally.calls.fetch_add(1, Ordering::Relaxed);
+                match c.increment(COUNTER, 1).await {
+                    Ok(_) => {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("increment failed: {e}");
+                    }
+                }
+            }
+        }));
+    }
+    let last_set = Arc::new(Mutex::new(vec![0u64; KEYS as usize]));
+    {
+        let (c, running, tally, last_set) =
+            (client(), running.clone(), tally.clone(), last_set.clone());
+        workers.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(30));
+            let mut n = 0u64;
+            while running.load(Ordering::Relaxed) {
+                every.tick().await;
+                n += 1;
+                let key = n % KEYS;
+                tally.calls.fetch_add(1, Ordering::Relaxed);
+                match c
+                    .set(REGISTER, &format!("k{key}"), n.to_string().as_bytes())
+                    .await
+                {
+                    Ok(_) => last_set.lock().await[key as usize] = n,
+                    Err(e) => {
+                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("set failed: {e}");
+                    }
+                }
+            }
+        }));
+    }
+
     // The chaos driver: kill an instance every 4 s (every third time the
     // leader), restart it 1.5 s later; watch the leader throughout.
     let watcher = client();
@@ -198,6 +261,42 @@ async fn chaos_without_failed_calls() {
         r.abort();
     }
 
+    // Every instance converges on the counter and the register.
+    let acked = acked_increments.load(Ordering::Relaxed);
+    let last_set = last_set.lock().await.clone();
+    let mut data_problems = Vec::new();
+    for i in 0..cluster.len() {
+        let one = cluster.client(i);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let value = loop {
+            let read = one.read_counter(COUNTER).await.map(|v| v.value);
+            if read.as_ref().is_ok_and(|v| *v == acked as i64) || Instant::now() > deadline {
+                break read;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if value.as_ref().ok() != Some(&(acked as i64)) {
+            data_problems.push(format!(
+                "{} counter {value:?}, acknowledged increments {acked}",
+                cluster.id(i)
+            ));
+        }
+        for (key, n) in last_set.iter().enumerate() {
+            let got = one.get(REGISTER, &format!("k{key}")).await;
+            let held = got
+                .as_ref()
+                .ok()
+                .and_then(|g| std::str::from_utf8(&g.value).ok()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            if held < *n {
+                data_problems.push(format!(
+                    "{} k{key} holds {held}, last acknowledged write {n}",
+                    cluster.id(i)
+                ));
+            }
+        }
+    }
+
     let calls = tally.calls.load(Ordering::Relaxed);
     let failed = tally.failed.load(Ordering::Relaxed);
     let granted = tally.granted.load(Ordering::Relaxed);
@@ -235,7 +334,18 @@ async fn chaos_without_failed_calls() {
         elapsed.as_secs_f64()
     );
 
+    println!(
+        "counter: {acked} acknowledged increments; register: {} keys checked on every instance: {}",
+        KEYS,
+        if data_problems.is_empty() {
+            "all converged".to_string()
+        } else {
+            data_problems.join("; ")
+        }
+    );
+
     assert_eq!(failed, 0, "client calls failed under chaos");
+    assert!(data_problems.is_empty(), "{data_problems:?}");
     assert!(missing.is_empty(), "{missing:?}");
     assert!(!published.is_empty());
     assert!(granted <= bound, "granted {granted} > bound {bound}");

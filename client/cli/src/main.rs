@@ -107,6 +107,89 @@ enum Command {
         #[arg(long)]
         client_id: Option<String>,
     },
+    /// Add to a counter slot.
+    #[command(after_help = "Example: vss increment 20 5")]
+    Increment {
+        slot: u32,
+        /// How much to add.
+        #[arg(default_value_t = 1)]
+        amount: u64,
+    },
+    /// Subtract from a counter slot (refused when it is grow-only).
+    #[command(after_help = "Example: vss decrement 20")]
+    Decrement {
+        slot: u32,
+        /// How much to subtract.
+        #[arg(default_value_t = 1)]
+        amount: u64,
+    },
+    /// Read a counter slot.
+    #[command(after_help = "Example: vss read 20")]
+    Read { slot: u32 },
+    /// Write a key of a register slot.
+    #[command(after_help = "Example: vss set 21 feature/checkout on")]
+    Set {
+        slot: u32,
+        key: String,
+        /// Sent as UTF-8 bytes.
+        value: String,
+    },
+    /// Read a key of a register slot.
+    #[command(after_help = "Example: vss get 21 feature/checkout")]
+    Get { slot: u32, key: String },
+    /// Delete a key of a register slot.
+    #[command(after_help = "Example: vss delete 21 feature/checkout")]
+    Delete { slot: u32, key: String },
+    /// List a register slot's keys (by prefix) or a registry slot's
+    /// entries (by app).
+    #[command(after_help = "Examples: vss list 21 feature/
+          vss list 22 checkout")]
+    List {
+        slot: u32,
+        /// Register: key prefix. Registry: app name. Default: everything.
+        filter: Option<String>,
+    },
+    /// Announce an address of an app in a registry slot; with --heartbeat,
+    /// keep renewing it until interrupted.
+    #[command(after_help = "Example: vss announce 22 checkout 10.0.0.7:8080 --ttl 10s --heartbeat")]
+    Announce {
+        slot: u32,
+        app: String,
+        address: String,
+        /// Lifetime unless renewed, e.g. 500ms, 10s, 5m (default: the
+        /// slot's defaultTtl).
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<std::time::Duration>,
+        /// Renew at a third of the TTL until Ctrl-C, then withdraw.
+        #[arg(long)]
+        heartbeat: bool,
+    },
+    /// Remove an address of an app from a registry slot.
+    #[command(after_help = "Example: vss withdraw 22 checkout 10.0.0.7:8080")]
+    Withdraw {
+        slot: u32,
+        app: String,
+        address: String,
+    },
+    /// Print a registry slot's entries, then every change (added, renewed,
+    /// expired).
+    #[command(after_help = "Example: vss watch 22 checkout")]
+    Watch {
+        slot: u32,
+        /// Only this app.
+        app: Option<String>,
+        /// Stop after this many changes.
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+    },
+    /// Print the ticks of a tick slot, from every instance, each number once.
+    #[command(after_help = "Example: vss ticks 23 -n 10")]
+    Ticks {
+        slot: u32,
+        /// Stop after this many ticks.
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+    },
     /// Run a local VSS cluster in the foreground: separate processes on
     /// loopback ports (Ctrl-C stops them all).
     Dev(dev::DevArgs),
@@ -223,8 +306,126 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output::membership(out, "registered", register, &id);
             print_events(out, events, count).await?;
         }
+        Command::Increment { slot, amount } => {
+            output::counter(out, slot, &client.increment(slot, amount).await?);
+        }
+        Command::Decrement { slot, amount } => {
+            output::counter(out, slot, &client.decrement(slot, amount).await?);
+        }
+        Command::Read { slot } => output::counter(out, slot, &client.read_counter(slot).await?),
+        Command::Set { slot, key, value } => {
+            let w = client.set(slot, &key, value.as_bytes()).await?;
+            output::written(out, slot, &key, "set", &w);
+        }
+        Command::Delete { slot, key } => {
+            let w = client.delete(slot, &key).await?;
+            output::written(out, slot, &key, "deleted", &w);
+        }
+        Command::Get { slot, key } => output::got(out, slot, &key, &client.get(slot, &key).await?),
+        Command::List { slot, filter } => {
+            let filter = filter.unwrap_or_default();
+            match client.list_keys(slot, &filter, 0).await {
+                Ok(listed) => output::keys(out, slot, &listed),
+                // The CLI does not know the slot's type; the server's
+                // answer does.
+                Err(e) if e.code() == Some(tonic_code::FailedPrecondition)
+                    && e.to_string().contains("is a registry slot") =>
+                {
+                    output::services(out, slot, &client.services(slot, &filter).await?);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Command::Announce {
+            slot,
+            app,
+            address,
+            ttl,
+            heartbeat,
+        } => announce(out, &client, slot, &app, &address, ttl, heartbeat).await?,
+        Command::Withdraw { slot, app, address } => {
+            let w = client.withdraw(slot, &app, &address).await?;
+            output::withdrawn(out, slot, &app, &address, &w);
+        }
+        Command::Watch { slot, app, count } => {
+            let mut watch = client
+                .watch_services(slot, app.as_deref().unwrap_or(""))
+                .await?;
+            let mut seen = 0u64;
+            while count.is_none_or(|n| seen < n) {
+                let Some(change) = watch.next().await else {
+                    anyhow::bail!("every instance ended the watch");
+                };
+                output::service_change(out, slot, &change);
+                seen += 1;
+            }
+        }
+        Command::Ticks { slot, count } => {
+            let mut ticks = client.watch_ticks(slot).await?;
+            let mut seen = 0u64;
+            while count.is_none_or(|n| seen < n) {
+                let Some(tick) = ticks.next().await else {
+                    anyhow::bail!("every instance ended the tick stream");
+                };
+                output::tick(out, &tick);
+                seen += 1;
+            }
+        }
         Command::Dev(_) | Command::Instance(_) => unreachable!("handled above"),
     }
+    Ok(())
+}
+
+use vss_client::Code as tonic_code;
+
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    match vss_config::parse_duration(text) {
+        Some(d) if !d.is_zero() => Ok(d),
+        Some(_) => Err("the TTL must be more than 0".into()),
+        None => Err(format!(
+            "`{text}` is not a duration like 500ms, 10s, 5m or 1h"
+        )),
+    }
+}
+
+/// Announces once, or with `heartbeat` until Ctrl-C renewing at a third of
+/// the TTL (so two renewals may be lost before the entry expires), then
+/// withdraws.
+async fn announce(
+    out: Format,
+    client: &Client,
+    slot: u32,
+    app: &str,
+    address: &str,
+    ttl: Option<std::time::Duration>,
+    heartbeat: bool,
+) -> anyhow::Result<()> {
+    let first = client.announce(slot, app, address, ttl).await?;
+    output::announced(out, slot, app, address, &first);
+    if !heartbeat {
+        return Ok(());
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let lifetime = ttl.unwrap_or(std::time::Duration::from_millis(
+        first.expires_ms.saturating_sub(now_ms).max(30),
+    ));
+    let mut every = tokio::time::interval((lifetime / 3).max(std::time::Duration::from_millis(10)));
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = every.tick() => {
+                match client.announce(slot, app, address, ttl).await {
+                    Ok(a) => output::announced(out, slot, app, address, &a),
+                    Err(e) => eprintln!("warning: renewal failed: {e}"),
+                }
+            }
+        }
+    }
+    let w = client.withdraw(slot, app, address).await?;
+    output::withdrawn(out, slot, app, address, &w);
     Ok(())
 }
 

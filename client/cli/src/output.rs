@@ -1,7 +1,10 @@
 //! Printing results as text or as one JSON object per line.
 
 use serde_json::json;
-use vss_client::{Delivery, Grant, Published, StatusReply};
+use vss_client::{
+    AnnounceReply, CounterValue, Delivery, GetReply, Grant, ListKeysReply, Published, Service,
+    ServiceChange, StatusReply, Tick, Version, WithdrawReply, WriteReply,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -197,5 +200,181 @@ pub fn membership(format: Format, what: &str, slot: u32, client_id: &str) {
             json!({"slot": slot, "clientId": client_id, "status": what})
         ),
         Format::Text => println!("{what} {client_id} on slot {slot}"),
+    }
+}
+
+pub fn counter(format: Format, slot: u32, v: &CounterValue) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({"slot": slot, "value": v.value, "increments": v.increments, "decrements": v.decrements, "applied": v.applied, "replicas": v.replicas})
+        ),
+        Format::Text => println!(
+            "{} (increments {}, decrements {})",
+            v.value, v.increments, v.decrements
+        ),
+    }
+}
+
+fn version_json(v: Option<&Version>) -> serde_json::Value {
+    v.map_or(serde_json::Value::Null, |v| {
+        json!({"hlc": v.hlc, "instance": v.instance})
+    })
+}
+
+fn version_text(v: Option<&Version>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{}@{}", v.hlc, v.instance))
+}
+
+/// Bytes as text when they are UTF-8; the JSON form names hex otherwise.
+fn bytes_json(bytes: &[u8]) -> (&'static str, serde_json::Value) {
+    match std::str::from_utf8(bytes) {
+        Ok(t) => ("value", json!(t)),
+        Err(_) => ("valueHex", json!(hex(bytes))),
+    }
+}
+
+pub fn written(format: Format, slot: u32, key: &str, what: &str, w: &WriteReply) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({"slot": slot, "key": key, "status": what, "existed": w.existed, "version": version_json(w.version.as_ref()), "replicas": w.replicas})
+        ),
+        Format::Text => println!(
+            "{what} {key} (version {}, on {} peers)",
+            version_text(w.version.as_ref()),
+            w.replicas
+        ),
+    }
+}
+
+pub fn got(format: Format, slot: u32, key: &str, g: &GetReply) {
+    match format {
+        Format::Json => {
+            let mut doc = json!({"slot": slot, "key": key, "found": g.found, "deleted": g.deleted, "version": version_json(g.version.as_ref())});
+            if g.found {
+                let (name, value) = bytes_json(&g.value);
+                doc[name] = value;
+            }
+            println!("{doc}");
+        }
+        Format::Text if g.found => match std::str::from_utf8(&g.value) {
+            Ok(t) => println!("{t}"),
+            Err(_) => println!("{}", hex(&g.value)),
+        },
+        Format::Text if g.deleted => println!(
+            "{key}: deleted (version {})",
+            version_text(g.version.as_ref())
+        ),
+        Format::Text => println!("{key}: not found"),
+    }
+}
+
+pub fn keys(format: Format, slot: u32, listed: &ListKeysReply) {
+    match format {
+        Format::Json => {
+            let entries: Vec<_> = listed
+                .entries
+                .iter()
+                .map(|e| {
+                    let mut doc = json!({"key": e.key, "version": version_json(e.version.as_ref())});
+                    let (name, value) = bytes_json(&e.value);
+                    doc[name] = value;
+                    doc
+                })
+                .collect();
+            println!(
+                "{}",
+                json!({"slot": slot, "entries": entries, "truncated": listed.truncated})
+            );
+        }
+        Format::Text => {
+            for e in &listed.entries {
+                println!("{} = {}", e.key, String::from_utf8_lossy(&e.value));
+            }
+            if listed.truncated {
+                println!("(more keys match; narrow the prefix)");
+            }
+        }
+    }
+}
+
+fn service_json(s: &Service) -> serde_json::Value {
+    json!({"app": s.app, "address": s.address, "updatedMs": s.updated_ms, "expiresMs": s.expires_ms})
+}
+
+pub fn services(format: Format, slot: u32, services: &[Service]) {
+    match format {
+        Format::Json => {
+            let list: Vec<_> = services.iter().map(service_json).collect();
+            println!("{}", json!({"slot": slot, "services": list}));
+        }
+        Format::Text => {
+            for s in services {
+                println!(
+                    "{:<24} {:<24} updated {} expires {}",
+                    s.app, s.address, s.updated_ms, s.expires_ms
+                );
+            }
+        }
+    }
+}
+
+pub fn announced(format: Format, slot: u32, app: &str, address: &str, a: &AnnounceReply) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({"slot": slot, "app": app, "address": address, "added": a.added, "expiresMs": a.expires_ms, "replicas": a.replicas})
+        ),
+        Format::Text => println!(
+            "{} {app} {address}, expires at {} (on {} peers)",
+            if a.added { "announced" } else { "renewed" },
+            a.expires_ms,
+            a.replicas
+        ),
+    }
+}
+
+pub fn withdrawn(format: Format, slot: u32, app: &str, address: &str, w: &WithdrawReply) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({"slot": slot, "app": app, "address": address, "removed": w.removed, "replicas": w.replicas})
+        ),
+        Format::Text if w.removed => println!("withdrew {app} {address}"),
+        Format::Text => println!("{app} {address} was not announced"),
+    }
+}
+
+pub fn service_change(format: Format, slot: u32, c: &ServiceChange) {
+    let kind = match c.kind() {
+        vss_client::ServiceChangeKind::Added => "added",
+        vss_client::ServiceChangeKind::Renewed => "renewed",
+        vss_client::ServiceChangeKind::Expired => "expired",
+        vss_client::ServiceChangeKind::Unspecified => "unknown",
+    };
+    let Some(s) = &c.service else { return };
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({"slot": slot, "change": kind, "service": service_json(s)})
+        ),
+        Format::Text => println!("{kind:<8} {} {}", s.app, s.address),
+    }
+}
+
+pub fn tick(format: Format, t: &Tick) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({"slot": t.slot, "number": t.number, "dueMs": t.due_ms, "sentMs": t.sent_ms, "instance": t.instance})
+        ),
+        Format::Text => println!(
+            "tick {} (due {}, from {} +{} ms)",
+            t.number,
+            t.due_ms,
+            t.instance,
+            t.sent_ms.saturating_sub(t.due_ms)
+        ),
     }
 }

@@ -144,6 +144,10 @@ fn examples_are_valid() {
             "vsscluster-seed.yaml",
             include_str!("../../../examples/vsscluster-seed.yaml"),
         ),
+        (
+            "vsscluster-data.yaml",
+            include_str!("../../../examples/vsscluster-data.yaml"),
+        ),
     ] {
         let cluster: VssCluster =
             serde_norway::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));

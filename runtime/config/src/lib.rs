@@ -14,9 +14,12 @@ mod valid;
 
 pub use spec::{ConfigValue, CustomSpec, SlotSpec, SlotsConfig};
 pub use valid::{
-    CustomSlot, DEFAULT_DEREG_TRIES, DEFAULT_MAX_KEYS, DEFAULT_SIGNAL_TIMEOUT, FieldError,
-    LeakyBucket, MAX_COUNT, MAX_MAX_KEYS, MAX_SIGNAL_TIMEOUT, MAX_SLOTS, Period, Signal, SlotDef,
-    SlotId, SlotKind, TokenBucket, ValidConfig, parse_duration,
+    Counter, CustomSlot, DEFAULT_DEREG_TRIES, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_KEYS,
+    DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_BYTES, DEFAULT_REGISTRY_TTL, DEFAULT_SIGNAL_TIMEOUT,
+    DEFAULT_TOMBSTONE_TTL, FieldError, LeakyBucket, MAX_COUNT, MAX_MAX_KEY_BYTES, MAX_MAX_KEYS,
+    MAX_MAX_TTL, MAX_MAX_VALUE_BYTES, MAX_SIGNAL_TIMEOUT, MAX_SLOTS, MAX_TICK_INTERVAL,
+    MIN_TICK_INTERVAL, MIN_TOMBSTONE_TTL, Period, Register, Registry, Signal, SlotDef, SlotId,
+    SlotKind, Tick, TokenBucket, ValidConfig, parse_duration,
 };
 
 use std::path::{Path, PathBuf};

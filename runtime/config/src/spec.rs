@@ -31,9 +31,9 @@ pub struct SlotSpec {
     /// Slot id, 0-99.
     pub id: i64,
     /// Slot type: `token-bucket`, `leaky-bucket`, `broadcast`, `multicast`,
-    /// `random` or `custom`.
+    /// `random`, `counter`, `register`, `registry`, `tick` or `custom`.
     #[serde(rename = "type")]
-    #[schemars(extend("enum" = ["token-bucket", "leaky-bucket", "broadcast", "multicast", "random", "custom"]))]
+    #[schemars(extend("enum" = ["token-bucket", "leaky-bucket", "broadcast", "multicast", "random", "counter", "register", "registry", "tick", "custom"]))]
     pub slot_type: String,
     /// Limiters: the most tokens the bucket holds.
     #[serde(alias = "bucket_size", skip_serializing_if = "Option::is_none")]
@@ -48,7 +48,8 @@ pub struct SlotSpec {
     /// Token bucket: tokens asked for when a request does not say. Default 1.
     #[serde(alias = "tokens_per_req", skip_serializing_if = "Option::is_none")]
     pub tokens_per_req: Option<u64>,
-    /// Limiters: most distinct keys (per-caller buckets) kept. Default 10000.
+    /// Limiters: most distinct keys (per-caller buckets) kept. Register:
+    /// most keys held, deleted ones included. Default 10000.
     #[serde(alias = "max_keys", skip_serializing_if = "Option::is_none")]
     pub max_keys: Option<u64>,
     /// Signals: how long a publish waits for deliveries to be acknowledged,
@@ -59,6 +60,32 @@ pub struct SlotSpec {
     /// client is deregistered. Default 3.
     #[serde(alias = "dereg_tries", skip_serializing_if = "Option::is_none")]
     pub dereg_tries: Option<u64>,
+    /// Counter: refuse `decrement`. Default false.
+    #[serde(alias = "grow_only", skip_serializing_if = "Option::is_none")]
+    pub grow_only: Option<bool>,
+    /// Register: longest key, in bytes. Default 256, at most 1024.
+    #[serde(alias = "max_key_bytes", skip_serializing_if = "Option::is_none")]
+    pub max_key_bytes: Option<u64>,
+    /// Register: largest value, in bytes. Default 1024, at most 65536.
+    #[serde(alias = "max_value_bytes", skip_serializing_if = "Option::is_none")]
+    pub max_value_bytes: Option<u64>,
+    /// Register: how long a deleted key is remembered, so that an older
+    /// write arriving late cannot bring it back, e.g. `60s`. Default `60s`.
+    #[serde(alias = "tombstone_ttl", skip_serializing_if = "Option::is_none")]
+    pub tombstone_ttl: Option<String>,
+    /// Registry: most entries (app, address) held. Default 10000.
+    #[serde(alias = "max_entries", skip_serializing_if = "Option::is_none")]
+    pub max_entries: Option<u64>,
+    /// Registry: lifetime of an announcement that names none, e.g. `30s`.
+    /// Default `30s`.
+    #[serde(alias = "default_ttl", skip_serializing_if = "Option::is_none")]
+    pub default_ttl: Option<String>,
+    /// Registry: longest lifetime an announcement may ask for. Default `1h`.
+    #[serde(alias = "max_ttl", skip_serializing_if = "Option::is_none")]
+    pub max_ttl: Option<String>,
+    /// Tick: time between two ticks, e.g. `100ms`, `1s` (10ms to 1h).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
     /// Custom slot type: the module and its configuration.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub custom: Option<CustomSpec>,

@@ -265,6 +265,68 @@ fn durations_parse_with_units() {
         parse_duration("1m"),
         Some(std::time::Duration::from_secs(60))
     );
-    assert_eq!(parse_duration("2h"), None);
+    assert_eq!(
+        parse_duration("2h"),
+        Some(std::time::Duration::from_secs(7_200))
+    );
+    assert_eq!(parse_duration("2d"), None);
     assert_eq!(parse_duration("ms"), None);
+}
+
+#[test]
+fn accepts_the_sibling_types_with_defaults() {
+    let cfg = load(
+        "slots:\n- {id: 20, type: counter}\n- {id: 21, type: register}\n- {id: 22, type: registry}\n- {id: 23, type: tick, interval: 100ms}\n",
+    )
+    .expect("valid");
+    let kinds: Vec<_> = cfg.slots().map(|s| s.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            SlotKind::Counter(Counter { grow_only: false }),
+            SlotKind::Register(Register {
+                max_keys: DEFAULT_MAX_KEYS,
+                max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+                max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+                tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
+            }),
+            SlotKind::Registry(Registry {
+                max_entries: DEFAULT_MAX_KEYS,
+                default_ttl: DEFAULT_REGISTRY_TTL,
+                max_ttl: DEFAULT_MAX_TTL,
+            }),
+            SlotKind::Tick(Tick {
+                interval: std::time::Duration::from_millis(100),
+            }),
+        ]
+    );
+    assert!(kinds[..3].iter().all(SlotKind::everywhere));
+    assert!(kinds.iter().all(SlotKind::served_locally));
+    assert_eq!(
+        kinds[1].module_config(),
+        vec![
+            ("maxKeys".to_string(), "10000".to_string()),
+            ("maxKeyBytes".to_string(), "256".to_string()),
+            ("maxValueBytes".to_string(), "1024".to_string()),
+            ("tombstoneTtlMs".to_string(), "60000".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn sibling_type_errors_name_the_field_and_the_limit() {
+    let e = errors(
+        "slots:\n- {id: 1, type: tick}\n- {id: 2, type: tick, interval: 5ms}\n- {id: 3, type: register, maxValueBytes: 100000}\n- {id: 4, type: registry, defaultTtl: 2h, maxTtl: 1h}\n- {id: 5, type: counter, growOnly: true, interval: 1s}\n- {id: 6, type: token-bucket, bucketSize: 1, period: second, growOnly: true}\n- {id: 7, type: register, tombstoneTtl: soon}\n",
+    );
+    for expected in [
+        "slot 1: field `interval`: is required for type tick",
+        "slot 2: field `interval`: must be between 10ms and 1h, got `5ms`",
+        "slot 3: field `maxValueBytes`: must be between 1 and 65536, got 100000",
+        "slot 4: field `defaultTtl`: must be at most maxTtl (1h), got 2h",
+        "slot 5: field `interval`: does not apply to type counter",
+        "slot 6: field `growOnly`: does not apply to type token-bucket",
+        "slot 7: field `tombstoneTtl`: must be a duration",
+    ] {
+        assert!(e.contains(expected), "missing {expected:?} in:\n{e}");
+    }
 }

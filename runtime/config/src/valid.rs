@@ -111,6 +111,53 @@ pub const MAX_SIGNAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `deregTries`.
 pub const DEFAULT_DEREG_TRIES: u64 = 3;
 
+/// A PN-counter on every instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counter {
+    pub grow_only: bool,
+}
+
+/// A last-writer-wins map on every instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Register {
+    pub max_keys: u64,
+    pub max_key_bytes: u64,
+    pub max_value_bytes: u64,
+    pub tombstone_ttl: Duration,
+}
+
+/// Register defaults and bounds.
+pub const DEFAULT_MAX_KEY_BYTES: u64 = 256;
+pub const MAX_MAX_KEY_BYTES: u64 = 1024;
+pub const DEFAULT_MAX_VALUE_BYTES: u64 = 1024;
+pub const MAX_MAX_VALUE_BYTES: u64 = 65_536;
+pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+pub const MIN_TOMBSTONE_TTL: Duration = Duration::from_secs(1);
+
+/// Service discovery entries with TTLs on every instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registry {
+    pub max_entries: u64,
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+}
+
+/// Registry defaults and bounds.
+pub const DEFAULT_REGISTRY_TTL: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(3600);
+/// Longest `maxTtl`: a day.
+pub const MAX_MAX_TTL: Duration = Duration::from_secs(86_400);
+
+/// Numbered ticks from the wall clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tick {
+    pub interval: Duration,
+}
+
+/// Tick interval bounds.
+pub const MIN_TICK_INTERVAL: Duration = Duration::from_millis(10);
+pub const MAX_TICK_INTERVAL: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomSlot {
     /// Resolved path of the `.wasm` component.
@@ -126,6 +173,10 @@ pub enum SlotKind {
     Broadcast(Signal),
     Multicast(Signal),
     Random(Signal),
+    Counter(Counter),
+    Register(Register),
+    Registry(Registry),
+    Tick(Tick),
     Custom(CustomSlot),
 }
 
@@ -138,8 +189,29 @@ impl SlotKind {
             Self::Broadcast(_) => "broadcast",
             Self::Multicast(_) => "multicast",
             Self::Random(_) => "random",
+            Self::Counter(_) => "counter",
+            Self::Register(_) => "register",
+            Self::Registry(_) => "registry",
+            Self::Tick(_) => "tick",
             Self::Custom(_) => "custom",
         }
+    }
+
+    /// Whether every instance holds the slot's whole state and serves it
+    /// itself (counter, register, registry), exchanging state with its
+    /// peers, instead of one owner serving and one standby replicating.
+    pub fn everywhere(&self) -> bool {
+        matches!(
+            self,
+            Self::Counter(_) | Self::Register(_) | Self::Registry(_)
+        )
+    }
+
+    /// Whether requests are served by the instance they reach, never
+    /// forwarded to an owner: the replicated types, and ticks, which every
+    /// instance derives from its clock.
+    pub fn served_locally(&self) -> bool {
+        self.everywhere() || matches!(self, Self::Tick(_))
     }
 
     /// The flat name/value pairs passed to the slot module's `init`.
@@ -163,6 +235,19 @@ impl SlotKind {
             Self::Multicast(sig) | Self::Random(sig) => {
                 vec![pair("deregTries", sig.dereg_tries.to_string())]
             }
+            Self::Counter(c) => vec![pair("growOnly", c.grow_only.to_string())],
+            Self::Register(r) => vec![
+                pair("maxKeys", r.max_keys.to_string()),
+                pair("maxKeyBytes", r.max_key_bytes.to_string()),
+                pair("maxValueBytes", r.max_value_bytes.to_string()),
+                pair("tombstoneTtlMs", millis(r.tombstone_ttl)),
+            ],
+            Self::Registry(r) => vec![
+                pair("maxEntries", r.max_entries.to_string()),
+                pair("defaultTtlMs", millis(r.default_ttl)),
+                pair("maxTtlMs", millis(r.max_ttl)),
+            ],
+            Self::Tick(t) => vec![pair("intervalMs", millis(t.interval))],
             Self::Custom(c) => c
                 .config
                 .iter()
@@ -178,6 +263,10 @@ impl SlotKind {
             _ => None,
         }
     }
+}
+
+fn millis(d: Duration) -> String {
+    d.as_millis().to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,6 +405,45 @@ impl Checker<'_> {
         }
     }
 
+    /// An optional duration field within `min..=max`.
+    fn duration(
+        &mut self,
+        field: &str,
+        raw: Option<&str>,
+        default: Option<Duration>,
+        min: Duration,
+        max: Duration,
+    ) -> Duration {
+        let Some(raw) = raw else {
+            return default.unwrap_or_else(|| {
+                let ty = self.spec.slot_type.clone();
+                self.fail(field, format!("is required for type {ty} (e.g. `1s`)"));
+                min
+            });
+        };
+        match parse_duration(raw) {
+            Some(d) if d >= min && d <= max => d,
+            Some(_) => {
+                self.fail(
+                    field,
+                    format!(
+                        "must be between {} and {}, got `{raw}`",
+                        show(min),
+                        show(max)
+                    ),
+                );
+                min
+            }
+            None => {
+                self.fail(
+                    field,
+                    format!("must be a duration like `500ms`, `2s`, `5m` or `1h`, got `{raw}`"),
+                );
+                min
+            }
+        }
+    }
+
     fn not_for_type(&mut self, field: &str, present: bool) {
         if present {
             let ty = self.spec.slot_type.clone();
@@ -396,6 +524,30 @@ fn check_slot(spec: &SlotSpec, base: &Path, errors: &mut Vec<FieldError>) -> Opt
         c.not_for_type("timeout", spec.timeout.is_some());
         c.not_for_type("deregTries", spec.dereg_tries.is_some());
     };
+    // Fields of the types absorbed from the sibling systems; each type
+    // lets its own through.
+    let sibling_fields_absent = |c: &mut Checker, own: &[&str]| {
+        for (field, present) in [
+            ("growOnly", spec.grow_only.is_some()),
+            ("maxKeyBytes", spec.max_key_bytes.is_some()),
+            ("maxValueBytes", spec.max_value_bytes.is_some()),
+            ("tombstoneTtl", spec.tombstone_ttl.is_some()),
+            ("maxEntries", spec.max_entries.is_some()),
+            ("defaultTtl", spec.default_ttl.is_some()),
+            ("maxTtl", spec.max_ttl.is_some()),
+            ("interval", spec.interval.is_some()),
+        ] {
+            if !own.contains(&field) {
+                c.not_for_type(field, present);
+            }
+        }
+    };
+    if !matches!(
+        spec.slot_type.as_str(),
+        "counter" | "register" | "registry" | "tick"
+    ) {
+        sibling_fields_absent(&mut c, &[]);
+    }
     match spec.slot_type.as_str() {
         "broadcast" | "multicast" | "random" => {
             limiter_fields_absent(&mut c);
@@ -447,6 +599,104 @@ fn check_slot(spec: &SlotSpec, base: &Path, errors: &mut Vec<FieldError>) -> Opt
                 max_keys: c.optional("maxKeys", spec.max_keys, DEFAULT_MAX_KEYS, 1, MAX_MAX_KEYS),
             }))
         }
+        "counter" => {
+            limiter_fields_absent(&mut c);
+            signal_fields_absent(&mut c);
+            sibling_fields_absent(&mut c, &["growOnly"]);
+            c.not_for_type("custom", spec.custom.is_some());
+            Some(SlotKind::Counter(Counter {
+                grow_only: spec.grow_only.unwrap_or(false),
+            }))
+        }
+        "register" => {
+            signal_fields_absent(&mut c);
+            c.not_for_type("bucketSize", spec.bucket_size.is_some());
+            c.not_for_type("period", spec.period.is_some());
+            c.not_for_type("refreshRate", spec.refresh_rate.is_some());
+            c.not_for_type("tokensPerReq", spec.tokens_per_req.is_some());
+            sibling_fields_absent(&mut c, &["maxKeyBytes", "maxValueBytes", "tombstoneTtl"]);
+            c.not_for_type("custom", spec.custom.is_some());
+            Some(SlotKind::Register(Register {
+                max_keys: c.optional("maxKeys", spec.max_keys, DEFAULT_MAX_KEYS, 1, MAX_MAX_KEYS),
+                max_key_bytes: c.optional(
+                    "maxKeyBytes",
+                    spec.max_key_bytes,
+                    DEFAULT_MAX_KEY_BYTES,
+                    1,
+                    MAX_MAX_KEY_BYTES,
+                ),
+                max_value_bytes: c.optional(
+                    "maxValueBytes",
+                    spec.max_value_bytes,
+                    DEFAULT_MAX_VALUE_BYTES,
+                    1,
+                    MAX_MAX_VALUE_BYTES,
+                ),
+                tombstone_ttl: c.duration(
+                    "tombstoneTtl",
+                    spec.tombstone_ttl.as_deref(),
+                    Some(DEFAULT_TOMBSTONE_TTL),
+                    MIN_TOMBSTONE_TTL,
+                    MAX_MAX_TTL,
+                ),
+            }))
+        }
+        "registry" => {
+            limiter_fields_absent(&mut c);
+            signal_fields_absent(&mut c);
+            sibling_fields_absent(&mut c, &["maxEntries", "defaultTtl", "maxTtl"]);
+            c.not_for_type("custom", spec.custom.is_some());
+            let max_ttl = c.duration(
+                "maxTtl",
+                spec.max_ttl.as_deref(),
+                Some(DEFAULT_MAX_TTL),
+                Duration::from_millis(1),
+                MAX_MAX_TTL,
+            );
+            let default_ttl = c.duration(
+                "defaultTtl",
+                spec.default_ttl.as_deref(),
+                Some(DEFAULT_REGISTRY_TTL.min(max_ttl)),
+                Duration::from_millis(1),
+                MAX_MAX_TTL,
+            );
+            if default_ttl > max_ttl {
+                c.fail(
+                    "defaultTtl",
+                    format!(
+                        "must be at most maxTtl ({}), got {}",
+                        show(max_ttl),
+                        show(default_ttl)
+                    ),
+                );
+            }
+            Some(SlotKind::Registry(Registry {
+                max_entries: c.optional(
+                    "maxEntries",
+                    spec.max_entries,
+                    DEFAULT_MAX_KEYS,
+                    1,
+                    MAX_MAX_KEYS,
+                ),
+                default_ttl,
+                max_ttl,
+            }))
+        }
+        "tick" => {
+            limiter_fields_absent(&mut c);
+            signal_fields_absent(&mut c);
+            sibling_fields_absent(&mut c, &["interval"]);
+            c.not_for_type("custom", spec.custom.is_some());
+            Some(SlotKind::Tick(Tick {
+                interval: c.duration(
+                    "interval",
+                    spec.interval.as_deref(),
+                    None,
+                    MIN_TICK_INTERVAL,
+                    MAX_TICK_INTERVAL,
+                ),
+            }))
+        }
         "custom" => {
             limiter_fields_absent(&mut c);
             signal_fields_absent(&mut c);
@@ -476,7 +726,7 @@ fn check_slot(spec: &SlotSpec, base: &Path, errors: &mut Vec<FieldError>) -> Opt
             c.fail(
                 "type",
                 format!(
-                    "unknown slot type `{other}` (known: token-bucket, leaky-bucket, broadcast, multicast, random, custom)"
+                    "unknown slot type `{other}` (known: token-bucket, leaky-bucket, broadcast, multicast, random, counter, register, registry, tick, custom)"
                 ),
             );
             None
@@ -484,7 +734,18 @@ fn check_slot(spec: &SlotSpec, base: &Path, errors: &mut Vec<FieldError>) -> Opt
     }
 }
 
-/// Parses `250ms`, `2s`, `1m` (a whole number and a unit).
+/// A duration as config writes it: `250ms`, `2s`, `5m`, `1h`.
+fn show(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        _ if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+/// Parses `250ms`, `2s`, `1m`, `1h` (a whole number and a unit).
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit())?;
@@ -494,6 +755,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "ms" => Some(Duration::from_millis(n)),
         "s" => Some(Duration::from_secs(n)),
         "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3_600).map(Duration::from_secs),
         _ => None,
     }
 }

@@ -16,6 +16,7 @@
 //!   interval plus one round trip.
 
 pub mod election;
+pub mod everywhere;
 pub mod peer;
 pub mod peers;
 pub mod routing;
@@ -88,6 +89,8 @@ pub struct Cluster {
     replicated: std::sync::Mutex<HashMap<(u8, String), u64>>,
     /// Every installed table, for clients watching the routing.
     installed: tokio::sync::watch::Sender<Option<Arc<RoutingTable>>>,
+    /// The slots kept on every instance.
+    everywhere: everywhere::Everywhere,
 }
 
 impl Cluster {
@@ -119,6 +122,7 @@ impl Cluster {
             pushes: TaskTracker::new(),
             replicated: std::sync::Mutex::new(HashMap::new()),
             installed: tokio::sync::watch::Sender::new(None),
+            everywhere: everywhere::Everywhere::default(),
         })
     }
 
@@ -250,6 +254,9 @@ impl Cluster {
     /// yet: it cannot know the owner, and serving from its fresh state
     /// could grant what the owner already gave out.
     pub fn placement(&self, slot: u32) -> Option<Vec<Placement>> {
+        if self.slots.served_locally(slot) {
+            return Some(vec![Placement::Local]);
+        }
         let table = self.table();
         if table.is_none() && !self.peers.is_empty() {
             return None;
@@ -304,6 +311,7 @@ impl Cluster {
         }
         tasks.spawn(self.clone().decide_loop(stop.clone()));
         tasks.spawn(self.clone().replicate_loop(stop.clone()));
+        tasks.spawn(self.clone().sync_loop(stop.clone()));
         while tasks.join_next().await.is_some() {}
         self.pushes.close();
         self.pushes.wait().await;
@@ -490,7 +498,25 @@ impl Cluster {
         }
     }
 
+    /// Takes the peers' state of the slots kept on every instance after a
+    /// start; then ends.
+    async fn sync_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval(DECIDE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.everywhere_ready() {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.sync_everywhere() => {}
+            }
+        }
+    }
+
     async fn replicate_once(&self) {
+        self.reconcile_everywhere().await;
         let sent = self
             .replicated
             .lock()
@@ -502,6 +528,9 @@ impl Cluster {
             let (true, Some(standby)) = (route.owner == self.me(), route.standby.as_deref()) else {
                 continue;
             };
+            if self.slots.is_everywhere(u32::from(*slot)) {
+                continue;
+            }
             let Some(version) = self.slots.version(*slot) else {
                 continue;
             };

@@ -10,6 +10,7 @@ use vss_proto::v1::deliver_request::Recipients as WireRecipients;
 use vss_proto::v1::mesh_server::Mesh;
 use vss_proto::v1::{
     ApplyConfigReply, ApplyConfigRequest, DeliverReply, DeliverRequest, DeliveryOutcome,
+    FetchStateReply, FetchStateRequest,
     HeartbeatReply, HeartbeatRequest, InstallRoutingReply, ReplicateReply, ReplicateRequest,
     RoutingTable as WireTable,
 };
@@ -104,6 +105,14 @@ impl Mesh for MeshService {
         let table = self.cluster.table();
         let mut refused = Vec::new();
         for state in r.slots {
+            if self.cluster.slots().is_everywhere(state.slot) {
+                // Kept on every instance: any member's state is merged.
+                let slot = u8::try_from(state.slot).unwrap_or(u8::MAX);
+                if let Err(e) = self.cluster.take_everywhere(&r.from, slot, state.state).await {
+                    refused.push(format!("slot {slot}: {e}"));
+                }
+                continue;
+            }
             let owner = u8::try_from(state.slot).ok().and_then(|s| {
                 table
                     .as_ref()?
@@ -129,6 +138,16 @@ impl Mesh for MeshService {
         let why = refused.join("; ");
         self.refused("replicate", &why);
         Err(Status::failed_precondition(why))
+    }
+
+    async fn fetch_state(
+        &self,
+        req: Request<FetchStateRequest>,
+    ) -> Result<Response<FetchStateReply>, Status> {
+        let r = req.into_inner();
+        self.check_sender(&r.from, "state fetch")?;
+        let (slots, synced) = self.cluster.everywhere_states().await;
+        Ok(Response::new(FetchStateReply { slots, synced }))
     }
 
     async fn deliver(

@@ -53,6 +53,9 @@ struct Node {
     child: Option<Child>,
     /// Arguments for this instance only, after the shared ones.
     own: Vec<String>,
+    /// Replaces the shared `--peers` for this instance (e.g. through a
+    /// [`Proxy`]).
+    peers: Option<String>,
 }
 
 pub struct ProcessCluster {
@@ -109,6 +112,7 @@ impl ProcessCluster {
                 http: free_port()?,
                 child: None,
                 own: Vec::new(),
+                peers: None,
             });
         }
         let peers = nodes
@@ -155,7 +159,7 @@ impl ProcessCluster {
             .args(["--id", &node.id])
             .args(["--listen", &format!("127.0.0.1:{}", node.grpc)])
             .args(["--http-listen", &format!("127.0.0.1:{}", node.http)])
-            .args(["--peers", &self.peers])
+            .args(["--peers", node.peers.as_deref().unwrap_or(&self.peers)])
             .args(&self.extra)
             .args(&node.own)
             .env("RUST_LOG", "info")
@@ -171,6 +175,34 @@ impl ProcessCluster {
     /// for it alone.
     pub fn set_own_args(&mut self, i: usize, args: &[&str]) {
         self.nodes[i].own = args.iter().map(|s| (*s).to_string()).collect();
+    }
+
+    /// Instance `i` reaches peer `peer` at `addr` from its next start on.
+    pub fn route_peer_via(&mut self, i: usize, peer: usize, addr: &str) {
+        let peers = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(j, n)| {
+                let own = self.nodes[i].peers.as_deref().and_then(|p| {
+                    p.split(',')
+                        .find(|e| e.starts_with(&format!("{}=", n.id)))
+                        .map(str::to_string)
+                });
+                match (j == peer, own) {
+                    (true, _) => format!("{}={addr}", n.id),
+                    (false, Some(e)) => e,
+                    (false, None) => format!("{}=127.0.0.1:{}", n.id, n.grpc),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        self.nodes[i].peers = Some(peers);
+    }
+
+    /// Instance `i`'s gRPC address.
+    pub fn grpc_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[i].grpc)
     }
 
     pub fn http_addr(&self, i: usize) -> String {
@@ -295,8 +327,11 @@ impl ProcessCluster {
     /// Waits until `which` agree on a table that routes every slot.
     pub async fn settled(&self, which: &[usize], within: Duration) -> Result<RoutingTable, String> {
         let members = which.len();
+        let slots = std::fs::read_to_string(&self.config)
+            .map(|yaml| yaml.matches("- id:").count())
+            .unwrap_or(6);
         self.wait_for_table(which, within, |t| {
-            t.epoch >= 1 && t.members.len() == members && t.routes.len() == 6
+            t.epoch >= 1 && t.members.len() == members && t.routes.len() == slots
         })
         .await
     }
@@ -381,5 +416,75 @@ impl Decoder for RawCodec {
         let mut out = vec![0; src.remaining()];
         src.copy_to_slice(&mut out);
         Ok(Some(out))
+    }
+}
+
+/// A TCP forwarder on loopback that the test can cut and heal: a real
+/// network partition between two instances, one direction each.
+pub struct Proxy {
+    addr: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Forwards connections to `target` until dropped.
+    pub async fn start(target: String) -> std::io::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let (flag, cut_rx) = (open.clone(), cuts.subscribe());
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !flag.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let (target, mut cut) = (target.clone(), cut_rx.clone());
+                cut.mark_unchanged();
+                conns.spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        Ok(Self {
+            addr,
+            open,
+            cuts,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    pub fn heal(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

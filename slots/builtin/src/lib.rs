@@ -16,6 +16,14 @@ pub const BROADCAST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_
 pub const MULTICAST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_multicast.wasm"));
 /// The `random` slot type.
 pub const RANDOM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_random.wasm"));
+/// The `counter` slot type.
+pub const COUNTER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_counter.wasm"));
+/// The `register` slot type.
+pub const REGISTER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_register.wasm"));
+/// The `registry` slot type.
+pub const REGISTRY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_registry.wasm"));
+/// The `tick` slot type.
+pub const TICK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vss_slot_tick.wasm"));
 
 /// The component of a built-in slot type, by its config `type` name.
 pub fn by_type(type_name: &str) -> Option<&'static [u8]> {
@@ -25,6 +33,10 @@ pub fn by_type(type_name: &str) -> Option<&'static [u8]> {
         "broadcast" => Some(BROADCAST),
         "multicast" => Some(MULTICAST),
         "random" => Some(RANDOM),
+        "counter" => Some(COUNTER),
+        "register" => Some(REGISTER),
+        "registry" => Some(REGISTRY),
+        "tick" => Some(TICK),
         _ => None,
     }
 }

@@ -34,8 +34,40 @@ impl Writer {
         self
     }
 
+    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        self.u64(v.len() as u64);
+        self.buf.extend_from_slice(v);
+        self
+    }
+
+    pub fn bool(&mut self, v: bool) -> &mut Self {
+        self.u8(u8::from(v))
+    }
+
     pub fn finish(self) -> Vec<u8> {
         self.buf
+    }
+}
+
+/// A value with a fixed binary form: slot snapshots and the payloads of the
+/// built-in slot types' operations, which the runtime and the module both
+/// read.
+pub trait Wire: Sized {
+    fn write(&self, w: &mut Writer);
+    fn read(r: &mut Reader) -> Result<Self, DecodeError>;
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.write(&mut w);
+        w.finish()
+    }
+
+    /// Decodes all of `bytes`; trailing bytes are an error.
+    fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let v = Self::read(&mut r)?;
+        r.end()?;
+        Ok(v)
     }
 }
 
@@ -85,6 +117,30 @@ impl<'a> Reader<'a> {
         core::str::from_utf8(bytes)
             .map(String::from)
             .map_err(|_| DecodeError("string is not UTF-8"))
+    }
+
+    pub fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let len = usize::try_from(self.u64()?).map_err(|_| DecodeError("byte string too long"))?;
+        Ok(self.take(len)?.to_vec())
+    }
+
+    pub fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError("bad boolean")),
+        }
+    }
+
+    /// A count of items that follow, each at least `min_item_bytes` long:
+    /// refuses counts the remaining input cannot hold, so a forged length
+    /// never makes the reader reserve memory for it.
+    pub fn count(&mut self, min_item_bytes: usize) -> Result<usize, DecodeError> {
+        let n = usize::try_from(self.u64()?).map_err(|_| DecodeError("count too large"))?;
+        if n.saturating_mul(min_item_bytes.max(1)) > self.buf.len() {
+            return Err(DecodeError("count larger than the data"));
+        }
+        Ok(n)
     }
 
     /// Fails unless every byte was consumed.
