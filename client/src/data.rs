@@ -62,9 +62,11 @@ impl Client {
     /// A counter slot's value as the first instance to answer holds it.
     pub async fn read_counter(&self, slot: u32) -> Result<CounterValue, ClientError> {
         let req = ReadCounterRequest { slot };
-        self.first_answer(None, req, |mut c, req| async move {
-            c.read_counter(req).await
-        })
+        self.first_answer(
+            None,
+            req,
+            |mut c, req| async move { c.read_counter(req).await },
+        )
         .await
     }
 
@@ -134,8 +136,12 @@ impl Client {
             prefix: prefix.to_string(),
             limit,
         };
-        self.first_answer(None, req, |mut c, req| async move { c.list_keys(req).await })
-            .await
+        self.first_answer(
+            None,
+            req,
+            |mut c, req| async move { c.list_keys(req).await },
+        )
+        .await
     }
 
     /// Announces (or renews) `address` for `app` in a registry slot; it
@@ -181,9 +187,11 @@ impl Client {
             app: app.to_string(),
         };
         let reply = self
-            .first_answer(None, req, |mut c, req| async move {
-                c.list_services(req).await
-            })
+            .first_answer(
+                None,
+                req,
+                |mut c, req| async move { c.list_services(req).await },
+            )
             .await?;
         Ok(reply.services)
     }

@@ -235,6 +235,81 @@ mod tests {
         ) -> Result<Response<Self::WatchRoutingStream>, Status> {
             unimplemented()
         }
+        async fn increment(
+            &self,
+            _: Request<vss_proto::v1::CounterChange>,
+        ) -> Result<Response<vss_proto::v1::CounterValue>, Status> {
+            unimplemented()
+        }
+        async fn decrement(
+            &self,
+            _: Request<vss_proto::v1::CounterChange>,
+        ) -> Result<Response<vss_proto::v1::CounterValue>, Status> {
+            unimplemented()
+        }
+        async fn read_counter(
+            &self,
+            _: Request<vss_proto::v1::ReadCounterRequest>,
+        ) -> Result<Response<vss_proto::v1::CounterValue>, Status> {
+            unimplemented()
+        }
+        async fn set(
+            &self,
+            _: Request<vss_proto::v1::SetRequest>,
+        ) -> Result<Response<vss_proto::v1::WriteReply>, Status> {
+            unimplemented()
+        }
+        async fn get(
+            &self,
+            _: Request<vss_proto::v1::GetRequest>,
+        ) -> Result<Response<vss_proto::v1::GetReply>, Status> {
+            unimplemented()
+        }
+        async fn delete(
+            &self,
+            _: Request<vss_proto::v1::DeleteRequest>,
+        ) -> Result<Response<vss_proto::v1::WriteReply>, Status> {
+            unimplemented()
+        }
+        async fn list_keys(
+            &self,
+            _: Request<vss_proto::v1::ListKeysRequest>,
+        ) -> Result<Response<vss_proto::v1::ListKeysReply>, Status> {
+            unimplemented()
+        }
+        async fn announce(
+            &self,
+            _: Request<vss_proto::v1::AnnounceRequest>,
+        ) -> Result<Response<vss_proto::v1::AnnounceReply>, Status> {
+            unimplemented()
+        }
+        async fn withdraw(
+            &self,
+            _: Request<vss_proto::v1::WithdrawRequest>,
+        ) -> Result<Response<vss_proto::v1::WithdrawReply>, Status> {
+            unimplemented()
+        }
+        async fn list_services(
+            &self,
+            _: Request<vss_proto::v1::ListServicesRequest>,
+        ) -> Result<Response<vss_proto::v1::ListServicesReply>, Status> {
+            unimplemented()
+        }
+        type WatchServicesStream =
+            tokio_stream::Empty<Result<vss_proto::v1::ServiceChange, Status>>;
+        async fn watch_services(
+            &self,
+            _: Request<vss_proto::v1::ListServicesRequest>,
+        ) -> Result<Response<Self::WatchServicesStream>, Status> {
+            unimplemented()
+        }
+        type WatchTicksStream = tokio_stream::Empty<Result<vss_proto::v1::Tick, Status>>;
+        async fn watch_ticks(
+            &self,
+            _: Request<vss_proto::v1::WatchTicksRequest>,
+        ) -> Result<Response<Self::WatchTicksStream>, Status> {
+            unimplemented()
+        }
     }
 
     #[tokio::test]

@@ -139,8 +139,14 @@ impl DataSlots {
         value: Vec<u8>,
     ) -> Result<(register::Written, u32), RequestError> {
         let set = register::Set { key, value };
-        self.write(slot, Verb::Set, "register", register::OP_SET, set.to_bytes())
-            .await
+        self.write(
+            slot,
+            Verb::Set,
+            "register",
+            register::OP_SET,
+            set.to_bytes(),
+        )
+        .await
     }
 
     pub async fn delete(

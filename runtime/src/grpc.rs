@@ -17,9 +17,9 @@ use vss_proto::v1::{
     AcquireReply, AcquireRequest, AnnounceReply, AnnounceRequest, CallReply, CallRequest,
     ClientMessage, CounterChange, CounterValue, DeleteRequest, GetReply, GetRequest, KeyValue,
     ListKeysReply, ListKeysRequest, ListServicesReply, ListServicesRequest, MembershipReply,
-    MembershipRequest, PeerStatus, PublishReply, PublishRequest, ReadCounterRequest,
-    RoutingUpdate, ServiceChange, SetRequest, SlotStatus, StatusReply, StatusRequest, Tick,
-    Version, WatchRoutingRequest, WatchTicksRequest, WithdrawReply, WithdrawRequest, WriteReply,
+    MembershipRequest, PeerStatus, PublishReply, PublishRequest, ReadCounterRequest, RoutingUpdate,
+    ServiceChange, SetRequest, SlotStatus, StatusReply, StatusRequest, Tick, Version,
+    WatchRoutingRequest, WatchTicksRequest, WithdrawReply, WithdrawRequest, WriteReply,
 };
 use vss_slot_counter::wire as counter;
 use vss_slot_register::wire as register;
@@ -504,10 +504,7 @@ impl Vss for VssService {
     ) -> Result<Response<WithdrawReply>, Status> {
         let r = req.into_inner();
         let (w, n) = self
-            .timed(
-                Verb::Withdraw,
-                self.data.withdraw(r.slot, r.app, r.address),
-            )
+            .timed(Verb::Withdraw, self.data.withdraw(r.slot, r.app, r.address))
             .await
             .map_err(refused)?;
         Ok(Response::new(WithdrawReply {

@@ -105,10 +105,7 @@ async fn counter_converges_across_a_partition_and_a_restart_reads_the_full_value
             let mut sum = 0i64;
             for n in 0..100u64 {
                 let amount = 1 + (n % 3);
-                let v = client
-                    .increment(COUNTER, amount)
-                    .await
-                    .expect("increment");
+                let v = client.increment(COUNTER, amount).await.expect("increment");
                 assert!(v.applied);
                 sum += amount as i64;
                 if n % 10 == 0 {
@@ -152,7 +149,9 @@ async fn counter_converges_across_a_partition_and_a_restart_reads_the_full_value
     // rather than restarting it from zero.
     let c = cluster.client(2);
     for _ in 0..10 {
-        c.increment(COUNTER, 1).await.expect("increment after restart");
+        c.increment(COUNTER, 1)
+            .await
+            .expect("increment after restart");
     }
     for i in 0..3 {
         await_value(&cluster, i, expected + 10, Duration::from_secs(10)).await;
@@ -183,7 +182,10 @@ async fn register_picks_one_winner_everywhere_and_reads_your_writes() {
     for w in writes {
         let reply = w.await.expect("writer");
         let v = reply.version.expect("a version");
-        if newest.as_ref().is_none_or(|n: &vss_client::Version| (v.hlc, &v.instance) > (n.hlc, &n.instance)) {
+        if newest
+            .as_ref()
+            .is_none_or(|n: &vss_client::Version| (v.hlc, &v.instance) > (n.hlc, &n.instance))
+        {
             newest = Some(v);
         }
     }
@@ -196,7 +198,10 @@ async fn register_picks_one_winner_everywhere_and_reads_your_writes() {
             seen.push((g.value, g.version));
         }
         if seen.iter().all(|s| *s == seen[0]) && seen[0].1.as_ref() == Some(&newest) {
-            println!("every instance holds {:?}", String::from_utf8_lossy(&seen[0].0));
+            println!(
+                "every instance holds {:?}",
+                String::from_utf8_lossy(&seen[0].0)
+            );
             break;
         }
         assert!(Instant::now() < deadline, "instances disagree: {seen:?}");
@@ -267,7 +272,10 @@ async fn registry_entries_expire_at_the_same_moment_everywhere() {
     let mut gone: HashMap<usize, u64> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while gone.len() < 3 {
-        assert!(Instant::now() < deadline, "not expired everywhere: {gone:?}");
+        assert!(
+            Instant::now() < deadline,
+            "not expired everywhere: {gone:?}"
+        );
         for i in 0..3 {
             if gone.contains_key(&i) {
                 continue;

@@ -328,8 +328,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(listed) => output::keys(out, slot, &listed),
                 // The CLI does not know the slot's type; the server's
                 // answer does.
-                Err(e) if e.code() == Some(tonic_code::FailedPrecondition)
-                    && e.to_string().contains("is a registry slot") =>
+                Err(e)
+                    if e.code() == Some(tonic_code::FailedPrecondition)
+                        && e.to_string().contains("is a registry slot") =>
                 {
                     output::services(out, slot, &client.services(slot, &filter).await?);
                 }

@@ -217,9 +217,10 @@ pub fn counter(format: Format, slot: u32, v: &CounterValue) {
 }
 
 fn version_json(v: Option<&Version>) -> serde_json::Value {
-    v.map_or(serde_json::Value::Null, |v| {
-        json!({"hlc": v.hlc, "instance": v.instance})
-    })
+    v.map_or(
+        serde_json::Value::Null,
+        |v| json!({"hlc": v.hlc, "instance": v.instance}),
+    )
 }
 
 fn version_text(v: Option<&Version>) -> String {
@@ -277,7 +278,8 @@ pub fn keys(format: Format, slot: u32, listed: &ListKeysReply) {
                 .entries
                 .iter()
                 .map(|e| {
-                    let mut doc = json!({"key": e.key, "version": version_json(e.version.as_ref())});
+                    let mut doc =
+                        json!({"key": e.key, "version": version_json(e.version.as_ref())});
                     let (name, value) = bytes_json(&e.value);
                     doc[name] = value;
                     doc

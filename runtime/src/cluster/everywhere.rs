@@ -37,12 +37,14 @@ const FRESH_START_WAIT: Duration = Duration::from_secs(10);
 /// A push that failed is tried once more within the same write.
 const SPREAD_ATTEMPTS: usize = 2;
 
+/// The slot version the last push of a slot covered, and how many peers
+/// took it; the lock around it serialises the slot's pushes.
+type LastPush = Arc<tokio::sync::Mutex<(u64, u32)>>;
+
 /// State of the slots kept on every instance, as far as the mesh goes.
 #[derive(Debug, Default)]
 pub struct Everywhere {
-    /// Per slot: serialises pushes, and holds the slot version the last
-    /// push covered and how many peers took it.
-    pushes: Mutex<HashMap<u8, Arc<tokio::sync::Mutex<(u64, u32)>>>>,
+    pushes: Mutex<HashMap<u8, LastPush>>,
     /// (slot, peer) → hash of the state last sent to or received from it.
     exchanged: Mutex<HashMap<(u8, String), u64>>,
     /// Whether this instance has taken its peers' state since it started.
@@ -56,7 +58,7 @@ impl Everywhere {
         self.synced.load(Ordering::Acquire)
     }
 
-    fn push_lock(&self, slot: u8) -> Arc<tokio::sync::Mutex<(u64, u32)>> {
+    fn push_lock(&self, slot: u8) -> LastPush {
         self.pushes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -291,7 +293,11 @@ impl Cluster {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(peer.id().to_string());
             trusted |= reply.synced;
-            tracing::info!(peer = peer.id(), synced = reply.synced, "took a peer's state of the replicated slots");
+            tracing::info!(
+                peer = peer.id(),
+                synced = reply.synced,
+                "took a peer's state of the replicated slots"
+            );
         }
         let fetched = self
             .everywhere

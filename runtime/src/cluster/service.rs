@@ -10,9 +10,8 @@ use vss_proto::v1::deliver_request::Recipients as WireRecipients;
 use vss_proto::v1::mesh_server::Mesh;
 use vss_proto::v1::{
     ApplyConfigReply, ApplyConfigRequest, DeliverReply, DeliverRequest, DeliveryOutcome,
-    FetchStateReply, FetchStateRequest,
-    HeartbeatReply, HeartbeatRequest, InstallRoutingReply, ReplicateReply, ReplicateRequest,
-    RoutingTable as WireTable,
+    FetchStateReply, FetchStateRequest, HeartbeatReply, HeartbeatRequest, InstallRoutingReply,
+    ReplicateReply, ReplicateRequest, RoutingTable as WireTable,
 };
 
 use super::{Cluster, RoutingTable};
@@ -108,7 +107,11 @@ impl Mesh for MeshService {
             if self.cluster.slots().is_everywhere(state.slot) {
                 // Kept on every instance: any member's state is merged.
                 let slot = u8::try_from(state.slot).unwrap_or(u8::MAX);
-                if let Err(e) = self.cluster.take_everywhere(&r.from, slot, state.state).await {
+                if let Err(e) = self
+                    .cluster
+                    .take_everywhere(&r.from, slot, state.state)
+                    .await
+                {
                     refused.push(format!("slot {slot}: {e}"));
                 }
                 continue;

@@ -199,24 +199,13 @@ fn empty_payload(op: &str, bytes: &[u8]) -> Result<(), SlotError> {
     }
 }
 
-fn parse_bool(config: &Config, name: &str, default: bool) -> Result<bool, String> {
-    match config.get(name).map(str::trim) {
-        None => Ok(default),
-        Some("true") => Ok(true),
-        Some("false") => Ok(false),
-        Some(other) => Err(format!(
-            "field `{name}`: expected true or false, got `{other}`"
-        )),
-    }
-}
-
 impl Slot for Counter {
     fn init(config: &Config) -> Result<Self, String> {
         let instance = config.string("instance")?;
         if instance.is_empty() {
             return Err("field `instance` must not be empty".into());
         }
-        let grow_only = parse_bool(config, "growOnly", DEFAULT_GROW_ONLY)?;
+        let grow_only = config.bool_or("growOnly", DEFAULT_GROW_ONLY)?;
         Ok(Self::new(instance, grow_only))
     }
 

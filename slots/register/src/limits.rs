@@ -1,7 +1,6 @@
 //! The register's bounds, read once from the slot config so the rest of
 //! the crate never re-checks them.
 
-use alloc::format;
 use alloc::string::String;
 use core::ops::RangeInclusive;
 use vss_slot_sdk::Config;
@@ -47,15 +46,13 @@ impl Limits {
     /// `tombstoneTtlMs`; an error names the field and the limit it broke.
     pub fn from_config(config: &Config) -> Result<Self, String> {
         Ok(Self {
-            max_keys: field_in(config, "maxKeys", DEFAULT_MAX_KEYS, MAX_KEYS_RANGE)?,
-            max_key_bytes: field_in(
-                config,
+            max_keys: config.usize_in("maxKeys", DEFAULT_MAX_KEYS, MAX_KEYS_RANGE)?,
+            max_key_bytes: config.usize_in(
                 "maxKeyBytes",
                 DEFAULT_MAX_KEY_BYTES,
                 MAX_KEY_BYTES_RANGE,
             )?,
-            max_value_bytes: field_in(
-                config,
+            max_value_bytes: config.usize_in(
                 "maxValueBytes",
                 DEFAULT_MAX_VALUE_BYTES,
                 MAX_VALUE_BYTES_RANGE,
@@ -74,28 +71,4 @@ impl Limits {
     pub fn merge_cap(&self) -> usize {
         self.max_keys.saturating_mul(2)
     }
-}
-
-/// An optional integer field within `range`, as a usize (every range here
-/// fits in 32 bits).
-fn field_in(
-    config: &Config,
-    name: &str,
-    default: u64,
-    range: RangeInclusive<u64>,
-) -> Result<usize, String> {
-    let v = config.u64_or(name, default)?;
-    if v < *range.start() {
-        return Err(format!(
-            "field `{name}` must be at least {}, got {v}",
-            range.start()
-        ));
-    }
-    if v > *range.end() {
-        return Err(format!(
-            "field `{name}` must be at most {}, got {v}",
-            range.end()
-        ));
-    }
-    usize::try_from(v).map_err(|_| format!("field `{name}` does not fit this platform, got {v}"))
 }

@@ -43,7 +43,7 @@ impl Limits {
     /// Reads `maxEntries`, `defaultTtlMs` and `maxTtlMs`; an error names
     /// the field and the limit it broke.
     pub fn from_config(config: &Config) -> Result<Self, String> {
-        let max_entries = field_in(config, "maxEntries", DEFAULT_MAX_ENTRIES, MAX_ENTRIES_RANGE)?;
+        let max_entries = config.usize_in("maxEntries", DEFAULT_MAX_ENTRIES, MAX_ENTRIES_RANGE)?;
         let default_ttl_ms = config.u64_at_least("defaultTtlMs", 1, Some(DEFAULT_TTL_MS))?;
         let max_ttl_ms = config.u64_or("maxTtlMs", DEFAULT_MAX_TTL_MS)?;
         if max_ttl_ms < default_ttl_ms {
@@ -65,28 +65,4 @@ impl Limits {
     pub fn merge_cap(&self) -> usize {
         self.max_entries.saturating_mul(2)
     }
-}
-
-/// An optional integer field within `range`, as a usize (every range here
-/// fits in 32 bits).
-fn field_in(
-    config: &Config,
-    name: &str,
-    default: u64,
-    range: RangeInclusive<u64>,
-) -> Result<usize, String> {
-    let v = config.u64_or(name, default)?;
-    if v < *range.start() {
-        return Err(format!(
-            "field `{name}` must be at least {}, got {v}",
-            range.start()
-        ));
-    }
-    if v > *range.end() {
-        return Err(format!(
-            "field `{name}` must be at most {}, got {v}",
-            range.end()
-        ));
-    }
-    usize::try_from(v).map_err(|_| format!("field `{name}` does not fit this platform, got {v}"))
 }

@@ -56,6 +56,43 @@ impl Config {
         Ok(v)
     }
 
+    /// An optional unsigned integer within `range`, as a `usize` (counts
+    /// and sizes of things held in memory).
+    pub fn usize_in(
+        &self,
+        name: &str,
+        default: u64,
+        range: core::ops::RangeInclusive<u64>,
+    ) -> Result<usize, String> {
+        let v = self.u64_or(name, default)?;
+        if v < *range.start() {
+            return Err(format!(
+                "field `{name}` must be at least {}, got {v}",
+                range.start()
+            ));
+        }
+        if v > *range.end() {
+            return Err(format!(
+                "field `{name}` must be at most {}, got {v}",
+                range.end()
+            ));
+        }
+        usize::try_from(v)
+            .map_err(|_| format!("field `{name}` does not fit this platform, got {v}"))
+    }
+
+    /// An optional `true` / `false`.
+    pub fn bool_or(&self, name: &str, default: bool) -> Result<bool, String> {
+        match self.get(name).map(str::trim) {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(format!(
+                "field `{name}`: expected true or false, got `{other}`"
+            )),
+        }
+    }
+
     /// A period name (`second`, `minute`, `hour`) in milliseconds.
     pub fn period_ms(&self, name: &str) -> Result<u64, String> {
         let raw = self
@@ -127,6 +164,30 @@ mod tests {
                 .unwrap_err()
                 .contains("at least 1")
         );
+    }
+
+    #[test]
+    fn ranges_and_booleans_name_the_field_and_the_limit() {
+        let c = cfg(&[
+            ("maxKeys", "0"),
+            ("big", "9"),
+            ("on", "yes"),
+            ("off", "false"),
+        ]);
+        assert!(
+            c.usize_in("maxKeys", 10, 1..=5)
+                .unwrap_err()
+                .contains("`maxKeys` must be at least 1, got 0")
+        );
+        assert!(
+            c.usize_in("big", 1, 1..=5)
+                .unwrap_err()
+                .contains("at most 5")
+        );
+        assert_eq!(c.usize_in("absent", 3, 1..=5), Ok(3));
+        assert!(c.bool_or("on", false).unwrap_err().contains("`on`"));
+        assert_eq!(c.bool_or("off", true), Ok(false));
+        assert_eq!(c.bool_or("absent", true), Ok(true));
     }
 
     #[test]
