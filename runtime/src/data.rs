@@ -101,6 +101,25 @@ impl DataSlots {
         Ok((reply, self.cluster.spread(id).await))
     }
 
+    /// A custom call (`Call`) on a slot served where it arrives: refused
+    /// while syncing like the typed calls, and pushed to the peers after,
+    /// since the verb may have written.
+    pub async fn call(
+        &self,
+        slot: u32,
+        op: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, RequestError> {
+        if self.slots.is_everywhere(slot) {
+            self.ready()?;
+        }
+        let reply = self.slots.call(slot, op, payload).await?;
+        if let (true, Ok(id)) = (self.slots.is_everywhere(slot), u8::try_from(slot)) {
+            self.cluster.spread(id).await;
+        }
+        Ok(reply)
+    }
+
     pub async fn change(
         &self,
         slot: u32,

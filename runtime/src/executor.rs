@@ -78,6 +78,9 @@ enum Job {
     Run { work: Work, queued: Instant },
 }
 
+/// Where the next worker's version starts.
+static VERSION_BASE: AtomicU64 = AtomicU64::new(0);
+
 /// One slot's queue and the thread that owns its instance. Dropping it
 /// closes the queue; the thread finishes what is queued and ends.
 pub struct SlotWorker {
@@ -108,7 +111,10 @@ impl SlotWorker {
         metrics: SlotMetrics,
     ) -> std::io::Result<Self> {
         let (queue, jobs) = std::sync::mpsc::sync_channel(limits.depth);
-        let version = Arc::new(AtomicU64::new(0));
+        // Versions of a slot restarted by a reload continue above those of
+        // the worker it replaces, so "pushed up to version v" stays true.
+        let base = VERSION_BASE.fetch_add(1 << 32, Ordering::Relaxed);
+        let version = Arc::new(AtomicU64::new(base));
         let thread = {
             let (metrics, version) = (metrics.clone(), version.clone());
             std::thread::Builder::new()

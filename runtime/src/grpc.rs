@@ -255,7 +255,7 @@ impl Vss for VssService {
             return answer;
         }
         let r = req.into_inner();
-        self.timed(Verb::Call, self.slots.call(r.slot, &r.op, r.payload))
+        self.timed(Verb::Call, self.data.call(r.slot, &r.op, r.payload))
             .await
             .map(|payload| Response::new(CallReply { payload }))
             .map_err(|e| {

@@ -159,8 +159,51 @@ fn dev_serves_the_example_config_to_the_cli() {
             "leaky-bucket",
             "broadcast",
             "multicast",
-            "random"
+            "random",
+            "counter",
+            "register",
+            "registry",
+            "tick"
         ]
+    );
+
+    // The data slots of the example config, through their CLI verbs.
+    let json = |args: &[&str]| {
+        let out = dev.vss(&[&["-o", "json"], args].concat());
+        assert!(
+            out.status.success(),
+            "vss {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&out)
+    };
+    assert_eq!(json(&["increment", "20", "5"])[0]["value"], 5);
+    assert_eq!(json(&["decrement", "20"])[0]["value"], 4);
+    assert_eq!(json(&["read", "20"])[0]["value"], 4);
+    let set = &json(&["set", "21", "feature/checkout", "on"])[0];
+    assert!(set["replicas"].as_u64().is_some_and(|n| n >= 1), "{set}");
+    assert_eq!(json(&["get", "21", "feature/checkout"])[0]["value"], "on");
+    let keys = &json(&["list", "21", "feature/"])[0];
+    assert_eq!(keys["entries"][0]["key"], "feature/checkout", "{keys}");
+    let announced = &json(&["announce", "22", "checkout", "10.0.0.7:8080", "--ttl", "1m"])[0];
+    assert_eq!(announced["added"], true, "{announced}");
+    let listed = &json(&["list", "22"])[0];
+    assert_eq!(
+        listed["services"][0]["address"], "10.0.0.7:8080",
+        "{listed}"
+    );
+    let ticks = json(&["ticks", "23", "-n", "2"]);
+    assert_eq!(
+        ticks[1]["number"].as_u64(),
+        ticks[0]["number"].as_u64().map(|n| n + 1),
+        "{ticks:?}"
+    );
+    let out = dev.vss(&["announce", "22", "checkout", "x", "--ttl", "0s"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("more than 0"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     dev.stop();
@@ -353,7 +396,7 @@ fn dev_runs_a_cluster_of_processes_and_stops_them_all() {
                     i["up"] == true && i["epoch"] == d["epoch"] && i["leader"] == d["leader"]
                 })
                 && d["epoch"].as_u64().unwrap_or(0) >= 1
-                && d["routing"].as_array().is_some_and(|r| r.len() == 7)
+                && d["routing"].as_array().is_some_and(|r| r.len() == 11)
         });
         if settled {
             break doc.expect("checked above");

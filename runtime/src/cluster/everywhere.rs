@@ -47,6 +47,9 @@ pub struct Everywhere {
     pushes: Mutex<HashMap<u8, LastPush>>,
     /// (slot, peer) → hash of the state last sent to or received from it.
     exchanged: Mutex<HashMap<(u8, String), u64>>,
+    /// Per slot: the version and hash of the last anti-entropy snapshot, so
+    /// an unchanged slot is not snapshotted every round.
+    reconciled: Mutex<HashMap<u8, (u64, u64)>>,
     /// Whether this instance has taken its peers' state since it started.
     synced: AtomicBool,
     /// Peers whose state this instance has taken.
@@ -196,6 +199,21 @@ impl Cluster {
         }
         let peers = self.healthy_peers();
         for slot in slots {
+            let known = self
+                .everywhere
+                .reconciled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&slot)
+                .copied();
+            if let (Some(v), Some((seen, hash))) = (self.slots.version(slot), known)
+                && v == seen
+                && peers
+                    .iter()
+                    .all(|p| self.everywhere.exchanged_with(slot, p.id()) == Some(hash))
+            {
+                continue;
+            }
             let state = match self.slots.snapshot(slot).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -204,6 +222,14 @@ impl Cluster {
                 }
             };
             let hash = hash_of(&state);
+            // Read after the snapshot, which itself counts as a call.
+            if let Some(v) = self.slots.version(slot) {
+                self.everywhere
+                    .reconciled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(slot, (v, hash));
+            }
             let behind: Vec<_> = peers
                 .iter()
                 .filter(|p| self.everywhere.exchanged_with(slot, p.id()) != Some(hash))
