@@ -134,6 +134,26 @@ impl Verb {
             Verb::WatchTicks => "watch_ticks",
         }
     }
+
+    /// Whether a slot of `slot_type` (as status names it: `custom:<module>`
+    /// for custom types) serves this verb. Only those get a series, so 100
+    /// slots do not export a counter for every verb of every type.
+    pub fn applies_to(self, slot_type: &str) -> bool {
+        let custom = slot_type.starts_with("custom");
+        match self {
+            Verb::Call => true,
+            Verb::Acquire => custom || matches!(slot_type, "token-bucket" | "leaky-bucket"),
+            Verb::Publish | Verb::Register | Verb::Deregister => {
+                custom || matches!(slot_type, "broadcast" | "multicast" | "random")
+            }
+            Verb::Increment | Verb::Decrement | Verb::ReadCounter => slot_type == "counter",
+            Verb::Set | Verb::Get | Verb::Delete | Verb::ListKeys => slot_type == "register",
+            Verb::Announce | Verb::Withdraw | Verb::ListServices | Verb::WatchServices => {
+                slot_type == "registry"
+            }
+            Verb::WatchTicks => slot_type == "tick",
+        }
+    }
 }
 
 /// Series of one slot.
@@ -357,6 +377,10 @@ impl Metrics {
         // One statement per lookup: a lookup's read guard lives to the end
         // of its statement, and a second lookup that inserts would deadlock.
         let calls = Verb::ALL.map(|verb| {
+            if !verb.applies_to(slot_type) {
+                // Still counted (for status), never exported.
+                return Counter::default();
+            }
             self.calls
                 .get_or_create(&CallLabels {
                     slot,
@@ -430,5 +454,25 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_export_only_the_verbs_of_their_type() {
+        let metrics = Metrics::new();
+        let limiter = metrics.for_slot(0, "token-bucket");
+        let counter = metrics.for_slot(20, "counter");
+        limiter.calls[Verb::Acquire as usize].inc();
+        counter.calls[Verb::Increment as usize].inc();
+        let text = metrics.encode().expect("encodes");
+        assert!(text.contains(r#"vss_slot_calls_total{slot="0",verb="acquire"} 1"#));
+        assert!(text.contains(r#"vss_slot_calls_total{slot="20",verb="increment"} 1"#));
+        assert!(text.contains(r#"vss_slot_calls_total{slot="20",verb="call"} 0"#));
+        assert!(!text.contains(r#"slot="0",verb="increment""#), "{text}");
+        assert!(!text.contains(r#"slot="20",verb="acquire""#), "{text}");
     }
 }
