@@ -1,0 +1,331 @@
+//! `vss-bench`: drives a running VSS cluster over gRPC and reports
+//! throughput and latency percentiles (HDR histograms).
+//!
+//! Closed loop (default): every connection keeps `--in-flight` requests
+//! outstanding. Open loop (`--rate`): requests are sent on a fixed schedule
+//! whatever the answers do, and each latency counts from the time the
+//! request was due, not from when it could be sent, so a stalled server
+//! shows in the percentiles instead of hiding behind fewer requests
+//! (no coordinated omission).
+//!
+//! This first version has the `acquire` scenario; the fan-out, batch and
+//! connection scenarios are to come (issue 17).
+
+mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use vss_proto::v1::AcquireRequest;
+use vss_proto::v1::vss_client::VssClient;
+
+use stats::{Latencies, Summary};
+
+#[derive(Debug, Parser)]
+#[command(name = "vss-bench", version, about = "Load generator for VSS clusters")]
+struct Cli {
+    /// Instances to load, comma-separated host:port; connections are
+    /// spread over them.
+    #[arg(
+        long,
+        short = 'e',
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7700",
+        global = true
+    )]
+    endpoints: Vec<String>,
+    /// HTTP/2 connections.
+    #[arg(long, short = 'c', default_value_t = 4, global = true)]
+    connections: usize,
+    /// Requests outstanding per connection (closed loop), or the most
+    /// outstanding per connection (open loop).
+    #[arg(long, short = 'i', default_value_t = 16, global = true)]
+    in_flight: usize,
+    /// Measured time, e.g. 10s.
+    #[arg(long, short = 'd', default_value = "10s", value_parser = duration, global = true)]
+    duration: Duration,
+    /// Time before measuring starts, e.g. 2s.
+    #[arg(long, default_value = "2s", value_parser = duration, global = true)]
+    warmup: Duration,
+    /// Open loop: total requests per second offered.
+    #[arg(long, global = true)]
+    rate: Option<f64>,
+    #[arg(long, short = 'o', value_enum, default_value = "text", global = true)]
+    output: Format,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum Scenario {
+    /// Acquire tokens from a limiter slot (token or leaky bucket).
+    #[command(after_help = "Example: vss-bench -c 4 -i 16 -d 10s acquire --slot 1 --keys 1000")]
+    Acquire {
+        /// Slot id.
+        #[arg(long, default_value_t = 0)]
+        slot: u32,
+        /// Spread requests over this many keys (0: the slot's single bucket).
+        #[arg(long, default_value_t = 0)]
+        keys: u64,
+        /// Tokens per acquire (default: the slot's tokensPerReq).
+        #[arg(long)]
+        tokens: Option<u32>,
+    },
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` needs a unit: ms, s or m"))?;
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 500ms, 10s or 1m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("`{text}`: the unit must be ms, s or m")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    anyhow::ensure!(cli.connections > 0, "--connections must be at least 1");
+    anyhow::ensure!(cli.in_flight > 0, "--in-flight must be at least 1");
+    if let Some(rate) = cli.rate {
+        anyhow::ensure!(rate > 0.0, "--rate must be more than 0");
+    }
+    let channels = connect(&cli).await?;
+    let summary = run(&cli, channels).await;
+    match cli.output {
+        Format::Json => println!("{}", summary.json()),
+        Format::Text => println!("{}", summary.text()),
+    }
+    Ok(())
+}
+
+/// One channel (one HTTP/2 connection) per `--connections`, round-robin
+/// over the endpoints, each connected before the run starts.
+async fn connect(cli: &Cli) -> anyhow::Result<Vec<Channel>> {
+    anyhow::ensure!(!cli.endpoints.is_empty(), "--endpoints is empty");
+    let mut channels = Vec::new();
+    for i in 0..cli.connections {
+        let endpoint = &cli.endpoints[i % cli.endpoints.len()];
+        let uri = if endpoint.contains("://") {
+            endpoint.clone()
+        } else {
+            format!("http://{endpoint}")
+        };
+        let channel = Endpoint::from_shared(uri)
+            .with_context(|| format!("endpoint {endpoint}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {endpoint}"))?;
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
+/// What one request did.
+enum Outcome {
+    Granted,
+    Refused,
+    Failed,
+}
+
+async fn one(client: &mut VssClient<Channel>, scenario: &Scenario) -> Outcome {
+    match scenario {
+        Scenario::Acquire { slot, keys, tokens } => {
+            let key = if *keys == 0 {
+                String::new()
+            } else {
+                format!("k{}", fastrand::u64(..*keys))
+            };
+            let req = AcquireRequest {
+                slot: *slot,
+                key,
+                tokens: *tokens,
+            };
+            match client.acquire(req).await {
+                Ok(r) if r.get_ref().granted > 0 => Outcome::Granted,
+                Ok(_) => Outcome::Refused,
+                Err(_) => Outcome::Failed,
+            }
+        }
+    }
+}
+
+/// Per-worker tallies, merged at the end.
+#[derive(Default)]
+struct Tally {
+    latencies: Latencies,
+    ok: u64,
+    granted: u64,
+    errors: u64,
+}
+
+impl Tally {
+    fn count(&mut self, outcome: Outcome, latency: Duration) {
+        match outcome {
+            Outcome::Granted => {
+                self.ok += 1;
+                self.granted += 1;
+            }
+            Outcome::Refused => self.ok += 1,
+            // Failed calls are counted, not timed: their latency is the
+            // time to fail, which says nothing about serving.
+            Outcome::Failed => {
+                self.errors += 1;
+                return;
+            }
+        }
+        self.latencies.record(latency);
+    }
+}
+
+async fn run(cli: &Cli, channels: Vec<Channel>) -> Summary {
+    let start = Instant::now();
+    let measure_from = start + cli.warmup;
+    let end = measure_from + cli.duration;
+    let mut workers: JoinSet<Tally> = JoinSet::new();
+    let per_connection = cli.rate.map(|r| r / channels.len() as f64);
+    for channel in channels {
+        let client = VssClient::new(channel);
+        match per_connection {
+            None => {
+                for _ in 0..cli.in_flight {
+                    let (mut client, scenario) = (client.clone(), cli.scenario.clone());
+                    workers.spawn(async move {
+                        let mut tally = Tally::default();
+                        while Instant::now() < end {
+                            let sent = Instant::now();
+                            let outcome = one(&mut client, &scenario).await;
+                            if sent >= measure_from {
+                                tally.count(outcome, sent.elapsed());
+                            }
+                        }
+                        tally
+                    });
+                }
+            }
+            Some(rate) => {
+                let scenario = cli.scenario.clone();
+                let in_flight = cli.in_flight;
+                workers.spawn(open_loop(
+                    client,
+                    scenario,
+                    rate,
+                    in_flight,
+                    start,
+                    measure_from,
+                    end,
+                ));
+            }
+        }
+    }
+    let mut total = Tally::default();
+    while let Some(done) = workers.join_next().await {
+        if let Ok(t) = done {
+            total.latencies.add(&t.latencies);
+            total.ok += t.ok;
+            total.granted += t.granted;
+            total.errors += t.errors;
+        }
+    }
+    Summary {
+        scenario: scenario_name(&cli.scenario),
+        connections: cli.connections,
+        in_flight: cli.in_flight,
+        rate: cli.rate,
+        measured: cli.duration,
+        ok: total.ok,
+        granted: total.granted,
+        errors: total.errors,
+        latencies: total.latencies,
+    }
+}
+
+/// Sends request n at `start + n / rate`, with at most `in_flight`
+/// outstanding; a request that waits for room still counts from its due
+/// time.
+async fn open_loop(
+    client: VssClient<Channel>,
+    scenario: Scenario,
+    rate: f64,
+    in_flight: usize,
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+) -> Tally {
+    let room = Arc::new(Semaphore::new(in_flight));
+    let mut requests: JoinSet<(Instant, Outcome, Duration)> = JoinSet::new();
+    let mut tally = Tally::default();
+    let mut n = 0u64;
+    loop {
+        let due = start + Duration::from_secs_f64(n as f64 / rate);
+        if due >= end {
+            break;
+        }
+        n += 1;
+        tokio::time::sleep_until(due).await;
+        let Ok(permit) = room.clone().acquire_owned().await else {
+            break;
+        };
+        let (mut client, scenario) = (client.clone(), scenario.clone());
+        requests.spawn(async move {
+            let outcome = one(&mut client, &scenario).await;
+            drop(permit);
+            (due, outcome, due.elapsed())
+        });
+        while let Some(Ok((due, outcome, latency))) = requests.try_join_next() {
+            if due >= measure_from {
+                tally.count(outcome, latency);
+            }
+        }
+    }
+    while let Some(Ok((due, outcome, latency))) = requests.join_next().await {
+        if due >= measure_from {
+            tally.count(outcome, latency);
+        }
+    }
+    tally
+}
+
+fn scenario_name(s: &Scenario) -> String {
+    match s {
+        Scenario::Acquire { slot, keys, .. } if *keys > 0 => {
+            format!("acquire slot {slot} over {keys} keys")
+        }
+        Scenario::Acquire { slot, .. } => format!("acquire slot {slot}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(duration("10").is_err());
+        assert!(duration("1h").is_err());
+    }
+}
