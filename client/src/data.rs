@@ -25,7 +25,9 @@ pub use vss_proto::v1::{
     Version, WithdrawReply, WriteReply,
 };
 
-use crate::{Client, ClientError, Instance, RESUBSCRIBE_AFTER, is_instance_failure};
+use crate::{
+    Client, ClientError, Instance, RESUBSCRIBE_AFTER, first_openings, is_instance_failure,
+};
 
 /// Changes buffered between the streams and the application.
 const WATCH_BUFFER: usize = 1_024;
@@ -257,27 +259,7 @@ impl Client {
             ));
             opened.push((instance.endpoint.clone(), first_rx));
         }
-        let mut failures = Vec::new();
-        let mut accepted = false;
-        for (endpoint, first) in opened {
-            match first.await {
-                Ok(Ok(())) => accepted = true,
-                Ok(Err(status)) if is_instance_failure(status.code()) => {
-                    failures.push(format!("{endpoint}: {}", status.message()));
-                }
-                Ok(Err(status)) => {
-                    return Err(ClientError::Server {
-                        endpoint,
-                        code: status.code(),
-                        message: status.message().to_string(),
-                    });
-                }
-                Err(_) => failures.push(format!("{endpoint}: stream task ended")),
-            }
-        }
-        if !accepted {
-            return Err(ClientError::Unreachable(failures));
-        }
+        first_openings(opened).await?;
         Ok(Streams {
             items,
             _tasks: tasks,

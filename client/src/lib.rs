@@ -505,27 +505,7 @@ impl Client {
             ));
             opened.push((instance.endpoint.clone(), first_rx));
         }
-        let mut failures = Vec::new();
-        let mut accepted = false;
-        for (endpoint, first) in opened {
-            match first.await {
-                Ok(Ok(())) => accepted = true,
-                Ok(Err(status)) if is_instance_failure(status.code()) => {
-                    failures.push(format!("{endpoint}: {}", status.message()));
-                }
-                Ok(Err(status)) => {
-                    return Err(ClientError::Server {
-                        endpoint,
-                        code: status.code(),
-                        message: status.message().to_string(),
-                    });
-                }
-                Err(_) => failures.push(format!("{endpoint}: stream task ended")),
-            }
-        }
-        if !accepted {
-            return Err(ClientError::Unreachable(failures));
-        }
+        first_openings(opened).await?;
         Ok(Subscription {
             events: events_rx,
             streams: tasks,
@@ -551,6 +531,41 @@ impl Client {
             out.push((instance.endpoint.clone(), result));
         }
         out
+    }
+}
+
+/// How a stream's first opening went, per endpoint.
+type Openings = Vec<(
+    String,
+    tokio::sync::oneshot::Receiver<Result<(), tonic::Status>>,
+)>;
+
+/// Waits for the first opening of a stream on every instance: fine if one
+/// accepted; a request error (the same on every instance) is returned as
+/// it is; otherwise every instance was unreachable.
+async fn first_openings(opened: Openings) -> Result<(), ClientError> {
+    let mut failures = Vec::new();
+    let mut accepted = false;
+    for (endpoint, first) in opened {
+        match first.await {
+            Ok(Ok(())) => accepted = true,
+            Ok(Err(status)) if is_instance_failure(status.code()) => {
+                failures.push(format!("{endpoint}: {}", status.message()));
+            }
+            Ok(Err(status)) => {
+                return Err(ClientError::Server {
+                    endpoint,
+                    code: status.code(),
+                    message: status.message().to_string(),
+                });
+            }
+            Err(_) => failures.push(format!("{endpoint}: stream task ended")),
+        }
+    }
+    if accepted {
+        Ok(())
+    } else {
+        Err(ClientError::Unreachable(failures))
     }
 }
 

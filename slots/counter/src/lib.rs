@@ -64,7 +64,7 @@ use alloc::vec::Vec;
 use recent::RecentIds;
 use snapshot::Snapshot;
 use totals::{Direction, Totals};
-use vss_slot_sdk::codec::Wire;
+use vss_slot_sdk::codec::{Wire, op_payload};
 use vss_slot_sdk::{Config, Context, Custom, Effect, Reply, Request, Response, Slot, SlotError};
 use wire::{Change, OP_DECREMENT, OP_INCREMENT, OP_READ, Value};
 
@@ -183,11 +183,6 @@ impl Counter {
 }
 
 /// Decodes an op's payload; the error names the op.
-fn payload<T: Wire>(op: &str, bytes: &[u8]) -> Result<T, SlotError> {
-    T::from_bytes(bytes)
-        .map_err(|e| SlotError::InvalidArgument(format!("`{op}`: bad payload: {}", e.0)))
-}
-
 fn empty_payload(op: &str, bytes: &[u8]) -> Result<(), SlotError> {
     if bytes.is_empty() {
         Ok(())
@@ -201,10 +196,7 @@ fn empty_payload(op: &str, bytes: &[u8]) -> Result<(), SlotError> {
 
 impl Slot for Counter {
     fn init(config: &Config) -> Result<Self, String> {
-        let instance = config.string("instance")?;
-        if instance.is_empty() {
-            return Err("field `instance` must not be empty".into());
-        }
+        let instance = config.non_empty("instance")?;
         let grow_only = config.bool_or("growOnly", DEFAULT_GROW_ONLY)?;
         Ok(Self::new(instance, grow_only))
     }
@@ -215,8 +207,8 @@ impl Slot for Counter {
             other => return Err(SlotError::unsupported("counter", &other)),
         };
         let value = match op.as_str() {
-            OP_INCREMENT => self.increment(payload(OP_INCREMENT, &bytes)?, ctx.now_ms)?,
-            OP_DECREMENT => self.decrement(payload(OP_DECREMENT, &bytes)?, ctx.now_ms)?,
+            OP_INCREMENT => self.increment(op_payload(OP_INCREMENT, &bytes)?, ctx.now_ms)?,
+            OP_DECREMENT => self.decrement(op_payload(OP_DECREMENT, &bytes)?, ctx.now_ms)?,
             OP_READ => {
                 empty_payload(OP_READ, &bytes)?;
                 self.read()

@@ -49,7 +49,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::ops::Bound;
-use vss_slot_sdk::codec::{DecodeError, Reader, Wire, Writer};
+use vss_slot_sdk::codec::{DecodeError, Reader, Wire, Writer, op_payload};
 use vss_slot_sdk::lww::{Clock, LwwMap};
 use vss_slot_sdk::{Config, Context, Custom, Effect, Reply, Request, Response, Slot, SlotError};
 
@@ -292,16 +292,16 @@ impl Register {
 
     fn call(&mut self, now_ms: u64, op: &str, payload: &[u8]) -> Result<Vec<u8>, SlotError> {
         match op {
-            OP_SET => Ok(self.set(now_ms, decode(op, payload)?)?.to_bytes()),
+            OP_SET => Ok(self.set(now_ms, op_payload(op, payload)?)?.to_bytes()),
             OP_GET => {
-                let Key { key } = decode(op, payload)?;
+                let Key { key } = op_payload(op, payload)?;
                 Ok(self.get(&key)?.to_bytes())
             }
             OP_DELETE => {
-                let Key { key } = decode(op, payload)?;
+                let Key { key } = op_payload(op, payload)?;
                 Ok(self.delete(now_ms, &key)?.to_bytes())
             }
-            OP_LIST => Ok(self.list(&decode(op, payload)?).to_bytes()),
+            OP_LIST => Ok(self.list(&op_payload(op, payload)?).to_bytes()),
             _ => Err(SlotError::Unsupported(format!(
                 "slot type register has no op `{op}`; known ops: {KNOWN_OPS}"
             ))),
@@ -311,10 +311,7 @@ impl Register {
 
 impl Slot for Register {
     fn init(config: &Config) -> Result<Self, String> {
-        let instance = config.string("instance")?;
-        if instance.is_empty() {
-            return Err("field `instance` must not be empty".to_string());
-        }
+        let instance = config.non_empty("instance")?;
         Ok(Self::new(instance, Limits::from_config(config)?))
     }
 
@@ -340,11 +337,6 @@ impl Slot for Register {
     fn merge(&mut self, state: &[u8]) -> Result<(), String> {
         self.merge_snapshot(state).map_err(|e| e.to_string())
     }
-}
-
-fn decode<T: Wire>(op: &str, payload: &[u8]) -> Result<T, SlotError> {
-    T::from_bytes(payload)
-        .map_err(|e| SlotError::InvalidArgument(format!("malformed `{op}` payload: {}", e.0)))
 }
 
 fn decode_snapshot(bytes: &[u8]) -> Result<LwwMap<String, Value>, DecodeError> {

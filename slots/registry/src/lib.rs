@@ -55,7 +55,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::ops::Bound;
-use vss_slot_sdk::codec::{DecodeError, Reader, Wire, Writer};
+use vss_slot_sdk::codec::{DecodeError, Reader, Wire, Writer, op_payload};
 use vss_slot_sdk::lww::{Clock, LwwMap, Version};
 use vss_slot_sdk::{Config, Context, Custom, Effect, Reply, Request, Response, Slot, SlotError};
 
@@ -300,9 +300,9 @@ impl Registry {
 
     fn call(&mut self, now_ms: u64, op: &str, payload: &[u8]) -> Result<Vec<u8>, SlotError> {
         match op {
-            OP_ANNOUNCE => Ok(self.announce(now_ms, decode(op, payload)?)?.to_bytes()),
-            OP_WITHDRAW => Ok(self.withdraw(now_ms, decode(op, payload)?)?.to_bytes()),
-            OP_LIST => Ok(self.list(now_ms, &decode(op, payload)?)?.to_bytes()),
+            OP_ANNOUNCE => Ok(self.announce(now_ms, op_payload(op, payload)?)?.to_bytes()),
+            OP_WITHDRAW => Ok(self.withdraw(now_ms, op_payload(op, payload)?)?.to_bytes()),
+            OP_LIST => Ok(self.list(now_ms, &op_payload(op, payload)?)?.to_bytes()),
             _ => Err(SlotError::Unsupported(format!(
                 "slot type registry has no op `{op}`; known ops: {KNOWN_OPS}"
             ))),
@@ -312,10 +312,7 @@ impl Registry {
 
 impl Slot for Registry {
     fn init(config: &Config) -> Result<Self, String> {
-        let instance = config.string("instance")?;
-        if instance.is_empty() {
-            return Err("field `instance` must not be empty".to_string());
-        }
+        let instance = config.non_empty("instance")?;
         Ok(Self::new(instance, Limits::from_config(config)?))
     }
 
@@ -365,11 +362,6 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), SlotError> {
 
 fn too_long(field: &str, len: usize, max: usize) -> SlotError {
     SlotError::InvalidArgument(format!("`{field}` is {len} bytes, at most {max}"))
-}
-
-fn decode<T: Wire>(op: &str, payload: &[u8]) -> Result<T, SlotError> {
-    T::from_bytes(payload)
-        .map_err(|e| SlotError::InvalidArgument(format!("malformed `{op}` payload: {}", e.0)))
 }
 
 fn decode_snapshot(bytes: &[u8]) -> Result<LwwMap<EntryKey, Lease>, DecodeError> {

@@ -71,6 +71,14 @@ pub trait Wire: Sized {
     }
 }
 
+/// The payload of a custom operation `op`, refused as `InvalidArgument`
+/// naming the op when it is not a whole `T`.
+pub fn op_payload<T: Wire>(op: &str, bytes: &[u8]) -> Result<T, crate::SlotError> {
+    T::from_bytes(bytes).map_err(|e| {
+        crate::SlotError::InvalidArgument(alloc::format!("malformed `{op}` payload: {}", e.0))
+    })
+}
+
 /// Reads what [`Writer`] wrote; every read fails cleanly on short or bad input.
 #[derive(Debug)]
 pub struct Reader<'a> {

@@ -56,6 +56,15 @@ impl Config {
         Ok(v)
     }
 
+    /// A required text field that must not be empty.
+    pub fn non_empty(&self, name: &str) -> Result<String, String> {
+        let v = self.string(name)?;
+        if v.is_empty() {
+            return Err(format!("field `{name}` must not be empty"));
+        }
+        Ok(v)
+    }
+
     /// An optional unsigned integer within `range`, as a `usize` (counts
     /// and sizes of things held in memory).
     pub fn usize_in(
