@@ -3,7 +3,9 @@
 # VSS instance (vss-bench against vss-runtime with examples/slots.yaml,
 # slot 1: a bucket of 10 refilled by 1 per second, one key) and from Redis
 # running the same bucket as a Lua script (EVALSHA; redis-benchmark), at 1,
-# 64 and 256 requests in flight. Prints a table of VSS/Redis ratios.
+# 64 and 256 requests in flight. Prints a table of VSS/Redis ratios. The
+# same bucket answers Envoy's ShouldRateLimit too (slot 1's `rls` rule,
+# domain edge, one remote_address): its rate is measured beside Acquire's.
 #
 # Installs redis-server from Debian's packages if absent. Everything it
 # starts, it stops (by PID). The machine is shared and noisy: only ratios
@@ -87,21 +89,25 @@ for level in "${LEVELS[@]}"; do
     echo "== $level in flight"
     "$BENCH" -o json -e "127.0.0.1:$vss_port" -c "$connections" -i "$per" \
         -d "${SECONDS_PER_POINT}s" --warmup 1s acquire --slot 1 >"$work/vss.json"
+    "$BENCH" -o json -e "127.0.0.1:$vss_port" -c "$connections" -i "$per" \
+        -d "${SECONDS_PER_POINT}s" --warmup 1s rls --domain edge --key remote_address >"$work/rls.json"
     # redis-benchmark takes a request count: about SECONDS_PER_POINT worth
     # at the rate a short probe reaches.
     probe=$(redis-benchmark -p "$redis_port" -c "$level" -n 20000 --csv EVALSHA "$sha" 1 bench 10 1000 | tail -1)
     rps=$(python3 -c 'import csv,sys; r=list(csv.reader([sys.argv[1]]))[0]; print(int(float(r[1])))' "$probe")
     redis-benchmark -p "$redis_port" -c "$level" -n $((rps * SECONDS_PER_POINT)) --csv \
         EVALSHA "$sha" 1 bench 10 1000 | tail -1 >"$work/redis.csv"
-    python3 - "$level" "$work/vss.json" "$work/redis.csv" >>"$results" <<'PY'
+    python3 - "$level" "$work/vss.json" "$work/redis.csv" "$work/rls.json" >>"$results" <<'PY'
 import csv, json, sys
-level, vss_file, redis_file = sys.argv[1:]
+level, vss_file, redis_file, rls_file = sys.argv[1:]
 v = json.load(open(vss_file))
+e = json.load(open(rls_file))
 r = list(csv.reader(open(redis_file)))[0]
 # redis-benchmark: test, rps, avg, min, p50, p95, p99, max (ms)
 print("\t".join(str(x) for x in [
     level, round(v["throughput"]), v["errors"], v["latencyUs"]["p50"], v["latencyUs"]["p99"],
     round(float(r[1])), round(float(r[4]) * 1000), round(float(r[6]) * 1000),
+    round(e["throughput"]), e["errors"], e["latencyUs"]["p99"],
 ]))
 PY
 done
@@ -110,11 +116,13 @@ echo
 echo "Token-bucket decisions, one bucket, one run (VSS: vss-bench over gRPC; Redis: EVALSHA via redis-benchmark)"
 python3 - "$results" <<'PY'
 import sys
-print("| in flight | VSS decisions/s | Redis+Lua decisions/s | VSS / Redis | VSS p50 / p99 µs | Redis p50 / p99 µs |")
-print("|---|---|---|---|---|---|")
+print("| in flight | VSS decisions/s | Redis+Lua decisions/s | VSS / Redis | VSS p50 / p99 µs | Redis p50 / p99 µs | VSS RLS decisions/s | RLS / Redis | RLS p99 µs |")
+print("|---|---|---|---|---|---|---|---|---|")
 for line in open(sys.argv[1]):
-    level, v, errors, vp50, vp99, r, rp50, rp99 = line.split("\t")
+    level, v, errors, vp50, vp99, r, rp50, rp99, e, eerrors, ep99 = line.strip().split("\t")
     ratio = int(v) / max(int(r), 1)
     note = f" ({errors} errors)" if int(errors) else ""
-    print(f"| {level} | {int(v):,}{note} | {int(r):,} | {ratio:.2f}× | {vp50} / {vp99} | {rp50} / {rp99.strip()} |")
+    enote = f" ({eerrors} errors)" if int(eerrors) else ""
+    print(f"| {level} | {int(v):,}{note} | {int(r):,} | {ratio:.2f}× | {vp50} / {vp99} | {rp50} / {rp99} "
+          f"| {int(e):,}{enote} | {int(e) / max(int(r), 1):.2f}× | {ep99} |")
 PY

@@ -17,7 +17,33 @@ fn main() -> Result<(), Box<dyn Error>> {
         .build_client(true)
         .file_descriptor_set_path(out_dir.join("vss_descriptor.bin"))
         .compile_with_config(config, &protos, &includes)?;
+    envoy_descriptors(&out_dir)?;
     println!("cargo:rerun-if-changed=vss");
+    println!("cargo:rerun-if-changed=envoy");
     println!("cargo:rerun-if-changed=build.rs");
+    Ok(())
+}
+
+/// A descriptor set of Envoy's rate limit service and its imports. No code
+/// is generated from it: the types come from the `envoy-types` crate.
+fn envoy_descriptors(out_dir: &std::path::Path) -> Result<(), Box<dyn Error>> {
+    let status = std::process::Command::new(protoc_bin_vendored::protoc_bin_path()?)
+        .arg("-Ienvoy")
+        .arg(format!(
+            "-I{}",
+            protoc_bin_vendored::include_path()?.display()
+        ))
+        .arg("--include_imports")
+        .arg(format!(
+            "--descriptor_set_out={}",
+            out_dir.join("envoy_rls_descriptor.bin").display()
+        ))
+        .arg("envoy/service/ratelimit/v3/rls.proto")
+        .status()?;
+    if !status.success() {
+        return Err(
+            format!("protoc failed on envoy/service/ratelimit/v3/rls.proto: {status}").into(),
+        );
+    }
     Ok(())
 }

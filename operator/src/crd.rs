@@ -155,6 +155,9 @@ fn default_instances() -> i32 {
     validation = Rule::new("self.type == 'custom' || !has(self.custom)")
         .message("custom applies only to custom slots")
         .field_path(".custom"),
+    validation = Rule::new("self.type in ['token-bucket', 'leaky-bucket'] || !has(self.rls)")
+        .message("rls applies only to token-bucket and leaky-bucket slots")
+        .field_path(".rls"),
 )]
 pub struct VssSlot {
     /// Slot id, 0-99.
@@ -236,6 +239,11 @@ pub struct VssSlot {
     /// and its configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom: Option<CustomModule>,
+    /// Limiters: the descriptors of Envoy's rate limit service this slot
+    /// answers (domain, entries, optional name and shadow mode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub rls: Vec<vss_config::RlsRuleSpec>,
 }
 
 /// A custom slot type's module and config.

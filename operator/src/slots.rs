@@ -64,6 +64,7 @@ fn slot_spec(slot: &VssSlot) -> SlotSpec {
             module: module_path(&c.config_map_key_ref),
             config: c.config.clone(),
         }),
+        rls: slot.rls.clone(),
     }
 }
 

@@ -10,3 +10,8 @@ pub mod v1 {
 
 /// Encoded descriptors of every VSS service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vss_descriptor");
+
+/// Encoded descriptors of Envoy's `envoy.service.ratelimit.v3` and its
+/// imports, for gRPC server reflection (the types are `envoy-types`').
+pub const ENVOY_RLS_FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("envoy_rls_descriptor");

@@ -32,6 +32,7 @@ pub mod grpc;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod rls;
 pub mod signal;
 pub mod signals;
 pub mod slots;
@@ -43,6 +44,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -251,6 +253,7 @@ impl Runtime {
         let ready = Arc::new(AtomicBool::new(false));
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(vss_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(vss_proto::ENVOY_RLS_FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| RuntimeError::Reflection(e.to_string()))?;
         let service = grpc::VssService::new(
@@ -261,6 +264,8 @@ impl Runtime {
             streams.clone(),
             stop.clone(),
         );
+        let rate_limiter =
+            rls::RateLimiter::new(service.clone(), self.slots.clone(), self.metrics.clone());
         let mesh = MeshService::new(self.cluster.clone(), self.signals.clone());
         let control = ControlService::new(
             self.cluster.clone(),
@@ -281,6 +286,10 @@ impl Runtime {
         let grpc_server = Server::builder()
             .add_service(reflection)
             .add_service(Faulty::clients(VssServer::new(service), &chaos))
+            .add_service(Faulty::clients(
+                RateLimitServiceServer::new(rate_limiter),
+                &chaos,
+            ))
             .add_service(Audited::new(
                 Faulty::mesh(MeshServer::new(mesh), &chaos),
                 self.metrics.clone(),

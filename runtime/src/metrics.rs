@@ -55,6 +55,20 @@ pub struct SlotLabels {
     pub slot: u32,
 }
 
+/// One Envoy rate limit rule's decisions. Domains and names come from the
+/// configuration, never from requests, so the set of series is bounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RlsRuleLabels {
+    pub domain: String,
+    pub rule: String,
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
 /// 1 µs .. ~1 s, for whole requests.
 fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1e-6, 2.0, 21))
@@ -188,7 +202,20 @@ pub struct Metrics {
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub connected_clients: Gauge,
     pub cluster: ClusterMetrics,
+    pub rls: RlsMetrics,
     registry: Arc<Registry>,
+}
+
+/// Series of Envoy's rate limit service.
+#[derive(Debug, Clone)]
+pub struct RlsMetrics {
+    /// Per rule: allowed, over_limit, shadowed.
+    pub decisions: Family<RlsRuleLabels, Counter>,
+    /// Per request: ok, over_limit, unavailable, invalid.
+    pub requests: Family<OutcomeLabels, Counter>,
+    /// Descriptors no rule matched (answered OK, no limit).
+    pub unmatched: Counter,
+    pub request_seconds: Histogram,
 }
 
 /// Series of the mesh and of routing.
@@ -349,8 +376,35 @@ impl Metrics {
             "How long after its due time each tick left this instance",
             cluster.tick_lateness_seconds.clone(),
         );
+        let rls = RlsMetrics {
+            decisions: Family::default(),
+            requests: Family::default(),
+            unmatched: Counter::default(),
+            request_seconds: request_histogram(),
+        };
+        registry.register(
+            "rls_decisions",
+            "Envoy rate limit decisions per configured rule (allowed, over_limit, shadowed)",
+            rls.decisions.clone(),
+        );
+        registry.register(
+            "rls_requests",
+            "Envoy ShouldRateLimit calls by outcome (ok, over_limit, unavailable, invalid)",
+            rls.requests.clone(),
+        );
+        registry.register(
+            "rls_unmatched_descriptors",
+            "Descriptors of ShouldRateLimit calls that no rule matched (answered OK)",
+            rls.unmatched.clone(),
+        );
+        registry.register(
+            "rls_request_duration_seconds",
+            "Time to answer a ShouldRateLimit call",
+            rls.request_seconds.clone(),
+        );
         Self {
             cluster,
+            rls,
             deliveries,
             connected_clients,
             rejected,

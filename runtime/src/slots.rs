@@ -153,12 +153,21 @@ impl SlotTable {
     }
 
     /// Generation of the configuration in force.
+    /// The configuration in force and its generation.
+    pub fn config(&self) -> (ValidConfig, u64) {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
     }
 
-    /// Applies `config` as `generation` without a restart. Slots whose
-    /// definition did not change keep their instance and state; changed
+    /// Applies `config` as `generation` without a restart. Slots whose type
+    /// and fields did not change keep their instance and state (a change of
+    /// their `rls` rules alone keeps them too); changed
     /// and new slots start fresh; removed slots are dropped. Nothing
     /// changes if any slot fails to load. Returns whether anything changed.
     ///
@@ -188,7 +197,7 @@ impl SlotTable {
             let kept = old
                 .get(def.id.index())
                 .and_then(Option::as_ref)
-                .filter(|e| e.def == *def);
+                .filter(|e| e.def.kind == def.kind);
             slots[def.id.index()] = Some(match kept {
                 Some(entry) => entry.clone(),
                 None => Arc::new(self.start(def)?),

@@ -424,6 +424,25 @@ async fn config_changes_apply_without_restart_with_generations() {
         .expect_err("invalid config");
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().contains("id"), "{}", bad.message());
+    // A pushed config cannot make the runtime open a file outside its
+    // module folder, nor learn anything of that file's content.
+    let probe = control
+        .apply_config(ApplyConfigRequest {
+            config_yaml: "slots:\n  - id: 9\n    type: custom\n    custom: {module: /etc/passwd}\n"
+                .into(),
+            generation: 8,
+        })
+        .await
+        .expect_err("a module outside the module folder");
+    assert_eq!(probe.code(), Code::InvalidArgument);
+    assert!(
+        probe
+            .message()
+            .contains("slot 9: field `custom.module`: must be a path inside the module folder"),
+        "{}",
+        probe.message()
+    );
+    assert!(!probe.message().contains("0x"), "{}", probe.message());
     assert_eq!(
         cluster.status(0).await.expect("status").config_generation,
         7

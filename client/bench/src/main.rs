@@ -8,8 +8,9 @@
 //! shows in the percentiles instead of hiding behind fewer requests
 //! (no coordinated omission).
 //!
-//! This first version has the `acquire` scenario; the fan-out, batch and
-//! connection scenarios are to come (issue 17).
+//! Scenarios: `acquire` (the `vss.v1.Vss` API) and `rls` (Envoy's
+//! `ShouldRateLimit`); the fan-out, batch and connection scenarios are to
+//! come (issue 17).
 
 mod stats;
 
@@ -18,6 +19,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -83,6 +89,37 @@ enum Scenario {
         #[arg(long)]
         tokens: Option<u32>,
     },
+    /// Envoy's `ShouldRateLimit` with one descriptor `[{key, value}]`.
+    #[command(
+        after_help = "Example: vss-bench -c 4 -i 16 -d 10s rls --domain edge --key remote_address --values 1000"
+    )]
+    Rls {
+        #[arg(long, default_value = "edge")]
+        domain: String,
+        /// The descriptor's one entry key.
+        #[arg(long, default_value = "remote_address")]
+        key: String,
+        /// Spread requests over this many values (each its own bucket
+        /// under a key-only rule).
+        #[arg(long, default_value_t = 1)]
+        values: u64,
+    },
+}
+
+/// One connection's clients.
+#[derive(Clone)]
+struct Clients {
+    vss: VssClient<Channel>,
+    rls: RateLimitServiceClient<Channel>,
+}
+
+impl Clients {
+    fn new(channel: Channel) -> Self {
+        Self {
+            vss: VssClient::new(channel.clone()),
+            rls: RateLimitServiceClient::new(channel),
+        }
+    }
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -149,7 +186,7 @@ enum Outcome {
     Failed,
 }
 
-async fn one(client: &mut VssClient<Channel>, scenario: &Scenario) -> Outcome {
+async fn one(clients: &mut Clients, scenario: &Scenario) -> Outcome {
     match scenario {
         Scenario::Acquire { slot, keys, tokens } => {
             let key = if *keys == 0 {
@@ -162,8 +199,30 @@ async fn one(client: &mut VssClient<Channel>, scenario: &Scenario) -> Outcome {
                 key,
                 tokens: *tokens,
             };
-            match client.acquire(req).await {
+            match clients.vss.acquire(req).await {
                 Ok(r) if r.get_ref().granted > 0 => Outcome::Granted,
+                Ok(_) => Outcome::Refused,
+                Err(_) => Outcome::Failed,
+            }
+        }
+        Scenario::Rls {
+            domain,
+            key,
+            values,
+        } => {
+            let req = RateLimitRequest {
+                domain: domain.clone(),
+                descriptors: vec![RateLimitDescriptor {
+                    entries: vec![Entry {
+                        key: key.clone(),
+                        value: format!("v{}", fastrand::u64(..(*values).max(1))),
+                    }],
+                    ..Default::default()
+                }],
+                hits_addend: 0,
+            };
+            match clients.rls.should_rate_limit(req).await {
+                Ok(r) if r.get_ref().overall_code == i32::from(Code::Ok) => Outcome::Granted,
                 Ok(_) => Outcome::Refused,
                 Err(_) => Outcome::Failed,
             }
@@ -206,7 +265,7 @@ async fn run(cli: &Cli, channels: Vec<Channel>) -> Summary {
     let mut workers: JoinSet<Tally> = JoinSet::new();
     let per_connection = cli.rate.map(|r| r / channels.len() as f64);
     for channel in channels {
-        let client = VssClient::new(channel);
+        let client = Clients::new(channel);
         match per_connection {
             None => {
                 for _ in 0..cli.in_flight {
@@ -265,7 +324,7 @@ async fn run(cli: &Cli, channels: Vec<Channel>) -> Summary {
 /// outstanding; a request that waits for room still counts from its due
 /// time.
 async fn open_loop(
-    client: VssClient<Channel>,
+    client: Clients,
     scenario: Scenario,
     rate: f64,
     in_flight: usize,
@@ -313,6 +372,11 @@ fn scenario_name(s: &Scenario) -> String {
             format!("acquire slot {slot} over {keys} keys")
         }
         Scenario::Acquire { slot, .. } => format!("acquire slot {slot}"),
+        Scenario::Rls {
+            domain,
+            key,
+            values,
+        } => format!("rls domain {domain} {key} over {values} values"),
     }
 }
 

@@ -5,6 +5,7 @@
 //! calls and prints; `-o json` prints one JSON object per result.
 
 mod dev;
+mod import;
 mod output;
 
 use std::process::ExitCode;
@@ -190,6 +191,20 @@ enum Command {
         #[arg(long, short = 'n')]
         count: Option<u64>,
     },
+    /// Convert envoyproxy/ratelimit config files into VSS slots with `rls`
+    /// rules (printed as YAML); what cannot be converted is listed on stderr.
+    #[command(
+        name = "import-ratelimit",
+        after_help = "Example: vss import-ratelimit config/edge.yaml --first-slot 40 >> slots.yaml"
+    )]
+    ImportRatelimit {
+        /// envoyproxy/ratelimit config files (one domain each).
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Id of the first slot to create; the rest follow.
+        #[arg(long, default_value_t = 0)]
+        first_slot: u32,
+    },
     /// Run a local VSS cluster in the foreground: separate processes on
     /// loopback ports (Ctrl-C stops them all).
     Dev(dev::DevArgs),
@@ -224,6 +239,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Dev(args) => return dev::run(args).await,
         Command::Instance(args) => return dev::instance(args).await,
+        Command::ImportRatelimit { files, first_slot } => {
+            let imported = import::import(&files, first_slot)?;
+            for line in &imported.skipped {
+                eprintln!("not converted: {line}");
+            }
+            print!("{}", serde_norway::to_string(&imported.config)?);
+            return Ok(());
+        }
         other => other,
     };
     let client = Client::new(&cli.endpoints)?;
@@ -372,7 +395,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seen += 1;
             }
         }
-        Command::Dev(_) | Command::Instance(_) => unreachable!("handled above"),
+        Command::Dev(_) | Command::Instance(_) | Command::ImportRatelimit { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
 }

@@ -223,7 +223,7 @@ fn errors_exit_non_zero_with_the_server_message() {
     let out = dev.vss(&["-o", "json", "call", "0", "reset"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("does not support `custom`"), "{stderr}");
+    assert!(stderr.contains("has no operation `reset`"), "{stderr}");
     assert!(out.stdout.is_empty());
     dev.stop();
 }

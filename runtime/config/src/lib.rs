@@ -9,10 +9,15 @@
 //! Field names are camelCase (`bucketSize`); the seed's snake_case spellings
 //! (`bucket_size`) are accepted too.
 
+mod rls;
 mod spec;
 mod valid;
 
-pub use spec::{ConfigValue, CustomSpec, SlotSpec, SlotsConfig};
+pub use rls::{
+    MAX_RLS_DOMAIN_BYTES, MAX_RLS_ENTRIES, MAX_RLS_ENTRY_BYTES, MAX_RLS_NAME_BYTES, MAX_RLS_RULES,
+    RlsEntry, RlsRule,
+};
+pub use spec::{ConfigValue, CustomSpec, RlsEntrySpec, RlsRuleSpec, SlotSpec, SlotsConfig};
 pub use valid::{
     Counter, CustomSlot, DEFAULT_DEREG_TRIES, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_KEYS,
     DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_BYTES, DEFAULT_REGISTRY_TTL, DEFAULT_SIGNAL_TIMEOUT,

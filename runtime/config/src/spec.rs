@@ -89,6 +89,46 @@ pub struct SlotSpec {
     /// Custom slot type: the module and its configuration.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub custom: Option<CustomSpec>,
+    /// Limiters: the descriptors of Envoy's rate limit service
+    /// (`envoy.service.ratelimit.v3`) this slot answers, see `docs/envoy.md`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub rls: Vec<RlsRuleSpec>,
+}
+
+/// One descriptor of Envoy's rate limit service that a limiter slot answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RlsRuleSpec {
+    /// The `domain` of the rate limit requests this rule answers.
+    #[schemars(length(min = 1, max = 128))]
+    pub domain: String,
+    /// The descriptor's entries in order. An entry with a `value` matches
+    /// only that value; an entry with only a `key` matches any value, and
+    /// each distinct value gets its own bucket (per IP, per user).
+    #[schemars(length(min = 1, max = 8))]
+    pub descriptor: Vec<RlsEntrySpec>,
+    /// The rule's name in metrics and in the limit Envoy reports. Default
+    /// `slot<id>-rule<index>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_.:-]+$"))]
+    pub name: Option<String>,
+    /// Count but never refuse: an over-limit answer becomes OK and is
+    /// counted as shadowed. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
+}
+
+/// One entry of a rate limit descriptor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RlsEntrySpec {
+    #[schemars(length(min = 1, max = 256))]
+    pub key: String,
+    /// Absent: any value, one bucket per value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub value: Option<String>,
 }
 
 /// A user-compiled slot type.

@@ -330,3 +330,118 @@ fn sibling_type_errors_name_the_field_and_the_limit() {
         assert!(e.contains(expected), "missing {expected:?} in:\n{e}");
     }
 }
+
+const RLS_SLOTS: &str = "slots:
+- id: 30
+  type: token-bucket
+  bucketSize: 10
+  period: second
+  rls:
+  - domain: edge
+    descriptor: [{key: remote_address}]
+  - domain: edge
+    name: checkout
+    shadow: true
+    descriptor: [{key: path, value: /checkout}, {key: remote_address}]
+";
+
+#[test]
+fn rls_rules_are_checked_into_the_slot_def() {
+    let cfg = load(RLS_SLOTS).expect("valid");
+    let slot = cfg.slots().next().expect("one slot");
+    assert_eq!(slot.rls.len(), 2);
+    assert_eq!(slot.rls[0].name, "slot30-rule0", "default name");
+    assert_eq!(
+        slot.rls[1].descriptor[0],
+        RlsEntry {
+            key: "path".into(),
+            value: Some("/checkout".into())
+        }
+    );
+    assert!(slot.rls[1].shadow);
+}
+
+#[test]
+fn rls_on_a_non_limiter_is_refused() {
+    let e =
+        errors("slots:\n- {id: 4, type: counter, rls: [{domain: d, descriptor: [{key: k}]}]}\n");
+    assert!(
+        e.contains("slot 4: field `rls`: does not apply to type counter"),
+        "{e}"
+    );
+}
+
+#[test]
+fn rls_bad_fields_are_named() {
+    let e = errors(
+        "slots:\n- {id: 5, type: leaky-bucket, bucketSize: 1, period: second, rls: [{domain: '', descriptor: []}, {domain: d, name: 'a b', descriptor: [{key: k, value: ''}]}]}\n",
+    );
+    for want in [
+        "slot 5: field `rls[0].domain`: must not be empty",
+        "slot 5: field `rls[0].descriptor`: needs at least one entry",
+        "slot 5: field `rls[1].descriptor[0].value`: must not be empty",
+        "slot 5: field `rls[1].name`: must be 1 to 64 letters",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in {e}");
+    }
+}
+
+#[test]
+fn the_same_rls_descriptor_twice_in_a_domain_is_refused() {
+    let e = errors(
+        "slots:
+- {id: 1, type: token-bucket, bucketSize: 1, period: second, rls: [{domain: d, descriptor: [{key: ip}]}]}
+- {id: 2, type: leaky-bucket, bucketSize: 1, period: second, rls: [{domain: d, name: slot1-rule0, descriptor: [{key: ip}]}]}
+",
+    );
+    assert!(
+        e.contains("slot 2: field `rls[0].descriptor`: domain `d` already has a rule for this descriptor (slot 1, rls[0])"),
+        "{e}"
+    );
+    assert!(e.contains("already has a rule named `slot1-rule0`"), "{e}");
+    // Another domain may reuse both.
+    load(
+        "slots:
+- {id: 1, type: token-bucket, bucketSize: 1, period: second, rls: [{domain: d, descriptor: [{key: ip}]}]}
+- {id: 2, type: token-bucket, bucketSize: 1, period: second, rls: [{domain: e, descriptor: [{key: ip}]}]}
+",
+    )
+    .expect("domains are separate");
+}
+
+#[test]
+fn a_pushed_config_may_name_modules_inside_the_module_folder_only() {
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(root.path().join("mods")).expect("mkdir");
+    std::fs::write(root.path().join("mods/ok.wasm"), b"\0asm").expect("write");
+    let config = |module: &str| {
+        SlotsConfig::from_yaml(&format!(
+            "slots:\n- {{id: 4, type: custom, custom: {{module: '{module}'}}}}\n"
+        ))
+        .expect("parses")
+    };
+    config("mods/ok.wasm")
+        .validate_confined(root.path())
+        .expect("inside the folder");
+    for outside in ["/etc/passwd", "../secret.wasm", "mods/../../x.wasm"] {
+        let e = config(outside)
+            .validate_confined(root.path())
+            .expect_err(outside)
+            .to_string();
+        assert!(
+            e.contains("slot 4: field `custom.module`: must be a path inside the module folder"),
+            "{e}"
+        );
+        assert!(e.contains(outside), "{e}");
+    }
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("/etc/passwd", root.path().join("mods/link.wasm"))
+            .expect("symlink");
+        let e = config("mods/link.wasm")
+            .validate_confined(root.path())
+            .expect_err("a link out of the folder")
+            .to_string();
+        assert!(e.contains("must be a path inside the module folder"), "{e}");
+    }
+}

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::ConfigError;
+use crate::rls::{self, RlsRule};
 use crate::spec::{SlotSpec, SlotsConfig};
 
 /// A cluster has exactly this many slots, ids `0..MAX_SLOTS`.
@@ -273,6 +274,9 @@ fn millis(d: Duration) -> String {
 pub struct SlotDef {
     pub id: SlotId,
     pub kind: SlotKind,
+    /// Envoy rate limit rules (limiters only). Not part of the slot's
+    /// state: changing them keeps the slot's buckets.
+    pub rls: Vec<RlsRule>,
 }
 
 /// A configuration that passed every check.
@@ -490,6 +494,11 @@ impl SlotsConfig {
                 });
             }
             let kind = check_slot(spec, base, &mut errors);
+            let limiter = matches!(
+                kind,
+                Some(SlotKind::TokenBucket(_) | SlotKind::LeakyBucket(_))
+            );
+            let rls = rls::check_rules(spec, limiter, &mut errors);
             let Some(id) = id else { continue };
             if slots.contains_key(&id) {
                 errors.push(FieldError {
@@ -500,9 +509,15 @@ impl SlotsConfig {
                 continue;
             }
             if let (Some(kind), true) = (kind, errors.len() == before) {
-                slots.insert(id, SlotDef { id, kind });
+                slots.insert(id, SlotDef { id, kind, rls });
             }
         }
+        rls::check_unique(
+            slots
+                .values()
+                .flat_map(|d| d.rls.iter().enumerate().map(move |(i, r)| (d.id, i, r))),
+            &mut errors,
+        );
         if errors.is_empty() {
             Ok(ValidConfig { slots })
         } else {
@@ -757,5 +772,54 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "m" => n.checked_mul(60).map(Duration::from_secs),
         "h" => n.checked_mul(3_600).map(Duration::from_secs),
         _ => None,
+    }
+}
+
+impl SlotsConfig {
+    /// Validates a configuration that arrived over the network (the
+    /// operator's push): like [`SlotsConfig::validate_with_base`], and every
+    /// custom module must name a file inside `root` by a relative path
+    /// without `..`, so a pushed config cannot make the runtime open any
+    /// other file the process can read. A symbolic link inside `root` that
+    /// points out of it is refused too.
+    pub fn validate_confined(&self, root: &Path) -> Result<ValidConfig, ConfigError> {
+        let mut errors = Vec::new();
+        let canonical_root = root.canonicalize().ok();
+        for spec in &self.slots {
+            let Some(custom) = &spec.custom else { continue };
+            let module = Path::new(&custom.module);
+            let plain = module.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            });
+            let escapes = || {
+                let (Some(root), Ok(real)) = (&canonical_root, root.join(module).canonicalize())
+                else {
+                    return false;
+                };
+                !real.starts_with(root)
+            };
+            if !plain || escapes() {
+                errors.push(FieldError {
+                    slot: Some(spec.id),
+                    field: "custom.module".into(),
+                    reason: format!(
+                        "must be a path inside the module folder {} (relative, without `..`), got `{}`",
+                        root.display(),
+                        custom.module
+                    ),
+                });
+            }
+        }
+        match self.validate_with_base(root) {
+            Err(ConfigError::Invalid(mut more)) => {
+                errors.append(&mut more);
+                Err(ConfigError::Invalid(errors))
+            }
+            Ok(_) if !errors.is_empty() => Err(ConfigError::Invalid(errors)),
+            other => other,
+        }
     }
 }

@@ -121,6 +121,15 @@ impl SlotEngine {
     /// Compiles a slot component. `name` (a type name or a file path) is
     /// used in every error about this module.
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<SlotModule, LoadError> {
+        // wasmtime's parse error quotes the first bytes of a file that is no
+        // Wasm at all; whoever names a module must not learn what another
+        // file holds, so such a file gets no detail.
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::Invalid {
+                name: name.to_string(),
+                reason: "not a WebAssembly file (no `\\0asm` header)".into(),
+            });
+        }
         let component =
             Component::new(&self.inner.engine, bytes).map_err(|e| LoadError::Invalid {
                 name: name.to_string(),

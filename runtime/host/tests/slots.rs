@@ -156,7 +156,12 @@ fn limiters_refuse_verbs_they_do_not_have() {
     let mut slot = start(&e, "token-bucket", TOKEN_BUCKET, SEED);
     match custom(&mut slot, "anything") {
         Err(CallError::Slot(SlotError::Unsupported(m))) => {
-            assert!(m.contains("token-bucket does not support `custom`"), "{m}")
+            assert!(
+                m.contains(
+                    "token-bucket has no operation `anything` (it has take-all and release)"
+                ),
+                "{m}"
+            )
         }
         other => panic!("expected unsupported, got {other:?}"),
     }
@@ -249,6 +254,26 @@ fn malformed_wasm_is_refused_with_its_name() {
         err.to_string()
             .starts_with("/tmp/broken.wasm: not a valid slot component"),
         "{err}"
+    );
+    // Nothing of the file's content is quoted (a config could name any
+    // readable file).
+    let passwd = e
+        .compile("/etc/passwd", b"root:x:0:0:root:/root:/bin/bash\n")
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        !passwd.contains("0x72") && !passwd.contains("root:"),
+        "{passwd}"
+    );
+    assert!(passwd.contains("not a WebAssembly file"), "{passwd}");
+    // A file that is Wasm but broken still says why.
+    let broken = e
+        .compile("broken.wasm", b"\0asm\x0d\0\x01\0garbage")
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        broken.starts_with("broken.wasm: not a valid slot component: "),
+        "{broken}"
     );
 }
 

@@ -222,7 +222,7 @@ impl Control for ControlService {
         }
         let config = vss_config::SlotsConfig::from_yaml(&r.config_yaml)
             .map_err(|e| Status::invalid_argument(format!("config_yaml: {e}")))?
-            .validate_with_base(&self.module_root)
+            .validate_confined(&self.module_root)
             .map_err(|e| Status::invalid_argument(format!("config_yaml: {e}")))?;
         let slots = self.cluster.slots().clone();
         let generation = r.generation;

@@ -7,6 +7,7 @@
 //! millisecond.
 
 use vss_slot_sdk::keyed::Evictable;
+use vss_slot_sdk::limiter::Taken;
 
 /// A validated leaky-bucket configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,33 @@ impl Bucket {
         };
         Admission {
             granted,
+            remaining: self.room(),
+            reset_ms: self.ms_until_room(),
+        }
+    }
+
+    /// Puts `tokens` in if they all fit, for `take-all`.
+    pub fn put_all(&mut self, tokens: u64, now_ms: u64) -> Taken {
+        self.leak(now_ms);
+        self.last_used_ms = self.last_used_ms.max(now_ms);
+        let need = u128::from(tokens) * self.token();
+        let granted = self.level + need <= self.capacity();
+        if granted {
+            self.level += need;
+        }
+        Taken {
+            granted,
+            remaining: self.room(),
+            reset_ms: self.ms_until_room(),
+        }
+    }
+
+    /// Takes out tokens a `take-all` put in.
+    pub fn take_out(&mut self, tokens: u64, now_ms: u64) -> Taken {
+        self.leak(now_ms);
+        self.level = self.level.saturating_sub(u128::from(tokens) * self.token());
+        Taken {
+            granted: true,
             remaining: self.room(),
             reset_ms: self.ms_until_room(),
         }
@@ -197,5 +225,16 @@ mod tests {
         assert_eq!(b.put(1, 1_000).granted, 0);
         assert_eq!(b.put(1, 5_099).granted, 0);
         assert_eq!(b.put(1, 5_100).granted, 1);
+    }
+
+    #[test]
+    fn put_all_and_take_out_balance() {
+        let mut b = Bucket::empty(&TEN_PER_SECOND, 0);
+        assert!(b.put_all(8, 0).granted);
+        let refused = b.put_all(3, 0);
+        assert!(!refused.granted);
+        assert_eq!(refused.remaining, 2, "a refused put takes no room");
+        assert_eq!(b.take_out(8, 0).remaining, 10);
+        assert_eq!(b.take_out(8, 0).remaining, 10, "never below empty");
     }
 }

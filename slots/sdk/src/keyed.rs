@@ -105,6 +105,13 @@ impl<T: Evictable> Keyed<T> {
             Some(k) => self.keys.get(k),
         }
     }
+
+    pub fn get_mut(&mut self, key: Option<&str>) -> Option<&mut T> {
+        match key {
+            None => self.single.as_mut(),
+            Some(k) => self.keys.get_mut(k),
+        }
+    }
 }
 
 #[cfg(test)]

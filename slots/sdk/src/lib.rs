@@ -55,6 +55,7 @@ pub mod config;
 #[cfg(all(target_arch = "wasm32", feature = "guest-runtime"))]
 mod guest_runtime;
 pub mod keyed;
+pub mod limiter;
 pub mod lww;
 pub mod members;
 

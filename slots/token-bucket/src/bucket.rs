@@ -6,6 +6,7 @@
 //! schedule never drifts however irregularly requests arrive.
 
 use vss_slot_sdk::keyed::Evictable;
+use vss_slot_sdk::limiter::Taken;
 
 /// A validated token-bucket configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,32 @@ impl Bucket {
         self.last_used_ms = self.last_used_ms.max(now_ms);
         Grant {
             granted: u32::try_from(granted).expect("granted <= asked, which is a u32"),
+            remaining: self.tokens,
+            reset_ms: self.ms_until_refill(now_ms),
+        }
+    }
+
+    /// Takes exactly `asked` tokens if the bucket holds them, else nothing.
+    pub fn take_all(&mut self, asked: u64, now_ms: u64) -> Taken {
+        self.refill(now_ms);
+        self.last_used_ms = self.last_used_ms.max(now_ms);
+        let granted = self.tokens >= asked;
+        if granted {
+            self.tokens -= asked;
+        }
+        Taken {
+            granted,
+            remaining: self.tokens,
+            reset_ms: self.ms_until_refill(now_ms),
+        }
+    }
+
+    /// Puts back tokens taken earlier, never above `bucket_size`.
+    pub fn give_back(&mut self, tokens: u64, now_ms: u64) -> Taken {
+        self.refill(now_ms);
+        self.tokens = self.tokens.saturating_add(tokens).min(self.bucket_size);
+        Taken {
+            granted: true,
             remaining: self.tokens,
             reset_ms: self.ms_until_refill(now_ms),
         }
@@ -216,5 +243,24 @@ mod tests {
         b.take(100, 0);
         assert!(!b.is_idle_at(999));
         assert!(b.is_idle_at(1_000));
+    }
+
+    #[test]
+    fn take_all_takes_every_token_asked_or_none() {
+        let mut b = Bucket::full(&SEED, 0);
+        assert!(b.take_all(150, 1).granted);
+        let refused = b.take_all(51, 2);
+        assert!(!refused.granted);
+        assert_eq!(refused.remaining, 50, "a refused take-all takes nothing");
+        assert!(b.take_all(50, 3).granted);
+        assert_eq!(b.tokens_at(3), 0);
+    }
+
+    #[test]
+    fn give_back_restores_tokens_up_to_the_bucket_size() {
+        let mut b = Bucket::full(&SEED, 0);
+        b.take_all(30, 1);
+        assert_eq!(b.give_back(30, 2).remaining, 200);
+        assert_eq!(b.give_back(500, 3).remaining, 200, "never above bucketSize");
     }
 }
