@@ -398,12 +398,12 @@ async fn supervise(
             Err(e) => format!("lost track of its process: {e}"),
         };
         // Restart until one start succeeds; each failure backs off more.
-        let mut reason = why;
+        let mut event = format!("{id} died ({why})");
         loop {
             let delay = backoff.after_exit(up_since.elapsed());
             let _ = events
                 .send(format!(
-                    "{id} died ({reason}); restarting in {:.1} s",
+                    "{event}; restarting in {:.1} s",
                     delay.as_secs_f64()
                 ))
                 .await;
@@ -417,7 +417,12 @@ async fn supervise(
                     serving = false;
                     break;
                 }
-                Err(e) => reason = vss_runtime::report::message(e.as_ref()),
+                Err(e) => {
+                    event = format!(
+                        "{id} could not start ({})",
+                        vss_runtime::report::message(e.as_ref())
+                    );
+                }
             }
         }
     }

@@ -482,6 +482,8 @@ fn parent_of(pid: u32) -> Option<u32> {
 /// own thread, counting calls and failures, until stopped.
 struct AcquireLoop {
     calls: Arc<AtomicU64>,
+    /// The longest call, in microseconds.
+    slowest_us: Arc<AtomicU64>,
     failures: Arc<std::sync::Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
@@ -491,10 +493,16 @@ impl AcquireLoop {
     fn start(endpoints: &str) -> AcquireLoop {
         let endpoints: Vec<String> = endpoints.split(',').map(str::to_string).collect();
         let calls = Arc::new(AtomicU64::new(0));
+        let slowest_us = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (calls, failures, stop) = (calls.clone(), failures.clone(), stop.clone());
+            let (calls, slowest_us, failures, stop) = (
+                calls.clone(),
+                slowest_us.clone(),
+                failures.clone(),
+                stop.clone(),
+            );
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -503,7 +511,10 @@ impl AcquireLoop {
                 rt.block_on(async move {
                     let client = vss_client::Client::new(&endpoints).expect("client");
                     while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
                         let result = client.acquire(0, vss_client::Acquire::default()).await;
+                        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        slowest_us.fetch_max(took, Ordering::Relaxed);
                         calls.fetch_add(1, Ordering::Relaxed);
                         if let Err(e) = result {
                             failures.lock().expect("lock").push(e.to_string());
@@ -515,6 +526,7 @@ impl AcquireLoop {
         };
         AcquireLoop {
             calls,
+            slowest_us,
             failures,
             stop,
             thread,
@@ -525,12 +537,14 @@ impl AcquireLoop {
         self.calls.load(Ordering::Relaxed)
     }
 
-    /// Stops the loop; returns the calls made and the failures seen.
-    fn finish(self) -> (u64, Vec<String>) {
+    /// Stops the loop; returns the calls made, the failures seen and the
+    /// longest call.
+    fn finish(self) -> (u64, Vec<String>, Duration) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("the acquire loop does not panic");
         let failures = self.failures.lock().expect("lock").clone();
-        (self.calls.load(Ordering::Relaxed), failures)
+        let slowest = Duration::from_micros(self.slowest_us.load(Ordering::Relaxed));
+        (self.calls.load(Ordering::Relaxed), failures, slowest)
     }
 }
 
@@ -615,9 +629,9 @@ fn dev_restarts_a_killed_instance_while_clients_see_no_failed_call() {
         assert!(Instant::now() < deadline, "the acquire loop stalled");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (calls, failures) = load.finish();
+    let (calls, failures, slowest) = load.finish();
     eprintln!(
-        "killed {owner} (pid {pid}); died line at once, rejoined after {took:?} at epoch {epoch} as pid {new_pid}; {calls} acquires, {} failed; routing epoch now {}",
+        "killed {owner} (pid {pid}); rejoined after {took:?} at epoch {epoch} as pid {new_pid}; {calls} acquires, {} failed, slowest {slowest:?}; routing epoch now {}",
         failures.len(),
         routed["epoch"]
     );
