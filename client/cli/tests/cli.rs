@@ -305,6 +305,9 @@ fn unreachable_cluster_is_an_error() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no VSS instance reachable"), "{stderr}");
+    // One line, each failure once (the client tries every instance twice).
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(stderr.matches(&dead.to_string()).count(), 1, "{stderr}");
 }
 
 /// Starts `vss <args>` in the background and waits for its first stdout line.
