@@ -16,6 +16,8 @@ struct Dev {
     grpc: String,
     /// Instance id and PID, as the banner printed them.
     pids: Vec<(String, u32)>,
+    /// The banner, up to the endpoints line.
+    banner: Vec<String>,
     /// What `vss dev` prints after its banner, line by line. A thread reads
     /// its stdout to the end, so the pipe stays open while it runs.
     events: Receiver<String>,
@@ -44,8 +46,10 @@ impl Dev {
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut grpc = None;
         let mut pids = Vec::new();
+        let mut banner = Vec::new();
         let mut line = String::new();
         while stdout.read_line(&mut line).expect("read stdout") > 0 {
+            banner.push(line.trim_end().to_string());
             let words: Vec<&str> = line.split_whitespace().collect();
             if let [id, "pid", pid, "gRPC", ..] = words.as_slice() {
                 pids.push((id.to_string(), pid.parse().expect("a PID")));
@@ -70,6 +74,7 @@ impl Dev {
             child,
             grpc,
             pids,
+            banner,
             events,
         }
     }
@@ -449,19 +454,33 @@ fn dev_runs_a_cluster_of_processes_and_stops_them_all() {
         "three instances by default: {endpoints:?}"
     );
 
-    let cluster = dev.settled(3, Duration::from_secs(20));
+    // A leader that served data while it saw fewer than 3 instances (the
+    // first table may be made before the third answers) hands each slot on
+    // once its standby holds the state: wait for that, within a bound.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cluster = loop {
+        let cluster = dev.settled(3, Duration::from_secs(20));
+        let leader = cluster["leader"].as_str().expect("a leader").to_string();
+        let leader_owns = cluster["routing"]
+            .as_array()
+            .expect("routing")
+            .iter()
+            .any(|r| r["owner"] == leader.as_str());
+        if !leader_owns {
+            break cluster;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader still owns slots with 3 instances: {cluster}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let leader = cluster["leader"].as_str().expect("a leader");
     assert!(["vss-0", "vss-1", "vss-2"].contains(&leader));
     for instance in cluster["instances"].as_array().expect("instances") {
         let peers = instance["peers"].as_array().expect("peers");
         assert_eq!(peers.len(), 2, "{instance}");
         assert!(peers.iter().all(|p| p["healthy"] == true), "{instance}");
-    }
-    for route in cluster["routing"].as_array().expect("routing") {
-        assert_ne!(
-            route["owner"], leader,
-            "the leader owns no slot with 3 instances"
-        );
     }
 
     dev.stop();
@@ -678,5 +697,36 @@ fn status_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    dev.stop();
+}
+
+#[test]
+fn dev_chaos_turns_on_fault_injection_in_every_instance() {
+    let dev = Dev::start_with(&["--chaos", "--instances", "2"]);
+    assert!(
+        dev.banner.iter().any(|l| l.starts_with("chaos: ")),
+        "{:?}",
+        dev.banner
+    );
+    let logs: Vec<&str> = dev
+        .banner
+        .iter()
+        .filter_map(|l| l.rsplit_once(" log ").map(|(_, path)| path))
+        .collect();
+    assert_eq!(logs.len(), 2, "{:?}", dev.banner);
+    for log in logs {
+        let text = std::fs::read_to_string(log).expect("the instance's log");
+        assert!(text.contains("fault injection is on"), "{log}: {text}");
+        assert!(text.contains("refuse_calls: 0.02"), "{log}: {text}");
+        assert!(text.contains("restart_every: Some(30s)"), "{log}: {text}");
+    }
+    // Refused calls (2%) are retried elsewhere: the CLI sees none.
+    let out = dev.vss(&["-o", "json", "acquire", "0", "--repeat", "100"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_lines(&out).len(), 100);
     dev.stop();
 }
