@@ -359,7 +359,11 @@ impl Client {
                     Ok(reply) => return Ok(reply.into_inner()),
                     Err(status) if is_instance_failure(status.code()) => {
                         tracing::debug!(endpoint = %instance.endpoint, error = %status.message(), "instance failed; trying the next");
-                        failures.push(format!("{}: {}", instance.endpoint, status.message()));
+                        // The second pass often fails the same way: say it once.
+                        let failure = format!("{}: {}", instance.endpoint, status.message());
+                        if !failures.contains(&failure) {
+                            failures.push(failure);
+                        }
                     }
                     Err(status) => {
                         return Err(ClientError::Server {

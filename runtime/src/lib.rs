@@ -2,7 +2,7 @@
 //!
 //! It loads a slot configuration, runs every configured slot as a Wasm
 //! instance ([`slots::SlotTable`]), serves the client gRPC API
-//! ([`grpc::VssService`], with server reflection) and an HTTP side port for
+//! ([`grpc::VssService`], with server reflection v1 and v1alpha) and an HTTP side port for
 //! probes and Prometheus ([`http`]).
 //!
 //! [`Runtime::bind`] binds both ports (port 0 works, for tests) and loads the
@@ -32,6 +32,7 @@ pub mod grpc;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod report;
 pub mod rls;
 pub mod signal;
 pub mod signals;
@@ -251,10 +252,16 @@ impl Runtime {
         let stop = self.stop.clone();
         let streams = TaskTracker::new();
         let ready = Arc::new(AtomicBool::new(false));
+        // v1 and v1alpha both: grpcurl before 1.9 (the one PyPI ships),
+        // Postman and Evans only ask for v1alpha.
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(vss_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(vss_proto::ENVOY_RLS_FILE_DESCRIPTOR_SET)
             .build_v1()
+            .map_err(|e| RuntimeError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(vss_proto::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
             .map_err(|e| RuntimeError::Reflection(e.to_string()))?;
         let service = grpc::VssService::new(
             self.slots.clone(),
@@ -285,6 +292,7 @@ impl Runtime {
         let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let grpc_server = Server::builder()
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(Faulty::clients(VssServer::new(service), &chaos))
             .add_service(Faulty::clients(
                 RateLimitServiceServer::new(rate_limiter),

@@ -1,7 +1,9 @@
 //! `vss-runtime`: one VSS instance.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -11,7 +13,7 @@ use vss_runtime::chaos::ChaosOptions;
 use vss_runtime::cluster::{Members, MembersError};
 use vss_runtime::executor::QueueLimits;
 use vss_runtime::telemetry::{self, LogFormat};
-use vss_runtime::{Runtime, RuntimeOptions, WasmLimits};
+use vss_runtime::{Runtime, RuntimeOptions, WasmLimits, report};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,9 +100,33 @@ struct Args {
     log_format: LogFormat,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot start the async runtime: {e}"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // Printed here rather than returned from `main`, which would repeat
+        // causes under `Caused by:` and add a backtrace to a user's mistake.
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {}", report::message(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
     let module_root = match &args.module_root {
         Some(root) => root.clone(),

@@ -333,6 +333,63 @@ async fn grpc_reflection_lists_the_vss_service() {
     server.shutdown().await;
 }
 
+/// grpcurl before 1.9, Postman and Evans speak only the v1alpha
+/// reflection protocol.
+#[tokio::test]
+async fn grpc_reflection_v1alpha_lists_the_vss_service_for_older_tools() {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+    let server = TestServer::start(SEED, Path::new("."))
+        .await
+        .expect("starts");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = ServerReflectionClient::new(channel);
+    let requests = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        // What `grpcurl describe` asks next: the file defining a service.
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "vss.v1.Vss".to_string(),
+            )),
+        },
+    ];
+    let mut replies = client
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .expect("the v1alpha reflection service answers")
+        .into_inner();
+    let reply = replies.message().await.expect("reply").expect("one reply");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply: {reply:?}");
+    };
+    assert!(
+        list.service.iter().any(|s| s.name == "vss.v1.Vss"),
+        "{list:?}"
+    );
+    let reply = replies
+        .message()
+        .await
+        .expect("reply")
+        .expect("two replies");
+    let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+        panic!("unexpected reflection reply: {reply:?}");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+    drop(replies);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn load_errors_name_the_slot_and_the_module_path() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -8,6 +8,7 @@ mod dev;
 mod import;
 mod output;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -18,7 +19,8 @@ use vss_client::{Acquire, Client};
 #[command(
     name = "vss",
     version,
-    about = "Rate limits and signals from a VSS cluster"
+    about = "Rate limits and signals from a VSS cluster",
+    after_help = "Example: vss -e 127.0.0.1:7700,127.0.0.1:7710,127.0.0.1:7720 acquire 0"
 )]
 struct Cli {
     /// Instances of the cluster, comma-separated host:port.
@@ -41,6 +43,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Take tokens from a limiter slot.
+    #[command(after_help = "Examples: vss acquire 0
+          vss acquire 1 --key alice --tokens 3
+          vss -o json acquire 0 --repeat 250")]
     Acquire {
         /// Slot id (0-99).
         slot: u32,
@@ -55,6 +60,7 @@ enum Command {
         repeat: u32,
     },
     /// Call an operation of a custom slot type.
+    #[command(after_help = "Example: vss call 40 hit user-7")]
     Call {
         slot: u32,
         /// Operation name.
@@ -62,9 +68,12 @@ enum Command {
         /// Payload, sent as UTF-8 bytes.
         payload: Option<String>,
     },
-    /// Show what each instance runs.
+    /// Show what each instance runs: leader, routing epoch, each slot's
+    /// owner and standby, peers and their round-trip times.
+    #[command(after_help = "Example: vss -e 127.0.0.1:7700,127.0.0.1:7710,127.0.0.1:7720 status")]
     Status,
     /// Publish a message (at most 36 bytes) on a signal slot.
+    #[command(after_help = "Example: vss publish 10 hello")]
     Publish {
         slot: u32,
         message: String,
@@ -73,6 +82,7 @@ enum Command {
         client_id: String,
     },
     /// Print events as they arrive (one line each) and acknowledge them.
+    #[command(after_help = "Example: vss subscribe --slot 10 -n 5")]
     Subscribe {
         /// Broadcast slots to hear (repeatable); default: all.
         #[arg(long = "slot", short = 's')]
@@ -85,18 +95,21 @@ enum Command {
         client_id: Option<String>,
     },
     /// Join a multicast or random slot.
+    #[command(after_help = "Example: vss register 11 --client-id worker-1")]
     Register {
         slot: u32,
         #[arg(long)]
         client_id: String,
     },
     /// Leave a multicast or random slot.
+    #[command(after_help = "Example: vss deregister 11 --client-id worker-1")]
     Deregister {
         slot: u32,
         #[arg(long)]
         client_id: String,
     },
     /// Join a multicast or random slot and print (and acknowledge) its deliveries.
+    #[command(after_help = "Example: vss listen --register 11 --client-id worker-1")]
     Listen {
         /// The slot to register on.
         #[arg(long)]
@@ -206,7 +219,11 @@ enum Command {
         first_slot: u32,
     },
     /// Run a local VSS cluster in the foreground: separate processes on
-    /// loopback ports (Ctrl-C stops them all).
+    /// loopback ports. An instance that dies is restarted on the same id
+    /// and ports; Ctrl-C stops them all.
+    #[command(after_help = "Examples: vss dev
+          vss dev --instances 5 --config examples/slots.yaml
+          vss dev --chaos")]
     Dev(dev::DevArgs),
     /// One instance of a `vss dev` cluster (started by `vss dev`).
     #[command(hide = true)]
@@ -221,17 +238,35 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot start the async runtime: {e}"
+            );
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`vss status | head -1`): it has what it
+        // wanted, as when it reads to the end.
+        Err(e) if stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {}",
+                vss_runtime::report::message(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `error` is a write to a stdout nobody reads any more.
+fn stdout_closed(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -267,14 +302,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         },
                     )
                     .await?;
-                output::grant(out, slot, &grant);
+                output::grant(out, slot, &grant)?;
             }
         }
         Command::Call { slot, op, payload } => {
             let reply = client
                 .call(slot, &op, payload.unwrap_or_default().into_bytes())
                 .await?;
-            output::call(out, slot, &op, &reply);
+            output::call(out, slot, &op, &reply)?;
         }
         Command::Status => {
             let answers: Vec<_> = client
@@ -283,7 +318,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .into_iter()
                 .map(|(endpoint, result)| (endpoint, result.map_err(|e| e.to_string())))
                 .collect();
-            output::cluster_status(out, &answers);
+            output::cluster_status(out, &answers)?;
             let failed = answers.iter().filter(|(_, a)| a.is_err()).count();
             if failed > 0 {
                 anyhow::bail!(
@@ -298,7 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client_id,
         } => {
             let published = client.publish(slot, message.as_bytes(), &client_id).await?;
-            output::published(out, slot, &published);
+            output::published(out, slot, &published)?;
         }
         Command::Subscribe {
             slots,
@@ -311,11 +346,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Register { slot, client_id } => {
             client.register(slot, &client_id).await?;
-            output::membership(out, "registered", slot, &client_id);
+            output::membership(out, "registered", slot, &client_id)?;
         }
         Command::Deregister { slot, client_id } => {
             client.deregister(slot, &client_id).await?;
-            output::membership(out, "deregistered", slot, &client_id);
+            output::membership(out, "deregistered", slot, &client_id)?;
         }
         Command::Listen {
             register,
@@ -326,36 +361,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Stream first, so no delivery goes to a client not yet listening.
             let events = client.subscribe(&id, &[]).await?;
             client.register(register, &id).await?;
-            output::membership(out, "registered", register, &id);
+            output::membership(out, "registered", register, &id)?;
             print_events(out, events, count).await?;
         }
         Command::Increment { slot, amount } => {
-            output::counter(out, slot, &client.increment(slot, amount).await?);
+            output::counter(out, slot, &client.increment(slot, amount).await?)?;
         }
         Command::Decrement { slot, amount } => {
-            output::counter(out, slot, &client.decrement(slot, amount).await?);
+            output::counter(out, slot, &client.decrement(slot, amount).await?)?;
         }
-        Command::Read { slot } => output::counter(out, slot, &client.read_counter(slot).await?),
+        Command::Read { slot } => output::counter(out, slot, &client.read_counter(slot).await?)?,
         Command::Set { slot, key, value } => {
             let w = client.set(slot, &key, value.as_bytes()).await?;
-            output::written(out, slot, &key, "set", &w);
+            output::written(out, slot, &key, "set", &w)?;
         }
         Command::Delete { slot, key } => {
             let w = client.delete(slot, &key).await?;
-            output::written(out, slot, &key, "deleted", &w);
+            output::written(out, slot, &key, "deleted", &w)?;
         }
-        Command::Get { slot, key } => output::got(out, slot, &key, &client.get(slot, &key).await?),
+        Command::Get { slot, key } => output::got(out, slot, &key, &client.get(slot, &key).await?)?,
         Command::List { slot, filter } => {
             let filter = filter.unwrap_or_default();
             match client.list_keys(slot, &filter, 0).await {
-                Ok(listed) => output::keys(out, slot, &listed),
+                Ok(listed) => output::keys(out, slot, &listed)?,
                 // The CLI does not know the slot's type; the server's
                 // answer does.
                 Err(e)
                     if e.code() == Some(tonic_code::FailedPrecondition)
                         && e.to_string().contains("is a registry slot") =>
                 {
-                    output::services(out, slot, &client.services(slot, &filter).await?);
+                    output::services(out, slot, &client.services(slot, &filter).await?)?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -369,7 +404,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => announce(out, &client, slot, &app, &address, ttl, heartbeat).await?,
         Command::Withdraw { slot, app, address } => {
             let w = client.withdraw(slot, &app, &address).await?;
-            output::withdrawn(out, slot, &app, &address, &w);
+            output::withdrawn(out, slot, &app, &address, &w)?;
         }
         Command::Watch { slot, app, count } => {
             let mut watch = client
@@ -380,7 +415,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let Some(change) = watch.next().await else {
                     anyhow::bail!("every instance ended the watch");
                 };
-                output::service_change(out, slot, &change);
+                output::service_change(out, slot, &change)?;
                 seen += 1;
             }
         }
@@ -391,7 +426,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let Some(tick) = ticks.next().await else {
                     anyhow::bail!("every instance ended the tick stream");
                 };
-                output::tick(out, &tick);
+                output::tick(out, &tick)?;
                 seen += 1;
             }
         }
@@ -427,7 +462,7 @@ async fn announce(
     heartbeat: bool,
 ) -> anyhow::Result<()> {
     let first = client.announce(slot, app, address, ttl).await?;
-    output::announced(out, slot, app, address, &first);
+    output::announced(out, slot, app, address, &first)?;
     if !heartbeat {
         return Ok(());
     }
@@ -444,14 +479,16 @@ async fn announce(
             _ = tokio::signal::ctrl_c() => break,
             _ = every.tick() => {
                 match client.announce(slot, app, address, ttl).await {
-                    Ok(a) => output::announced(out, slot, app, address, &a),
-                    Err(e) => eprintln!("warning: renewal failed: {e}"),
+                    Ok(a) => output::announced(out, slot, app, address, &a)?,
+                    Err(e) => {
+                        let _ = writeln!(std::io::stderr(), "warning: renewal failed: {e}");
+                    }
                 }
             }
         }
     }
     let w = client.withdraw(slot, app, address).await?;
-    output::withdrawn(out, slot, app, address, &w);
+    output::withdrawn(out, slot, app, address, &w)?;
     Ok(())
 }
 
@@ -470,11 +507,42 @@ async fn print_events(
         let Some(event) = events.next().await else {
             anyhow::bail!("the event stream ended");
         };
-        output::event(out, &event);
+        output::event(out, &event)?;
         event.ack().await?;
         seen += 1;
     }
     // Let the last acknowledgements reach the instances before exiting.
     events.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_verb_shows_an_example_in_its_help() {
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for verb in cli.get_subcommands().filter(|v| !v.is_hide_set()) {
+            let help = verb
+                .get_after_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let shows_example = help.starts_with("Example")
+                && help.contains("vss ")
+                && help.split_whitespace().any(|w| w == verb.get_name());
+            if !shows_example {
+                missing.push(verb.get_name().to_string());
+            }
+        }
+        assert!(missing.is_empty(), "no example in the help of: {missing:?}");
+    }
 }

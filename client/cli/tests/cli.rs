@@ -3,6 +3,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 const VSS: &str = env!("CARGO_BIN_EXE_vss");
@@ -11,8 +14,13 @@ const VSS: &str = env!("CARGO_BIN_EXE_vss");
 struct Dev {
     child: Child,
     grpc: String,
-    /// Kept open: `vss dev` keeps printing, and a closed pipe would kill it.
-    _stdout: BufReader<std::process::ChildStdout>,
+    /// Instance id and PID, as the banner printed them.
+    pids: Vec<(String, u32)>,
+    /// The banner, up to the endpoints line.
+    banner: Vec<String>,
+    /// What `vss dev` prints after its banner, line by line. A thread reads
+    /// its stdout to the end, so the pipe stays open while it runs.
+    events: Receiver<String>,
 }
 
 impl Dev {
@@ -37,8 +45,15 @@ impl Dev {
             .expect("vss dev starts");
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut grpc = None;
+        let mut pids = Vec::new();
+        let mut banner = Vec::new();
         let mut line = String::new();
         while stdout.read_line(&mut line).expect("read stdout") > 0 {
+            banner.push(line.trim_end().to_string());
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let [id, "pid", pid, "gRPC", ..] = words.as_slice() {
+                pids.push((id.to_string(), pid.parse().expect("a PID")));
+            }
             if let Some(endpoints) = line.trim().strip_prefix("endpoints") {
                 grpc = Some(endpoints.trim().to_string());
                 break;
@@ -46,10 +61,64 @@ impl Dev {
             line.clear();
         }
         let grpc = grpc.expect("vss dev printed its endpoints");
+        let (lines, events) = std::sync::mpsc::sync_channel(1024);
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { return };
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         Dev {
             child,
             grpc,
-            _stdout: stdout,
+            pids,
+            banner,
+            events,
+        }
+    }
+
+    /// The next line `vss dev` prints that starts with `prefix`, within
+    /// `limit`.
+    fn wait_for_line(&self, prefix: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) => seen.push(line),
+                Err(e) => panic!("no line `{prefix}...` within {limit:?} ({e}); printed: {seen:?}"),
+            }
+        }
+    }
+
+    /// `vss -o json status` once every instance is up and agrees on the
+    /// leader and epoch, and the routing table has every slot of the
+    /// example config.
+    fn settled(&self, instances: usize, limit: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let out = self.vss(&["-o", "json", "status"]);
+            let doc = json_lines(&out).into_iter().next();
+            let settled = doc.as_ref().is_some_and(|d| {
+                let all = d["instances"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                all.len() == instances
+                    && all.iter().all(|i| {
+                        i["up"] == true && i["epoch"] == d["epoch"] && i["leader"] == d["leader"]
+                    })
+                    && d["epoch"].as_u64().unwrap_or(0) >= 1
+                    && d["routing"].as_array().is_some_and(|r| r.len() == 11)
+            });
+            if settled {
+                return doc.expect("checked above");
+            }
+            assert!(Instant::now() < deadline, "cluster did not settle: {doc:?}");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -241,6 +310,9 @@ fn unreachable_cluster_is_an_error() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no VSS instance reachable"), "{stderr}");
+    // One line, each failure once (the client tries every instance twice).
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(stderr.matches(&dead.to_string()).count(), 1, "{stderr}");
 }
 
 /// Starts `vss <args>` in the background and waits for its first stdout line.
@@ -382,26 +454,25 @@ fn dev_runs_a_cluster_of_processes_and_stops_them_all() {
         "three instances by default: {endpoints:?}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // A leader that served data while it saw fewer than 3 instances (the
+    // first table may be made before the third answers) hands each slot on
+    // once its standby holds the state: wait for that, within a bound.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let cluster = loop {
-        let out = dev.vss(&["-o", "json", "status"]);
-        let doc = json_lines(&out).into_iter().next();
-        let settled = doc.as_ref().is_some_and(|d| {
-            let instances = d["instances"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            instances.len() == 3
-                && instances.iter().all(|i| {
-                    i["up"] == true && i["epoch"] == d["epoch"] && i["leader"] == d["leader"]
-                })
-                && d["epoch"].as_u64().unwrap_or(0) >= 1
-                && d["routing"].as_array().is_some_and(|r| r.len() == 11)
-        });
-        if settled {
-            break doc.expect("checked above");
+        let cluster = dev.settled(3, Duration::from_secs(20));
+        let leader = cluster["leader"].as_str().expect("a leader").to_string();
+        let leader_owns = cluster["routing"]
+            .as_array()
+            .expect("routing")
+            .iter()
+            .any(|r| r["owner"] == leader.as_str());
+        if !leader_owns {
+            break cluster;
         }
-        assert!(Instant::now() < deadline, "cluster did not settle: {doc:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the leader still owns slots with 3 instances: {cluster}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let leader = cluster["leader"].as_str().expect("a leader");
@@ -411,12 +482,6 @@ fn dev_runs_a_cluster_of_processes_and_stops_them_all() {
         assert_eq!(peers.len(), 2, "{instance}");
         assert!(peers.iter().all(|p| p["healthy"] == true), "{instance}");
     }
-    for route in cluster["routing"].as_array().expect("routing") {
-        assert_ne!(
-            route["owner"], leader,
-            "the leader owns no slot with 3 instances"
-        );
-    }
 
     dev.stop();
     for endpoint in &endpoints {
@@ -425,4 +490,243 @@ fn dev_runs_a_cluster_of_processes_and_stops_them_all() {
             "{endpoint} still accepts connections after vss dev stopped"
         );
     }
+}
+
+/// The parent of process `pid`, from /proc.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (name) state ppid ...`; the name may hold spaces and parentheses.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Acquires from slot 0 through `vss-client` every few milliseconds on its
+/// own thread, counting calls and failures, until stopped.
+struct AcquireLoop {
+    calls: Arc<AtomicU64>,
+    /// The longest call, in microseconds.
+    slowest_us: Arc<AtomicU64>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl AcquireLoop {
+    fn start(endpoints: &str) -> AcquireLoop {
+        let endpoints: Vec<String> = endpoints.split(',').map(str::to_string).collect();
+        let calls = Arc::new(AtomicU64::new(0));
+        let slowest_us = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (calls, slowest_us, failures, stop) = (
+                calls.clone(),
+                slowest_us.clone(),
+                failures.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                rt.block_on(async move {
+                    let client = vss_client::Client::new(&endpoints).expect("client");
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let result = client.acquire(0, vss_client::Acquire::default()).await;
+                        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        slowest_us.fetch_max(took, Ordering::Relaxed);
+                        calls.fetch_add(1, Ordering::Relaxed);
+                        if let Err(e) = result {
+                            failures.lock().expect("lock").push(e.to_string());
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                });
+            })
+        };
+        AcquireLoop {
+            calls,
+            slowest_us,
+            failures,
+            stop,
+            thread,
+        }
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Stops the loop; returns the calls made, the failures seen and the
+    /// longest call.
+    fn finish(self) -> (u64, Vec<String>, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the acquire loop does not panic");
+        let failures = self.failures.lock().expect("lock").clone();
+        let slowest = Duration::from_micros(self.slowest_us.load(Ordering::Relaxed));
+        (self.calls.load(Ordering::Relaxed), failures, slowest)
+    }
+}
+
+#[test]
+fn dev_restarts_a_killed_instance_while_clients_see_no_failed_call() {
+    let mut dev = Dev::start();
+    let cluster = dev.settled(3, Duration::from_secs(30));
+    let route0 = cluster["routing"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["slot"] == 0))
+        .expect("slot 0 is routed");
+    let owner = route0["owner"].as_str().expect("an owner").to_string();
+    let (_, pid) = dev
+        .pids
+        .iter()
+        .find(|(id, _)| *id == owner)
+        .unwrap_or_else(|| panic!("no PID printed for {owner}: {:?}", dev.pids));
+    let dev_pid = dev.child.id();
+    assert_eq!(
+        parent_of(*pid),
+        Some(dev_pid),
+        "{owner} (pid {pid}) is a child of our vss dev"
+    );
+
+    let load = AcquireLoop::start(&dev.grpc);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while load.calls() < 50 {
+        assert!(Instant::now() < deadline, "the acquire loop did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let killed = Instant::now();
+    let sent = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let died = dev.wait_for_line(&format!("{owner} died"), Duration::from_secs(10));
+    assert_eq!(died, format!("{owner} died (SIGKILL); restarting in 0.5 s"));
+    let rejoined = dev.wait_for_line(&format!("{owner} rejoined"), Duration::from_secs(90));
+    let took = killed.elapsed();
+    // `vss-2 rejoined, epoch 7 (pid 1234)`
+    let words: Vec<&str> = rejoined
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let [_, "rejoined", "epoch", epoch, "pid", new_pid] = words.as_slice() else {
+        panic!("unexpected line: {rejoined}");
+    };
+    let epoch: u64 = epoch.parse().expect("an epoch");
+    let new_pid: u32 = new_pid.parse().expect("a PID");
+    assert_ne!(new_pid, *pid, "a new process");
+    assert_eq!(
+        parent_of(new_pid),
+        Some(dev_pid),
+        "restarted by our vss dev"
+    );
+
+    // Back in the routing table: every instance up, and the restarted one
+    // owns or stands by for a slot again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let routed = loop {
+        let cluster = dev.settled(3, Duration::from_secs(30));
+        let routes = cluster["routing"].as_array().cloned().unwrap_or_default();
+        let back = cluster["epoch"].as_u64().unwrap_or(0) >= epoch
+            && routes
+                .iter()
+                .any(|r| r["owner"] == owner.as_str() || r["standby"] == owner.as_str());
+        if back {
+            break cluster;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{owner} is not back in the routing table: {cluster}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Some more calls against the healed cluster.
+    let before = load.calls();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while load.calls() < before + 50 {
+        assert!(Instant::now() < deadline, "the acquire loop stalled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (calls, failures, slowest) = load.finish();
+    eprintln!(
+        "killed {owner} (pid {pid}); rejoined after {took:?} at epoch {epoch} as pid {new_pid}; {calls} acquires, {} failed, slowest {slowest:?}; routing epoch now {}",
+        failures.len(),
+        routed["epoch"]
+    );
+    assert!(failures.is_empty(), "failed calls: {failures:?}");
+    assert!(
+        dev.child.try_wait().expect("wait").is_none(),
+        "vss dev still runs after losing an instance"
+    );
+    dev.stop();
+}
+
+#[test]
+fn status_into_a_closed_pipe_ends_quietly() {
+    let dev = Dev::start_with(&["--instances", "1"]);
+    // The read end closes before `vss status` writes a byte, so every run
+    // meets the broken pipe.
+    let mut status = Command::new(VSS)
+        .args(["--endpoints", &dev.grpc, "status"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vss runs");
+    drop(status.stdout.take());
+    let out = status.wait_with_output().expect("vss status ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.is_empty(), "nothing to say about it: {stderr}");
+    assert!(out.status.success(), "{:?}", out.status);
+
+    // As a shell runs it; pipefail makes the status vss's own.
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            r#"set -o pipefail; "$0" --endpoints "$1" status | head -1"#,
+            VSS,
+            &dev.grpc,
+        ])
+        .output()
+        .expect("bash runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    dev.stop();
+}
+
+#[test]
+fn dev_chaos_turns_on_fault_injection_in_every_instance() {
+    let dev = Dev::start_with(&["--chaos", "--instances", "2"]);
+    assert!(
+        dev.banner.iter().any(|l| l.starts_with("chaos: ")),
+        "{:?}",
+        dev.banner
+    );
+    let logs: Vec<&str> = dev
+        .banner
+        .iter()
+        .filter_map(|l| l.rsplit_once(" log ").map(|(_, path)| path))
+        .collect();
+    assert_eq!(logs.len(), 2, "{:?}", dev.banner);
+    for log in logs {
+        let text = std::fs::read_to_string(log).expect("the instance's log");
+        assert!(text.contains("fault injection is on"), "{log}: {text}");
+        assert!(text.contains("refuse_calls: 0.02"), "{log}: {text}");
+        assert!(text.contains("restart_every: Some(30s)"), "{log}: {text}");
+    }
+    // Refused calls (2%) are retried elsewhere: the CLI sees none.
+    let out = dev.vss(&["-o", "json", "acquire", "0", "--repeat", "100"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_lines(&out).len(), 100);
+    dev.stop();
 }

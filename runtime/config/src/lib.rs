@@ -30,20 +30,42 @@ pub use valid::{
 use std::path::{Path, PathBuf};
 
 /// Why a configuration was refused.
+///
+/// Each message is complete on its own and the I/O or YAML error inside is
+/// not also offered as [`std::error::Error::source`]: printers that walk
+/// the chain (anyhow's `{:#}` and `Caused by:`) would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("config file {path}: {source}")]
+    #[error("config file {}: {error}", path.display())]
     Parse {
         path: PathBuf,
-        source: serde_norway::Error,
+        error: serde_norway::Error,
     },
+    /// Every problem found, one per line.
     #[error("invalid slot configuration:\n{}", list(.0))]
     Invalid(Vec<FieldError>),
+    /// Like `Invalid`, for a file, which the first line names.
+    #[error("config file {} is invalid:\n{}", path.display(), list(errors))]
+    InvalidFile {
+        path: PathBuf,
+        errors: Vec<FieldError>,
+    },
+}
+
+impl ConfigError {
+    /// The problems found by validation (empty when the file could not be
+    /// read or parsed).
+    pub fn problems(&self) -> &[FieldError] {
+        match self {
+            Self::Invalid(errors) | Self::InvalidFile { errors, .. } => errors,
+            Self::Read { .. } | Self::Parse { .. } => &[],
+        }
+    }
 }
 
 fn list(errors: &[FieldError]) -> String {
@@ -62,15 +84,21 @@ pub fn load_file(path: &Path) -> Result<ValidConfig, ConfigError> {
 
 /// Like [`load_file`], resolving relative custom module paths against `base`.
 pub fn load_file_with_base(path: &Path, base: &Path) -> Result<ValidConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
-    let raw = SlotsConfig::from_yaml(&text).map_err(|source| ConfigError::Parse {
+    let raw = SlotsConfig::from_yaml(&text).map_err(|error| ConfigError::Parse {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
-    raw.validate_with_base(base)
+    raw.validate_with_base(base).map_err(|e| match e {
+        ConfigError::Invalid(errors) => ConfigError::InvalidFile {
+            path: path.to_path_buf(),
+            errors,
+        },
+        other => other,
+    })
 }
 
 #[cfg(test)]

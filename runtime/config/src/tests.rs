@@ -445,3 +445,102 @@ fn a_pushed_config_may_name_modules_inside_the_module_folder_only() {
         assert!(e.contains("must be a path inside the module folder"), "{e}");
     }
 }
+
+#[test]
+fn duplicate_id_is_reported_even_when_its_first_occurrence_is_invalid() {
+    let e = errors(
+        "slots:\n- {id: 5, type: token-bucket, period: second}\n- {id: 5, type: leaky-bucket, bucketSize: 1, period: second}\n",
+    );
+    assert!(e.contains("slot 5: field `bucketSize`: is required"), "{e}");
+    assert!(
+        e.contains("slot 5: field `id`: is used by more than one slot"),
+        "{e}"
+    );
+}
+
+#[test]
+fn duplicate_of_an_out_of_range_id_is_reported() {
+    let e = errors(
+        "slots:\n- {id: 100, type: counter}\n- {id: 100, type: counter}\n- {id: 100, type: counter}\n",
+    );
+    assert!(
+        e.contains("slot 100: field `id`: must be between 0 and 99"),
+        "{e}"
+    );
+    assert!(
+        e.contains("slot 100: field `id`: is used by more than one slot"),
+        "{e}"
+    );
+}
+
+#[test]
+fn each_problem_reads_once() {
+    // Three uses of one id, each missing the same field: one line each.
+    let e = load(
+        "slots:\n- {id: 4, type: token-bucket, period: second}\n- {id: 4, type: token-bucket, period: second}\n- {id: 4, type: token-bucket, period: second}\n",
+    )
+    .expect_err("refused");
+    let lines: Vec<String> = e.problems().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "slot 4: field `bucketSize`: is required for type token-bucket",
+            "slot 4: field `id`: is used by more than one slot (ids must be unique)",
+        ],
+        "{e}"
+    );
+}
+
+/// What anyhow prints with `{:#}` (and, line by line, under `Caused by:`):
+/// the error and each of its sources.
+fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push(cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
+#[test]
+fn file_errors_say_their_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("slots.yaml");
+
+    let missing = load_file(&dir.path().join("absent.yaml")).expect_err("no such file");
+    let text = chain(&missing).join(": ");
+    assert_eq!(
+        text.matches("No such file or directory").count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("absent.yaml"), "{text}");
+
+    std::fs::write(
+        &file,
+        "slots:\n- {id: 0, type: token-bucket, bucketsize: 1}\n",
+    )
+    .expect("write");
+    let bad_yaml = load_file(&file).expect_err("unknown field");
+    let text = chain(&bad_yaml).join(": ");
+    assert_eq!(
+        text.matches("unknown field `bucketsize`").count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("slots.yaml"), "{text}");
+
+    std::fs::write(
+        &file,
+        "slots:\n- {id: 0, type: token-bucket, period: second}\n",
+    )
+    .expect("write");
+    let invalid = load_file(&file).expect_err("missing bucketSize");
+    let text = chain(&invalid).join(": ");
+    assert_eq!(text.matches("field `bucketSize`").count(), 1, "{text}");
+    assert!(
+        text.starts_with(&format!("config file {} is invalid:\n", file.display())),
+        "{text}"
+    );
+}

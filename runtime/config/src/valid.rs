@@ -304,7 +304,7 @@ impl ValidConfig {
 }
 
 /// One problem in a config, naming the slot (when there is one) and field.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FieldError {
     /// The slot's id as written (may itself be out of range).
     pub slot: Option<i64>,
@@ -483,6 +483,10 @@ impl SlotsConfig {
             });
         }
         let mut slots = BTreeMap::new();
+        // Every id as written, valid entry or not: a duplicate is reported
+        // even when its first occurrence has problems of its own, so one
+        // run shows everything to fix.
+        let mut seen = BTreeMap::<i64, usize>::new();
         for spec in &self.slots {
             let before = errors.len();
             let id = SlotId::new(spec.id);
@@ -493,22 +497,22 @@ impl SlotsConfig {
                     reason: format!("must be between 0 and {}", MAX_SLOTS - 1),
                 });
             }
+            let uses = seen.entry(spec.id).or_default();
+            *uses += 1;
+            if *uses == 2 {
+                errors.push(FieldError {
+                    slot: Some(spec.id),
+                    field: "id".into(),
+                    reason: "is used by more than one slot (ids must be unique)".into(),
+                });
+            }
             let kind = check_slot(spec, base, &mut errors);
             let limiter = matches!(
                 kind,
                 Some(SlotKind::TokenBucket(_) | SlotKind::LeakyBucket(_))
             );
             let rls = rls::check_rules(spec, limiter, &mut errors);
-            let Some(id) = id else { continue };
-            if slots.contains_key(&id) {
-                errors.push(FieldError {
-                    slot: Some(spec.id),
-                    field: "id".into(),
-                    reason: "is used by more than one slot (ids must be unique)".into(),
-                });
-                continue;
-            }
-            if let (Some(kind), true) = (kind, errors.len() == before) {
+            if let (Some(id), Some(kind), true) = (id, kind, errors.len() == before) {
                 slots.insert(id, SlotDef { id, kind, rls });
             }
         }
@@ -521,9 +525,17 @@ impl SlotsConfig {
         if errors.is_empty() {
             Ok(ValidConfig { slots })
         } else {
-            Err(ConfigError::Invalid(errors))
+            Err(ConfigError::Invalid(distinct(errors)))
         }
     }
+}
+
+/// `errors` without repeats, in the order first reported: two entries with
+/// the same id and the same mistake say the same thing, which reads once.
+fn distinct(mut errors: Vec<FieldError>) -> Vec<FieldError> {
+    let mut reported = std::collections::HashSet::new();
+    errors.retain(|e| reported.insert(e.clone()));
+    errors
 }
 
 fn check_slot(spec: &SlotSpec, base: &Path, errors: &mut Vec<FieldError>) -> Option<SlotKind> {
