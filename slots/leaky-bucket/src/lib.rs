@@ -11,16 +11,13 @@ extern crate alloc;
 
 pub mod bucket;
 
-use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use bucket::{Admission, Bucket, Limits};
-use vss_slot_sdk::codec::{DecodeError, Reader, Wire, Writer};
+use vss_slot_sdk::codec::{DecodeError, Reader, Writer};
 use vss_slot_sdk::keyed::Keyed;
 use vss_slot_sdk::limiter;
-use vss_slot_sdk::{
-    Acquire, Acquired, Config, Context, Custom, Reply, Request, Response, Slot, SlotError,
-};
+use vss_slot_sdk::{Acquire, Acquired, Config, Context, Reply, Request, Response, Slot, SlotError};
 
 pub const DEFAULT_MAX_KEYS: u64 = 10_000;
 const SNAPSHOT_VERSION: u8 = 1;
@@ -44,6 +41,23 @@ impl LeakyBucket {
         self.buckets
             .entry(key, now_ms, || Bucket::empty(limits, now_ms))
             .put(tokens, now_ms)
+    }
+}
+
+impl limiter::Limiter for LeakyBucket {
+    fn take_all(&mut self, take: &limiter::Take, now_ms: u64) -> limiter::Taken {
+        let limits = &self.limits;
+        self.buckets
+            .entry(take.bucket(), now_ms, || Bucket::empty(limits, now_ms))
+            .put_all(take.tokens, now_ms)
+    }
+
+    fn release(&mut self, take: &limiter::Take, now_ms: u64) -> limiter::Taken {
+        match self.buckets.get_mut(take.bucket()) {
+            Some(bucket) => bucket.take_out(take.tokens, now_ms),
+            // Evicted since: it was idle, i.e. empty already.
+            None => Bucket::empty(&self.limits, now_ms).take_out(0, now_ms),
+        }
     }
 }
 
@@ -76,35 +90,7 @@ impl Slot for LeakyBucket {
                     reset_ms: a.reset_ms,
                 })))
             }
-            Request::Custom(Custom { op, payload }) => {
-                let taken = match op.as_str() {
-                    limiter::OP_TAKE_ALL => {
-                        let take = limiter::take_payload(&op, &payload)?;
-                        let limits = &self.limits;
-                        self.buckets
-                            .entry(take.bucket(), ctx.now_ms, || {
-                                Bucket::empty(limits, ctx.now_ms)
-                            })
-                            .put_all(take.tokens, ctx.now_ms)
-                    }
-                    limiter::OP_RELEASE => {
-                        let take = limiter::take_payload(&op, &payload)?;
-                        match self.buckets.get_mut(take.bucket()) {
-                            Some(bucket) => bucket.take_out(take.tokens, ctx.now_ms),
-                            // Evicted since: it was idle, i.e. empty already.
-                            None => Bucket::empty(&self.limits, ctx.now_ms).take_out(0, ctx.now_ms),
-                        }
-                    }
-                    other => {
-                        return Err(SlotError::Unsupported(format!(
-                            "slot type leaky-bucket has no operation `{other}` (it has {} and {})",
-                            limiter::OP_TAKE_ALL,
-                            limiter::OP_RELEASE
-                        )));
-                    }
-                };
-                Ok(Reply::of(Response::Custom(taken.to_bytes())))
-            }
+            Request::Custom(custom) => limiter::handle(self, "leaky-bucket", ctx.now_ms, custom),
             other => Err(SlotError::unsupported("leaky-bucket", &other)),
         }
     }

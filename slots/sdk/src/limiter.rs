@@ -70,6 +70,34 @@ impl Wire for Taken {
     }
 }
 
+/// A limiter's own bucket arithmetic for the two operations.
+pub trait Limiter {
+    /// Takes exactly `take.tokens` from the key's bucket, or nothing.
+    fn take_all(&mut self, take: &Take, now_ms: u64) -> Taken;
+    /// Gives back tokens a `take_all` took.
+    fn release(&mut self, take: &Take, now_ms: u64) -> Taken;
+}
+
+/// Answers a `Request::Custom` sent to a limiter slot of `type_name`.
+pub fn handle(
+    slot: &mut impl Limiter,
+    type_name: &str,
+    now_ms: u64,
+    custom: crate::Custom,
+) -> Result<crate::Reply, crate::SlotError> {
+    let op = custom.op.as_str();
+    let taken = match op {
+        OP_TAKE_ALL => slot.take_all(&take_payload(op, &custom.payload)?, now_ms),
+        OP_RELEASE => slot.release(&take_payload(op, &custom.payload)?, now_ms),
+        other => {
+            return Err(crate::SlotError::Unsupported(alloc::format!(
+                "slot type {type_name} has no operation `{other}` (it has {OP_TAKE_ALL} and {OP_RELEASE})"
+            )));
+        }
+    };
+    Ok(crate::Reply::of(crate::Response::Custom(taken.to_bytes())))
+}
+
 /// The `Take` of a `take-all` or `release` payload, refused as
 /// `InvalidArgument` when malformed or asking for no tokens.
 pub fn take_payload(op: &str, bytes: &[u8]) -> Result<Take, crate::SlotError> {

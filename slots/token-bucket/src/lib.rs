@@ -11,16 +11,13 @@ extern crate alloc;
 
 pub mod bucket;
 
-use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use bucket::{Bucket, Grant, Limits};
-use vss_slot_sdk::codec::{DecodeError, Reader, Wire, Writer};
+use vss_slot_sdk::codec::{DecodeError, Reader, Writer};
 use vss_slot_sdk::keyed::Keyed;
 use vss_slot_sdk::limiter;
-use vss_slot_sdk::{
-    Acquire, Acquired, Config, Context, Custom, Reply, Request, Response, Slot, SlotError,
-};
+use vss_slot_sdk::{Acquire, Acquired, Config, Context, Reply, Request, Response, Slot, SlotError};
 
 /// Default bound on distinct keys per slot.
 pub const DEFAULT_MAX_KEYS: u64 = 10_000;
@@ -55,6 +52,23 @@ impl TokenBucket {
     }
 }
 
+impl limiter::Limiter for TokenBucket {
+    fn take_all(&mut self, take: &limiter::Take, now_ms: u64) -> limiter::Taken {
+        let limits = &self.limits;
+        self.buckets
+            .entry(take.bucket(), now_ms, || Bucket::full(limits, now_ms))
+            .take_all(take.tokens, now_ms)
+    }
+
+    fn release(&mut self, take: &limiter::Take, now_ms: u64) -> limiter::Taken {
+        match self.buckets.get_mut(take.bucket()) {
+            Some(bucket) => bucket.give_back(take.tokens, now_ms),
+            // Evicted since: it was idle, i.e. full already.
+            None => Bucket::full(&self.limits, now_ms).give_back(0, now_ms),
+        }
+    }
+}
+
 impl Slot for TokenBucket {
     fn init(config: &Config) -> Result<Self, String> {
         let limits = Limits {
@@ -86,35 +100,7 @@ impl Slot for TokenBucket {
                     reset_ms: g.reset_ms,
                 })))
             }
-            Request::Custom(Custom { op, payload }) => {
-                let taken = match op.as_str() {
-                    limiter::OP_TAKE_ALL => {
-                        let take = limiter::take_payload(&op, &payload)?;
-                        let limits = &self.limits;
-                        self.buckets
-                            .entry(take.bucket(), ctx.now_ms, || {
-                                Bucket::full(limits, ctx.now_ms)
-                            })
-                            .take_all(take.tokens, ctx.now_ms)
-                    }
-                    limiter::OP_RELEASE => {
-                        let take = limiter::take_payload(&op, &payload)?;
-                        match self.buckets.get_mut(take.bucket()) {
-                            Some(bucket) => bucket.give_back(take.tokens, ctx.now_ms),
-                            // Evicted since: it was idle, i.e. full already.
-                            None => Bucket::full(&self.limits, ctx.now_ms).give_back(0, ctx.now_ms),
-                        }
-                    }
-                    other => {
-                        return Err(SlotError::Unsupported(format!(
-                            "slot type token-bucket has no operation `{other}` (it has {} and {})",
-                            limiter::OP_TAKE_ALL,
-                            limiter::OP_RELEASE
-                        )));
-                    }
-                };
-                Ok(Reply::of(Response::Custom(taken.to_bytes())))
-            }
+            Request::Custom(custom) => limiter::handle(self, "token-bucket", ctx.now_ms, custom),
             other => Err(SlotError::unsupported("token-bucket", &other)),
         }
     }
