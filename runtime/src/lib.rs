@@ -254,13 +254,15 @@ impl Runtime {
         let ready = Arc::new(AtomicBool::new(false));
         // v1 and v1alpha both: grpcurl before 1.9 (the one PyPI ships),
         // Postman and Evans only ask for v1alpha.
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(vss_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(vss_proto::ENVOY_RLS_FILE_DESCRIPTOR_SET)
+        let described = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(vss_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(vss_proto::ENVOY_RLS_FILE_DESCRIPTOR_SET)
+        };
+        let reflection = described()
             .build_v1()
             .map_err(|e| RuntimeError::Reflection(e.to_string()))?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(vss_proto::FILE_DESCRIPTOR_SET)
+        let reflection_v1alpha = described()
             .build_v1alpha()
             .map_err(|e| RuntimeError::Reflection(e.to_string()))?;
         let service = grpc::VssService::new(

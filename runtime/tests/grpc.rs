@@ -373,10 +373,9 @@ async fn grpc_reflection_v1alpha_lists_the_vss_service_for_older_tools() {
     let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
         panic!("unexpected reflection reply: {reply:?}");
     };
-    assert!(
-        list.service.iter().any(|s| s.name == "vss.v1.Vss"),
-        "{list:?}"
-    );
+    for name in ["vss.v1.Vss", "envoy.service.ratelimit.v3.RateLimitService"] {
+        assert!(list.service.iter().any(|s| s.name == name), "{list:?}");
+    }
     let reply = replies
         .message()
         .await
