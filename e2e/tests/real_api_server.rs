@@ -316,13 +316,23 @@ async fn crds_are_established(s: &Suite) -> Result<()> {
             .await
             .with_context(|| format!("the API server refused {file}"))?;
         println!("  {file}: {}", out.trim());
-        k.run(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/vssclusters.vss.dev",
-        ])
-        .await?;
+        // Polled rather than `kubectl wait --for=condition=Established`:
+        // right after the create the CRD has no `status.conditions` yet,
+        // and kubectl 1.34 fails on that ("accessor error: <nil>")
+        // instead of waiting.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let crd = k.get("crd", "vssclusters.vss.dev").await?;
+            if condition_status(&crd, "Established") == Some("True") {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{file}: not Established within 60 s: {}",
+                crd["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     let crd = k.get("crd", "vssclusters.vss.dev").await?;
     ensure!(
