@@ -15,11 +15,13 @@
 //! hands each message to the application once and acknowledges every copy
 //! to the instance that sent it.
 
+mod batch;
 mod data;
 mod dedupe;
 mod routing;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -27,11 +29,12 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 
 use tonic::transport::{Channel, Endpoint};
+use vss_proto::v1::acquire_outcome::Outcome;
 use vss_proto::v1::client_message::Kind;
 use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::{
-    Ack, AcquireRequest, CallRequest, ClientMessage, Hello, MembershipRequest, PublishRequest,
-    StatusRequest,
+    Ack, AcquireReply, AcquireRequest, CallRequest, ClientMessage, Hello, MembershipRequest,
+    PublishRequest, StatusRequest,
 };
 
 pub use data::{
@@ -42,6 +45,7 @@ pub use tonic::Code;
 pub use vss_proto::v1::service_change::Kind as ServiceChangeKind;
 pub use vss_proto::v1::{RoutingTable, SlotStatus, StatusReply};
 
+use crate::batch::Batcher;
 use crate::dedupe::Seen;
 use crate::routing::Routing;
 
@@ -245,6 +249,27 @@ pub struct Client {
     /// Per-call limit on one instance (publish adds the slot's own timeout).
     timeout: Duration,
     routing: Arc<Routing>,
+    /// Acquires sent and not yet answered, across clones.
+    acquiring: Arc<AtomicUsize>,
+    /// None: every acquire is sent on its own.
+    batcher: Option<Arc<Batcher>>,
+}
+
+/// Counts an acquire in flight until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn grant(reply: AcquireReply) -> Grant {
+    Grant {
+        granted: reply.granted,
+        remaining: reply.remaining,
+        reset_ms: reply.reset_ms,
+    }
 }
 
 /// Accepts `host:port` or a full `http://host:port` URI.
@@ -294,7 +319,18 @@ impl Client {
             instances,
             timeout,
             routing,
+            acquiring: Arc::default(),
+            batcher: Some(Arc::default()),
         })
+    }
+
+    /// Whether concurrent acquires share `AcquireBatch` calls (the
+    /// default): an acquire made while another of this client is in flight
+    /// joins the next batch to the slot's owner, so under load many
+    /// acquires cost one round trip. A lone acquire is sent at once.
+    pub fn coalescing(mut self, on: bool) -> Self {
+        self.batcher = on.then(Arc::default);
+        self
     }
 
     /// The newest routing table any instance sent, once one arrived. The
@@ -305,8 +341,8 @@ impl Client {
     }
 
     fn start_routing(&self) {
-        let grpcs: Vec<_> = self.instances.iter().map(|i| i.grpc.clone()).collect();
-        self.routing.start(&grpcs);
+        self.routing
+            .start(|| self.instances.iter().map(|i| i.grpc.clone()).collect());
     }
 
     /// Runs `call` on each instance in turn until one answers: the
@@ -322,7 +358,7 @@ impl Client {
         F: Fn(VssClient<Channel>, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.first_answer_within(self.timeout, slot, req, call)
+        self.first_answer_within(self.timeout, slot, None, req, call)
             .await
     }
 
@@ -330,6 +366,7 @@ impl Client {
         &self,
         limit: Duration,
         slot: Option<u32>,
+        skip: Option<usize>,
         req: R,
         call: F,
     ) -> Result<T, ClientError>
@@ -347,6 +384,9 @@ impl Client {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             for i in self.routing.order(slot, self.instances.len()) {
+                if pass == 0 && skip == Some(i) {
+                    continue;
+                }
                 let instance = &self.instances[i];
                 let answer = tokio::time::timeout(limit, call(instance.grpc.clone(), req.clone()))
                     .await
@@ -385,18 +425,48 @@ impl Client {
             key: opts.key.unwrap_or_default(),
             tokens: opts.tokens,
         };
+        let others = self.acquiring.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = InFlight(&self.acquiring);
+        let mut failed_at = None;
+        if let Some(batcher) = self.batcher.as_ref().filter(|_| others > 0) {
+            self.start_routing();
+            let owner = self.routing.first(slot);
+            let grpcs = || self.instances.iter().map(|i| i.grpc.clone()).collect();
+            match batcher
+                .submit(owner, req.clone(), grpcs, self.timeout)
+                .await
+            {
+                Some(Ok(Outcome::Reply(reply))) => return Ok(grant(reply)),
+                Some(Ok(Outcome::Failure(f))) if !is_instance_failure(Code::from(f.code)) => {
+                    return Err(ClientError::Server {
+                        endpoint: self.instances[owner].endpoint.clone(),
+                        code: Code::from(f.code),
+                        message: f.message,
+                    });
+                }
+                Some(Err(status)) if !is_instance_failure(status.code()) => {
+                    return Err(ClientError::Server {
+                        endpoint: self.instances[owner].endpoint.clone(),
+                        code: status.code(),
+                        message: status.message().to_string(),
+                    });
+                }
+                // The instance could not answer: the others are tried one
+                // by one, as for an acquire sent alone.
+                Some(_) => failed_at = Some(owner),
+                None => {}
+            }
+        }
         let reply = self
-            .first_answer(
+            .first_answer_within(
+                self.timeout,
                 Some(slot),
+                failed_at,
                 req,
                 |mut c, req| async move { c.acquire(req).await },
             )
             .await?;
-        Ok(Grant {
-            granted: reply.granted,
-            remaining: reply.remaining,
-            reset_ms: reply.reset_ms,
-        })
+        Ok(grant(reply))
     }
 
     /// Calls an operation of a custom slot type.
@@ -442,6 +512,7 @@ impl Client {
             .first_answer_within(
                 MAX_PUBLISH_WAIT + self.timeout,
                 Some(slot),
+                None,
                 req,
                 |mut c, req| async move { c.publish(req).await },
             )

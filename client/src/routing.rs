@@ -1,6 +1,7 @@
 //! What the client knows of the cluster's routing: the newest table any
 //! instance sent, and which endpoint is which instance.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ struct Known {
 pub(crate) struct Routing {
     known: Arc<RwLock<Known>>,
     watchers: std::sync::Mutex<Option<JoinSet<()>>>,
+    /// Set once the watchers run, so every call after the first skips the lock.
+    started: AtomicBool,
 }
 
 impl Routing {
@@ -35,21 +38,26 @@ impl Routing {
                 ids: vec![None; instances],
             })),
             watchers: std::sync::Mutex::new(None),
+            started: AtomicBool::new(false),
         }
     }
 
     /// Starts watching every instance's routing, once, from inside the
     /// caller's runtime (outside one, it does nothing).
-    pub(crate) fn start(&self, instances: &[VssClient<Channel>]) {
+    pub(crate) fn start(&self, instances: impl FnOnce() -> Vec<VssClient<Channel>>) {
+        if self.started.load(Ordering::Acquire) {
+            return;
+        }
         let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
         if watchers.is_some() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
         let mut set = JoinSet::new();
-        for (i, grpc) in instances.iter().enumerate() {
-            set.spawn(watch(i, grpc.clone(), self.known.clone()));
+        for (i, grpc) in instances().into_iter().enumerate() {
+            set.spawn(watch(i, grpc, self.known.clone()));
         }
         *watchers = Some(set);
+        self.started.store(true, Ordering::Release);
     }
 
     /// Endpoint positions to try for `slot`: its owner, its standby, then
@@ -70,6 +78,22 @@ impl Routing {
         let rest: Vec<usize> = (0..count).filter(|i| !order.contains(i)).collect();
         order.extend(rest);
         order
+    }
+
+    /// The endpoint position of `slot`'s owner when known, else the first.
+    pub(crate) fn first(&self, slot: u32) -> usize {
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        known
+            .table
+            .as_ref()
+            .and_then(|t| t.routes.iter().find(|r| r.slot == slot))
+            .and_then(|route| {
+                known
+                    .ids
+                    .iter()
+                    .position(|k| k.as_deref() == Some(route.owner.as_str()))
+            })
+            .unwrap_or(0)
     }
 
     /// The newest table seen, if any.
@@ -135,6 +159,8 @@ mod tests {
     fn owner_then_standby_then_the_rest() {
         let r = routing_with(&["a", "b", "c"], "c", "b", 3);
         assert_eq!(r.order(Some(4), 3), [2, 1, 0]);
+        assert_eq!(r.first(4), 2);
+        assert_eq!(r.first(5), 0);
         // A slot without a route, or no slot: the given order.
         assert_eq!(r.order(Some(5), 3), [0, 1, 2]);
         assert_eq!(r.order(None, 3), [0, 1, 2]);

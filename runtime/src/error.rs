@@ -6,7 +6,7 @@ use vss_slot_host::{CallError, SlotError};
 use crate::executor::QueueError;
 
 /// Why a client request failed. Messages name the field and the limit.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RequestError {
     #[error("slot {0} is out of range: slot ids are 0-99")]
     SlotOutOfRange(u32),

@@ -74,6 +74,13 @@ enum Job {
         queued: Instant,
         answer: oneshot::Sender<Result<Reply, QueueError>>,
     },
+    /// Requests that arrived together (one `AcquireBatch`): answered
+    /// together, so the whole batch costs one hop to the slot's thread.
+    Batch {
+        reqs: Vec<Request>,
+        queued: Instant,
+        answer: oneshot::Sender<Vec<Result<Reply, QueueError>>>,
+    },
     /// Anything else (tick, snapshot, merge, delivery reports): runs alone.
     Run { work: Work, queued: Instant },
 }
@@ -155,6 +162,21 @@ impl SlotWorker {
         reply.await.unwrap_or(Err(QueueError::Stopped))
     }
 
+    /// Runs `reqs` in their turn, in order, handed to the module
+    /// `max_batch` at a time; one answer per request.
+    pub async fn handle_all(
+        &self,
+        reqs: Vec<Request>,
+    ) -> Result<Vec<Result<Reply, QueueError>>, QueueError> {
+        let (answer, replies) = oneshot::channel();
+        self.enqueue(Job::Batch {
+            reqs,
+            queued: Instant::now(),
+            answer,
+        })?;
+        replies.await.map_err(|_| QueueError::Stopped)
+    }
+
     /// Runs `f` on the instance in its turn, alone.
     pub async fn run<T: Send + 'static>(
         &self,
@@ -224,6 +246,11 @@ impl Worker {
         while let Some(job) = self.next() {
             match job {
                 Job::Run { work, .. } => self.call(|instance, ctx| work(instance, ctx)),
+                Job::Batch {
+                    reqs,
+                    queued,
+                    answer,
+                } => self.handle_all(reqs, queued, answer),
                 Job::Handle {
                     req,
                     queued,
@@ -262,7 +289,9 @@ impl Worker {
         }
         let job = self.jobs.recv().ok()?;
         self.took(match &job {
-            Job::Handle { queued, .. } | Job::Run { queued, .. } => *queued,
+            Job::Handle { queued, .. } | Job::Batch { queued, .. } | Job::Run { queued, .. } => {
+                *queued
+            }
         });
         Some(job)
     }
@@ -298,6 +327,43 @@ impl Worker {
         batch.push(Waiting { req, answer });
     }
 
+    fn handle_all(
+        &mut self,
+        reqs: Vec<Request>,
+        queued: Instant,
+        answer: oneshot::Sender<Vec<Result<Reply, QueueError>>>,
+    ) {
+        if answer.is_closed() {
+            return;
+        }
+        let waited = queued.elapsed();
+        if waited > self.limits.max_wait {
+            let expired = QueueError::Expired {
+                waited,
+                limit: self.limits.max_wait,
+            };
+            let _ = answer.send(vec![Err(expired); reqs.len()]);
+            return;
+        }
+        let mut replies = Vec::with_capacity(reqs.len());
+        for chunk in reqs.chunks(self.limits.max_batch.max(1)) {
+            self.metrics.batch_size.observe(chunk.len() as f64);
+            self.call(|instance, ctx| match instance.handle_batch(ctx, chunk) {
+                Ok(answered) => {
+                    let mut answered = answered.into_iter();
+                    replies.extend(chunk.iter().map(|_| {
+                        answered
+                            .next()
+                            .unwrap_or_else(|| Err(short_batch()))
+                            .map_err(|e| CallError::Slot(e).into())
+                    }));
+                }
+                Err(e) => replies.extend(chunk.iter().map(|_| Err(e.clone().into()))),
+            });
+        }
+        let _ = answer.send(replies);
+    }
+
     fn handle(&mut self, mut batch: Vec<Waiting>) {
         match batch.len() {
             0 => {}
@@ -315,12 +381,7 @@ impl Worker {
                     Ok(replies) => {
                         let mut replies = replies.into_iter();
                         for answer in answers {
-                            let reply = replies.next().unwrap_or_else(|| {
-                                Err(vss_slot_host::SlotError::Internal(
-                                    "slot module answered a batch with fewer replies than requests"
-                                        .into(),
-                                ))
-                            });
+                            let reply = replies.next().unwrap_or_else(|| Err(short_batch()));
                             let _ = answer.send(reply.map_err(|e| CallError::Slot(e).into()));
                         }
                     }
@@ -353,6 +414,12 @@ impl Worker {
             self.metrics.restarts.inc_by(restarted);
         }
     }
+}
+
+fn short_batch() -> vss_slot_host::SlotError {
+    vss_slot_host::SlotError::Internal(
+        "slot module answered a batch with fewer replies than requests".into(),
+    )
 }
 
 fn now_ms() -> u64 {

@@ -10,16 +10,18 @@ use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
+use vss_proto::v1::acquire_outcome::Outcome;
 use vss_proto::v1::client_message::Kind;
 use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::vss_server::Vss;
 use vss_proto::v1::{
-    AcquireReply, AcquireRequest, AnnounceReply, AnnounceRequest, CallReply, CallRequest,
-    ClientMessage, CounterChange, CounterValue, DeleteRequest, GetReply, GetRequest, KeyValue,
-    ListKeysReply, ListKeysRequest, ListServicesReply, ListServicesRequest, MembershipReply,
-    MembershipRequest, PeerStatus, PublishReply, PublishRequest, ReadCounterRequest, RoutingUpdate,
-    ServiceChange, SetRequest, SlotStatus, StatusReply, StatusRequest, Tick, Version,
-    WatchRoutingRequest, WatchTicksRequest, WithdrawReply, WithdrawRequest, WriteReply,
+    AcquireBatchReply, AcquireBatchRequest, AcquireFailure, AcquireOutcome, AcquireReply,
+    AcquireRequest, AnnounceReply, AnnounceRequest, CallReply, CallRequest, ClientMessage,
+    CounterChange, CounterValue, DeleteRequest, GetReply, GetRequest, KeyValue, ListKeysReply,
+    ListKeysRequest, ListServicesReply, ListServicesRequest, MembershipReply, MembershipRequest,
+    PeerStatus, PublishReply, PublishRequest, ReadCounterRequest, RoutingUpdate, ServiceChange,
+    SetRequest, SlotStatus, StatusReply, StatusRequest, Tick, Version, WatchRoutingRequest,
+    WatchTicksRequest, WithdrawReply, WithdrawRequest, WriteReply,
 };
 use vss_slot_counter::wire as counter;
 use vss_slot_register::wire as register;
@@ -43,6 +45,9 @@ pub const FORWARDED_HEADER: &str = "x-vss-forwarded-by";
 /// Longest wait for the owner of a slot to answer a forwarded request
 /// (publishes wait for their slot's timeout on top).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most acquires one `AcquireBatch` may carry.
+pub const MAX_BATCH_ACQUIRES: usize = 1000;
 
 /// Serves client requests from this instance's slots.
 #[derive(Debug, Clone)]
@@ -170,6 +175,84 @@ impl VssService {
     }
 }
 
+impl VssService {
+    /// One slot's share of an `AcquireBatch`, at the slot's owner: forwarded
+    /// as one batch when that is another instance, as `at_owner` does for
+    /// a single acquire.
+    async fn acquire_group(
+        &self,
+        slot: u32,
+        items: Vec<AcquireRequest>,
+        forwarded: bool,
+    ) -> Vec<AcquireOutcome> {
+        if !forwarded {
+            let Some(line) = self.cluster.placement(slot) else {
+                let joining = Status::unavailable(
+                    "this instance is joining the cluster and has no routing table yet; try another instance",
+                );
+                return items.iter().map(|_| failure(&joining)).collect();
+            };
+            for target in line {
+                let Placement::Remote(peer) = target else {
+                    break;
+                };
+                let mut request = Request::new(AcquireBatchRequest {
+                    requests: items.clone(),
+                });
+                request.set_timeout(FORWARD_TIMEOUT);
+                if let Ok(me) = MetadataValue::try_from(self.cluster.me()) {
+                    request.metadata_mut().insert(FORWARDED_HEADER, me);
+                }
+                self.cluster.record_forward(peer.id());
+                match peer.vss().acquire_batch(request).await {
+                    Ok(reply) if reply.get_ref().outcomes.len() == items.len() => {
+                        return reply.into_inner().outcomes;
+                    }
+                    Ok(reply) => {
+                        let wrong = Status::internal(format!(
+                            "instance {} answered {} of {} acquires",
+                            peer.id(),
+                            reply.get_ref().outcomes.len(),
+                            items.len()
+                        ));
+                        return items.iter().map(|_| failure(&wrong)).collect();
+                    }
+                    Err(status) if is_unreachable(&status) => {
+                        tracing::warn!(peer = peer.id(), slot, error = %status.message(), "slot owner unreachable; trying the next in line");
+                    }
+                    Err(status) => return items.iter().map(|_| failure(&status)).collect(),
+                }
+            }
+        }
+        let items: Vec<(String, Option<u32>)> =
+            items.into_iter().map(|r| (r.key, r.tokens)).collect();
+        self.slots
+            .acquire_many(slot, &items)
+            .await
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(a) => AcquireOutcome {
+                    outcome: Some(Outcome::Reply(AcquireReply {
+                        granted: a.granted,
+                        remaining: a.remaining,
+                        reset_ms: a.reset_ms,
+                    })),
+                },
+                Err(e) => failure(&Status::from(e)),
+            })
+            .collect()
+    }
+}
+
+fn failure(status: &Status) -> AcquireOutcome {
+    AcquireOutcome {
+        outcome: Some(Outcome::Failure(AcquireFailure {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+        })),
+    }
+}
+
 type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 fn stream_of<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<T>) -> Stream<T> {
@@ -239,6 +322,44 @@ impl Vss for VssService {
                 tracing::debug!(error = %e, "acquire refused");
                 Status::from(e)
             })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(acquires = req.get_ref().requests.len(), verb = "acquire-batch"))]
+    async fn acquire_batch(
+        &self,
+        req: Request<AcquireBatchRequest>,
+    ) -> Result<Response<AcquireBatchReply>, Status> {
+        let started = Instant::now();
+        let count = req.get_ref().requests.len();
+        if count > MAX_BATCH_ACQUIRES {
+            return Err(Status::invalid_argument(format!(
+                "`requests` holds {count} acquires, at most {MAX_BATCH_ACQUIRES} allowed"
+            )));
+        }
+        let forwarded = req.metadata().contains_key(FORWARDED_HEADER);
+        // Each slot's acquires keep their order; slots are served at once.
+        let mut groups: std::collections::BTreeMap<u32, (Vec<usize>, Vec<AcquireRequest>)> =
+            Default::default();
+        for (i, r) in req.into_inner().requests.into_iter().enumerate() {
+            let group = groups.entry(r.slot).or_default();
+            group.0.push(i);
+            group.1.push(r);
+        }
+        let answered = futures_util::future::join_all(
+            groups.into_iter().map(|(slot, (at, items))| async move {
+                (at, self.acquire_group(slot, items, forwarded).await)
+            }),
+        )
+        .await;
+        let mut outcomes = vec![AcquireOutcome::default(); count];
+        for (at, group) in answered {
+            for (i, outcome) in at.into_iter().zip(group) {
+                outcomes[i] = outcome;
+            }
+        }
+        self.metrics
+            .observe_acquire_batch(started.elapsed().as_secs_f64());
+        Ok(Response::new(AcquireBatchReply { outcomes }))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "call"))]

@@ -193,6 +193,8 @@ pub struct Metrics {
     /// Request latency per verb, indexed by `Verb as usize`; resolved once
     /// so the request path does no label lookup.
     request_seconds: [Histogram; Verb::ALL.len()],
+    /// `AcquireBatch` calls: a series of the same family, not a slot verb.
+    acquire_batch_seconds: Histogram,
     pub wasm_call_seconds: Family<TypeLabels, Histogram>,
     pub restarts: Family<SlotLabels, Counter>,
     pub queue_depth: Family<SlotLabels, Gauge>,
@@ -402,6 +404,13 @@ impl Metrics {
             "Time to answer a ShouldRateLimit call",
             rls.request_seconds.clone(),
         );
+        // Bound on its own: the family's lock guard lives as long as the
+        // statement, and the one below takes the lock again.
+        let acquire_batch_seconds = request_seconds
+            .get_or_create(&VerbLabels {
+                verb: "acquire_batch",
+            })
+            .clone();
         Self {
             cluster,
             rls,
@@ -410,6 +419,7 @@ impl Metrics {
             rejected,
             calls,
             errors,
+            acquire_batch_seconds,
             request_seconds: Verb::ALL.map(|verb| {
                 request_seconds
                     .get_or_create(&VerbLabels { verb: verb.name() })
@@ -473,6 +483,11 @@ impl Metrics {
     /// Records how long serving one `verb` request took.
     pub fn observe_request(&self, verb: Verb, seconds: f64) {
         self.request_seconds[verb as usize].observe(seconds);
+    }
+
+    /// Records how long serving one `AcquireBatch` took, all its slots.
+    pub fn observe_acquire_batch(&self, seconds: f64) {
+        self.acquire_batch_seconds.observe(seconds);
     }
 
     pub fn record_error(&self, slot: u8, verb: &'static str, code: &'static str) {

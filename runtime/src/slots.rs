@@ -18,7 +18,7 @@ use vss_slot_host::{
 };
 
 use crate::error::RequestError;
-use crate::executor::{QueueLimits, SlotWorker};
+use crate::executor::{QueueError, QueueLimits, SlotWorker};
 use crate::metrics::{Metrics, SlotMetrics, Verb};
 
 /// Longest acquire key, in bytes.
@@ -394,6 +394,69 @@ impl SlotTable {
             }
         })
         .await
+    }
+
+    /// Many acquires on one slot, `(key, tokens)` each, answered in order.
+    /// A bad item fails alone; the others still run, in one trip to the
+    /// slot's thread.
+    pub async fn acquire_many(
+        &self,
+        slot: u32,
+        items: &[(String, Option<u32>)],
+    ) -> Vec<Result<Acquired, RequestError>> {
+        let (id, entry) = match self.entry(slot) {
+            Ok(found) => found,
+            Err(e) => {
+                self.metrics
+                    .record_rejected(Verb::Acquire.name(), e.code_name());
+                return items.iter().map(|_| Err(e.clone())).collect();
+            }
+        };
+        entry.metrics.calls[Verb::Acquire as usize].inc_by(items.len() as u64);
+        let mut answers: Vec<Option<Result<Acquired, RequestError>>> = Vec::new();
+        let mut reqs = Vec::with_capacity(items.len());
+        for (key, tokens) in items {
+            match check_len("key", key.len(), MAX_KEY_BYTES) {
+                Ok(()) => {
+                    reqs.push(Request::Acquire(Acquire {
+                        key: (!key.is_empty()).then(|| key.clone()),
+                        tokens: *tokens,
+                    }));
+                    answers.push(None);
+                }
+                Err(e) => answers.push(Some(Err(e))),
+            }
+        }
+        let mut replies = match entry.worker.handle_all(reqs).await {
+            Ok(replies) => replies.into_iter(),
+            Err(e) => {
+                let e = RequestError::queue(id, e);
+                answers
+                    .iter_mut()
+                    .filter(|a| a.is_none())
+                    .for_each(|a| *a = Some(Err(e.clone())));
+                Vec::new().into_iter()
+            }
+        };
+        answers
+            .into_iter()
+            .map(|answer| {
+                let result = answer.unwrap_or_else(|| match replies.next() {
+                    Some(Ok(reply)) => match reply.response {
+                        Response::Acquired(a) => Ok(a),
+                        other => Err(unexpected(id, "acquire", &other)),
+                    },
+                    Some(Err(e)) => Err(RequestError::queue(id, e)),
+                    None => Err(RequestError::queue(id, QueueError::Stopped)),
+                });
+                if let Err(e) = &result {
+                    entry.errors.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .record_error(id, Verb::Acquire.name(), e.code_name());
+                }
+                result
+            })
+            .collect()
     }
 
     /// Calls a custom operation.

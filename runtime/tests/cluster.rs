@@ -11,7 +11,10 @@ use tonic::Code;
 use vss_client::Acquire;
 use vss_proto::v1::control_client::ControlClient;
 use vss_proto::v1::mesh_client::MeshClient;
-use vss_proto::v1::{ApplyConfigRequest, RoutingTable, SlotRoute};
+use vss_proto::v1::vss_client::VssClient;
+use vss_proto::v1::{
+    AcquireBatchRequest, AcquireRequest, ApplyConfigRequest, RoutingTable, SlotRoute,
+};
 
 /// Slot 2 of the test config: 1,000 tokens a minute, 20 per acquire, so
 /// refills cannot hide a bucket that was reset.
@@ -149,6 +152,61 @@ async fn owner_and_leader_failover_with_real_processes() {
     assert!(
         grant.remaining < 880,
         "bucket kept across the leader change: {grant:?}"
+    );
+}
+
+/// (granted, remaining) of each outcome of an `AcquireBatch` of `n`
+/// acquires on `slot`, sent to instance `i`.
+async fn batch_at(cluster: &ProcessCluster, i: usize, slot: u32, n: usize) -> Vec<(u32, u64)> {
+    use vss_proto::v1::acquire_outcome::Outcome;
+    let mut grpc = VssClient::connect(cluster.url(i)).await.expect("connect");
+    let request = AcquireBatchRequest {
+        requests: vec![
+            AcquireRequest {
+                slot,
+                key: String::new(),
+                tokens: None,
+            };
+            n
+        ],
+    };
+    grpc.acquire_batch(request)
+        .await
+        .expect("batch")
+        .into_inner()
+        .outcomes
+        .into_iter()
+        .map(|o| match o.outcome {
+            Some(Outcome::Reply(r)) => (r.granted, r.remaining),
+            other => panic!("acquire failed: {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_batches_are_forwarded_to_the_owner_and_fail_over_to_the_standby() {
+    let mut cluster = ProcessCluster::start(&["a", "b", "c"]).expect("start cluster");
+    let table = cluster
+        .settled(&[0, 1, 2], Duration::from_secs(20))
+        .await
+        .expect("the three instances agree on a routing table");
+    let leader = cluster.index_of(&table.leader);
+    let owner = cluster.index_of(&route_of(&table, LIMITER).owner);
+    assert_eq!(
+        batch_at(&cluster, leader, LIMITER, 3).await,
+        [(20, 980), (20, 960), (20, 940)],
+        "the leader forwarded the batch to the owner's bucket"
+    );
+    assert_eq!(cluster.slot_calls(leader, LIMITER).await, 0);
+    assert!(cluster.slot_calls(owner, LIMITER).await >= 3);
+    // Let replication carry the bucket to the standby, then kill the owner.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.kill(owner);
+    let after = batch_at(&cluster, leader, LIMITER, 2).await;
+    assert_eq!(
+        after,
+        [(20, 920), (20, 900)],
+        "the standby continued the bucket"
     );
 }
 

@@ -8,9 +8,10 @@
 //! shows in the percentiles instead of hiding behind fewer requests
 //! (no coordinated omission).
 //!
-//! Scenarios: `acquire` (the `vss.v1.Vss` API) and `rls` (Envoy's
-//! `ShouldRateLimit`); the fan-out, batch and connection scenarios are to
-//! come (issue 17).
+//! Scenarios: `acquire` (the `vss.v1.Vss` API, one call per acquire),
+//! `acquire-batch` (the same through `vss-client`, which coalesces
+//! concurrent acquires into `AcquireBatch` calls) and `rls` (Envoy's
+//! `ShouldRateLimit`).
 
 mod stats;
 
@@ -89,6 +90,21 @@ enum Scenario {
         #[arg(long)]
         tokens: Option<u32>,
     },
+    /// Acquires through `vss-client`, which coalesces the concurrent
+    /// acquires of a client into `AcquireBatch` calls. One client (with a
+    /// connection to every endpoint) per `--connections`.
+    #[command(
+        name = "acquire-batch",
+        after_help = "Example: vss-bench -c 1 -i 64 -d 10s acquire-batch --slot 1"
+    )]
+    AcquireBatch {
+        #[arg(long, default_value_t = 0)]
+        slot: u32,
+        #[arg(long, default_value_t = 0)]
+        keys: u64,
+        #[arg(long)]
+        tokens: Option<u32>,
+    },
     /// Envoy's `ShouldRateLimit` with one descriptor `[{key, value}]`.
     #[command(
         after_help = "Example: vss-bench -c 4 -i 16 -d 10s rls --domain edge --key remote_address --values 1000"
@@ -111,14 +127,25 @@ enum Scenario {
 struct Clients {
     vss: VssClient<Channel>,
     rls: RateLimitServiceClient<Channel>,
+    /// The library client, for `acquire-batch`.
+    library: vss_client::Client,
 }
 
 impl Clients {
-    fn new(channel: Channel) -> Self {
-        Self {
+    fn new(channel: Channel, endpoints: &[String]) -> anyhow::Result<Self> {
+        Ok(Self {
             vss: VssClient::new(channel.clone()),
             rls: RateLimitServiceClient::new(channel),
-        }
+            library: vss_client::Client::new(endpoints)?,
+        })
+    }
+}
+
+fn key_of(keys: u64) -> String {
+    if keys == 0 {
+        String::new()
+    } else {
+        format!("k{}", fastrand::u64(..keys))
     }
 }
 
@@ -148,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(rate > 0.0, "--rate must be more than 0");
     }
     let channels = connect(&cli).await?;
-    let summary = run(&cli, channels).await;
+    let summary = run(&cli, channels).await?;
     match cli.output {
         Format::Json => println!("{}", summary.json()),
         Format::Text => println!("{}", summary.text()),
@@ -189,18 +216,24 @@ enum Outcome {
 async fn one(clients: &mut Clients, scenario: &Scenario) -> Outcome {
     match scenario {
         Scenario::Acquire { slot, keys, tokens } => {
-            let key = if *keys == 0 {
-                String::new()
-            } else {
-                format!("k{}", fastrand::u64(..*keys))
-            };
             let req = AcquireRequest {
                 slot: *slot,
-                key,
+                key: key_of(*keys),
                 tokens: *tokens,
             };
             match clients.vss.acquire(req).await {
                 Ok(r) if r.get_ref().granted > 0 => Outcome::Granted,
+                Ok(_) => Outcome::Refused,
+                Err(_) => Outcome::Failed,
+            }
+        }
+        Scenario::AcquireBatch { slot, keys, tokens } => {
+            let opts = vss_client::Acquire {
+                key: Some(key_of(*keys)),
+                tokens: *tokens,
+            };
+            match clients.library.acquire(*slot, opts).await {
+                Ok(g) if g.granted > 0 => Outcome::Granted,
                 Ok(_) => Outcome::Refused,
                 Err(_) => Outcome::Failed,
             }
@@ -258,14 +291,14 @@ impl Tally {
     }
 }
 
-async fn run(cli: &Cli, channels: Vec<Channel>) -> Summary {
+async fn run(cli: &Cli, channels: Vec<Channel>) -> anyhow::Result<Summary> {
     let start = Instant::now();
     let measure_from = start + cli.warmup;
     let end = measure_from + cli.duration;
     let mut workers: JoinSet<Tally> = JoinSet::new();
     let per_connection = cli.rate.map(|r| r / channels.len() as f64);
     for channel in channels {
-        let client = Clients::new(channel);
+        let client = Clients::new(channel, &cli.endpoints)?;
         match per_connection {
             None => {
                 for _ in 0..cli.in_flight {
@@ -307,7 +340,7 @@ async fn run(cli: &Cli, channels: Vec<Channel>) -> Summary {
             total.errors += t.errors;
         }
     }
-    Summary {
+    Ok(Summary {
         scenario: scenario_name(&cli.scenario),
         connections: cli.connections,
         in_flight: cli.in_flight,
@@ -317,7 +350,7 @@ async fn run(cli: &Cli, channels: Vec<Channel>) -> Summary {
         granted: total.granted,
         errors: total.errors,
         latencies: total.latencies,
-    }
+    })
 }
 
 /// Sends request n at `start + n / rate`, with at most `in_flight`
@@ -372,6 +405,9 @@ fn scenario_name(s: &Scenario) -> String {
             format!("acquire slot {slot} over {keys} keys")
         }
         Scenario::Acquire { slot, .. } => format!("acquire slot {slot}"),
+        Scenario::AcquireBatch { slot, keys, .. } => {
+            format!("acquire-batch (vss-client) slot {slot} over {keys} keys")
+        }
         Scenario::Rls {
             domain,
             key,
