@@ -8,13 +8,14 @@
 //! arrived during one round trip (at most [`MAX_BATCH`]): no timer, and no
 //! acquire waits longer than one batch's round trip before it is sent.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
-use tonic::Status;
+use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
+use tonic::{Extensions, Status};
 use vss_proto::v1::acquire_outcome::Outcome;
 use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::{AcquireBatchRequest, AcquireRequest};
@@ -33,26 +34,65 @@ struct Pending {
     answer: Answer,
 }
 
-/// The lanes of one client, shared by its clones; their tasks stop when
-/// the last clone is dropped.
+/// Acquires bound for one instance, coalesced into `AcquireBatch` calls
+/// by a task that stops when the lane is dropped.
+pub struct AcquireLane {
+    tx: mpsc::Sender<Pending>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for AcquireLane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcquireLane")
+            .field("waiting", &(LANE_DEPTH - self.tx.capacity()))
+            .finish()
+    }
+}
+
+impl Drop for AcquireLane {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl AcquireLane {
+    /// A lane to the instance behind `grpc`, each call limited to
+    /// `timeout` and carrying `metadata`. Must be called inside a Tokio
+    /// runtime.
+    pub fn start(grpc: VssClient<Channel>, timeout: Duration, metadata: MetadataMap) -> Self {
+        let (tx, rx) = mpsc::channel(LANE_DEPTH);
+        let task = tokio::spawn(run_lane(grpc, rx, timeout, metadata));
+        Self { tx, task }
+    }
+
+    /// Sends `req` with the acquires waiting on this lane. None when it
+    /// was not sent (the lane is full, or stopped): send it alone. Call
+    /// failures (the instance down, the timeout) come back as the status
+    /// of every acquire of the batch.
+    pub async fn acquire(&self, req: AcquireRequest) -> Option<Result<Outcome, Status>> {
+        let (answer, reply) = oneshot::channel();
+        self.tx.try_send(Pending { req, answer }).ok()?;
+        reply.await.ok()
+    }
+}
+
+/// The lanes of one client, one per endpoint, shared by its clones.
 #[derive(Default)]
 pub(crate) struct Batcher {
-    lanes: OnceLock<Vec<mpsc::Sender<Pending>>>,
-    tasks: Mutex<JoinSet<()>>,
+    lanes: OnceLock<Vec<AcquireLane>>,
 }
 
 impl std::fmt::Debug for Batcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batcher")
-            .field("started", &self.lanes.get().is_some())
+            .field("lanes", &self.lanes.get())
             .finish()
     }
 }
 
 impl Batcher {
-    /// Sends `req` to the instance at `lane` with the acquires waiting
-    /// there. None when it could not be queued (the lane is full): the
-    /// caller sends it alone.
+    /// Sends `req` on the lane to endpoint `lane` (see
+    /// [`AcquireLane::acquire`]); the lanes start on first use.
     pub(crate) async fn submit(
         &self,
         lane: usize,
@@ -61,23 +101,21 @@ impl Batcher {
         timeout: Duration,
     ) -> Option<Result<Outcome, Status>> {
         let lanes = self.lanes.get_or_init(|| {
-            let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
             grpcs()
                 .into_iter()
-                .map(|grpc| {
-                    let (tx, rx) = mpsc::channel(LANE_DEPTH);
-                    tasks.spawn(run_lane(grpc, rx, timeout));
-                    tx
-                })
+                .map(|grpc| AcquireLane::start(grpc, timeout, MetadataMap::new()))
                 .collect()
         });
-        let (answer, reply) = oneshot::channel();
-        lanes.get(lane)?.try_send(Pending { req, answer }).ok()?;
-        reply.await.ok()
+        lanes.get(lane)?.acquire(req).await
     }
 }
 
-async fn run_lane(grpc: VssClient<Channel>, mut rx: mpsc::Receiver<Pending>, timeout: Duration) {
+async fn run_lane(
+    grpc: VssClient<Channel>,
+    mut rx: mpsc::Receiver<Pending>,
+    timeout: Duration,
+    metadata: MetadataMap,
+) {
     let permits = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     let mut sending = JoinSet::new();
     while let Some(first) = rx.recv().await {
@@ -91,13 +129,20 @@ async fn run_lane(grpc: VssClient<Channel>, mut rx: mpsc::Receiver<Pending>, tim
                 Err(_) => break,
             }
         }
-        sending.spawn(send(grpc.clone(), batch, timeout, permit));
+        let request = tonic::Request::from_parts(
+            metadata.clone(),
+            Extensions::default(),
+            AcquireBatchRequest::default(),
+        );
+        sending.spawn(send(grpc.clone(), request, batch, timeout, permit));
         while sending.try_join_next().is_some() {}
     }
+    while sending.join_next().await.is_some() {}
 }
 
 async fn send(
     mut grpc: VssClient<Channel>,
+    mut request: tonic::Request<AcquireBatchRequest>,
     batch: Vec<Pending>,
     timeout: Duration,
     _permit: OwnedSemaphorePermit,
@@ -105,7 +150,9 @@ async fn send(
     let (requests, answers): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|p| (p.req, p.answer)).unzip();
     let count = requests.len();
-    let call = grpc.acquire_batch(AcquireBatchRequest { requests });
+    request.get_mut().requests = requests;
+    request.set_timeout(timeout);
+    let call = grpc.acquire_batch(request);
     let answered = tokio::time::timeout(timeout, call)
         .await
         .unwrap_or_else(|_| {

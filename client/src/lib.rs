@@ -37,6 +37,7 @@ use vss_proto::v1::{
     PublishRequest, StatusRequest,
 };
 
+pub use batch::AcquireLane;
 pub use data::{
     AnnounceReply, CounterValue, GetReply, KeyValue, ListKeysReply, Service, ServiceChange,
     ServiceWatch, Tick, TickWatch, Version, WithdrawReply, WriteReply,

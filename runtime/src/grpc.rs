@@ -8,11 +8,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 use vss_proto::v1::acquire_outcome::Outcome;
 use vss_proto::v1::client_message::Kind;
-use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::vss_server::Vss;
 use vss_proto::v1::{
     AcquireBatchReply, AcquireBatchRequest, AcquireFailure, AcquireOutcome, AcquireReply,
@@ -26,7 +24,7 @@ use vss_proto::v1::{
 use vss_slot_counter::wire as counter;
 use vss_slot_register::wire as register;
 
-use crate::cluster::{Cluster, Placement};
+use crate::cluster::{Cluster, Peer, Placement};
 
 use crate::data::{self, DataSlots};
 use crate::error::RequestError;
@@ -104,11 +102,11 @@ impl VssService {
     ) -> Result<Response<MembershipReply>, Status> {
         let slot = req.get_ref().slot;
         let forwarded = self
-            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move {
+            .at_owner(&req, slot, FORWARD_TIMEOUT, |peer, r| async move {
                 if join {
-                    c.register(r).await
+                    peer.vss().register(r).await
                 } else {
-                    c.deregister(r).await
+                    peer.vss().deregister(r).await
                 }
             })
             .await;
@@ -143,7 +141,7 @@ impl VssService {
     ) -> Option<Result<Response<R>, Status>>
     where
         T: Clone,
-        F: Fn(VssClient<Channel>, Request<T>) -> Fut,
+        F: Fn(Arc<Peer>, Request<T>) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
         if req.metadata().contains_key(FORWARDED_HEADER) {
@@ -164,7 +162,7 @@ impl VssService {
                 request.metadata_mut().insert(FORWARDED_HEADER, me);
             }
             self.cluster.record_forward(peer.id());
-            match call(peer.vss(), request).await {
+            match call(peer.clone(), request).await {
                 Err(status) if is_unreachable(&status) => {
                     tracing::warn!(peer = peer.id(), slot, error = %status.message(), "slot owner unreachable; trying the next in line");
                 }
@@ -176,6 +174,29 @@ impl VssService {
 }
 
 impl VssService {
+    /// One acquire at another instance: alone when it is the only one on
+    /// its way there, else in the next `AcquireBatch` to that peer, so
+    /// under load a forward costs a share of one mesh call.
+    async fn forward_acquire(
+        &self,
+        peer: Arc<Peer>,
+        req: Request<AcquireRequest>,
+    ) -> Result<Response<AcquireReply>, Status> {
+        let (others, _forwarding) = peer.forwarding();
+        if others > 0 {
+            let lane = peer.acquire_lane(self.cluster.me(), FORWARD_TIMEOUT);
+            match lane.acquire(req.get_ref().clone()).await {
+                Some(Ok(Outcome::Reply(reply))) => return Ok(Response::new(reply)),
+                Some(Ok(Outcome::Failure(f))) => {
+                    return Err(Status::new(Code::from(f.code), f.message));
+                }
+                Some(Err(status)) => return Err(status),
+                None => {}
+            }
+        }
+        peer.vss().acquire(req).await
+    }
+
     /// One slot's share of an `AcquireBatch`, at the slot's owner: forwarded
     /// as one batch when that is another instance, as `at_owner` does for
     /// a single acquire.
@@ -300,8 +321,8 @@ impl Vss for VssService {
         let started = Instant::now();
         let slot = req.get_ref().slot;
         let forwarded = self
-            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move {
-                c.acquire(r).await
+            .at_owner(&req, slot, FORWARD_TIMEOUT, |peer, r| {
+                self.forward_acquire(peer, r)
             })
             .await;
         if let Some(answer) = forwarded {
@@ -367,8 +388,8 @@ impl Vss for VssService {
         let started = Instant::now();
         let slot = req.get_ref().slot;
         let forwarded = self
-            .at_owner(&req, slot, FORWARD_TIMEOUT, |mut c, r| async move {
-                c.call(r).await
+            .at_owner(&req, slot, FORWARD_TIMEOUT, |peer, r| async move {
+                peer.vss().call(r).await
             })
             .await;
         if let Some(answer) = forwarded {
@@ -400,12 +421,9 @@ impl Vss for VssService {
             .unwrap_or_default()
             + FORWARD_TIMEOUT;
         let forwarded = self
-            .at_owner(
-                &req,
-                slot,
-                wait,
-                |mut c, r| async move { c.publish(r).await },
-            )
+            .at_owner(&req, slot, wait, |peer, r| async move {
+                peer.vss().publish(r).await
+            })
             .await;
         if let Some(answer) = forwarded {
             self.observe(Verb::Publish, started);

@@ -197,15 +197,53 @@ async fn acquire_batches_are_forwarded_to_the_owner_and_fail_over_to_the_standby
         [(20, 980), (20, 960), (20, 940)],
         "the leader forwarded the batch to the owner's bucket"
     );
+    // Concurrent single acquires at the leader share batches to the owner.
+    let grpc = VssClient::connect(cluster.url(leader))
+        .await
+        .expect("connect");
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let mut grpc = grpc.clone();
+        callers.spawn(async move {
+            let req = AcquireRequest {
+                slot: LIMITER,
+                key: String::new(),
+                tokens: None,
+            };
+            grpc.acquire(req)
+                .await
+                .expect("acquire")
+                .into_inner()
+                .granted
+        });
+    }
+    let mut granted = 0;
+    while let Some(g) = callers.join_next().await {
+        granted += g.expect("caller");
+    }
+    assert_eq!(granted, 800, "40 acquires of 20 from the 940 left");
     assert_eq!(cluster.slot_calls(leader, LIMITER).await, 0);
-    assert!(cluster.slot_calls(owner, LIMITER).await >= 3);
+    assert!(cluster.slot_calls(owner, LIMITER).await >= 43);
+    let batches = cluster
+        .metrics(owner)
+        .await
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("vss_request_duration_seconds_count{verb=\"acquire_batch\"} ")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    assert!(
+        batches >= 2,
+        "the owner got {batches} AcquireBatch calls: the forwarded acquires went one by one"
+    );
     // Let replication carry the bucket to the standby, then kill the owner.
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.kill(owner);
     let after = batch_at(&cluster, leader, LIMITER, 2).await;
     assert_eq!(
         after,
-        [(20, 920), (20, 900)],
+        [(20, 120), (20, 100)],
         "the standby continued the bucket"
     );
 }

@@ -296,10 +296,25 @@ async fn run(cli: &Cli, channels: Vec<Channel>) -> anyhow::Result<Summary> {
     let measure_from = start + cli.warmup;
     let end = measure_from + cli.duration;
     let mut workers: JoinSet<Tally> = JoinSet::new();
-    let per_connection = cli.rate.map(|r| r / channels.len() as f64);
+    // Open loop: one thread paces the requests of every connection.
+    let mut lanes = Vec::new();
+    let mut pacer = None;
+    if let Some(rate) = cli.rate {
+        let mut senders = Vec::new();
+        for _ in 0..channels.len() {
+            let (tx, rx) = tokio::sync::mpsc::channel(cli.in_flight.max(64));
+            senders.push(tx);
+            lanes.push(rx);
+        }
+        let (start, end) = (start.into_std(), end.into_std());
+        pacer = Some(tokio::task::spawn_blocking(move || {
+            pace(rate, start, end, &senders);
+        }));
+    }
+    let mut lanes = lanes.into_iter();
     for channel in channels {
         let client = Clients::new(channel, &cli.endpoints)?;
-        match per_connection {
+        match lanes.next() {
             None => {
                 for _ in 0..cli.in_flight {
                     let (mut client, scenario) = (client.clone(), cli.scenario.clone());
@@ -316,22 +331,21 @@ async fn run(cli: &Cli, channels: Vec<Channel>) -> anyhow::Result<Summary> {
                     });
                 }
             }
-            Some(rate) => {
-                let scenario = cli.scenario.clone();
-                let in_flight = cli.in_flight;
+            Some(due) => {
                 workers.spawn(open_loop(
                     client,
-                    scenario,
-                    rate,
-                    in_flight,
-                    start,
+                    cli.scenario.clone(),
+                    due,
+                    cli.in_flight,
                     measure_from,
-                    end,
                 ));
             }
         }
     }
     let mut total = Tally::default();
+    if let Some(pacer) = pacer {
+        pacer.await?;
+    }
     while let Some(done) = workers.join_next().await {
         if let Ok(t) = done {
             total.latencies.add(&t.latencies);
@@ -353,29 +367,51 @@ async fn run(cli: &Cli, channels: Vec<Channel>) -> anyhow::Result<Summary> {
     })
 }
 
-/// Sends request n at `start + n / rate`, with at most `in_flight`
+/// Hands out due times, `rate` per second in all, round-robin over the
+/// lanes, from `start` until `end`. A thread sleeping between requests
+/// keeps the schedule to tens of microseconds; Tokio's timers tick every
+/// millisecond, and latencies count from the due time, so pacing with
+/// them would add up to a millisecond of the load generator's own to
+/// every figure.
+fn pace(
+    rate: f64,
+    start: std::time::Instant,
+    end: std::time::Instant,
+    lanes: &[tokio::sync::mpsc::Sender<Instant>],
+) {
+    let mut n = 0u64;
+    loop {
+        let due = start + Duration::from_secs_f64(n as f64 / rate);
+        if due >= end {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        // A full lane waits: the request still counts from its due time.
+        let lane = &lanes[(n % lanes.len() as u64) as usize];
+        if lane.blocking_send(Instant::from_std(due)).is_err() {
+            return;
+        }
+        n += 1;
+    }
+}
+
+/// Sends a request for each due time received, with at most `in_flight`
 /// outstanding; a request that waits for room still counts from its due
 /// time.
 async fn open_loop(
     client: Clients,
     scenario: Scenario,
-    rate: f64,
+    mut due: tokio::sync::mpsc::Receiver<Instant>,
     in_flight: usize,
-    start: Instant,
     measure_from: Instant,
-    end: Instant,
 ) -> Tally {
     let room = Arc::new(Semaphore::new(in_flight));
     let mut requests: JoinSet<(Instant, Outcome, Duration)> = JoinSet::new();
     let mut tally = Tally::default();
-    let mut n = 0u64;
-    loop {
-        let due = start + Duration::from_secs_f64(n as f64 / rate);
-        if due >= end {
-            break;
-        }
-        n += 1;
-        tokio::time::sleep_until(due).await;
+    while let Some(due) = due.recv().await {
         let Ok(permit) = room.clone().acquire_owned().await else {
             break;
         };

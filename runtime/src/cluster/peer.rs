@@ -1,10 +1,13 @@
 //! One connection to another instance, and what its heartbeats tell.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
+use vss_client::AcquireLane;
 use vss_proto::v1::mesh_client::MeshClient;
 use vss_proto::v1::vss_client::VssClient;
 
@@ -39,6 +42,20 @@ pub struct Peer {
     addr: String,
     channel: Channel,
     health: Mutex<PeerHealth>,
+    /// Acquires forwarded to this peer, coalesced into `AcquireBatch`
+    /// calls; started on the first forward that has company.
+    lane: OnceLock<AcquireLane>,
+    /// Acquires being forwarded to this peer.
+    forwarding: AtomicUsize,
+}
+
+/// Counts an acquire being forwarded until dropped.
+pub struct Forwarding<'a>(&'a AtomicUsize);
+
+impl Drop for Forwarding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Peer {
@@ -53,6 +70,28 @@ impl Peer {
             addr: addr.to_string(),
             channel,
             health: Mutex::new(PeerHealth::default()),
+            lane: OnceLock::new(),
+            forwarding: AtomicUsize::new(0),
+        })
+    }
+
+    /// Counts one more acquire forwarded to this peer, with how many were
+    /// already on their way: a lone one goes alone, the others share
+    /// [`Peer::acquire_lane`].
+    pub fn forwarding(&self) -> (usize, Forwarding<'_>) {
+        let others = self.forwarding.fetch_add(1, Ordering::Relaxed);
+        (others, Forwarding(&self.forwarding))
+    }
+
+    /// Batches of acquires forwarded to this peer, marked as forwarded by
+    /// `me` so the peer serves them where they land.
+    pub fn acquire_lane(&self, me: &str, timeout: Duration) -> &AcquireLane {
+        self.lane.get_or_init(|| {
+            let mut metadata = MetadataMap::new();
+            if let Ok(me) = MetadataValue::try_from(me) {
+                metadata.insert(crate::grpc::FORWARDED_HEADER, me);
+            }
+            AcquireLane::start(self.vss(), timeout, metadata)
         })
     }
 
