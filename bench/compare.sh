@@ -91,23 +91,29 @@ for level in "${LEVELS[@]}"; do
         -d "${SECONDS_PER_POINT}s" --warmup 1s acquire --slot 1 >"$work/vss.json"
     "$BENCH" -o json -e "127.0.0.1:$vss_port" -c "$connections" -i "$per" \
         -d "${SECONDS_PER_POINT}s" --warmup 1s rls --domain edge --key remote_address >"$work/rls.json"
+    # The same acquires through vss-client, which coalesces concurrent
+    # ones into AcquireBatch calls (one client, all requests in flight on it).
+    "$BENCH" -o json -e "127.0.0.1:$vss_port" -c 1 -i "$level" \
+        -d "${SECONDS_PER_POINT}s" --warmup 1s acquire-batch --slot 1 >"$work/batch.json"
     # redis-benchmark takes a request count: about SECONDS_PER_POINT worth
     # at the rate a short probe reaches.
     probe=$(redis-benchmark -p "$redis_port" -c "$level" -n 20000 --csv EVALSHA "$sha" 1 bench 10 1000 | tail -1)
     rps=$(python3 -c 'import csv,sys; r=list(csv.reader([sys.argv[1]]))[0]; print(int(float(r[1])))' "$probe")
     redis-benchmark -p "$redis_port" -c "$level" -n $((rps * SECONDS_PER_POINT)) --csv \
         EVALSHA "$sha" 1 bench 10 1000 | tail -1 >"$work/redis.csv"
-    python3 - "$level" "$work/vss.json" "$work/redis.csv" "$work/rls.json" >>"$results" <<'PY'
+    python3 - "$level" "$work/vss.json" "$work/redis.csv" "$work/rls.json" "$work/batch.json" >>"$results" <<'PY'
 import csv, json, sys
-level, vss_file, redis_file, rls_file = sys.argv[1:]
+level, vss_file, redis_file, rls_file, batch_file = sys.argv[1:]
 v = json.load(open(vss_file))
 e = json.load(open(rls_file))
+b = json.load(open(batch_file))
 r = list(csv.reader(open(redis_file)))[0]
 # redis-benchmark: test, rps, avg, min, p50, p95, p99, max (ms)
 print("\t".join(str(x) for x in [
     level, round(v["throughput"]), v["errors"], v["latencyUs"]["p50"], v["latencyUs"]["p99"],
     round(float(r[1])), round(float(r[4]) * 1000), round(float(r[6]) * 1000),
     round(e["throughput"]), e["errors"], e["latencyUs"]["p99"],
+    round(b["throughput"]), b["errors"], b["latencyUs"]["p50"], b["latencyUs"]["p99"],
 ]))
 PY
 done
@@ -119,10 +125,23 @@ import sys
 print("| in flight | VSS decisions/s | Redis+Lua decisions/s | VSS / Redis | VSS p50 / p99 µs | Redis p50 / p99 µs | VSS RLS decisions/s | RLS / Redis | RLS p99 µs |")
 print("|---|---|---|---|---|---|---|---|---|")
 for line in open(sys.argv[1]):
-    level, v, errors, vp50, vp99, r, rp50, rp99, e, eerrors, ep99 = line.strip().split("\t")
+    level, v, errors, vp50, vp99, r, rp50, rp99, e, eerrors, ep99, *_ = line.strip().split("\t")
     ratio = int(v) / max(int(r), 1)
     note = f" ({errors} errors)" if int(errors) else ""
     enote = f" ({eerrors} errors)" if int(eerrors) else ""
     print(f"| {level} | {int(v):,}{note} | {int(r):,} | {ratio:.2f}× | {vp50} / {vp99} | {rp50} / {rp99} "
           f"| {int(e):,}{enote} | {int(e) / max(int(r), 1):.2f}× | {ep99} |")
+PY
+
+echo
+echo "The same decisions through vss-client, which coalesces concurrent acquires into AcquireBatch calls"
+python3 - "$results" <<'PY'
+import sys
+print("| in flight | VSS batched decisions/s | Redis+Lua decisions/s | batched / Redis | batched / VSS unary | batched p50 / p99 µs |")
+print("|---|---|---|---|---|---|")
+for line in open(sys.argv[1]):
+    f = line.strip().split("\t")
+    level, v, r, b, berrors, bp50, bp99 = f[0], int(f[1]), int(f[5]), int(f[11]), int(f[12]), f[13], f[14]
+    note = f" ({berrors} errors)" if berrors else ""
+    print(f"| {level} | {b:,}{note} | {r:,} | {b / max(r, 1):.2f}× | {b / max(v, 1):.2f}× | {bp50} / {bp99} |")
 PY
