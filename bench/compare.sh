@@ -55,7 +55,7 @@ redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
     --daemonize no >"$work/redis.log" 2>&1 &
 pids+=($!)
 vss_port=$(free_port)
-"$RUNTIME" --config examples/slots.yaml --id bench --listen "127.0.0.1:$vss_port" \
+"$RUNTIME" --config examples/slots.yaml --id bench --listen "127.0.0.1:$vss_port" --mesh-listen 127.0.0.1:0 \
     >"$work/vss.log" 2>&1 &
 pids+=($!)
 

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# vss-runtime: one VSS instance (gRPC 7700, HTTP probes/metrics 7701).
+# vss-runtime: one VSS instance (gRPC for clients 7700, for peers and the
+# operator 7702, HTTP probes/metrics 7701).
 # A static musl binary on distroless/static: no shell, no libc, uid 65532.
 #
 # Build from the repository root (BuildKit, the default since Docker 23):
@@ -42,5 +43,5 @@ FROM ${BASE_IMAGE}
 COPY --from=build /out/vss-runtime /vss-runtime
 # Numeric, so Kubernetes' runAsNonRoot can check it without /etc/passwd.
 USER 65532:65532
-EXPOSE 7700 7701
+EXPOSE 7700 7701 7702
 ENTRYPOINT ["/vss-runtime"]

@@ -26,8 +26,10 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::kubectl::{name_of, str_at};
 use crate::{ControlPlane, Kubectl, Process};
 
-/// gRPC port of the runtime in a pod.
+/// gRPC port of the runtime in a pod, for clients.
 pub const GRPC_PORT: u16 = 7700;
+/// gRPC port of the runtime in a pod, for peers and the operator.
+pub const MESH_PORT: u16 = 7702;
 /// HTTP (probes) port of the runtime in a pod.
 pub const HTTP_PORT: u16 = 7701;
 
@@ -262,7 +264,7 @@ impl LocalPods {
         let peers = (0..replicas)
             .map(|i| {
                 let peer = format!("{set}-{i}");
-                Ok(format!("{peer}={}:{GRPC_PORT}", self.ip_of(&peer)?))
+                Ok(format!("{peer}={}:{MESH_PORT}", self.ip_of(&peer)?))
             })
             .collect::<Result<Vec<_>>>()?
             .join(",");

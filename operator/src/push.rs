@@ -188,6 +188,12 @@ mod tests {
         ) -> Result<Response<AcquireReply>, Status> {
             unimplemented()
         }
+        async fn acquire_batch(
+            &self,
+            _: Request<AcquireBatchRequest>,
+        ) -> Result<Response<AcquireBatchReply>, Status> {
+            unimplemented()
+        }
         async fn call(&self, _: Request<CallRequest>) -> Result<Response<CallReply>, Status> {
             unimplemented()
         }

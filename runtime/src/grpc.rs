@@ -36,8 +36,8 @@ use crate::slots::SlotTable;
 /// How long a new event stream may take to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Marks a request forwarded by another instance; it is served where it
-/// lands, so a request crosses the mesh at most once.
+/// Marks a request forwarded by another instance (over the mesh port); it
+/// is served where it lands, so a request crosses the mesh at most once.
 pub const FORWARDED_HEADER: &str = "x-vss-forwarded-by";
 
 /// Longest wait for the owner of a slot to answer a forwarded request
@@ -60,6 +60,11 @@ pub struct VssService {
     /// Cancelled when the runtime stops: ends long-lived streams so the
     /// server can drain.
     stop: CancellationToken,
+    /// Serving the mesh port, where peers forward requests: only there is
+    /// [`FORWARDED_HEADER`] believed. On the client port a client could
+    /// otherwise make any instance serve a slot it does not own, from a
+    /// bucket of its own.
+    from_peers: bool,
 }
 
 impl VssService {
@@ -79,7 +84,21 @@ impl VssService {
             metrics,
             streams,
             stop,
+            from_peers: false,
         }
+    }
+
+    /// The same service for the mesh port, where forwarded requests arrive.
+    pub fn for_peers(&self) -> Self {
+        Self {
+            from_peers: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether a peer forwarded `req`: it is then served here.
+    fn forwarded<T>(&self, req: &Request<T>) -> bool {
+        self.from_peers && req.metadata().contains_key(FORWARDED_HEADER)
     }
 
     fn observe(&self, verb: Verb, started: Instant) {
@@ -144,7 +163,7 @@ impl VssService {
         F: Fn(Arc<Peer>, Request<T>) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
-        if req.metadata().contains_key(FORWARDED_HEADER) {
+        if self.forwarded(req) {
             return None;
         }
         let Some(line) = self.cluster.placement(slot) else {
@@ -357,7 +376,7 @@ impl Vss for VssService {
                 "`requests` holds {count} acquires, at most {MAX_BATCH_ACQUIRES} allowed"
             )));
         }
-        let forwarded = req.metadata().contains_key(FORWARDED_HEADER);
+        let forwarded = self.forwarded(&req);
         // Each slot's acquires keep their order; slots are served at once.
         let mut groups: std::collections::BTreeMap<u32, (Vec<usize>, Vec<AcquireRequest>)> =
             Default::default();

@@ -83,8 +83,13 @@ pub const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct RuntimeOptions {
     /// This instance's id (shown in status).
     pub instance_id: String,
-    /// gRPC address (client, mesh and control APIs).
+    /// gRPC address for clients (`vss.v1.Vss`, Envoy's rate limit
+    /// service, reflection).
     pub listen: SocketAddr,
+    /// gRPC address for peers and the operator (`vss.v1.Mesh`,
+    /// `vss.v1.Control`, and `vss.v1.Vss` for forwarded requests). None: no
+    /// such port, which only an instance without peers can do without.
+    pub mesh_listen: Option<SocketAddr>,
     /// HTTP address for probes and metrics; None disables the port.
     pub http_listen: Option<SocketAddr>,
     /// Per-call deadline and memory cap of slot modules.
@@ -113,6 +118,7 @@ impl Default for RuntimeOptions {
         Self {
             instance_id: "vss-0".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            mesh_listen: None,
             http_listen: None,
             wasm_limits: HostLimits::default(),
             queue_limits: QueueLimits::default(),
@@ -133,6 +139,10 @@ pub enum RuntimeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "instance {instance} has peers but no mesh port: give it --mesh-listen (peers and the operator call it there)"
+    )]
+    NoMeshPort { instance: String },
     #[error("cannot start the Wasm engine: {0}")]
     Engine(String),
     #[error(transparent)]
@@ -156,6 +166,7 @@ pub enum RuntimeError {
 pub struct Runtime {
     options: RuntimeOptions,
     grpc: TcpListener,
+    mesh: Option<TcpListener>,
     http: Option<TcpListener>,
     slots: Arc<SlotTable>,
     signals: Arc<Signals>,
@@ -176,6 +187,11 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, RuntimeError> {
 impl Runtime {
     /// Binds the ports and loads every slot of `config`.
     pub async fn bind(options: RuntimeOptions, config: &ValidConfig) -> Result<Self, RuntimeError> {
+        if options.mesh_listen.is_none() && options.members.as_ref().is_some_and(|m| m.len() > 1) {
+            return Err(RuntimeError::NoMeshPort {
+                instance: options.instance_id.clone(),
+            });
+        }
         let engine = SlotEngine::new(options.wasm_limits)
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let metrics = Metrics::new();
@@ -190,6 +206,10 @@ impl Runtime {
             .await??
         };
         let grpc = bind(options.listen).await?;
+        let mesh = match options.mesh_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let http = match options.http_listen {
             Some(addr) => Some(bind(addr).await?),
             None => None,
@@ -224,6 +244,7 @@ impl Runtime {
         Ok(Self {
             options,
             grpc,
+            mesh,
             http,
             slots,
             signals,
@@ -237,6 +258,11 @@ impl Runtime {
     /// The bound gRPC address (the real port when bound to port 0).
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc.local_addr().unwrap_or(self.options.listen)
+    }
+
+    /// The bound mesh address, if the port is enabled.
+    pub fn mesh_addr(&self) -> Option<SocketAddr> {
+        self.mesh.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound HTTP address, if the port is enabled.
@@ -284,6 +310,7 @@ impl Runtime {
                 .unwrap_or_else(|| PathBuf::from(".")),
         );
         let grpc_addr = self.grpc_addr();
+        let mesh_addr = self.mesh_addr();
         let http_addr = self.http_addr();
         let chaos = self.options.chaos;
         if !chaos.is_off() {
@@ -291,22 +318,32 @@ impl Runtime {
         }
 
         let mut tasks: JoinSet<Result<(), RuntimeError>> = JoinSet::new();
+        // Two planes: clients on one port, peers and the operator on the
+        // other, so a client cannot reach the mesh or the control API, nor
+        // pass for a peer forwarding a request.
         let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
-        let grpc_server = Server::builder()
+        let client_server = Server::builder()
             .add_service(reflection)
             .add_service(reflection_v1alpha)
-            .add_service(Faulty::clients(VssServer::new(service), &chaos))
+            .add_service(Faulty::clients(VssServer::new(service.clone()), &chaos))
             .add_service(Faulty::clients(
                 RateLimitServiceServer::new(rate_limiter),
                 &chaos,
             ))
-            .add_service(Audited::new(
-                Faulty::mesh(MeshServer::new(mesh), &chaos),
-                self.metrics.clone(),
-            ))
-            .add_service(ControlServer::new(control))
             .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
-        tasks.spawn(async move { grpc_server.await.map_err(RuntimeError::from) });
+        tasks.spawn(async move { client_server.await.map_err(RuntimeError::from) });
+        if let Some(listener) = self.mesh {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let mesh_server = Server::builder()
+                .add_service(Audited::new(
+                    Faulty::mesh(MeshServer::new(mesh), &chaos),
+                    self.metrics.clone(),
+                ))
+                .add_service(ControlServer::new(control))
+                .add_service(VssServer::new(service.for_peers()))
+                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+            tasks.spawn(async move { mesh_server.await.map_err(RuntimeError::from) });
+        }
         if let Some(listener) = self.http {
             let app = http::router(self.metrics.clone(), ready.clone());
             let server =
@@ -361,6 +398,7 @@ impl Runtime {
         tracing::info!(
             instance = %self.cluster.me(),
             grpc = %grpc_addr,
+            mesh = ?mesh_addr,
             http = ?http_addr,
             "serving"
         );

@@ -28,13 +28,18 @@ struct Args {
     /// gRPC address for clients.
     #[arg(long, env = "VSS_LISTEN", default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
+    /// gRPC address for peers and the operator: the mesh, the control API
+    /// and requests forwarded by peers. Keep it off the clients' network.
+    #[arg(long, env = "VSS_MESH_LISTEN", default_value = "127.0.0.1:7702")]
+    mesh_listen: SocketAddr,
     /// HTTP address for /healthz, /readyz and /metrics.
     #[arg(long, env = "VSS_HTTP_LISTEN", default_value = "127.0.0.1:7701")]
     http_listen: SocketAddr,
     /// This instance's id; in-cluster, the pod name.
     #[arg(long, env = "VSS_ID", default_value = "vss-0")]
     id: String,
-    /// Every instance of the cluster, this one included: ID=HOST:PORT,...
+    /// Every instance of the cluster, this one included, at its mesh port
+    /// (--mesh-listen): ID=HOST:PORT,...
     /// Without it (and without --in-cluster) the instance runs alone. With
     /// --in-cluster it replaces the headless Service's DNS names, for pods
     /// whose peers are reached at other addresses.
@@ -157,7 +162,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     &namespace,
                     service,
                     usize::from(replicas),
-                    args.listen.port(),
+                    args.mesh_listen.port(),
                 )?
             }
         };
@@ -190,6 +195,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         watch_config: (args.watch_config && !args.in_cluster).then(|| args.config.clone()),
         module_root: Some(module_root),
         listen: args.listen,
+        mesh_listen: Some(args.mesh_listen),
         http_listen: Some(args.http_listen),
         wasm_limits: WasmLimits {
             call_deadline: Duration::from_millis(args.wasm_call_timeout_ms),

@@ -357,7 +357,9 @@ async fn peers_refuse_stale_epochs_foreign_ids_and_garbage() {
         .settled(&[0, 1], Duration::from_secs(20))
         .await
         .expect("a and b agree on a table");
-    let mut mesh = MeshClient::connect(cluster.url(0)).await.expect("connect");
+    let mut mesh = MeshClient::connect(cluster.mesh_url(0))
+        .await
+        .expect("connect");
 
     let mut same_epoch = held.clone();
     same_epoch.routes.push(SlotRoute {
@@ -399,7 +401,7 @@ async fn peers_refuse_stale_epochs_foreign_ids_and_garbage() {
     assert_eq!(refused.code(), Code::PermissionDenied);
 
     let garbage = process::send_raw(
-        &cluster.url(0),
+        &cluster.mesh_url(0),
         "/vss.v1.Mesh/InstallRouting",
         vec![0xff; 64],
     )
@@ -416,6 +418,54 @@ async fn peers_refuse_stale_epochs_foreign_ids_and_garbage() {
     assert!(refusals >= 4.0, "refusals counted: {refusals}\n{metrics}");
     let log = cluster.log(0);
     assert!(log.contains("refused a mesh message"), "log: {log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reach_neither_the_mesh_nor_the_control_api_nor_pass_for_a_peer() {
+    let cluster = ProcessCluster::start(&["a", "b", "c"]).expect("start cluster");
+    let table = cluster
+        .settled(&[0, 1, 2], Duration::from_secs(20))
+        .await
+        .expect("the three instances agree on a routing table");
+    let leader = cluster.index_of(&table.leader);
+    let owner = cluster.index_of(&route_of(&table, LIMITER).owner);
+
+    // The client port serves neither the mesh nor the control API.
+    let mut mesh = MeshClient::connect(cluster.url(0)).await.expect("connect");
+    let status = mesh
+        .install_routing(table.clone())
+        .await
+        .expect_err("mesh call on the client port");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let mut control = ControlClient::connect(cluster.url(0))
+        .await
+        .expect("connect");
+    let status = control
+        .apply_config(ApplyConfigRequest {
+            config_yaml: SLOTS_YAML.into(),
+            generation: 1000,
+        })
+        .await
+        .expect_err("control call on the client port");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+
+    // A client that sets the forwarding header on the client port is
+    // still sent to the owner: the leader does not serve the slot itself.
+    let mut grpc = VssClient::connect(cluster.url(leader))
+        .await
+        .expect("connect");
+    let mut request = tonic::Request::new(AcquireRequest {
+        slot: LIMITER,
+        key: String::new(),
+        tokens: None,
+    });
+    request
+        .metadata_mut()
+        .insert("x-vss-forwarded-by", "c".parse().expect("header"));
+    let reply = grpc.acquire(request).await.expect("acquire").into_inner();
+    assert_eq!((reply.granted, reply.remaining), (20, 980));
+    assert_eq!(cluster.slot_calls(leader, LIMITER).await, 0);
+    assert_eq!(cluster.slot_calls(owner, LIMITER).await, 1);
 }
 
 #[tokio::test]
@@ -445,7 +495,7 @@ async fn config_changes_apply_without_restart_with_generations() {
     assert_eq!(before.remaining, 980);
 
     // Push: slot 5 added, slot 2 untouched (keeps its state).
-    let mut control = ControlClient::connect(cluster.url(0))
+    let mut control = ControlClient::connect(cluster.mesh_url(0))
         .await
         .expect("connect");
     let with_slot_5 = format!(

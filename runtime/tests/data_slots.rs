@@ -80,8 +80,8 @@ async fn counter_converges_across_a_partition_and_a_restart_reads_the_full_value
         ProcessCluster::start_config(&ids, &[], &[], &config(), &[]).expect("cluster");
     // a and b reach each other only through forwarders the test can cut;
     // c reaches both directly.
-    let to_b = Proxy::start(cluster.grpc_addr(1)).await.expect("proxy");
-    let to_a = Proxy::start(cluster.grpc_addr(0)).await.expect("proxy");
+    let to_b = Proxy::start(cluster.mesh_addr(1)).await.expect("proxy");
+    let to_a = Proxy::start(cluster.mesh_addr(0)).await.expect("proxy");
     cluster.route_peer_via(0, 1, to_b.addr());
     cluster.route_peer_via(1, 0, to_a.addr());
     for i in 0..3 {

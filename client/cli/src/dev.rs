@@ -73,6 +73,10 @@ pub struct DevArgs {
     /// 10 apart (7710, 7720, ...). Port 0 picks free ports.
     #[arg(long, default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
+    /// Mesh address (peers and the control API) of the first instance; the
+    /// others follow 10 apart.
+    #[arg(long, default_value = "127.0.0.1:7702")]
+    mesh_listen: SocketAddr,
     /// HTTP address (/healthz, /readyz, /metrics) of the first instance;
     /// the others follow 10 apart.
     #[arg(long, default_value = "127.0.0.1:7701")]
@@ -95,6 +99,8 @@ pub struct InstanceArgs {
     #[arg(long)]
     listen: SocketAddr,
     #[arg(long)]
+    mesh_listen: SocketAddr,
+    #[arg(long)]
     http_listen: SocketAddr,
     #[arg(long)]
     peers: String,
@@ -108,6 +114,7 @@ pub struct InstanceArgs {
 struct Member {
     id: String,
     grpc: SocketAddr,
+    mesh: SocketAddr,
     http: SocketAddr,
     log: PathBuf,
 }
@@ -137,6 +144,7 @@ impl Launcher {
             .arg(&self.config)
             .args(["--id", &member.id])
             .args(["--listen", &member.grpc.to_string()])
+            .args(["--mesh-listen", &member.mesh.to_string()])
             .args(["--http-listen", &member.http.to_string()])
             .args(["--peers", &self.peers]);
         if self.chaos {
@@ -218,7 +226,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let peers = ports
         .iter()
         .enumerate()
-        .map(|(i, (grpc, _))| format!("vss-{i}={grpc}"))
+        .map(|(i, (_, mesh, _))| format!("vss-{i}={mesh}"))
         .collect::<Vec<_>>()
         .join(",");
     let launcher = Arc::new(Launcher {
@@ -228,12 +236,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         chaos: args.chaos,
     });
     let mut instances = Vec::new();
-    for (i, (grpc, http)) in ports.into_iter().enumerate() {
+    for (i, (grpc, mesh, http)) in ports.into_iter().enumerate() {
         let id = format!("vss-{i}");
         let log = dir.path().join(format!("{id}.log"));
         let member = Member {
             id,
             grpc,
+            mesh,
             http,
             log,
         };
@@ -521,7 +530,8 @@ impl Default for Backoff {
 }
 
 /// gRPC and HTTP address of every instance.
-fn ports(args: &DevArgs, n: usize) -> anyhow::Result<Vec<(SocketAddr, SocketAddr)>> {
+/// Client, mesh and HTTP address of each instance.
+fn ports(args: &DevArgs, n: usize) -> anyhow::Result<Vec<(SocketAddr, SocketAddr, SocketAddr)>> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let pick = |base: SocketAddr| -> anyhow::Result<SocketAddr> {
@@ -539,7 +549,11 @@ fn ports(args: &DevArgs, n: usize) -> anyhow::Result<Vec<(SocketAddr, SocketAddr
                 .with_context(|| format!("port {} + {offset} is beyond 65535", base.port()))?;
             Ok(SocketAddr::new(base.ip(), port))
         };
-        out.push((pick(args.listen)?, pick(args.http_listen)?));
+        out.push((
+            pick(args.listen)?,
+            pick(args.mesh_listen)?,
+            pick(args.http_listen)?,
+        ));
     }
     Ok(out)
 }
@@ -628,6 +642,7 @@ pub async fn instance(args: InstanceArgs) -> anyhow::Result<()> {
     let options = RuntimeOptions {
         instance_id: args.id,
         listen: args.listen,
+        mesh_listen: Some(args.mesh_listen),
         http_listen: Some(args.http_listen),
         members: Some(members),
         watch_config: Some(args.config),

@@ -35,6 +35,8 @@ impl Dev {
                 "dev",
                 "--listen",
                 "127.0.0.1:0",
+                "--mesh-listen",
+                "127.0.0.1:0",
                 "--http-listen",
                 "127.0.0.1:0",
             ])

@@ -23,7 +23,7 @@ pub use lease::leader_lease;
 pub use pdb::pod_disruption_budget;
 pub use rbac::{role, role_binding, service_account};
 pub use services::{client_service, headless_service};
-pub use stateful_set::{GRPC_PORT, HTTP_PORT, stateful_set};
+pub use stateful_set::{GRPC_PORT, HTTP_PORT, MESH_PORT, stateful_set};
 
 use crate::crd::VssCluster;
 
@@ -52,11 +52,12 @@ impl Names {
     }
 }
 
-/// A pod's gRPC address from its `status.podIP` (IPv4 or IPv6).
+/// A pod's mesh address (where the operator pushes config and reads
+/// status) from its `status.podIP` (IPv4 or IPv6).
 pub fn pod_address(ip: &str) -> String {
     match ip.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{GRPC_PORT}"),
-        _ => format!("{ip}:{GRPC_PORT}"),
+        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{MESH_PORT}"),
+        _ => format!("{ip}:{MESH_PORT}"),
     }
 }
 

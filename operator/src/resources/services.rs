@@ -1,19 +1,24 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{GRPC_PORT, HTTP_PORT, Names, owned_meta, selector_labels};
+use super::{GRPC_PORT, HTTP_PORT, MESH_PORT, Names, owned_meta, selector_labels};
 use crate::crd::VssCluster;
 
+fn grpc_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        app_protocol: Some("kubernetes.io/h2c".into()),
+        ..Default::default()
+    }
+}
+
+/// The client Service's ports; the mesh port is on the headless one only.
 fn ports() -> Vec<ServicePort> {
     vec![
-        ServicePort {
-            name: Some("grpc".into()),
-            port: GRPC_PORT,
-            target_port: Some(IntOrString::String("grpc".into())),
-            protocol: Some("TCP".into()),
-            app_protocol: Some("kubernetes.io/h2c".into()),
-            ..Default::default()
-        },
+        grpc_port("grpc", GRPC_PORT),
         ServicePort {
             name: Some("http".into()),
             port: HTTP_PORT,
@@ -35,7 +40,12 @@ pub fn headless_service(cluster: &VssCluster) -> Service {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
             selector: Some(selector_labels(cluster)),
-            ports: Some(ports()),
+            ports: Some(
+                ports()
+                    .into_iter()
+                    .chain([grpc_port("mesh", MESH_PORT)])
+                    .collect(),
+            ),
             ..Default::default()
         }),
         ..Default::default()

@@ -16,8 +16,10 @@ use super::{CONFIG_KEY, Names, labels, owned_meta, selector_labels};
 use crate::crd::VssCluster;
 use crate::slots::MODULES_DIR;
 
-/// gRPC: client API, mesh and control API.
+/// gRPC for clients: `vss.v1.Vss`, Envoy's rate limit service.
 pub const GRPC_PORT: i32 = 7700;
+/// gRPC for peers and the operator: mesh, control API, forwarded calls.
+pub const MESH_PORT: i32 = 7702;
 /// HTTP: `/healthz`, `/readyz`, `/metrics`.
 pub const HTTP_PORT: i32 = 7701;
 
@@ -141,6 +143,8 @@ fn container(cluster: &VssCluster, names: &Names, default_image: &str) -> Contai
             format!("{CONFIG_DIR}/{CONFIG_KEY}"),
             "--listen".into(),
             format!("0.0.0.0:{GRPC_PORT}"),
+            "--mesh-listen".into(),
+            format!("0.0.0.0:{MESH_PORT}"),
             "--http-listen".into(),
             format!("0.0.0.0:{}", super::HTTP_PORT),
             "--module-root".into(),
@@ -164,6 +168,12 @@ fn container(cluster: &VssCluster, names: &Names, default_image: &str) -> Contai
             ContainerPort {
                 name: Some("grpc".into()),
                 container_port: GRPC_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("mesh".into()),
+                container_port: MESH_PORT,
                 protocol: Some("TCP".into()),
                 ..Default::default()
             },

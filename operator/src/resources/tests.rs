@@ -46,8 +46,8 @@ fn names_follow_the_cluster() {
 
 #[test]
 fn pods_are_called_at_their_ip() {
-    assert_eq!(super::pod_address("10.1.2.3"), "10.1.2.3:7700");
-    assert_eq!(super::pod_address("fd00::1"), "[fd00::1]:7700");
+    assert_eq!(super::pod_address("10.1.2.3"), "10.1.2.3:7702");
+    assert_eq!(super::pod_address("fd00::1"), "[fd00::1]:7702");
 }
 
 #[test]
@@ -73,7 +73,8 @@ fn pods_run_the_runtime_per_the_contract() {
     );
     assert_eq!(
         c.args.clone().unwrap_or_default().join(" "),
-        "--config /etc/vss/slots.yaml --listen 0.0.0.0:7700 --http-listen 0.0.0.0:7701 \
+        "--config /etc/vss/slots.yaml --listen 0.0.0.0:7700 --mesh-listen 0.0.0.0:7702 \
+         --http-listen 0.0.0.0:7701 \
          --module-root /etc/vss-modules --in-cluster --replicas 3 --headless-service demo-peers"
     );
     let env: Vec<String> = c

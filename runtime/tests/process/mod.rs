@@ -49,6 +49,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_vss-runtime");
 struct Node {
     id: String,
     grpc: u16,
+    mesh: u16,
     http: u16,
     child: Option<Child>,
     /// Arguments for this instance only, after the shared ones.
@@ -109,6 +110,7 @@ impl ProcessCluster {
             nodes.push(Node {
                 id: (*id).to_string(),
                 grpc: free_port()?,
+                mesh: free_port()?,
                 http: free_port()?,
                 child: None,
                 own: Vec::new(),
@@ -117,7 +119,7 @@ impl ProcessCluster {
         }
         let peers = nodes
             .iter()
-            .map(|n| format!("{}=127.0.0.1:{}", n.id, n.grpc))
+            .map(|n| format!("{}=127.0.0.1:{}", n.id, n.mesh))
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = Self {
@@ -158,6 +160,7 @@ impl ProcessCluster {
             .arg(&self.config)
             .args(["--id", &node.id])
             .args(["--listen", &format!("127.0.0.1:{}", node.grpc)])
+            .args(["--mesh-listen", &format!("127.0.0.1:{}", node.mesh)])
             .args(["--http-listen", &format!("127.0.0.1:{}", node.http)])
             .args(["--peers", node.peers.as_deref().unwrap_or(&self.peers)])
             .args(&self.extra)
@@ -177,7 +180,8 @@ impl ProcessCluster {
         self.nodes[i].own = args.iter().map(|s| (*s).to_string()).collect();
     }
 
-    /// Instance `i` reaches peer `peer` at `addr` from its next start on.
+    /// Instance `i` reaches peer `peer`'s mesh port at `addr` from its next
+    /// start on.
     pub fn route_peer_via(&mut self, i: usize, peer: usize, addr: &str) {
         let peers = self
             .nodes
@@ -192,7 +196,7 @@ impl ProcessCluster {
                 match (j == peer, own) {
                     (true, _) => format!("{}={addr}", n.id),
                     (false, Some(e)) => e,
-                    (false, None) => format!("{}=127.0.0.1:{}", n.id, n.grpc),
+                    (false, None) => format!("{}=127.0.0.1:{}", n.id, n.mesh),
                 }
             })
             .collect::<Vec<_>>()
@@ -203,6 +207,15 @@ impl ProcessCluster {
     /// Instance `i`'s gRPC address.
     pub fn grpc_addr(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.nodes[i].grpc)
+    }
+
+    /// Instance `i`'s mesh address (peers and the control API).
+    pub fn mesh_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[i].mesh)
+    }
+
+    pub fn mesh_url(&self, i: usize) -> String {
+        format!("http://{}", self.mesh_addr(i))
     }
 
     pub fn http_addr(&self, i: usize) -> String {
