@@ -27,6 +27,12 @@ use crate::error::RequestError;
 /// Longest client id, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
 
+/// Default most clients per instance (`vss-runtime --max-clients`). Each
+/// open event stream holds a TCP connection's file descriptor (unless
+/// streams share a connection), so the process's open-file limit must be
+/// above it for the cap, not the kernel, to be what refuses clients.
+pub const DEFAULT_MAX_CLIENTS: usize = 50_000;
+
 /// Bounds of the hub.
 #[derive(Debug, Clone, Copy)]
 pub struct HubLimits {
@@ -43,7 +49,7 @@ pub struct HubLimits {
 impl Default for HubLimits {
     fn default() -> Self {
         Self {
-            max_clients: 10_000,
+            max_clients: DEFAULT_MAX_CLIENTS,
             queue: 256,
             max_pending: 1_024,
             max_failures: 3,
