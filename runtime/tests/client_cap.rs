@@ -21,8 +21,13 @@ const CONFIG: &str = "slots:\n- {id: 10, type: broadcast, timeout: 1s}\n";
 async fn open_stream(
     client: &mut VssClient<tonic::transport::Channel>,
     id: &str,
-) -> Result<(mpsc::Sender<ClientMessage>, tonic::Streaming<vss_proto::v1::Event>), tonic::Status>
-{
+) -> Result<
+    (
+        mpsc::Sender<ClientMessage>,
+        tonic::Streaming<vss_proto::v1::Event>,
+    ),
+    tonic::Status,
+> {
     let (tx, rx) = mpsc::channel(4);
     tx.send(ClientMessage {
         kind: Some(Kind::Hello(Hello {

@@ -73,7 +73,10 @@ fn source_address(process: usize) -> IpAddr {
 #[derive(Debug, Clone, Copy)]
 pub enum Until {
     /// Unmeasured for `warmup`, then measured for `measured`.
-    Time { warmup: Duration, measured: Duration },
+    Time {
+        warmup: Duration,
+        measured: Duration,
+    },
     /// This many publishes, all measured.
     Count(u64),
 }

@@ -27,11 +27,11 @@ use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descri
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use fanout::{Layout, Until};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
-use fanout::{Layout, Until};
 use vss_proto::v1::AcquireRequest;
 use vss_proto::v1::vss_client::VssClient;
 
@@ -235,8 +235,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let layout = layout(&cli, *slot, *clients, *processes, true)?;
             let publisher = connect_one(&layout.endpoint).await?;
-            let summary =
-                fanout::connections(&layout, *server_pid, publisher, *broadcasts).await?;
+            let summary = fanout::connections(&layout, *server_pid, publisher, *broadcasts).await?;
             (summary.json(), summary.text())
         }
         Scenario::Subscribers {

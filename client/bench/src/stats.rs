@@ -356,9 +356,14 @@ mod tests {
 
     #[test]
     fn vm_rss_is_read_from_proc_status() {
-        let status = "Name:\tvss-runtime\nVmPeak:\t  900000 kB\nVmRSS:\t   51234 kB\nRssAnon:\t 40000 kB\n";
+        let status =
+            "Name:\tvss-runtime\nVmPeak:\t  900000 kB\nVmRSS:\t   51234 kB\nRssAnon:\t 40000 kB\n";
         assert_eq!(vm_rss_kib(status), Some(51_234));
-        assert_eq!(vm_rss_kib("Name:\tkthreadd\n"), None, "kernel threads have none");
+        assert_eq!(
+            vm_rss_kib("Name:\tkthreadd\n"),
+            None,
+            "kernel threads have none"
+        );
         assert_eq!(vm_rss_kib("VmRSS:\tlots kB\n"), None);
         assert_eq!(vm_rss_kib("VmRSS:\t12 MB\n"), None, "only kB is understood");
     }
@@ -366,7 +371,11 @@ mod tests {
     #[test]
     fn memory_per_client_is_the_growth_shared_out() {
         assert!((kib_per_client(10_000, 160_000, 15_000) - 10.0).abs() < 1e-9);
-        assert_eq!(kib_per_client(10_000, 9_000, 100), 0.0, "shrinking is no growth");
+        assert_eq!(
+            kib_per_client(10_000, 9_000, 100),
+            0.0,
+            "shrinking is no growth"
+        );
         assert_eq!(kib_per_client(1, 2, 0), 0.0);
     }
 
@@ -396,6 +405,9 @@ mod tests {
         assert!((s.deliveries_per_second() - 99_500.0).abs() < 1e-9);
         let json = s.json();
         assert_eq!(json["incomplete"], 2);
-        assert!(close(json["latencyUs"]["max"].as_u64().expect("a number"), 6_000));
+        assert!(close(
+            json["latencyUs"]["max"].as_u64().expect("a number"),
+            6_000
+        ));
     }
 }
