@@ -64,10 +64,9 @@ async fn one_client_over_the_cap_is_refused_naming_the_limit() -> anyhow::Result
     let mut client = VssClient::connect(format!("http://{addr}")).await?;
     let first = open_stream(&mut client, "a").await?;
     let second = open_stream(&mut client, "b").await?;
-    let refused = open_stream(&mut client, "c")
-        .await
-        .err()
-        .expect("a third client is over the cap of 2");
+    let Err(refused) = open_stream(&mut client, "c").await else {
+        panic!("a third client is over the cap of 2, yet it was served");
+    };
     assert_eq!(refused.code(), Code::ResourceExhausted);
     assert!(
         refused.message().contains('2') && refused.message().contains("--max-clients"),
