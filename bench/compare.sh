@@ -7,23 +7,35 @@
 # same bucket answers Envoy's ShouldRateLimit too (slot 1's `rls` rule,
 # domain edge, one remote_address): its rate is measured beside Acquire's.
 #
-# Installs redis-server from Debian's packages if absent. Everything it
-# starts, it stops (by PID). The machine is shared and noisy: only ratios
-# within one run mean anything.
+# Then broadcast fan-out of a 36-byte message to S = 100, 1,000 and 5,000
+# subscribers in other processes than the server: VSS (vss-bench publish:
+# every delivery acknowledged, the publish returns when all are), NATS core
+# and Redis pub/sub (bench/pubsub, a Go tool: no acknowledgements, timed to
+# the last subscriber's receipt; NATS also with an application-level ack
+# from each subscriber). And the servers' memory per idle client, each on
+# its own connection with one subscription (VSS: an open event stream),
+# on freshly started servers, followed by broadcasts to all VSS clients.
 #
-# Still to come (issue 17): fan-out against NATS and Redis pub/sub, idle
-# connections' memory.
+# Installs redis-server and nats-server from Debian's packages if absent.
+# Everything it starts, it stops (by PID). The machine is shared and noisy:
+# only ratios within one run mean anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_PER_POINT=${BENCH_SECONDS:-5}
 LEVELS=(1 64 256)
+# Fan-out: subscribers per broadcast. Idle: clients whose memory is read.
+read -r -a FANOUT_LEVELS <<<"${FANOUT_SUBSCRIBERS:-100 1000 5000}"
+IDLE_CLIENTS=${IDLE_CLIENTS:-15000}
+# Broadcasts to all idle VSS clients once their memory is read.
+IDLE_BROADCASTS=${IDLE_BROADCASTS:-20}
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-    echo "== installing redis-server and redis-tools (Debian packages)"
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null \
+    || ! command -v nats-server >/dev/null; then
+    echo "== installing redis-server, redis-tools and nats-server (Debian packages)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq redis-server redis-tools >/dev/null
+    apt-get install -y -qq redis-server redis-tools nats-server >/dev/null
 fi
 
 # VSS_RUNTIME_BIN: a vss-runtime built elsewhere (e.g. .ci/build-images'
@@ -49,6 +61,10 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+
+echo "== building bench/pubsub (Go: nats.go, go-redis)"
+(cd bench/pubsub && go build -o "$work/pubsub" .)
+PUBSUB=$work/pubsub
 
 redis_port=$(free_port)
 redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
@@ -144,4 +160,183 @@ for line in open(sys.argv[1]):
     level, v, r, b, berrors, bp50, bp99 = f[0], int(f[1]), int(f[5]), int(f[11]), int(f[12]), f[13], f[14]
     note = f" ({berrors} errors)" if berrors else ""
     print(f"| {level} | {b:,}{note} | {r:,} | {b / max(r, 1):.2f}× | {b / max(v, 1):.2f}× | {bp50} / {bp99} |")
+PY
+
+# ---------------------------------------------------------------------
+# Broadcast fan-out: VSS vs NATS core vs Redis pub/sub.
+
+# Slot 10 as in examples/slots.yaml but with 5 s to acknowledge, the same
+# time bench/pubsub gives a NATS or Redis message to reach everyone; slot 0
+# only answers the readiness probe.
+cat >"$work/fanout.yaml" <<'YAML'
+slots:
+- {id: 0, type: token-bucket, bucketSize: 1000000, period: second, refreshRate: 1000000}
+- {id: 10, type: broadcast, timeout: 5s}
+YAML
+
+# start_vss PORT: a fresh runtime with the fan-out config; sets vss_pid.
+start_vss() {
+    "$RUNTIME" --config "$work/fanout.yaml" --id "bench-$1" --listen "127.0.0.1:$1" --mesh-listen 127.0.0.1:0 \
+        --http-listen "127.0.0.1:$(free_port)" >"$work/vss-$1.log" 2>&1 &
+    vss_pid=$!
+    pids+=("$vss_pid")
+    for _ in $(seq 100); do
+        "$BENCH" -e "127.0.0.1:$1" -c 1 -i 1 -d 100ms --warmup 0ms acquire --slot 0 >/dev/null 2>&1 && return
+        sleep 0.1
+    done
+    echo "vss-runtime on port $1 did not start" >&2
+    return 1
+}
+start_nats() {
+    nats-server -a 127.0.0.1 -p "$1" >"$work/nats-$1.log" 2>&1 &
+    nats_pid=$!
+    pids+=("$nats_pid")
+    for _ in $(seq 100); do
+        python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1" 2>/dev/null && return
+        sleep 0.1
+    done
+    echo "nats-server on port $1 did not start" >&2
+    return 1
+}
+start_redis() {
+    redis-server --bind 127.0.0.1 --port "$1" --save "" --appendonly no --maxclients 50000 \
+        --daemonize no >"$work/redis-$1.log" 2>&1 &
+    redis_pid=$!
+    pids+=("$redis_pid")
+    for _ in $(seq 100); do
+        redis-cli -p "$1" ping >/dev/null 2>&1 && return
+        sleep 0.1
+    done
+    echo "redis-server on port $1 did not start" >&2
+    return 1
+}
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+fanout_vss_port=$(free_port)
+start_vss "$fanout_vss_port"
+fanout_vss_pid=$vss_pid
+fanout_nats_port=$(free_port)
+start_nats "$fanout_nats_port"
+fanout_nats_pid=$nats_pid
+
+fanout="$work/fanout.tsv"
+for subs in "${FANOUT_LEVELS[@]}"; do
+    echo "== fan-out to $subs subscribers"
+    # 2 subscriber processes x 8 HTTP/2 connections; NATS: 16 connections.
+    "$BENCH" -o json -e "127.0.0.1:$fanout_vss_port" -c 8 -d "${SECONDS_PER_POINT}s" --warmup 1s \
+        publish --slot 10 --subscribers "$subs" --processes 2 >"$work/f-vss.json" 2>"$work/f-vss.err"
+    "$PUBSUB" -system nats -addr "127.0.0.1:$fanout_nats_port" -subscribers "$subs" -connections 16 \
+        -d "${SECONDS_PER_POINT}s" -warmup 1s >"$work/f-nats.json"
+    "$PUBSUB" -system nats -ack -addr "127.0.0.1:$fanout_nats_port" -subscribers "$subs" -connections 16 \
+        -d "${SECONDS_PER_POINT}s" -warmup 1s >"$work/f-natsack.json"
+    "$PUBSUB" -system redis -addr "127.0.0.1:$redis_port" -subscribers "$subs" \
+        -d "${SECONDS_PER_POINT}s" -warmup 1s >"$work/f-redis.json"
+    python3 - "$subs" "$work"/f-{vss,nats,natsack,redis}.json >>"$fanout" <<'PY'
+import json, sys
+subs, *files = sys.argv[1:]
+row = [subs]
+for f in files:
+    j = json.load(open(f))
+    l = j["latencyUs"]
+    row += [j["complete"], j["incomplete"] + j["errors"], l["p50"], l["p99"], l["max"]]
+print("\t".join(str(x) for x in row))
+PY
+done
+
+# The fan-out servers are done: out of the way of the memory readings.
+stop_pid() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    # Out of the cleanup list: its PID may be someone else's by then.
+    local kept=() pid
+    for pid in "${pids[@]}"; do [[ $pid == "$1" ]] || kept+=("$pid"); done
+    pids=("${kept[@]}")
+}
+stop_pid "$fanout_vss_pid"
+stop_pid "$fanout_nats_pid"
+
+# ---------------------------------------------------------------------
+# Idle clients' memory, each server fresh: RSS before and after.
+
+echo "== $IDLE_CLIENTS idle clients on VSS"
+idle_vss_port=$(free_port)
+start_vss "$idle_vss_port"
+"$BENCH" -o json -e "127.0.0.1:$idle_vss_port" connections --slot 10 --clients "$IDLE_CLIENTS" \
+    --processes 4 --server-pid "$vss_pid" --broadcasts "$IDLE_BROADCASTS" >"$work/idle-vss.json" 2>"$work/idle-vss.err"
+
+# idle_other SYSTEM PORT PID OUT: bench/pubsub holds the connections while
+# the server's memory is read.
+idle_other() {
+    local before after fifo=$work/idle-$1.fifo
+    before=$(rss_kib "$3")
+    mkfifo "$fifo"
+    "$PUBSUB" -system "$1" -mode idle -addr "127.0.0.1:$2" -subscribers "$IDLE_CLIENTS" \
+        <"$fifo" >"$work/idle-$1.out" &
+    local holder=$!
+    pids+=("$holder")
+    exec 7>"$fifo"
+    for _ in $(seq 1200); do
+        grep -q '^ready' "$work/idle-$1.out" 2>/dev/null && break
+        kill -0 "$holder" 2>/dev/null || break
+        sleep 0.1
+    done
+    # As long as vss-bench gives the runtime (fanout.rs SETTLE).
+    sleep 1
+    after=$(rss_kib "$3")
+    exec 7>&-
+    wait "$holder" || true
+    grep -q '^ready' "$work/idle-$1.out" || { echo "$1: idle connections failed" >&2; return 1; }
+    printf '%s\t%s\t%s\n' "$before" "$after" "$IDLE_CLIENTS" >"$4"
+}
+echo "== $IDLE_CLIENTS idle clients on NATS"
+idle_nats_port=$(free_port)
+start_nats "$idle_nats_port"
+idle_other nats "$idle_nats_port" "$nats_pid" "$work/idle-nats.tsv"
+echo "== $IDLE_CLIENTS idle clients on Redis"
+idle_redis_port=$(free_port)
+start_redis "$idle_redis_port"
+idle_other redis "$idle_redis_port" "$redis_pid" "$work/idle-redis.tsv"
+
+echo
+echo "Broadcast fan-out of a 36-byte message, one publish at a time, subscribers in other processes than the server (latency in µs)"
+echo "VSS: every delivery acknowledged, the publish returns when all are. NATS core and Redis pub/sub: no acknowledgement, timed to the last subscriber's receipt; 'NATS + acks': each subscriber publishes an ack, timed to the last one."
+python3 - "$fanout" <<'PY'
+import sys
+names = ["VSS (acked)", "NATS", "NATS + acks", "Redis"]
+print("| subscribers | " + " | ".join(f"{n} p50 / p99 / max" for n in names)
+      + " | VSS / NATS+acks p50 | VSS / NATS+acks p99 |")
+print("|---|" + "---|" * (len(names) + 2))
+for line in open(sys.argv[1]):
+    f = line.strip().split("\t")
+    cells = []
+    for i in range(len(names)):
+        complete, bad, p50, p99, mx = f[1 + 5 * i: 6 + 5 * i]
+        note = f" ({bad} incomplete of {int(complete) + int(bad)})" if int(bad) else ""
+        cells.append(f"{int(p50):,} / {int(p99):,} / {int(mx):,}{note}")
+    v50, v99 = int(f[3]), int(f[4])
+    a50, a99 = int(f[13]), int(f[14])
+    print(f"| {int(f[0]):,} | " + " | ".join(cells)
+          + f" | {v50 / max(a50, 1):.2f}× | {v99 / max(a99, 1):.2f}× |")
+PY
+
+echo
+echo "Idle clients, each on its own connection with one subscription (VSS: an open event stream), fresh servers"
+python3 - "$work/idle-vss.json" "$work/idle-nats.tsv" "$work/idle-redis.tsv" <<'PY'
+import json, sys
+v = json.load(open(sys.argv[1]))
+rows = [("VSS", v["clients"], v["rssBeforeKiB"], v["rssAfterKiB"])]
+for name, f in [("NATS", sys.argv[2]), ("Redis", sys.argv[3])]:
+    before, after, n = open(f).read().split()
+    rows.append((name, int(n), int(before), int(after)))
+print("| server | clients | RSS before KiB | RSS after KiB | KiB per client |")
+print("|---|---|---|---|---|")
+for name, n, before, after in rows:
+    print(f"| {name} | {n:,} | {before:,} | {after:,} | {max(after - before, 0) / n:.1f} |")
+b = v.get("broadcast")
+if b:
+    l = b["latencyUs"]
+    print()
+    print(f"VSS broadcasts to all {v['clients']:,} idle clients: {b['complete']} of "
+          f"{b['complete'] + b['incomplete'] + b['errors']} reached every client; "
+          f"latency µs p50 {l['p50']:,}  p99 {l['p99']:,}  max {l['max']:,}")
 PY

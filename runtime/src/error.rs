@@ -48,7 +48,7 @@ pub enum RequestError {
     BadClientId { len: usize, max: usize },
     #[error("the first message on an event stream must be a Hello")]
     NoHello,
-    #[error("{0} clients are connected to this instance, the most allowed")]
+    #[error("{0} clients are connected to this instance, the most allowed (--max-clients)")]
     TooManyClients(usize),
     #[error("slot {slot}: {source}")]
     Call { slot: u8, source: CallError },

@@ -27,6 +27,12 @@ use crate::error::RequestError;
 /// Longest client id, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
 
+/// Default most clients per instance (`vss-runtime --max-clients`). Each
+/// open event stream holds a TCP connection's file descriptor (unless
+/// streams share a connection), so the process's open-file limit must be
+/// above it for the cap, not the kernel, to be what refuses clients.
+pub const DEFAULT_MAX_CLIENTS: usize = 50_000;
+
 /// Bounds of the hub.
 #[derive(Debug, Clone, Copy)]
 pub struct HubLimits {
@@ -43,13 +49,23 @@ pub struct HubLimits {
 impl Default for HubLimits {
     fn default() -> Self {
         Self {
-            max_clients: 10_000,
+            max_clients: DEFAULT_MAX_CLIENTS,
             queue: 256,
             max_pending: 1_024,
             max_failures: 3,
         }
     }
 }
+
+/// A delivery queued for a client, awaiting its ack.
+#[derive(Debug)]
+pub struct Sent {
+    conn: Arc<Connection>,
+    message_id: u64,
+}
+
+/// Completes when the client acknowledges a [`Sent`] delivery.
+pub type Acked = oneshot::Receiver<()>;
 
 /// The event stream a client receives.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
@@ -201,41 +217,57 @@ impl Hub {
     }
 
     /// Queues `event` for `client` and waits for its ack until `deadline`.
-    /// Resolves to whether the delivery was acknowledged in time.
+    /// Resolves to whether the delivery was acknowledged in time. A fan-out
+    /// uses [`Hub::send`] and [`Hub::settle`] instead, under one deadline
+    /// for all its deliveries.
     pub fn deliver(
         self: &Arc<Self>,
         client: &str,
         event: Event,
         deadline: Instant,
     ) -> impl Future<Output = bool> + Send + use<> {
-        let message_id = event.message_id;
-        let conn = self.read().get(client).cloned();
-        let started = conn.and_then(|conn| self.enqueue(&conn, event).map(|rx| (conn, rx)));
+        let sent = self.send(client, event);
         let hub = self.clone();
         async move {
-            let Some((conn, acked)) = started else {
+            let Some((sent, ack)) = sent else {
                 return false;
             };
-            match tokio::time::timeout_at(deadline, acked).await {
-                Ok(Ok(())) => {
-                    conn.failures.store(0, Ordering::Relaxed);
-                    true
-                }
-                _ => {
-                    conn.pending
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&message_id);
-                    hub.failed(&conn);
-                    false
-                }
-            }
+            let acked = matches!(tokio::time::timeout_at(deadline, ack).await, Ok(Ok(())));
+            hub.settle(&sent, acked);
+            acked
         }
+    }
+
+    /// Queues `event` for `client`; None (a failed delivery, already
+    /// counted) if the client is not connected here or cannot take it now.
+    /// The caller waits on the [`Acked`] for as long as it likes, then
+    /// calls [`Hub::settle`].
+    pub fn send(&self, client: &str, event: Event) -> Option<(Sent, Acked)> {
+        let message_id = event.message_id;
+        let conn = self.read().get(client).cloned()?;
+        let ack = self.enqueue(&conn, event)?;
+        Some((Sent { conn, message_id }, ack))
+    }
+
+    /// Records how a sent delivery ended: an ack clears the client's
+    /// failures; no ack (deadline passed) drops its waiter and counts a
+    /// failure.
+    pub fn settle(&self, sent: &Sent, acked: bool) {
+        if acked {
+            sent.conn.failures.store(0, Ordering::Relaxed);
+            return;
+        }
+        sent.conn
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&sent.message_id);
+        self.failed(&sent.conn);
     }
 
     /// Puts the event in the client's queue; None (and a failure on the
     /// client's record) if its queue or its pending acks are full.
-    fn enqueue(&self, conn: &Connection, event: Event) -> Option<oneshot::Receiver<()>> {
+    fn enqueue(&self, conn: &Connection, event: Event) -> Option<Acked> {
         let message_id = event.message_id;
         let (tx, rx) = oneshot::channel();
         {
@@ -343,6 +375,31 @@ mod tests {
             conn.pending.lock().expect("lock").is_empty(),
             "no waiter left behind"
         );
+    }
+
+    #[tokio::test]
+    async fn a_sent_delivery_settles_once_its_waiter_decides() {
+        let hub = hub(HubLimits {
+            max_failures: 2,
+            ..HubLimits::default()
+        });
+        let (conn, mut stream) = hub.connect("a".into(), vec![]).expect("connect");
+        let (acked, ack) = hub.send("a", event(1)).expect("queued");
+        assert_eq!(
+            stream.next().await.expect("event").expect("ok").message_id,
+            1
+        );
+        hub.ack(&conn, 1);
+        assert!(ack.await.is_ok());
+        hub.settle(&acked, true);
+        let (missed, _ack) = hub.send("a", event(2)).expect("queued");
+        hub.settle(&missed, false);
+        assert!(
+            conn.pending.lock().expect("lock").is_empty(),
+            "no waiter left behind"
+        );
+        assert!(!conn.closed().is_cancelled(), "one failure in a row");
+        assert!(hub.send("nobody", event(3)).is_none());
     }
 
     #[tokio::test]

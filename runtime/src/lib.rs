@@ -96,6 +96,9 @@ pub struct RuntimeOptions {
     pub wasm_limits: HostLimits,
     /// Depth, batch size and longest wait of every slot's queue.
     pub queue_limits: QueueLimits,
+    /// Most clients, per-client queues and failure tolerance of event
+    /// streams.
+    pub hub_limits: HubLimits,
     /// Every instance of the cluster; None runs a cluster of one.
     pub members: Option<Members>,
     /// Leadership decided elsewhere (a Kubernetes Lease campaign); None
@@ -122,6 +125,7 @@ impl Default for RuntimeOptions {
             http_listen: None,
             wasm_limits: HostLimits::default(),
             queue_limits: QueueLimits::default(),
+            hub_limits: HubLimits::default(),
             members: None,
             lease: None,
             watch_config: None,
@@ -217,7 +221,7 @@ impl Runtime {
         let slots = Arc::new(slots);
         let stop = CancellationToken::new();
         let hub = Arc::new(Hub::new(
-            HubLimits::default(),
+            options.hub_limits,
             stop.child_token(),
             metrics.connected_clients.clone(),
         ));

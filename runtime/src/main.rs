@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use vss_runtime::chaos::ChaosOptions;
 use vss_runtime::cluster::{Members, MembersError};
 use vss_runtime::executor::QueueLimits;
+use vss_runtime::hub::{DEFAULT_MAX_CLIENTS, HubLimits};
 use vss_runtime::telemetry::{self, LogFormat};
 use vss_runtime::{Runtime, RuntimeOptions, WasmLimits, report};
 
@@ -81,6 +82,11 @@ struct Args {
     /// past it, it is answered RESOURCE_EXHAUSTED without running.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     slot_queue_wait_ms: u64,
+    /// Most clients with an open event stream on this instance; one more
+    /// is refused with RESOURCE_EXHAUSTED naming this limit.
+    #[arg(long, env = "VSS_MAX_CLIENTS", default_value_t = DEFAULT_MAX_CLIENTS as u64,
+        value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_clients: u64,
     /// How long to wait for in-flight requests after SIGTERM, in seconds.
     #[arg(long, default_value_t = 10)]
     drain_seconds: u64,
@@ -133,6 +139,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
+    raise_open_files_limit(args.max_clients);
     let module_root = match &args.module_root {
         Some(root) => root.clone(),
         None => args
@@ -208,6 +215,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             max_wait: Duration::from_millis(args.slot_queue_wait_ms),
             ..QueueLimits::default()
         },
+        hub_limits: HubLimits {
+            max_clients: usize::try_from(args.max_clients).context("--max-clients")?,
+            ..HubLimits::default()
+        },
     };
     let runtime = Runtime::bind(options, &config).await?;
     let served =
@@ -219,6 +230,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
         lease.shutdown().await;
     }
     served
+}
+
+/// Raises the soft open-file limit to the hard one. Every client on its own
+/// connection costs a file descriptor, and the usual soft limit (1,024) is
+/// far below `--max-clients`; the hard limit is what the operator allowed,
+/// so taking it all is safe. Failure only means fewer clients fit: warn.
+fn raise_open_files_limit(max_clients: u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let soft = if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit.maximum,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise the open-file limit");
+                limit.current
+            }
+        }
+    } else {
+        limit.current
+    };
+    // None: unlimited.
+    if let Some(soft) = soft
+        && soft < max_clients
+    {
+        tracing::warn!(
+            open_files = soft,
+            max_clients,
+            "the open-file limit is below --max-clients: clients on their own connections will be refused by the kernel first"
+        );
+    }
 }
 
 /// Campaigns for the StatefulSet's Lease (`<statefulset>-leader` unless

@@ -404,17 +404,48 @@ impl Signals {
                 .cloned()
                 .collect(),
         };
-        let deliveries = clients.into_iter().map(|client| {
+        // One deadline for the whole fan-out rather than a timer per
+        // delivery: the waits end together anyway.
+        let mut outcomes = Vec::with_capacity(clients.len());
+        let mut sent = Vec::with_capacity(clients.len());
+        let mut acks = FuturesUnordered::new();
+        for client in clients {
             let event = Event {
                 slot,
                 message_id,
                 payload: payload.clone(),
                 publisher: publisher.to_string(),
             };
-            let acked = self.hub.deliver(&client, event, deadline);
-            async move { (client, acked.await) }
-        });
-        futures_util::future::join_all(deliveries).await
+            match self.hub.send(&client, event) {
+                Some((delivery, ack)) => {
+                    let i = sent.len();
+                    sent.push(Some((client, delivery)));
+                    acks.push(async move { (i, ack.await.is_ok()) });
+                }
+                None => outcomes.push((client, false)),
+            }
+        }
+        let timeout = tokio::time::sleep_until(deadline);
+        tokio::pin!(timeout);
+        loop {
+            tokio::select! {
+                biased;
+                next = acks.next() => {
+                    let Some((i, acked)) = next else { break };
+                    if let Some((client, delivery)) = sent.get_mut(i).and_then(Option::take) {
+                        self.hub.settle(&delivery, acked);
+                        outcomes.push((client, acked));
+                    }
+                }
+                () = &mut timeout => break,
+            }
+        }
+        // Whatever is left was not acknowledged in time.
+        for (client, delivery) in sent.into_iter().flatten() {
+            self.hub.settle(&delivery, false);
+            outcomes.push((client, false));
+        }
+        outcomes
     }
 
     pub async fn register(&self, slot: u32, client: &str) -> Result<(), RequestError> {

@@ -10,10 +10,14 @@
 //!
 //! Scenarios: `acquire` (the `vss.v1.Vss` API, one call per acquire),
 //! `acquire-batch` (the same through `vss-client`, which coalesces
-//! concurrent acquires into `AcquireBatch` calls) and `rls` (Envoy's
-//! `ShouldRateLimit`).
+//! concurrent acquires into `AcquireBatch` calls), `rls` (Envoy's
+//! `ShouldRateLimit`), `publish` (broadcast fan-out to subscribers in other
+//! processes, each delivery acknowledged) and `connections` (the server's
+//! memory per client on its own connection with an open event stream).
 
+mod fanout;
 mod stats;
+mod subscribers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,7 @@ use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descri
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use fanout::{Layout, Until};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -120,6 +125,60 @@ enum Scenario {
         #[arg(long, default_value_t = 1)]
         values: u64,
     },
+    /// Broadcast fan-out: one 36-byte publish at a time on a broadcast
+    /// slot to S subscribers in other processes, each acknowledging every
+    /// event; times each publish until every delivery is acknowledged.
+    /// `-c` is the HTTP/2 connections per subscriber process.
+    #[command(
+        after_help = "Example: vss-bench -c 8 -d 10s publish --slot 10 --subscribers 1000 --processes 2"
+    )]
+    Publish {
+        /// A broadcast slot.
+        #[arg(long, default_value_t = 10)]
+        slot: u32,
+        /// Subscribers every publish must reach.
+        #[arg(long, short = 's', default_value_t = 100)]
+        subscribers: usize,
+        /// Subscriber processes (copies of vss-bench) to spread them over.
+        #[arg(long, default_value_t = 2)]
+        processes: usize,
+    },
+    /// C clients, each on its own TCP connection with an open event stream
+    /// on a broadcast slot, from several processes (and 127.0.0.x source
+    /// addresses); reports the server's RSS growth per client, then
+    /// optionally broadcasts to them all.
+    #[command(
+        after_help = "Example: vss-bench connections --clients 15000 --processes 4 --server-pid 1234 --broadcasts 20"
+    )]
+    Connections {
+        /// A broadcast slot the clients subscribe to.
+        #[arg(long, default_value_t = 10)]
+        slot: u32,
+        #[arg(long, default_value_t = 1_000)]
+        clients: usize,
+        #[arg(long, default_value_t = 4)]
+        processes: usize,
+        /// The server's process id, whose /proc/<pid>/status VmRSS is read.
+        #[arg(long)]
+        server_pid: u32,
+        /// Broadcasts to every client after the memory is read (0: none).
+        #[arg(long, default_value_t = 0)]
+        broadcasts: u64,
+    },
+    /// A subscriber process of `publish` and `connections` (internal).
+    #[command(hide = true)]
+    Subscribers {
+        #[arg(long)]
+        slot: u32,
+        #[arg(long)]
+        clients: usize,
+        #[arg(long)]
+        id_prefix: String,
+        #[arg(long)]
+        own_connections: bool,
+        #[arg(long)]
+        source: Option<std::net::IpAddr>,
+    },
 }
 
 /// One connection's clients.
@@ -174,13 +233,120 @@ async fn main() -> anyhow::Result<()> {
     if let Some(rate) = cli.rate {
         anyhow::ensure!(rate > 0.0, "--rate must be more than 0");
     }
-    let channels = connect(&cli).await?;
-    let summary = run(&cli, channels).await?;
+    let (json, text) = match &cli.scenario {
+        Scenario::Acquire { .. } | Scenario::AcquireBatch { .. } | Scenario::Rls { .. } => {
+            let channels = connect(&cli).await?;
+            let summary = run(&cli, channels).await?;
+            (summary.json(), summary.text())
+        }
+        Scenario::Publish {
+            slot,
+            subscribers,
+            processes,
+        } => {
+            raise_open_files_limit();
+            let layout = layout(&cli, *slot, *subscribers, *processes, false)?;
+            let publisher = connect_one(&layout.endpoint).await?;
+            let until = Until::Time {
+                warmup: cli.warmup,
+                measured: cli.duration,
+            };
+            let summary = fanout::publish(&layout, publisher, until).await?;
+            (summary.json(), summary.text())
+        }
+        Scenario::Connections {
+            slot,
+            clients,
+            processes,
+            server_pid,
+            broadcasts,
+        } => {
+            let layout = layout(&cli, *slot, *clients, *processes, true)?;
+            let publisher = connect_one(&layout.endpoint).await?;
+            let summary = fanout::connections(&layout, *server_pid, publisher, *broadcasts).await?;
+            (summary.json(), summary.text())
+        }
+        Scenario::Subscribers {
+            slot,
+            clients,
+            id_prefix,
+            own_connections,
+            source,
+        } => {
+            let share = subscribers::Share {
+                endpoint: first_endpoint(&cli)?.to_string(),
+                slot: *slot,
+                clients: *clients,
+                connections: cli.connections,
+                own_connections: *own_connections,
+                source: *source,
+                id_prefix: id_prefix.clone(),
+            };
+            return subscribers::serve(share).await;
+        }
+    };
     match cli.output {
-        Format::Json => println!("{}", summary.json()),
-        Format::Text => println!("{}", summary.text()),
+        Format::Json => println!("{json}"),
+        Format::Text => println!("{text}"),
     }
     Ok(())
+}
+
+fn first_endpoint(cli: &Cli) -> anyhow::Result<&str> {
+    cli.endpoints
+        .first()
+        .map(String::as_str)
+        .context("--endpoints is empty")
+}
+
+fn layout(
+    cli: &Cli,
+    slot: u32,
+    subscribers: usize,
+    processes: usize,
+    own_connections: bool,
+) -> anyhow::Result<Layout> {
+    anyhow::ensure!(subscribers > 0, "at least one subscriber is needed");
+    anyhow::ensure!(processes > 0, "--processes must be at least 1");
+    Ok(Layout {
+        endpoint: first_endpoint(cli)?.to_string(),
+        slot,
+        subscribers,
+        processes,
+        connections: cli.connections,
+        own_connections,
+    })
+}
+
+/// Raises the soft open-file limit to the hard one: a process holding
+/// thousands of connections needs more than the usual 1,024. Failing only
+/// means fewer connections fit, which the connecting code reports.
+pub(crate) fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
+}
+
+async fn connect_one(endpoint: &str) -> anyhow::Result<Channel> {
+    let uri = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    Endpoint::from_shared(uri)
+        .with_context(|| format!("endpoint {endpoint}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {endpoint}"))
 }
 
 /// One channel (one HTTP/2 connection) per `--connections`, round-robin
@@ -215,6 +381,10 @@ enum Outcome {
 
 async fn one(clients: &mut Clients, scenario: &Scenario) -> Outcome {
     match scenario {
+        // Not request-per-call scenarios: `main` runs them on their own.
+        Scenario::Publish { .. } | Scenario::Connections { .. } | Scenario::Subscribers { .. } => {
+            Outcome::Failed
+        }
         Scenario::Acquire { slot, keys, tokens } => {
             let req = AcquireRequest {
                 slot: *slot,
@@ -449,6 +619,9 @@ fn scenario_name(s: &Scenario) -> String {
             key,
             values,
         } => format!("rls domain {domain} {key} over {values} values"),
+        Scenario::Publish { slot, .. } => format!("publish slot {slot}"),
+        Scenario::Connections { .. } => "connections".into(),
+        Scenario::Subscribers { .. } => "subscribers".into(),
     }
 }
 

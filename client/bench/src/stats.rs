@@ -127,6 +127,169 @@ impl Summary {
     }
 }
 
+/// What a fan-out run measured: publishes on a broadcast slot, each
+/// timed until its RPC returned, which is when every delivery was
+/// acknowledged (or had failed).
+#[derive(Debug, Clone)]
+pub struct FanoutSummary {
+    pub scenario: String,
+    /// Subscribers every publish must reach.
+    pub subscribers: usize,
+    /// Subscriber processes (none of them the server's).
+    pub processes: usize,
+    /// TCP connections the subscribers' event streams use, all processes.
+    pub connections: usize,
+    pub measured: Duration,
+    /// Publishes that reached every subscriber (`delivered == S`,
+    /// `failed == 0`).
+    pub complete: u64,
+    /// Publishes answered with fewer deliveries or some failed.
+    pub incomplete: u64,
+    /// Publishes that failed as RPCs.
+    pub errors: u64,
+    /// Of every answered publish, complete or not.
+    pub latencies: Latencies,
+}
+
+impl FanoutSummary {
+    pub fn publishes_per_second(&self) -> f64 {
+        per_second(self.complete + self.incomplete, self.measured)
+    }
+
+    /// Acknowledged deliveries per second (complete publishes only).
+    pub fn deliveries_per_second(&self) -> f64 {
+        per_second(self.complete * self.subscribers as u64, self.measured)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let l = &self.latencies;
+        serde_json::json!({
+            "scenario": self.scenario,
+            "subscribers": self.subscribers,
+            "processes": self.processes,
+            "connections": self.connections,
+            "seconds": self.measured.as_secs_f64(),
+            "complete": self.complete,
+            "incomplete": self.incomplete,
+            "errors": self.errors,
+            "throughput": self.publishes_per_second(),
+            "deliveriesPerSecond": self.deliveries_per_second(),
+            "timed": l.count(),
+            "latencyUs": {
+                "p50": l.at(0.5), "p90": l.at(0.9), "p99": l.at(0.99),
+                "p999": l.at(0.999), "max": l.max(),
+            },
+        })
+    }
+
+    pub fn text(&self) -> String {
+        let l = &self.latencies;
+        format!(
+            "{}: {} subscribers in {} processes over {} connections, 1 publish in flight, {:.1} s measured\n\
+             {} publishes ({:.1}/s, {:.0} acknowledged deliveries/s): {} reached all {}, {} did not, {} errors\n\
+             publish latency µs (until every delivery is acknowledged): p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+            self.scenario,
+            self.subscribers,
+            self.processes,
+            self.connections,
+            self.measured.as_secs_f64(),
+            self.complete + self.incomplete,
+            self.publishes_per_second(),
+            self.deliveries_per_second(),
+            self.complete,
+            self.subscribers,
+            self.incomplete,
+            self.errors,
+            l.at(0.5),
+            l.at(0.9),
+            l.at(0.99),
+            l.at(0.999),
+            l.max()
+        )
+    }
+}
+
+/// What a connections run measured: the server's resident memory before
+/// and after C clients opened an event stream each on its own connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionsSummary {
+    pub clients: usize,
+    pub processes: usize,
+    /// Time to open every client's connection and stream.
+    pub connect: Duration,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    /// Broadcasts to every client after the measurement, if any.
+    pub broadcast: Option<FanoutSummary>,
+}
+
+impl ConnectionsSummary {
+    pub fn kib_per_client(&self) -> f64 {
+        kib_per_client(self.rss_before_kib, self.rss_after_kib, self.clients)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "scenario": "connections",
+            "clients": self.clients,
+            "processes": self.processes,
+            "connectSeconds": self.connect.as_secs_f64(),
+            "rssBeforeKiB": self.rss_before_kib,
+            "rssAfterKiB": self.rss_after_kib,
+            "kibPerClient": self.kib_per_client(),
+            "broadcast": self.broadcast.as_ref().map(FanoutSummary::json),
+        })
+    }
+
+    pub fn text(&self) -> String {
+        let mut text = format!(
+            "connections: {} clients, each on its own connection with an open event stream, from {} processes, opened in {:.1} s\n\
+             server RSS {} KiB before, {} KiB after: {:.1} KiB per client",
+            self.clients,
+            self.processes,
+            self.connect.as_secs_f64(),
+            self.rss_before_kib,
+            self.rss_after_kib,
+            self.kib_per_client(),
+        );
+        if let Some(b) = &self.broadcast {
+            text.push('\n');
+            text.push_str(&b.text());
+        }
+        text
+    }
+}
+
+fn per_second(n: u64, over: Duration) -> f64 {
+    let secs = over.as_secs_f64();
+    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+}
+
+/// Memory a server grew by per client; growth below zero (the allocator
+/// gave memory back meanwhile) counts as none.
+pub fn kib_per_client(before_kib: u64, after_kib: u64, clients: usize) -> f64 {
+    if clients == 0 {
+        return 0.0;
+    }
+    after_kib.saturating_sub(before_kib) as f64 / clients as f64
+}
+
+/// The `VmRSS` of a `/proc/<pid>/status` text, in KiB.
+pub fn vm_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut words = line["VmRSS:".len()..].split_whitespace();
+    let value = words.next()?.parse().ok()?;
+    (words.next() == Some("kB")).then_some(value)
+}
+
+/// `total` split into `parts` shares as even as can be, larger first.
+pub fn split(total: usize, parts: usize) -> Vec<usize> {
+    let parts = parts.max(1);
+    (0..parts)
+        .map(|i| total / parts + usize::from(i < total % parts))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +352,62 @@ mod tests {
         };
         assert!((s.throughput() - 250.0).abs() < 1e-9);
         assert_eq!(s.json()["latencyUs"]["p50"], 1);
+    }
+
+    #[test]
+    fn vm_rss_is_read_from_proc_status() {
+        let status =
+            "Name:\tvss-runtime\nVmPeak:\t  900000 kB\nVmRSS:\t   51234 kB\nRssAnon:\t 40000 kB\n";
+        assert_eq!(vm_rss_kib(status), Some(51_234));
+        assert_eq!(
+            vm_rss_kib("Name:\tkthreadd\n"),
+            None,
+            "kernel threads have none"
+        );
+        assert_eq!(vm_rss_kib("VmRSS:\tlots kB\n"), None);
+        assert_eq!(vm_rss_kib("VmRSS:\t12 MB\n"), None, "only kB is understood");
+    }
+
+    #[test]
+    fn memory_per_client_is_the_growth_shared_out() {
+        assert!((kib_per_client(10_000, 160_000, 15_000) - 10.0).abs() < 1e-9);
+        assert_eq!(
+            kib_per_client(10_000, 9_000, 100),
+            0.0,
+            "shrinking is no growth"
+        );
+        assert_eq!(kib_per_client(1, 2, 0), 0.0);
+    }
+
+    #[test]
+    fn clients_split_evenly_over_processes() {
+        assert_eq!(split(10, 4), [3, 3, 2, 2]);
+        assert_eq!(split(15_000, 4), [3_750; 4]);
+        assert_eq!(split(2, 3), [1, 1, 0]);
+        assert_eq!(split(5, 0), [5], "at least one part");
+        assert_eq!(split(1_001, 3).iter().sum::<usize>(), 1_001);
+    }
+
+    #[test]
+    fn fanout_rates_count_publishes_and_acknowledged_deliveries() {
+        let s = FanoutSummary {
+            scenario: "publish".into(),
+            subscribers: 1_000,
+            processes: 2,
+            connections: 32,
+            measured: Duration::from_secs(4),
+            complete: 398,
+            incomplete: 2,
+            errors: 1,
+            latencies: of([5_000, 6_000]),
+        };
+        assert!((s.publishes_per_second() - 100.0).abs() < 1e-9);
+        assert!((s.deliveries_per_second() - 99_500.0).abs() < 1e-9);
+        let json = s.json();
+        assert_eq!(json["incomplete"], 2);
+        assert!(close(
+            json["latencyUs"]["max"].as_u64().expect("a number"),
+            6_000
+        ));
     }
 }
