@@ -144,9 +144,9 @@ pub fn pod_ip(pod: &str) -> String {
     format!("10.244.0.{}", 10 + ordinal)
 }
 
-/// Where the operator calls a fixture pod: its IP, the gRPC port.
+/// Where the operator calls a fixture pod: its IP, the mesh port.
 pub fn address(pod: &str) -> String {
-    format!("{}:7700", pod_ip(pod))
+    format!("{}:{}", pod_ip(pod), crate::resources::MESH_PORT)
 }
 
 impl PodControl for FakePods {
