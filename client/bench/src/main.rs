@@ -226,7 +226,20 @@ fn duration(text: &str) -> Result<Duration, String> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    // One line, as the other binaries print errors: returning the error
+    // from `main` would add `Caused by:` lists and, under RUST_BACKTRACE,
+    // a backtrace for a refused connection.
+    match bench().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench() -> anyhow::Result<()> {
     let cli = Cli::parse();
     anyhow::ensure!(cli.connections > 0, "--connections must be at least 1");
     anyhow::ensure!(cli.in_flight > 0, "--in-flight must be at least 1");
