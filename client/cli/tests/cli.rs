@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,23 @@ struct Dev {
     events: Receiver<String>,
 }
 
+/// First of 30 ports for one `vss dev` of this test process (3 per
+/// instance, 10 apart). Below Linux's ephemeral range (32768 up), so no
+/// port picked by `bind(0)` elsewhere can take them between `vss dev`
+/// choosing them and its instances binding them, as happened with port 0:
+/// `vss dev` picks a free port and releases it for the child to bind,
+/// and the dev tests run side by side, 9 ports each.
+fn dev_ports() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    assert!(
+        n < 10,
+        "more vss dev clusters than this test file has ports for"
+    );
+    let slot = u16::try_from(std::process::id() % 40).expect("below 40");
+    20_000 + slot * 300 + n * 30
+}
+
 impl Dev {
     /// `vss dev` with the built-in example config.
     fn start() -> Dev {
@@ -30,16 +47,12 @@ impl Dev {
     }
 
     fn start_with(extra: &[&str]) -> Dev {
+        let base = dev_ports();
         let mut child = Command::new(VSS)
-            .args([
-                "dev",
-                "--listen",
-                "127.0.0.1:0",
-                "--mesh-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
+            .arg("dev")
+            .args(["--listen", &format!("127.0.0.1:{base}")])
+            .args(["--http-listen", &format!("127.0.0.1:{}", base + 1)])
+            .args(["--mesh-listen", &format!("127.0.0.1:{}", base + 2)])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
