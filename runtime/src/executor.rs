@@ -316,15 +316,41 @@ impl Worker {
         if answer.is_closed() {
             return;
         }
-        let waited = queued.elapsed();
-        if waited > self.limits.max_wait {
-            let _ = answer.send(Err(QueueError::Expired {
-                waited,
-                limit: self.limits.max_wait,
-            }));
-            return;
+        match self.expired(queued) {
+            Some(expired) => {
+                let _ = answer.send(Err(expired));
+            }
+            None => batch.push(Waiting { req, answer }),
         }
-        batch.push(Waiting { req, answer });
+    }
+
+    /// Why a job queued at `queued` must not run, if it waited too long.
+    fn expired(&self, queued: Instant) -> Option<QueueError> {
+        let waited = queued.elapsed();
+        (waited > self.limits.max_wait).then_some(QueueError::Expired {
+            waited,
+            limit: self.limits.max_wait,
+        })
+    }
+
+    /// Hands `reqs` to the module as one `handle-batch` call; one answer
+    /// per request, in order.
+    fn handle_batch(&mut self, reqs: &[Request]) -> Vec<Result<Reply, QueueError>> {
+        self.metrics.batch_size.observe(reqs.len() as f64);
+        let mut replies = Vec::with_capacity(reqs.len());
+        self.call(|instance, ctx| match instance.handle_batch(ctx, reqs) {
+            Ok(answered) => {
+                let mut answered = answered.into_iter();
+                replies.extend(reqs.iter().map(|_| {
+                    answered
+                        .next()
+                        .unwrap_or_else(|| Err(short_batch()))
+                        .map_err(|e| CallError::Slot(e).into())
+                }));
+            }
+            Err(e) => replies.extend(reqs.iter().map(|_| Err(e.clone().into()))),
+        });
+        replies
     }
 
     fn handle_all(
@@ -336,30 +362,13 @@ impl Worker {
         if answer.is_closed() {
             return;
         }
-        let waited = queued.elapsed();
-        if waited > self.limits.max_wait {
-            let expired = QueueError::Expired {
-                waited,
-                limit: self.limits.max_wait,
-            };
+        if let Some(expired) = self.expired(queued) {
             let _ = answer.send(vec![Err(expired); reqs.len()]);
             return;
         }
         let mut replies = Vec::with_capacity(reqs.len());
         for chunk in reqs.chunks(self.limits.max_batch.max(1)) {
-            self.metrics.batch_size.observe(chunk.len() as f64);
-            self.call(|instance, ctx| match instance.handle_batch(ctx, chunk) {
-                Ok(answered) => {
-                    let mut answered = answered.into_iter();
-                    replies.extend(chunk.iter().map(|_| {
-                        answered
-                            .next()
-                            .unwrap_or_else(|| Err(short_batch()))
-                            .map_err(|e| CallError::Slot(e).into())
-                    }));
-                }
-                Err(e) => replies.extend(chunk.iter().map(|_| Err(e.clone().into()))),
-            });
+            replies.extend(self.handle_batch(chunk));
         }
         let _ = answer.send(replies);
     }
@@ -373,24 +382,12 @@ impl Worker {
                     let _ = answer.send(instance.handle(ctx, &req).map_err(QueueError::from));
                 });
             }
-            n => {
-                self.metrics.batch_size.observe(n as f64);
+            _ => {
                 let (reqs, answers): (Vec<_>, Vec<_>) =
                     batch.into_iter().map(|w| (w.req, w.answer)).unzip();
-                self.call(|instance, ctx| match instance.handle_batch(ctx, &reqs) {
-                    Ok(replies) => {
-                        let mut replies = replies.into_iter();
-                        for answer in answers {
-                            let reply = replies.next().unwrap_or_else(|| Err(short_batch()));
-                            let _ = answer.send(reply.map_err(|e| CallError::Slot(e).into()));
-                        }
-                    }
-                    Err(e) => {
-                        for answer in answers {
-                            let _ = answer.send(Err(e.clone().into()));
-                        }
-                    }
-                });
+                for (answer, reply) in answers.into_iter().zip(self.handle_batch(&reqs)) {
+                    let _ = answer.send(reply);
+                }
             }
         }
     }

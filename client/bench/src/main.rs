@@ -84,17 +84,7 @@ enum Format {
 enum Scenario {
     /// Acquire tokens from a limiter slot (token or leaky bucket).
     #[command(after_help = "Example: vss-bench -c 4 -i 16 -d 10s acquire --slot 1 --keys 1000")]
-    Acquire {
-        /// Slot id.
-        #[arg(long, default_value_t = 0)]
-        slot: u32,
-        /// Spread requests over this many keys (0: the slot's single bucket).
-        #[arg(long, default_value_t = 0)]
-        keys: u64,
-        /// Tokens per acquire (default: the slot's tokensPerReq).
-        #[arg(long)]
-        tokens: Option<u32>,
-    },
+    Acquire(Acquires),
     /// Acquires through `vss-client`, which coalesces the concurrent
     /// acquires of a client into `AcquireBatch` calls. One client (with a
     /// connection to every endpoint) per `--connections`.
@@ -102,14 +92,7 @@ enum Scenario {
         name = "acquire-batch",
         after_help = "Example: vss-bench -c 1 -i 64 -d 10s acquire-batch --slot 1"
     )]
-    AcquireBatch {
-        #[arg(long, default_value_t = 0)]
-        slot: u32,
-        #[arg(long, default_value_t = 0)]
-        keys: u64,
-        #[arg(long)]
-        tokens: Option<u32>,
-    },
+    AcquireBatch(Acquires),
     /// Envoy's `ShouldRateLimit` with one descriptor `[{key, value}]`.
     #[command(
         after_help = "Example: vss-bench -c 4 -i 16 -d 10s rls --domain edge --key remote_address --values 1000"
@@ -181,6 +164,20 @@ enum Scenario {
     },
 }
 
+/// What the `acquire` and `acquire-batch` scenarios ask for.
+#[derive(Debug, Clone, clap::Args)]
+struct Acquires {
+    /// Slot id.
+    #[arg(long, default_value_t = 0)]
+    slot: u32,
+    /// Spread requests over this many keys (0: the slot's single bucket).
+    #[arg(long, default_value_t = 0)]
+    keys: u64,
+    /// Tokens per acquire (default: the slot's tokensPerReq).
+    #[arg(long)]
+    tokens: Option<u32>,
+}
+
 /// One connection's clients.
 #[derive(Clone)]
 struct Clients {
@@ -247,7 +244,7 @@ async fn bench() -> anyhow::Result<()> {
         anyhow::ensure!(rate > 0.0, "--rate must be more than 0");
     }
     let (json, text) = match &cli.scenario {
-        Scenario::Acquire { .. } | Scenario::AcquireBatch { .. } | Scenario::Rls { .. } => {
+        Scenario::Acquire(_) | Scenario::AcquireBatch(_) | Scenario::Rls { .. } => {
             let channels = connect(&cli).await?;
             let summary = run(&cli, channels).await?;
             (summary.json(), summary.text())
@@ -398,7 +395,7 @@ async fn one(clients: &mut Clients, scenario: &Scenario) -> Outcome {
         Scenario::Publish { .. } | Scenario::Connections { .. } | Scenario::Subscribers { .. } => {
             Outcome::Failed
         }
-        Scenario::Acquire { slot, keys, tokens } => {
+        Scenario::Acquire(Acquires { slot, keys, tokens }) => {
             let req = AcquireRequest {
                 slot: *slot,
                 key: key_of(*keys),
@@ -410,7 +407,7 @@ async fn one(clients: &mut Clients, scenario: &Scenario) -> Outcome {
                 Err(_) => Outcome::Failed,
             }
         }
-        Scenario::AcquireBatch { slot, keys, tokens } => {
+        Scenario::AcquireBatch(Acquires { slot, keys, tokens }) => {
             let opts = vss_client::Acquire {
                 key: Some(key_of(*keys)),
                 tokens: *tokens,
@@ -620,11 +617,11 @@ async fn open_loop(
 
 fn scenario_name(s: &Scenario) -> String {
     match s {
-        Scenario::Acquire { slot, keys, .. } if *keys > 0 => {
+        Scenario::Acquire(Acquires { slot, keys, .. }) if *keys > 0 => {
             format!("acquire slot {slot} over {keys} keys")
         }
-        Scenario::Acquire { slot, .. } => format!("acquire slot {slot}"),
-        Scenario::AcquireBatch { slot, keys, .. } => {
+        Scenario::Acquire(Acquires { slot, .. }) => format!("acquire slot {slot}"),
+        Scenario::AcquireBatch(Acquires { slot, keys, .. }) => {
             format!("acquire-batch (vss-client) slot {slot} over {keys} keys")
         }
         Scenario::Rls {
