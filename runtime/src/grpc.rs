@@ -10,7 +10,6 @@ use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status, Streaming};
 use vss_proto::v1::acquire_outcome::Outcome;
-use vss_proto::v1::client_message::Kind;
 use vss_proto::v1::vss_server::Vss;
 use vss_proto::v1::{
     AcquireBatchReply, AcquireBatchRequest, AcquireFailure, AcquireOutcome, AcquireReply,
@@ -28,13 +27,9 @@ use crate::cluster::{Cluster, Peer, Placement};
 
 use crate::data::{self, DataSlots};
 use crate::error::RequestError;
-use crate::hub::EventStream;
 use crate::metrics::{Metrics, Verb};
 use crate::signals::Signals;
 use crate::slots::SlotTable;
-
-/// How long a new event stream may take to send its Hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Marks a request forwarded by another instance (over the mesh port); it
 /// is served where it lands, so a request crosses the mesh at most once.
@@ -477,42 +472,20 @@ impl Vss for VssService {
         self.membership(req, false).await
     }
 
-    type EventsStream = EventStream;
+    type EventsStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<vss_proto::v1::Event, Status>> + Send>,
+    >;
 
+    /// Event streams are served by [`crate::events::WithEvents`] on the
+    /// client port, so that an event is encoded once for all its streams;
+    /// this is reached only on the mesh port, where clients have no stream.
     async fn events(
         &self,
-        req: Request<Streaming<ClientMessage>>,
-    ) -> Result<Response<EventStream>, Status> {
-        let mut inbound = req.into_inner();
-        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
-            .await
-            .map_err(|_| {
-                Status::deadline_exceeded("no Hello within 10 s of opening the event stream")
-            })??;
-        let Some(ClientMessage {
-            kind: Some(Kind::Hello(hello)),
-        }) = first
-        else {
-            return Err(RequestError::NoHello.into());
-        };
-        let hub = self.signals.hub().clone();
-        let (conn, stream) = hub.connect(hello.client_id, hello.slots)?;
-        tracing::debug!(client = %conn.client_id(), "event stream opened");
-        self.streams.spawn(async move {
-            loop {
-                tokio::select! {
-                    () = conn.closed().cancelled() => break,
-                    msg = inbound.message() => match msg {
-                        Ok(Some(ClientMessage { kind: Some(Kind::Ack(ack)) })) => hub.ack(&conn, ack.message_id),
-                        Ok(Some(_)) => {}
-                        Ok(None) | Err(_) => break,
-                    },
-                }
-            }
-            hub.disconnect(&conn);
-            tracing::debug!(client = %conn.client_id(), "event stream closed");
-        });
-        Ok(Response::new(stream))
+        _req: Request<Streaming<ClientMessage>>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        Err(Status::unimplemented(
+            "event streams are served on the client port",
+        ))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "increment"))]

@@ -9,20 +9,21 @@
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use bytes::Bytes;
 use futures_util::StreamExt as _;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use vss_proto::v1::Event;
 
 use crate::error::RequestError;
+use crate::events::EncodedEvent;
 
 /// Longest client id, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
@@ -57,18 +58,93 @@ impl Default for HubLimits {
     }
 }
 
-/// A delivery queued for a client, awaiting its ack.
+/// The event stream a client receives: encoded `Event`s.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+
+/// The acknowledgements of one event delivered to many clients. An ack
+/// marks its delivery, and only the last one wakes the publisher, rather
+/// than each ack waking it through a channel of its own.
 #[derive(Debug)]
-pub struct Sent {
-    conn: Arc<Connection>,
-    message_id: u64,
+struct Acks {
+    acked: Box<[AtomicBool]>,
+    /// Deliveries neither acknowledged nor given up.
+    outstanding: AtomicUsize,
+    all_in: Notify,
 }
 
-/// Completes when the client acknowledges a [`Sent`] delivery.
-pub type Acked = oneshot::Receiver<()>;
+impl Acks {
+    fn new(deliveries: usize) -> Self {
+        Self {
+            acked: (0..deliveries).map(|_| AtomicBool::new(false)).collect(),
+            outstanding: AtomicUsize::new(deliveries),
+            all_in: Notify::new(),
+        }
+    }
 
-/// The event stream a client receives.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+    fn ack(&self, delivery: usize) {
+        if self
+            .acked
+            .get(delivery)
+            .is_some_and(|a| !a.swap(true, Ordering::AcqRel))
+        {
+            self.resolved();
+        }
+    }
+
+    /// A delivery that was never sent: nothing to wait for.
+    fn resolved(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_in.notify_one();
+        }
+    }
+
+    fn is_acked(&self, delivery: usize) -> bool {
+        self.acked
+            .get(delivery)
+            .is_some_and(|a| a.load(Ordering::Acquire))
+    }
+}
+
+/// Where an ack from a client goes.
+#[derive(Debug)]
+struct Waiter {
+    acks: Arc<Acks>,
+    delivery: usize,
+}
+
+/// An event queued for clients, awaiting their acks.
+#[derive(Debug)]
+#[must_use = "deliveries are settled by waiting for them"]
+pub struct Deliveries {
+    hub: Arc<Hub>,
+    message_id: u64,
+    acks: Arc<Acks>,
+    /// Each recipient, and its connection if the event was queued for it.
+    to: Vec<(String, Option<Arc<Connection>>)>,
+}
+
+impl Deliveries {
+    /// Waits for the acks until `deadline`, then settles every delivery:
+    /// an ack clears the client's failures, a missing one counts a failure.
+    /// Resolves to each recipient and whether it acknowledged in time.
+    pub async fn wait(self, deadline: Instant) -> Vec<(String, bool)> {
+        if self.acks.outstanding.load(Ordering::Acquire) > 0 {
+            let _ = tokio::time::timeout_at(deadline, self.acks.all_in.notified()).await;
+        }
+        self.to
+            .into_iter()
+            .enumerate()
+            .map(|(i, (client, conn))| {
+                let acked = conn.is_some_and(|conn| {
+                    let acked = self.acks.is_acked(i);
+                    self.hub.settle(&conn, self.message_id, acked);
+                    acked
+                });
+                (client, acked)
+            })
+            .collect()
+    }
+}
 
 /// One open event stream.
 #[derive(Debug)]
@@ -76,8 +152,8 @@ pub struct Connection {
     id: String,
     seq: u64,
     slots: Option<HashSet<u32>>,
-    tx: mpsc::Sender<Result<Event, Status>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    tx: mpsc::Sender<Result<Bytes, Status>>,
+    pending: Mutex<HashMap<u64, Waiter>>,
     failures: AtomicU32,
     closed: CancellationToken,
 }
@@ -187,8 +263,8 @@ impl Hub {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&message_id);
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(());
+        if let Some(w) = waiter {
+            w.acks.ack(w.delivery);
         }
     }
 
@@ -216,78 +292,88 @@ impl Hub {
         self.len() == 0
     }
 
-    /// Queues `event` for `client` and waits for its ack until `deadline`.
-    /// Resolves to whether the delivery was acknowledged in time. A fan-out
-    /// uses [`Hub::send`] and [`Hub::settle`] instead, under one deadline
-    /// for all its deliveries.
-    pub fn deliver(
-        self: &Arc<Self>,
-        client: &str,
-        event: Event,
-        deadline: Instant,
-    ) -> impl Future<Output = bool> + Send + use<> {
-        let sent = self.send(client, event);
-        let hub = self.clone();
-        async move {
-            let Some((sent, ack)) = sent else {
-                return false;
-            };
-            let acked = matches!(tokio::time::timeout_at(deadline, ack).await, Ok(Ok(())));
-            hub.settle(&sent, acked);
-            acked
+    /// Queues `event` for each of `clients` at once; a client not
+    /// connected here or that cannot take it now is a failed delivery.
+    /// Wait on the result for the acks.
+    pub fn send(self: &Arc<Self>, clients: Vec<String>, event: &EncodedEvent) -> Deliveries {
+        let acks = Arc::new(Acks::new(clients.len()));
+        let to: Vec<_> = {
+            let connected = self.read();
+            clients
+                .into_iter()
+                .map(|client| {
+                    let conn = connected.get(&client).cloned();
+                    (client, conn)
+                })
+                .collect()
+        };
+        let to = to
+            .into_iter()
+            .enumerate()
+            .map(|(delivery, (client, conn))| {
+                let queued = conn.filter(|conn| self.enqueue(conn, event, &acks, delivery));
+                if queued.is_none() {
+                    acks.resolved();
+                }
+                (client, queued)
+            })
+            .collect();
+        Deliveries {
+            hub: self.clone(),
+            message_id: event.message_id(),
+            acks,
+            to,
         }
     }
 
-    /// Queues `event` for `client`; None (a failed delivery, already
-    /// counted) if the client is not connected here or cannot take it now.
-    /// The caller waits on the [`Acked`] for as long as it likes, then
-    /// calls [`Hub::settle`].
-    pub fn send(&self, client: &str, event: Event) -> Option<(Sent, Acked)> {
-        let message_id = event.message_id;
-        let conn = self.read().get(client).cloned()?;
-        let ack = self.enqueue(&conn, event)?;
-        Some((Sent { conn, message_id }, ack))
-    }
-
-    /// Records how a sent delivery ended: an ack clears the client's
-    /// failures; no ack (deadline passed) drops its waiter and counts a
-    /// failure.
-    pub fn settle(&self, sent: &Sent, acked: bool) {
+    /// Records how a delivery ended: an ack clears the client's failures;
+    /// none (deadline passed) drops its waiter and counts a failure.
+    fn settle(&self, conn: &Connection, message_id: u64, acked: bool) {
         if acked {
-            sent.conn.failures.store(0, Ordering::Relaxed);
+            conn.failures.store(0, Ordering::Relaxed);
             return;
         }
-        sent.conn
-            .pending
+        conn.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&sent.message_id);
-        self.failed(&sent.conn);
+            .remove(&message_id);
+        self.failed(conn);
     }
 
-    /// Puts the event in the client's queue; None (and a failure on the
+    /// Puts the event in the client's queue; false (and a failure on the
     /// client's record) if its queue or its pending acks are full.
-    fn enqueue(&self, conn: &Connection, event: Event) -> Option<Acked> {
-        let message_id = event.message_id;
-        let (tx, rx) = oneshot::channel();
+    fn enqueue(
+        &self,
+        conn: &Connection,
+        event: &EncodedEvent,
+        acks: &Arc<Acks>,
+        delivery: usize,
+    ) -> bool {
+        let message_id = event.message_id();
         {
             let mut pending = conn.pending.lock().unwrap_or_else(|p| p.into_inner());
             if pending.len() >= self.limits.max_pending {
                 drop(pending);
                 self.failed(conn);
-                return None;
+                return false;
             }
-            pending.insert(message_id, tx);
+            pending.insert(
+                message_id,
+                Waiter {
+                    acks: acks.clone(),
+                    delivery,
+                },
+            );
         }
-        if conn.tx.try_send(Ok(event)).is_err() {
+        if conn.tx.try_send(Ok(event.bytes())).is_err() {
             conn.pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&message_id);
             self.failed(conn);
-            return None;
+            return false;
         }
-        Some(rx)
+        true
     }
 
     /// Counts a failed delivery; too many in a row disconnects the client.
@@ -304,34 +390,92 @@ impl Hub {
 mod tests {
     use std::time::Duration;
 
+    use prost::Message as _;
+    use vss_proto::v1::Event;
+
     use super::*;
 
     fn hub(limits: HubLimits) -> Arc<Hub> {
         Arc::new(Hub::new(limits, CancellationToken::new(), Gauge::default()))
     }
 
-    fn event(message_id: u64) -> Event {
-        Event {
+    fn event(message_id: u64) -> EncodedEvent {
+        EncodedEvent::new(&Event {
             slot: 10,
             message_id,
             payload: b"m".to_vec(),
             publisher: String::new(),
-        }
+        })
     }
 
     fn soon() -> Instant {
         Instant::now() + Duration::from_millis(200)
     }
 
+    /// Queues `message_id` for `client` now; resolves to whether it was
+    /// acknowledged by `deadline`.
+    fn deliver(
+        hub: &Arc<Hub>,
+        client: &str,
+        message_id: u64,
+        deadline: Instant,
+    ) -> impl Future<Output = bool> + use<> {
+        let client = client.to_string();
+        let sent = hub.send(vec![client.clone()], &event(message_id));
+        async move { sent.wait(deadline).await == [(client, true)] }
+    }
+
+    async fn next_id(stream: &mut EventStream) -> u64 {
+        let bytes = stream.next().await.expect("event").expect("ok");
+        Event::decode(bytes).expect("an encoded event").message_id
+    }
+
     #[tokio::test]
     async fn an_ack_completes_the_delivery() {
         let hub = hub(HubLimits::default());
         let (conn, mut stream) = hub.connect("a".into(), vec![]).expect("connect");
-        let delivery = hub.deliver("a", event(1), soon());
-        let got = stream.next().await.expect("event").expect("ok");
-        assert_eq!(got.message_id, 1);
+        let delivery = deliver(&hub, "a", 1, soon());
+        assert_eq!(next_id(&mut stream).await, 1);
         hub.ack(&conn, 1);
         assert!(delivery.await);
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_waits_for_every_ack_and_reports_each_client() {
+        let hub = hub(HubLimits::default());
+        let (a, mut a_stream) = hub.connect("a".into(), vec![]).expect("connect");
+        let (_b, mut b_stream) = hub.connect("b".into(), vec![]).expect("connect");
+        let (c, mut c_stream) = hub.connect("c".into(), vec![]).expect("connect");
+        let clients = ["a", "b", "c", "gone"].map(String::from).to_vec();
+        let sent = hub.send(clients, &event(9));
+        for stream in [&mut a_stream, &mut b_stream, &mut c_stream] {
+            assert_eq!(next_id(stream).await, 9);
+        }
+        hub.ack(&a, 9);
+        hub.ack(&a, 9);
+        hub.ack(&c, 9);
+        let started = Instant::now();
+        let outcomes = sent.wait(Instant::now() + Duration::from_millis(100)).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(90),
+            "b never acks"
+        );
+        assert_eq!(
+            outcomes,
+            [("a", true), ("b", false), ("c", true), ("gone", false)]
+                .map(|(c, acked)| (c.to_string(), acked))
+        );
+
+        let sent = hub.send(vec!["a".into(), "c".into()], &event(10));
+        hub.ack(&a, 10);
+        hub.ack(&c, 10);
+        let started = Instant::now();
+        let outcomes = sent.wait(Instant::now() + Duration::from_secs(30)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the last ack ends the wait"
+        );
+        assert!(outcomes.iter().all(|(_, acked)| *acked));
     }
 
     #[tokio::test]
@@ -342,64 +486,59 @@ mod tests {
             ..HubLimits::default()
         });
         let (conn, _stream_never_read) = hub.connect("slow".into(), vec![]).expect("connect");
-        let _first = hub.deliver("slow", event(1), soon());
-        let _second = hub.deliver("slow", event(2), soon());
+        let _first = deliver(&hub, "slow", 1, soon());
+        let _second = deliver(&hub, "slow", 2, soon());
         let started = Instant::now();
-        assert!(!hub.deliver("slow", event(3), soon()).await, "queue full");
+        assert!(!deliver(&hub, "slow", 3, soon()).await, "queue full");
         assert!(
             started.elapsed() < Duration::from_millis(150),
             "failed without waiting"
         );
         assert!(!conn.closed().is_cancelled());
-        assert!(!hub.deliver("slow", event(4), soon()).await);
+        assert!(!deliver(&hub, "slow", 4, soon()).await);
         assert!(
             conn.closed().is_cancelled(),
             "two failures in a row disconnect"
         );
         assert!(hub.is_empty());
         assert!(
-            !hub.deliver("slow", event(5), soon()).await,
+            !deliver(&hub, "slow", 5, soon()).await,
             "no longer connected"
         );
     }
 
     #[tokio::test]
     async fn an_unacknowledged_delivery_fails_at_its_deadline_and_frees_its_slot() {
-        let hub = hub(HubLimits::default());
-        let (conn, _stream) = hub.connect("mute".into(), vec![]).expect("connect");
-        assert!(
-            !hub.deliver("mute", event(1), Instant::now() + Duration::from_millis(20))
-                .await
-        );
-        assert!(
-            conn.pending.lock().expect("lock").is_empty(),
-            "no waiter left behind"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_sent_delivery_settles_once_its_waiter_decides() {
         let hub = hub(HubLimits {
             max_failures: 2,
             ..HubLimits::default()
         });
-        let (conn, mut stream) = hub.connect("a".into(), vec![]).expect("connect");
-        let (acked, ack) = hub.send("a", event(1)).expect("queued");
-        assert_eq!(
-            stream.next().await.expect("event").expect("ok").message_id,
-            1
-        );
-        hub.ack(&conn, 1);
-        assert!(ack.await.is_ok());
-        hub.settle(&acked, true);
-        let (missed, _ack) = hub.send("a", event(2)).expect("queued");
-        hub.settle(&missed, false);
+        let (conn, _stream) = hub.connect("mute".into(), vec![]).expect("connect");
+        assert!(!deliver(&hub, "mute", 1, Instant::now() + Duration::from_millis(20)).await);
         assert!(
             conn.pending.lock().expect("lock").is_empty(),
             "no waiter left behind"
         );
         assert!(!conn.closed().is_cancelled(), "one failure in a row");
-        assert!(hub.send("nobody", event(3)).is_none());
+        assert_eq!(conn.failures.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_ack_clears_the_failures_in_a_row() {
+        let hub = hub(HubLimits {
+            max_failures: 2,
+            ..HubLimits::default()
+        });
+        let (conn, mut stream) = hub.connect("a".into(), vec![]).expect("connect");
+        assert!(!deliver(&hub, "a", 1, Instant::now()).await);
+        assert_eq!(next_id(&mut stream).await, 1);
+        let acked = deliver(&hub, "a", 2, soon());
+        assert_eq!(next_id(&mut stream).await, 2);
+        hub.ack(&conn, 2);
+        assert!(acked.await);
+        assert_eq!(conn.failures.load(Ordering::Relaxed), 0);
+        assert!(!deliver(&hub, "a", 3, Instant::now()).await);
+        assert!(!conn.closed().is_cancelled(), "one failure in a row");
     }
 
     #[tokio::test]

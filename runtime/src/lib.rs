@@ -27,6 +27,7 @@ pub mod chaos;
 pub mod cluster;
 pub mod data;
 pub mod error;
+pub mod events;
 pub mod executor;
 pub mod grpc;
 pub mod http;
@@ -64,6 +65,7 @@ use crate::cluster::service::{Audited, ControlService, MeshService};
 use crate::cluster::{
     Cluster, ClusterError, Election, Members, MembersError, MeshElection, WatchElection,
 };
+use crate::events::WithEvents;
 use crate::executor::QueueLimits;
 use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
@@ -329,7 +331,14 @@ impl Runtime {
         let client_server = Server::builder()
             .add_service(reflection)
             .add_service(reflection_v1alpha)
-            .add_service(Faulty::clients(VssServer::new(service.clone()), &chaos))
+            .add_service(Faulty::clients(
+                WithEvents::new(
+                    VssServer::new(service.clone()),
+                    self.signals.hub().clone(),
+                    streams.clone(),
+                ),
+                &chaos,
+            ))
             .add_service(Faulty::clients(
                 RateLimitServiceServer::new(rate_limiter),
                 &chaos,

@@ -22,6 +22,7 @@ use vss_slot_host::{Delivery, DeliveryReport, Effect, Publish, Recipients, Reque
 
 use crate::cluster::Cluster;
 use crate::error::RequestError;
+use crate::events::EncodedEvent;
 use crate::hub::{Hub, check_client_id};
 use crate::metrics::{Metrics, Verb};
 use crate::slots::{SlotTable, check_len};
@@ -404,48 +405,15 @@ impl Signals {
                 .cloned()
                 .collect(),
         };
-        // One deadline for the whole fan-out rather than a timer per
-        // delivery: the waits end together anyway.
-        let mut outcomes = Vec::with_capacity(clients.len());
-        let mut sent = Vec::with_capacity(clients.len());
-        let mut acks = FuturesUnordered::new();
-        for client in clients {
-            let event = Event {
-                slot,
-                message_id,
-                payload: payload.clone(),
-                publisher: publisher.to_string(),
-            };
-            match self.hub.send(&client, event) {
-                Some((delivery, ack)) => {
-                    let i = sent.len();
-                    sent.push(Some((client, delivery)));
-                    acks.push(async move { (i, ack.await.is_ok()) });
-                }
-                None => outcomes.push((client, false)),
-            }
-        }
-        let timeout = tokio::time::sleep_until(deadline);
-        tokio::pin!(timeout);
-        loop {
-            tokio::select! {
-                biased;
-                next = acks.next() => {
-                    let Some((i, acked)) = next else { break };
-                    if let Some((client, delivery)) = sent.get_mut(i).and_then(Option::take) {
-                        self.hub.settle(&delivery, acked);
-                        outcomes.push((client, acked));
-                    }
-                }
-                () = &mut timeout => break,
-            }
-        }
-        // Whatever is left was not acknowledged in time.
-        for (client, delivery) in sent.into_iter().flatten() {
-            self.hub.settle(&delivery, false);
-            outcomes.push((client, false));
-        }
-        outcomes
+        // One encoding and one deadline for the whole fan-out rather than
+        // an encoding and a timer per delivery.
+        let event = EncodedEvent::new(&Event {
+            slot,
+            message_id,
+            payload,
+            publisher: publisher.to_string(),
+        });
+        self.hub.send(clients, &event).wait(deadline).await
     }
 
     pub async fn register(&self, slot: u32, client: &str) -> Result<(), RequestError> {
