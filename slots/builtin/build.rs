@@ -24,7 +24,6 @@ const GUESTS: &[(&str, &str)] = &[
     ("vss-slot-misbehave", "vss_slot_misbehave"),
 ];
 const WATCHED: &[&str] = &[
-    "slots/wit",
     "slots/sdk",
     "slots/token-bucket",
     "slots/leaky-bucket",

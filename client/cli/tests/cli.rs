@@ -745,3 +745,89 @@ fn dev_chaos_turns_on_fault_injection_in_every_instance() {
     assert_eq!(json_lines(&out).len(), 100);
     dev.stop();
 }
+
+/// Runs cargo in the crate `vss slot new` made, as its user would, with a
+/// target folder kept between runs (the SDK's dependencies build once)
+/// and none of the outer build's settings.
+fn cargo_in(dir: &std::path::Path, target: &std::path::Path, args: &[&str]) -> Output {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(dir)
+        .args(args)
+        .env("CARGO_TARGET_DIR", target);
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo {args:?} in the new slot crate failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn a_new_slot_crate_tests_builds_and_loads_as_it_is() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let made = Command::new(VSS)
+        .args(["slot", "new", "hit-counter", "--dir"])
+        .arg(parent.path())
+        .output()
+        .expect("vss runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let dir = parent.path().join("hit-counter");
+
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/slot-new");
+    let tested = cargo_in(&dir, &target, &["test"]);
+    let report = String::from_utf8_lossy(&tested.stdout);
+    assert!(report.contains("test result: ok. 4 passed"), "{report}");
+    cargo_in(
+        &dir,
+        &target,
+        &["build", "--release", "--target", "wasm32-wasip2"],
+    );
+    // Where slots.yaml expects it, as with the crate's own target folder.
+    let module = "wasm32-wasip2/release/hit_counter.wasm";
+    let expected = dir.join("target").join(module);
+    std::fs::create_dir_all(expected.parent().expect("a folder")).expect("mkdir");
+    std::fs::copy(target.join(module), &expected).expect("copy the component");
+
+    let config = dir.join("slots.yaml");
+    let dev = Dev::start_with(&[
+        "--config",
+        config.to_str().expect("UTF-8 path"),
+        "--instances",
+        "1",
+    ]);
+    for expected in ["1", "2"] {
+        let out = dev.vss(&["call", "9", "hit", "alice"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
+    }
+    let refused = dev.vss(&["call", "9", "nope", "alice"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("unknown op `nope`"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    dev.stop();
+}

@@ -1,5 +1,5 @@
 //! Runs VSS slot modules: WebAssembly components implementing the slot world
-//! in `slots/wit/`.
+//! in `slots/sdk/wit/`.
 //!
 //! The host compiles each slot type once ([`SlotEngine::compile`]) and runs
 //! every configured slot in its own instance and store ([`SlotInstance`]).

@@ -64,7 +64,7 @@ pub mod members;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "slot",
-        path: "../wit/v0.1.0",
+        path: "wit/v0.1.0",
         pub_export_macro: true,
         export_macro_name: "export_world",
         default_bindings_module: "vss_slot_sdk::bindings",
