@@ -41,10 +41,13 @@ pub enum ConfigError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("config file {}: {error}", path.display())]
+    /// The file is not a slot configuration. The first problem is the
+    /// parser's, with its line; the others come from reading each slot
+    /// entry on its own, so one malformed slot does not hide the rest.
+    #[error("config file {}: {}", path.display(), list_problems(.problems))]
     Parse {
         path: PathBuf,
-        error: serde_norway::Error,
+        problems: Vec<String>,
     },
     /// Every problem found, one per line.
     #[error("invalid slot configuration:\n{}", list(.0))]
@@ -65,6 +68,20 @@ impl ConfigError {
             Self::Invalid(errors) | Self::InvalidFile { errors, .. } => errors,
             Self::Read { .. } | Self::Parse { .. } => &[],
         }
+    }
+}
+
+fn list_problems(problems: &[String]) -> String {
+    match problems {
+        [one] => one.clone(),
+        many => format!(
+            "{} problems:\n{}",
+            many.len(),
+            many.iter()
+                .map(|p| format!("  - {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
     }
 }
 
@@ -90,7 +107,7 @@ pub fn load_file_with_base(path: &Path, base: &Path) -> Result<ValidConfig, Conf
     })?;
     let raw = SlotsConfig::from_yaml(&text).map_err(|error| ConfigError::Parse {
         path: path.to_path_buf(),
-        error,
+        problems: parse_problems(&text, &error, base),
     })?;
     raw.validate_with_base(base).map_err(|e| match e {
         ConfigError::Invalid(errors) => ConfigError::InvalidFile {
@@ -99,6 +116,38 @@ pub fn load_file_with_base(path: &Path, base: &Path) -> Result<ValidConfig, Conf
         },
         other => other,
     })
+}
+
+/// Every problem of a file the parser refused: its error first, then those
+/// of the other slot entries, each read on its own, then what validation
+/// finds in the entries that could be read.
+fn parse_problems(text: &str, first: &serde_norway::Error, base: &Path) -> Vec<String> {
+    let mut problems = vec![first.to_string()];
+    // A YAML syntax error, or no `slots` list: the parser's error is all
+    // there is to say.
+    let Ok(doc) = serde_norway::from_str::<serde_norway::Value>(text) else {
+        return problems;
+    };
+    let Some(entries) = doc.get("slots").and_then(serde_norway::Value::as_sequence) else {
+        return problems;
+    };
+    let mut readable = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        match <SlotSpec as serde::Deserialize>::deserialize(entry.clone()) {
+            Ok(spec) => readable.push(spec),
+            Err(e) => {
+                let problem = format!("slots[{i}]: {e}");
+                // The parser's own error has the same text and a line.
+                if !problems[0].starts_with(&problem) {
+                    problems.push(problem);
+                }
+            }
+        }
+    }
+    if let Err(e) = (SlotsConfig { slots: readable }).validate_with_base(base) {
+        problems.extend(e.problems().iter().map(ToString::to_string));
+    }
+    problems
 }
 
 #[cfg(test)]

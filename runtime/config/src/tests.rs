@@ -544,3 +544,33 @@ fn file_errors_say_their_cause_once() {
         "{text}"
     );
 }
+
+#[test]
+fn a_file_reports_every_slot_it_cannot_read_and_what_the_others_get_wrong() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("slots.yaml");
+    std::fs::write(
+        &path,
+        "slots:\n\
+         - id: 1\n  type: token-bucket\n  bucketSize: 10\n  perod: second\n  refreshRate: 1\n\
+         - id: 1\n  type: broadcast\n  bogus: 1\n\
+         - id: 2\n  type: token-bucket\n  bucketSize: 0\n  period: second\n  refreshRate: 1\n\
+         - id: 2\n  type: broadcast\n",
+    )
+    .expect("write");
+    let e = crate::load_file(&path).expect_err("invalid").to_string();
+    let lines: Vec<&str> = e.lines().collect();
+    assert!(lines[0].ends_with("slots.yaml: 4 problems:"), "{e}");
+    assert!(lines[1].contains("slots[0]: unknown field `perod`"), "{e}");
+    assert!(
+        lines[1].contains("line 5"),
+        "the parser's error keeps its line: {e}"
+    );
+    assert!(lines[2].contains("slots[1]: unknown field `bogus`"), "{e}");
+    assert!(lines[3].contains("slot 2: field `bucketSize`"), "{e}");
+    assert!(
+        lines[4].contains("slot 2: field `id`: is used by more than one slot"),
+        "{e}"
+    );
+    assert_eq!(lines.len(), 5, "each problem once: {e}");
+}
