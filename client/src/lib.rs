@@ -44,7 +44,7 @@ pub use data::{
 };
 pub use tonic::Code;
 pub use vss_proto::v1::service_change::Kind as ServiceChangeKind;
-pub use vss_proto::v1::{RoutingTable, SlotStatus, StatusReply};
+pub use vss_proto::v1::{PeerStatus, RoutingTable, SlotRoute, SlotStatus, StatusReply};
 
 use crate::batch::Batcher;
 use crate::dedupe::Seen;
@@ -590,10 +590,11 @@ impl Client {
         })
     }
 
-    /// The status of every instance, in the order given.
+    /// The status of every instance, in the order given, asked of all at
+    /// once: an instance that does not answer costs one timeout, not one
+    /// per instance behind it.
     pub async fn status(&self) -> Vec<(String, Result<StatusReply, ClientError>)> {
-        let mut out = Vec::with_capacity(self.instances.len());
-        for instance in &self.instances {
+        let asks = self.instances.iter().map(|instance| async move {
             let mut grpc = instance.grpc.clone();
             let result = tokio::time::timeout(self.timeout, grpc.status(StatusRequest {}))
                 .await
@@ -604,9 +605,9 @@ impl Client {
                     code: s.code(),
                     message: s.message().to_string(),
                 });
-            out.push((instance.endpoint.clone(), result));
-        }
-        out
+            (instance.endpoint.clone(), result)
+        });
+        futures_util::future::join_all(asks).await
     }
 }
 

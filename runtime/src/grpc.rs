@@ -731,12 +731,17 @@ impl Vss for VssService {
             .slots
             .summaries()
             .into_iter()
-            .map(|s| SlotStatus {
-                id: u32::from(s.id),
-                r#type: s.type_name,
-                calls: s.calls,
-                errors: s.errors,
-                restarts: s.restarts,
+            .map(|s| {
+                let (delivered, failed_deliveries) = self.metrics.deliveries_of(u32::from(s.id));
+                SlotStatus {
+                    id: u32::from(s.id),
+                    r#type: s.type_name,
+                    calls: s.calls,
+                    errors: s.errors,
+                    restarts: s.restarts,
+                    delivered,
+                    failed_deliveries,
+                }
             })
             .collect();
         let peers = self

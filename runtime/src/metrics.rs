@@ -518,6 +518,16 @@ impl Metrics {
         }
     }
 
+    /// Deliveries on `slot` since start: (acknowledged, failed).
+    pub fn deliveries_of(&self, slot: u32) -> (u64, u64) {
+        let count = |outcome| {
+            self.deliveries
+                .get(&DeliveryLabels { slot, outcome })
+                .map_or(0, |c| c.get())
+        };
+        (count("delivered"), count("failed"))
+    }
+
     /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();

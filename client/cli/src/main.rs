@@ -8,6 +8,7 @@ mod dev;
 mod import;
 mod output;
 mod scaffold;
+mod top;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -74,6 +75,19 @@ enum Command {
     #[command(after_help = "Example: vss -e 127.0.0.1:7700,127.0.0.1:7710,127.0.0.1:7720 status")]
     Status,
     /// Publish a message (at most 36 bytes) on a signal slot.
+    /// A live view of the cluster: instances, leader and epoch, each slot's
+    /// owner, calls, errors and deliveries per second, peers' round trips.
+    /// Full screen on a terminal (q quits), plain text otherwise.
+    #[command(after_help = "Examples: vss top
+          vss top -n 3 --interval 2s > top.log")]
+    Top {
+        /// Time between refreshes, e.g. 500ms, 2s.
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: std::time::Duration,
+        /// Stop after this many refreshes.
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+    },
     #[command(after_help = "Example: vss publish 10 hello")]
     Publish {
         slot: u32,
@@ -234,6 +248,15 @@ enum Command {
     Instance(dev::InstanceArgs),
 }
 
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    match vss_config::parse_duration(text) {
+        Some(d) if d >= std::time::Duration::from_millis(100) => Ok(d),
+        _ => Err(format!(
+            "`{text}`: expected a whole number and ms, s or m, at least 100ms (e.g. 1s)"
+        )),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum SlotCommand {
     /// Create the crate NAME/ for a new slot type: a working example (a
@@ -340,6 +363,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             output::call(out, slot, &op, &reply)?;
         }
+        Command::Top { interval, count } => top::run(&client, interval, count).await?,
         Command::Status => {
             let answers: Vec<_> = client
                 .status()

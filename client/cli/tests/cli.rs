@@ -831,3 +831,71 @@ fn a_new_slot_crate_tests_builds_and_loads_as_it_is() {
     );
     dev.stop();
 }
+
+#[test]
+fn top_prints_the_cluster_and_its_rates_as_text_when_not_on_a_terminal() {
+    let dev = Dev::start();
+    dev.settled(3, Duration::from_secs(30));
+    let top = Command::new(VSS)
+        .args([
+            "--endpoints",
+            &dev.grpc,
+            "top",
+            "-n",
+            "2",
+            "--interval",
+            "1500ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vss top starts");
+    // Calls all the while, so the second view has some per second.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, grpc) = (stop.clone(), dev.grpc.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = Command::new(VSS)
+                    .args(["--endpoints", &grpc, "acquire", "0", "--repeat", "20"])
+                    .output();
+            }
+        })
+    };
+    let out = top.wait_with_output().expect("vss top ends");
+    stop.store(true, Ordering::Relaxed);
+    load.join().expect("load thread");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let views: Vec<&str> = text.split("\n\n").collect();
+    assert_eq!(views.len(), 2, "two refreshes: {text}");
+    for view in &views {
+        assert!(
+            view.starts_with("3 of 3 instances up   leader vss-"),
+            "{view}"
+        );
+        assert!(view.contains("INSTANCE") && view.contains("SLOT"), "{view}");
+    }
+    let slot0 = |view: &str| -> Vec<String> {
+        view.lines()
+            .find(|l| l.starts_with("0 "))
+            .unwrap_or_else(|| panic!("no row for slot 0: {view}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(slot0(views[0])[4], "-", "no rate before a second sample");
+    let second = slot0(views[1]);
+    assert_eq!(second[1], "token-bucket");
+    assert!(second[2].starts_with("vss-"), "an owner: {second:?}");
+    let calls: f64 = second[4].parse().expect("calls per second");
+    assert!(
+        calls > 0.0,
+        "acquires were made between the samples: {second:?}"
+    );
+    dev.stop();
+}
