@@ -24,6 +24,7 @@ pub const OWNED_KINDS: &[&str] = &[
     "roles.rbac.authorization.k8s.io",
     "rolebindings.rbac.authorization.k8s.io",
     "poddisruptionbudgets.policy",
+    "networkpolicies.networking.k8s.io",
     "leases.coordination.k8s.io",
 ];
 

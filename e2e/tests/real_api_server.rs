@@ -559,6 +559,7 @@ spec:
         ("service", format!("{CLUSTER}-peers")),
         ("configmap", format!("{CLUSTER}-config")),
         ("poddisruptionbudget", CLUSTER.to_string()),
+        ("networkpolicy", CLUSTER.to_string()),
         ("serviceaccount", CLUSTER.to_string()),
         ("role", CLUSTER.to_string()),
         ("rolebinding", CLUSTER.to_string()),

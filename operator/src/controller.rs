@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -52,6 +53,9 @@ pub struct Context {
     pub recorder: Recorder,
     pub runtime_image: String,
     pub metrics: Metrics,
+    /// The operator's pods, admitted to the mesh port by each cluster's
+    /// NetworkPolicy; None when unknown (outside a pod).
+    pub operator_pods: Option<resources::OperatorPods>,
 }
 
 impl Context {
@@ -61,6 +65,7 @@ impl Context {
         runtime_image: String,
         reporter_instance: Option<String>,
         metrics: Metrics,
+        operator_pods: Option<resources::OperatorPods>,
     ) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
@@ -72,6 +77,7 @@ impl Context {
             pods,
             runtime_image,
             metrics,
+            operator_pods,
         }
     }
 }
@@ -120,6 +126,7 @@ pub async fn run(
     .owns(scoped::<ConfigMap>(&client, ns), wc.clone())
     .owns(scoped::<Service>(&client, ns), wc.clone())
     .owns(scoped::<PodDisruptionBudget>(&client, ns), wc.clone())
+    .owns(scoped::<NetworkPolicy>(&client, ns), wc.clone())
     .owns(scoped::<ServiceAccount>(&client, ns), wc.clone())
     .owns(scoped::<Role>(&client, ns), wc.clone())
     .owns(scoped::<RoleBinding>(&client, ns), wc)
@@ -250,6 +257,13 @@ async fn reconcile_in(cluster: &VssCluster, ctx: &Context, ns: &str) -> Result<A
         client,
         ns,
         &resources::pod_disruption_budget(cluster),
+        &mut changed,
+    )
+    .await?;
+    apply(
+        client,
+        ns,
+        &resources::network_policy(cluster, ctx.operator_pods.as_ref()),
         &mut changed,
     )
     .await?;

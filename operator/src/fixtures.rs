@@ -206,6 +206,14 @@ impl Context {
             IMAGE.into(),
             Some("test".into()),
             Metrics::default(),
+            Some(crate::resources::OperatorPods {
+                namespace: "vss-system".into(),
+                labels: [(
+                    "app.kubernetes.io/name".to_string(),
+                    "vss-operator".to_string(),
+                )]
+                .into(),
+            }),
         );
         (Arc::new(ctx), ApiServerVerifier { handle })
     }
@@ -385,6 +393,18 @@ impl ApiServerVerifier {
     }
 }
 
+/// The operator's pods, as the test context knows them.
+pub fn operator_pods() -> crate::resources::OperatorPods {
+    crate::resources::OperatorPods {
+        namespace: "vss-system".into(),
+        labels: [(
+            "app.kubernetes.io/name".to_string(),
+            "vss-operator".to_string(),
+        )]
+        .into(),
+    }
+}
+
 /// API paths of the owned objects, in the order reconcile applies them.
 pub fn owned_paths() -> Vec<(&'static str, String)> {
     vec![
@@ -420,6 +440,10 @@ pub fn owned_paths() -> Vec<(&'static str, String)> {
         (
             "PodDisruptionBudget",
             format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/demo"),
+        ),
+        (
+            "NetworkPolicy",
+            format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/demo"),
         ),
     ]
 }

@@ -1,5 +1,6 @@
 //! `vss-operator crd` prints the CRD; `vss-operator run` runs the controller.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use tracing::{info, warn};
 use vss_operator::controller::{self, Context};
 use vss_operator::metrics::Metrics;
 use vss_operator::push::GrpcPodControl;
+use vss_operator::resources::OperatorPods;
 use vss_operator::{crd_yaml, http, leader};
 
 #[derive(Parser, Debug)]
@@ -60,9 +62,26 @@ struct RunArgs {
     /// Namespace of the operator's leader Lease; defaults to the client's.
     #[arg(long, env = "POD_NAMESPACE")]
     pod_namespace: Option<String>,
+    /// Labels of the operator's own pods (`k=v,k=v`; the chart sets them):
+    /// each cluster's NetworkPolicy admits these pods, in POD_NAMESPACE, to
+    /// the mesh port. Unset, it admits only the cluster's own pods.
+    #[arg(long, env = "VSS_OPERATOR_POD_LABELS", value_parser = parse_labels)]
+    operator_pod_labels: Option<BTreeMap<String, String>>,
     /// Timeout of each gRPC call to a runtime pod, in seconds.
     #[arg(long, default_value_t = 5)]
     pod_call_timeout: u64,
+}
+
+/// `k=v,k=v`, as Kubernetes label selectors write equality.
+fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.split(',')
+        .map(|pair| match pair.trim().split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!(
+                "`{pair}`: expected key=value pairs separated by commas"
+            )),
+        })
+        .collect()
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -144,6 +163,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.http_listen))?;
     let http_task = tokio::spawn(http::serve(listener, registry, shutdown.clone()));
 
+    let operator_pods = match (&args.pod_namespace, &args.operator_pod_labels) {
+        (Some(namespace), Some(labels)) => Some(OperatorPods {
+            namespace: namespace.clone(),
+            labels: labels.clone(),
+        }),
+        _ => {
+            warn!(
+                "POD_NAMESPACE or VSS_OPERATOR_POD_LABELS is unset: clusters' NetworkPolicies admit only their own pods to the mesh port, so where policies are enforced this operator cannot push config"
+            );
+            None
+        }
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
         Arc::new(GrpcPodControl::new(Duration::from_secs(
@@ -152,6 +183,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.runtime_image.clone(),
         Some(identity.clone()),
         metrics,
+        operator_pods,
     ));
     let watch_ns = (!args.watch_namespace.is_empty()).then(|| args.watch_namespace.clone());
 
@@ -225,4 +257,20 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     }
     info!("shutdown requested");
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_labels;
+
+    #[test]
+    fn operator_pod_labels_are_key_value_pairs() {
+        let labels =
+            parse_labels("app.kubernetes.io/name=vss-operator,app.kubernetes.io/instance=r1")
+                .expect("valid");
+        assert_eq!(labels["app.kubernetes.io/name"], "vss-operator");
+        assert_eq!(labels["app.kubernetes.io/instance"], "r1");
+        let e = parse_labels("a=b,oops").expect_err("no =");
+        assert!(e.contains("`oops`"), "{e}");
+    }
 }

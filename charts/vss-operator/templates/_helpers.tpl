@@ -81,6 +81,10 @@ builds.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# Each cluster's NetworkPolicy: its mesh port admits only its pods and ours.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 # The runtime pods' leader Leases: read for status.leader, and held so the
 # operator may grant them to the runtime Role (see above).
 - apiGroups: ["coordination.k8s.io"]

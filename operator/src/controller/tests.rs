@@ -62,6 +62,11 @@ fn existing(c: &VssCluster) -> Vec<Value> {
         serde_json::to_value(resources::client_service(c)).expect("json"),
         sts,
         serde_json::to_value(resources::pod_disruption_budget(c)).expect("json"),
+        serde_json::to_value(resources::network_policy(
+            c,
+            Some(&crate::fixtures::operator_pods()),
+        ))
+        .expect("json"),
     ]
 }
 
@@ -126,6 +131,7 @@ async fn a_new_cluster_gets_every_object_owned_and_labelled() {
                 "demo-leader",
                 "demo-config",
                 "demo-peers",
+                "demo",
                 "demo",
                 "demo",
                 "demo"

@@ -8,6 +8,7 @@
 
 mod config_map;
 mod lease;
+mod network_policy;
 mod pdb;
 mod rbac;
 mod services;
@@ -20,6 +21,7 @@ use kube::{Resource, ResourceExt};
 
 pub use config_map::{CONFIG_KEY, config_map};
 pub use lease::leader_lease;
+pub use network_policy::{OperatorPods, network_policy};
 pub use pdb::pod_disruption_budget;
 pub use rbac::{role, role_binding, service_account};
 pub use services::{client_service, headless_service};

@@ -12,6 +12,7 @@ fn every_object_is_owned_and_labelled() {
         client_service(&c).metadata,
         stateful_set(&c, IMAGE).metadata,
         pod_disruption_budget(&c).metadata,
+        network_policy(&c, None).metadata,
         service_account(&c).metadata,
         role(&c).metadata,
         role_binding(&c).metadata,
@@ -209,4 +210,49 @@ fn pods_may_manage_their_lease_and_nothing_else() {
     let binding = role_binding(&cluster());
     assert_eq!(binding.role_ref.name, "demo");
     assert_eq!(binding.subjects.expect("subjects")[0].name, "demo");
+}
+
+#[test]
+fn the_mesh_port_admits_only_the_clusters_pods_and_the_operator() {
+    let operator = OperatorPods {
+        namespace: "vss-system".into(),
+        labels: [(
+            "app.kubernetes.io/name".to_string(),
+            "vss-operator".to_string(),
+        )]
+        .into(),
+    };
+    let policy = network_policy(&cluster(), Some(&operator));
+    assert_eq!(policy.metadata.name.as_deref(), Some("demo"));
+    let spec = serde_json::to_value(policy.spec.expect("spec")).expect("json");
+    assert_eq!(
+        spec["podSelector"]["matchLabels"],
+        serde_json::json!({"app.kubernetes.io/name": "vss", "app.kubernetes.io/instance": "demo"})
+    );
+    assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
+    let rules = spec["ingress"].as_array().expect("rules");
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0]["ports"][0]["port"], 7700);
+    assert_eq!(rules[0]["ports"][1]["port"], 7701);
+    assert!(rules[0].get("from").is_none(), "clients come from anywhere");
+    assert_eq!(
+        rules[1]["ports"],
+        serde_json::json!([{"port": 7702, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        rules[1]["from"],
+        serde_json::json!([
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "vss", "app.kubernetes.io/instance": "demo"}}},
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "vss-system"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "vss-operator"}}
+            }
+        ])
+    );
+    let alone = serde_json::to_value(network_policy(&cluster(), None).spec).expect("json");
+    assert_eq!(
+        alone["ingress"][1]["from"].as_array().map(Vec::len),
+        Some(1),
+        "the cluster's own pods only"
+    );
 }
