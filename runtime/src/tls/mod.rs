@@ -16,10 +16,10 @@
 //! certificate) is logged and the configs in force stay.
 //!
 //! [`accept`] turns the mesh listener into a stream of TLS connections for
-//! tonic; [`connect`] is the connector peers dial through.
+//! tonic; [`MeshConnector`] (in `vss-client`, which the operator shares)
+//! is the connector peers dial through.
 
 pub mod accept;
-pub mod connect;
 mod expiry;
 
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::MeshTlsMetrics;
 
-pub use connect::MeshConnector;
+pub use vss_client::mesh_tls::MeshConnector;
 
 /// How often the certificate, key and CA files are checked for changes.
 /// Kubernetes updates a mounted Secret within about a minute, and

@@ -1,5 +1,6 @@
-//! Dialing the mesh port over mTLS: a connector for tonic's
-//! `Endpoint::connect_with_connector_lazy`.
+//! Dialing the mesh port over mTLS (peers, the operator): a connector for
+//! tonic's `Endpoint::connect_with_connector[_lazy]`. Clients of the
+//! client port do not need it.
 //!
 //! tonic's own TLS takes a config once, when the channel is built; peers
 //! keep their channels for the life of the process, so this connector reads
