@@ -18,6 +18,7 @@
 mod batch;
 mod data;
 mod dedupe;
+pub mod mesh_tls;
 mod routing;
 
 use std::sync::Arc;

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vss_operator::controller::{self, Context};
 use vss_operator::metrics::Metrics;
-use vss_operator::push::GrpcPodControl;
+use vss_operator::push::{GrpcPodControl, MeshTlsFiles, mesh_client_config};
 use vss_operator::resources::OperatorPods;
 use vss_operator::{crd_yaml, http, leader};
 
@@ -67,6 +67,20 @@ struct RunArgs {
     /// the mesh port. Unset, it admits only the cluster's own pods.
     #[arg(long, env = "VSS_OPERATOR_POD_LABELS", value_parser = parse_labels)]
     operator_pod_labels: Option<BTreeMap<String, String>>,
+    /// mTLS to the pods' mesh port: the operator's certificate (PEM),
+    /// signed by the cluster's CA, with the clientAuth usage. With
+    /// --mesh-tls-key and --mesh-tls-ca; the files are read at every call.
+    #[arg(long, env = "VSS_MESH_TLS_CERT", value_name = "FILE",
+        requires_all = ["mesh_tls_key", "mesh_tls_ca"])]
+    mesh_tls_cert: Option<std::path::PathBuf>,
+    /// mTLS to the pods: the private key of --mesh-tls-cert (PEM).
+    #[arg(long, env = "VSS_MESH_TLS_KEY", value_name = "FILE",
+        requires_all = ["mesh_tls_cert", "mesh_tls_ca"])]
+    mesh_tls_key: Option<std::path::PathBuf>,
+    /// mTLS to the pods: the CA (PEM) their certificates must be signed by.
+    #[arg(long, env = "VSS_MESH_TLS_CA", value_name = "FILE",
+        requires_all = ["mesh_tls_cert", "mesh_tls_key"])]
+    mesh_tls_ca: Option<std::path::PathBuf>,
     /// Timeout of each gRPC call to a runtime pod, in seconds.
     #[arg(long, default_value_t = 5)]
     pod_call_timeout: u64,
@@ -138,6 +152,17 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
+    let mut pods = GrpcPodControl::new(Duration::from_secs(args.pod_call_timeout));
+    if let (Some(cert), Some(key), Some(ca)) = (
+        args.mesh_tls_cert.clone(),
+        args.mesh_tls_key.clone(),
+        args.mesh_tls_ca.clone(),
+    ) {
+        let files = MeshTlsFiles { cert, key, ca };
+        // Read once now so a wrong path stops the start, not every push.
+        mesh_client_config(&files).await?;
+        pods = pods.with_mesh_tls(files);
+    }
     let client = Client::try_default()
         .await
         .context("no Kubernetes config (in-cluster or KUBECONFIG)")?;
@@ -177,9 +202,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Arc::new(GrpcPodControl::new(Duration::from_secs(
-            args.pod_call_timeout,
-        ))),
+        Arc::new(pods),
         args.runtime_image.clone(),
         Some(identity.clone()),
         metrics,

@@ -2,11 +2,19 @@
 //!
 //! Behind [`PodControl`] so reconcile tests replace the network with a
 //! recording fake.
+//!
+//! The pods' mesh port may require mTLS; [`GrpcPodControl::with_mesh_tls`]
+//! makes the operator present a certificate of the cluster's CA there.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::Endpoint;
+use vss_client::mesh_tls::MeshConnector;
 use vss_proto::v1::control_client::ControlClient;
 use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::{ApplyConfigRequest, StatusRequest};
@@ -35,6 +43,59 @@ pub enum PushError {
     },
     #[error("{address}: invalid address: {reason}")]
     Address { address: String, reason: String },
+    #[error("mesh TLS: {0}")]
+    Tls(String),
+}
+
+/// The operator's certificate, key and the cluster's CA (PEM files of
+/// `--mesh-tls-cert`, `--mesh-tls-key`, `--mesh-tls-ca`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// Reads `files` into a client config: TLS 1.3, this certificate as the
+/// client's, servers checked against the CA and the host dialed.
+pub async fn mesh_client_config(
+    files: &MeshTlsFiles,
+) -> Result<Arc<rustls::ClientConfig>, PushError> {
+    async fn read(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, PushError> {
+        tokio::fs::read(path)
+            .await
+            .map_err(|e| PushError::Tls(format!("cannot read {flag} {}: {e}", path.display())))
+    }
+    let bad = |flag: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        PushError::Tls(format!("{flag} {}: {e}", path.display()))
+    };
+    let cert = read("--mesh-tls-cert", &files.cert).await?;
+    let key = read("--mesh-tls-key", &files.key).await?;
+    let ca = read("--mesh-tls-ca", &files.ca).await?;
+    let chain = CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("--mesh-tls-cert", &files.cert, &e))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&key).map_err(|e| bad("--mesh-tls-key", &files.key, &e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for root in CertificateDer::pem_slice_iter(&ca) {
+        let root = root.map_err(|e| bad("--mesh-tls-ca", &files.ca, &e))?;
+        roots
+            .add(root)
+            .map_err(|e| bad("--mesh-tls-ca", &files.ca, &e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("--mesh-tls-ca", &files.ca, &"no PEM certificate"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| PushError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| bad("--mesh-tls-cert", &files.cert, &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// The calls the operator makes to a runtime pod.
@@ -56,16 +117,28 @@ pub trait PodControl: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct GrpcPodControl {
     timeout: Duration,
+    tls: Option<Arc<MeshTlsFiles>>,
 }
 
 impl GrpcPodControl {
     pub fn new(timeout: Duration) -> Self {
-        Self { timeout }
+        Self { timeout, tls: None }
+    }
+
+    /// Dials the pods over mTLS with `files`. They are read at every call,
+    /// which is cheap at the operator's rate and picks up a rotated
+    /// certificate or CA without a watcher.
+    pub fn with_mesh_tls(self, files: MeshTlsFiles) -> Self {
+        Self {
+            tls: Some(Arc::new(files)),
+            ..self
+        }
     }
 
     async fn connect(
         address: &str,
         timeout: Duration,
+        tls: Option<&MeshTlsFiles>,
     ) -> Result<tonic::transport::Channel, PushError> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| PushError::Address {
@@ -74,21 +147,27 @@ impl GrpcPodControl {
             })?
             .connect_timeout(timeout)
             .timeout(timeout);
-        endpoint
-            .connect()
-            .await
-            .map_err(|source| PushError::Connect {
-                address: address.to_string(),
-                source,
-            })
+        let connected = match tls {
+            Some(files) => {
+                let config = mesh_client_config(files).await?;
+                endpoint
+                    .connect_with_connector(MeshConnector::fixed(config))
+                    .await
+            }
+            None => endpoint.connect().await,
+        };
+        connected.map_err(|source| PushError::Connect {
+            address: address.to_string(),
+            source,
+        })
     }
 }
 
 impl PodControl for GrpcPodControl {
     fn status(&self, address: String) -> BoxFuture<'static, Result<PodReport, PushError>> {
-        let timeout = self.timeout;
+        let (timeout, tls) = (self.timeout, self.tls.clone());
         Box::pin(async move {
-            let channel = Self::connect(&address, timeout).await?;
+            let channel = Self::connect(&address, timeout, tls.as_deref()).await?;
             let reply = VssClient::new(channel)
                 .status(StatusRequest {})
                 .await
@@ -110,9 +189,9 @@ impl PodControl for GrpcPodControl {
         config_yaml: String,
         generation: u64,
     ) -> BoxFuture<'static, Result<u64, PushError>> {
-        let timeout = self.timeout;
+        let (timeout, tls) = (self.timeout, self.tls.clone());
         Box::pin(async move {
-            let channel = Self::connect(&address, timeout).await?;
+            let channel = Self::connect(&address, timeout, tls.as_deref()).await?;
             let reply = ControlClient::new(channel)
                 .apply_config(ApplyConfigRequest {
                     config_yaml,
@@ -369,6 +448,120 @@ mod tests {
             }
             other => panic!("expected a refusal, got {other:?}"),
         }
+
+        stop.cancel();
+        server.await.expect("joined").expect("server ran");
+    }
+
+    fn ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().expect("key");
+        rcgen::CertifiedIssuer::self_signed(params, key).expect("CA")
+    }
+
+    /// (certificate, key) PEMs for 127.0.0.1, signed by `ca`.
+    fn leaf(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>) -> (String, String) {
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, ca).expect("leaf");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn write_files(
+        dir: &std::path::Path,
+        name: &str,
+        (cert, key): (String, String),
+        ca: String,
+    ) -> MeshTlsFiles {
+        let files = MeshTlsFiles {
+            cert: dir.join(format!("{name}-cert.pem")),
+            key: dir.join(format!("{name}-key.pem")),
+            ca: dir.join(format!("{name}-ca.pem")),
+        };
+        std::fs::write(&files.cert, cert).expect("write");
+        std::fs::write(&files.key, key).expect("write");
+        std::fs::write(&files.ca, ca).expect("write");
+        files
+    }
+
+    #[tokio::test]
+    async fn pushes_over_mtls_only_with_a_certificate_of_the_clusters_ca() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster_ca = ca("cluster CA");
+        let other_ca = ca("another CA");
+        // The pod's server side: TLS 1.3, client certificates of the
+        // cluster's CA required.
+        let pod = write_files(dir.path(), "pod", leaf(&cluster_ca), cluster_ca.pem());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cluster_ca.der().clone()).expect("root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .expect("verifier");
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                CertificateDer::pem_file_iter(&pod.cert)
+                    .expect("cert")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("cert"),
+                PrivateKeyDer::from_pem_file(&pod.key).expect("key"),
+            )
+            .expect("server config");
+        server.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("addr").to_string();
+        // Handshakes one at a time (enough for a test); a refused one does
+        // not end the stream.
+        let incoming = futures_util::stream::unfold((listener, acceptor), |(l, a)| async move {
+            loop {
+                let (tcp, _) = l.accept().await.ok()?;
+                if let Ok(tls) = a.accept(tcp).await {
+                    return Some((Ok::<_, std::io::Error>(tls), (l, a)));
+                }
+            }
+        });
+        let fake = Fake::default();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ControlServer::new(fake.clone()))
+                .add_service(VssServer::new(fake.clone()))
+                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()),
+        );
+
+        let operator = write_files(dir.path(), "operator", leaf(&cluster_ca), cluster_ca.pem());
+        let pods = GrpcPodControl::new(Duration::from_secs(2)).with_mesh_tls(operator);
+        let applied = pods
+            .apply_config(address.clone(), "slots: []\n".into(), 3)
+            .await
+            .expect("pushed over mTLS");
+        assert_eq!(applied, 3);
+
+        let plaintext = GrpcPodControl::new(Duration::from_secs(2));
+        let refused = plaintext.status(address.clone()).await;
+        assert!(refused.is_err(), "plaintext: {refused:?}");
+        let stranger = write_files(dir.path(), "stranger", leaf(&other_ca), cluster_ca.pem());
+        let stranger = GrpcPodControl::new(Duration::from_secs(2)).with_mesh_tls(stranger);
+        let refused = stranger.status(address.clone()).await;
+        assert!(refused.is_err(), "another CA: {refused:?}");
+        // Trusting another CA, the operator refuses the pod.
+        let wary = write_files(dir.path(), "wary", leaf(&cluster_ca), other_ca.pem());
+        let wary = GrpcPodControl::new(Duration::from_secs(2)).with_mesh_tls(wary);
+        let refused = wary.status(address.clone()).await;
+        assert!(refused.is_err(), "server of an untrusted CA: {refused:?}");
 
         stop.cancel();
         server.await.expect("joined").expect("server ran");

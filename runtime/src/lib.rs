@@ -20,7 +20,8 @@
 //! `serve` runs, each until shutdown: the gRPC server (client, mesh and
 //! control services), the HTTP server, the tick loop ([`signals::Signals::tick`]),
 //! the cluster's heartbeat, decision and replication loops
-//! ([`cluster::Cluster::run`]), the config-file watcher if asked, and the
+//! ([`cluster::Cluster::run`]), the config-file watcher if asked, the
+//! mesh certificate watcher if the mesh port runs mTLS ([`tls`]), and the
 //! chaos restart timer if on. Slot threads end when their slot is dropped.
 
 pub mod chaos;
@@ -39,6 +40,7 @@ pub mod signal;
 pub mod signals;
 pub mod slots;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -71,6 +73,7 @@ use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
 use crate::signals::Signals;
 use crate::slots::{ReloadError, SlotTable};
+use crate::tls::{MeshTls, TlsError, TlsFiles};
 
 pub use vss_slot_host::HostLimits as WasmLimits;
 
@@ -116,6 +119,9 @@ pub struct RuntimeOptions {
     pub module_root: Option<PathBuf>,
     /// Faults to inject into this instance (off by default).
     pub chaos: ChaosOptions,
+    /// Certificate, key and CA for mTLS on the mesh port, reloaded when
+    /// they change. None: the mesh port is plaintext.
+    pub mesh_tls: Option<TlsFiles>,
 }
 
 impl Default for RuntimeOptions {
@@ -133,6 +139,7 @@ impl Default for RuntimeOptions {
             watch_config: None,
             module_root: None,
             chaos: ChaosOptions::default(),
+            mesh_tls: None,
         }
     }
 }
@@ -149,6 +156,8 @@ pub enum RuntimeError {
         "instance {instance} has peers but no mesh port: give it --mesh-listen (peers and the operator call it there)"
     )]
     NoMeshPort { instance: String },
+    #[error("mesh TLS: {0}")]
+    MeshTls(#[from] TlsError),
     #[error("cannot start the Wasm engine: {0}")]
     Engine(String),
     #[error(transparent)]
@@ -178,6 +187,7 @@ pub struct Runtime {
     signals: Arc<Signals>,
     cluster: Arc<Cluster>,
     metrics: Metrics,
+    mesh_tls: Option<Arc<MeshTls>>,
     /// Cancelled when serving stops; ends every event stream.
     stop: CancellationToken,
     // Keeps the epoch ticker alive as long as the runtime.
@@ -201,6 +211,12 @@ impl Runtime {
         let engine = SlotEngine::new(options.wasm_limits)
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let metrics = Metrics::new();
+        let mesh_tls = match &options.mesh_tls {
+            Some(files) => Some(Arc::new(
+                MeshTls::load(files.clone(), metrics.mesh_tls.clone()).await?,
+            )),
+            None => None,
+        };
         let slots = {
             let (engine, config, metrics) = (engine.clone(), config.clone(), metrics.clone());
             let queue = options.queue_limits;
@@ -240,6 +256,7 @@ impl Runtime {
             election,
             slots.clone(),
             metrics.clone(),
+            mesh_tls.as_ref().map(|tls| tls.connector()),
         )?);
         let signals = Arc::new(Signals::new(
             slots.clone(),
@@ -256,6 +273,7 @@ impl Runtime {
             signals,
             cluster,
             metrics,
+            mesh_tls,
             stop,
             _engine: engine,
         })
@@ -346,16 +364,31 @@ impl Runtime {
             .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
         tasks.spawn(async move { client_server.await.map_err(RuntimeError::from) });
         if let Some(listener) = self.mesh {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            let mesh_server = Server::builder()
+            let router = Server::builder()
                 .add_service(Audited::new(
                     Faulty::mesh(MeshServer::new(mesh), &chaos),
                     self.metrics.clone(),
                 ))
                 .add_service(ControlServer::new(control))
-                .add_service(VssServer::new(service.for_peers()))
-                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
-            tasks.spawn(async move { mesh_server.await.map_err(RuntimeError::from) });
+                .add_service(VssServer::new(service.for_peers()));
+            let shutdown = stop.clone().cancelled_owned();
+            match &self.mesh_tls {
+                Some(tls) => {
+                    let incoming = tls::accept::incoming(listener, tls.clone());
+                    let mesh_server = router.serve_with_incoming_shutdown(incoming, shutdown);
+                    tasks.spawn(async move { mesh_server.await.map_err(RuntimeError::from) });
+                    let (tls, watch_stop) = (tls.clone(), stop.clone());
+                    tasks.spawn(async move {
+                        tls.watch(watch_stop).await;
+                        Ok(())
+                    });
+                }
+                None => {
+                    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                    let mesh_server = router.serve_with_incoming_shutdown(incoming, shutdown);
+                    tasks.spawn(async move { mesh_server.await.map_err(RuntimeError::from) });
+                }
+            }
         }
         if let Some(listener) = self.http {
             let app = http::router(self.metrics.clone(), ready.clone());
@@ -412,6 +445,7 @@ impl Runtime {
             instance = %self.cluster.me(),
             grpc = %grpc_addr,
             mesh = ?mesh_addr,
+            mesh_tls = self.mesh_tls.is_some(),
             http = ?http_addr,
             "serving"
         );

@@ -14,6 +14,7 @@ use vss_runtime::cluster::{Members, MembersError};
 use vss_runtime::executor::QueueLimits;
 use vss_runtime::hub::{DEFAULT_MAX_CLIENTS, HubLimits};
 use vss_runtime::telemetry::{self, LogFormat};
+use vss_runtime::tls::TlsFiles;
 use vss_runtime::{Runtime, RuntimeOptions, WasmLimits, report};
 
 #[derive(Debug, Parser)]
@@ -33,6 +34,25 @@ struct Args {
     /// and requests forwarded by peers. Keep it off the clients' network.
     #[arg(long, env = "VSS_MESH_LISTEN", default_value = "127.0.0.1:7702")]
     mesh_listen: SocketAddr,
+    /// mTLS on the mesh port: this instance's certificate (PEM, leaf
+    /// first), presented to the peers and the operator that call it and to
+    /// the peers it calls. It needs the SAN its peers dial it at (the host
+    /// in --peers: a DNS name, or an IP SAN for an address). With
+    /// --mesh-tls-key and --mesh-tls-ca; the three are reloaded when they
+    /// change.
+    #[arg(long, env = "VSS_MESH_TLS_CERT", value_name = "FILE",
+        requires_all = ["mesh_tls_key", "mesh_tls_ca"])]
+    mesh_tls_cert: Option<PathBuf>,
+    /// mTLS on the mesh port: the private key of --mesh-tls-cert (PEM).
+    #[arg(long, env = "VSS_MESH_TLS_KEY", value_name = "FILE",
+        requires_all = ["mesh_tls_cert", "mesh_tls_ca"])]
+    mesh_tls_key: Option<PathBuf>,
+    /// mTLS on the mesh port: the CA certificates (PEM) a peer's or the
+    /// operator's certificate must be signed by; this instance checks its
+    /// peers' server certificates against them too.
+    #[arg(long, env = "VSS_MESH_TLS_CA", value_name = "FILE",
+        requires_all = ["mesh_tls_cert", "mesh_tls_key"])]
+    mesh_tls_ca: Option<PathBuf>,
     /// HTTP address for /healthz, /readyz and /metrics.
     #[arg(long, env = "VSS_HTTP_LISTEN", default_value = "127.0.0.1:7701")]
     http_listen: SocketAddr,
@@ -194,8 +214,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         restart_every: args.chaos_restart_every_s.map(Duration::from_secs),
     };
     chaos.validate()?;
+    let mesh_tls = match (args.mesh_tls_cert, args.mesh_tls_key, args.mesh_tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
+        (None, None, None) => None,
+        // clap's `requires_all` already refused a partial set.
+        _ => anyhow::bail!("--mesh-tls-cert, --mesh-tls-key and --mesh-tls-ca go together"),
+    };
+    if mesh_tls.is_none() && args.in_cluster {
+        tracing::warn!(
+            "the mesh port is plaintext: anyone who reaches it can act as a peer or the operator; pass --mesh-tls-cert, --mesh-tls-key and --mesh-tls-ca"
+        );
+    }
     let options = RuntimeOptions {
         chaos,
+        mesh_tls,
         instance_id,
         members,
         lease: lease.as_ref().map(|l| l.is_leader()),

@@ -205,7 +205,28 @@ pub struct Metrics {
     pub connected_clients: Gauge,
     pub cluster: ClusterMetrics,
     pub rls: RlsMetrics,
+    pub mesh_tls: MeshTlsMetrics,
     registry: Arc<Registry>,
+}
+
+/// Series of mTLS on the mesh port (zero without `--mesh-tls-*`).
+#[derive(Debug, Clone, Default)]
+pub struct MeshTlsMetrics {
+    /// Connections refused during the handshake: no certificate, another
+    /// CA, plaintext, too slow.
+    pub handshake_failures: Counter,
+    /// Certificate sets swapped in after a change of the files.
+    pub reloads: Counter,
+    /// Changed file sets that did not build (the old set stays).
+    pub reload_failures: Counter,
+    /// notAfter of the certificate in force, seconds since the Unix epoch.
+    pub cert_expiry_seconds: Gauge,
+}
+
+impl MeshTlsMetrics {
+    pub fn record_expiry(&self, not_after: Option<i64>) {
+        self.cert_expiry_seconds.set(not_after.unwrap_or(0));
+    }
 }
 
 /// Series of Envoy's rate limit service.
@@ -404,6 +425,27 @@ impl Metrics {
             "Time to answer a ShouldRateLimit call",
             rls.request_seconds.clone(),
         );
+        let mesh_tls = MeshTlsMetrics::default();
+        registry.register(
+            "mesh_tls_handshake_failures",
+            "Connections to the mesh port refused during the TLS handshake",
+            mesh_tls.handshake_failures.clone(),
+        );
+        registry.register(
+            "mesh_tls_reloads",
+            "Mesh certificate sets reloaded after their files changed",
+            mesh_tls.reloads.clone(),
+        );
+        registry.register(
+            "mesh_tls_reload_failures",
+            "Changed mesh certificate files that did not load (the certificate in force stays)",
+            mesh_tls.reload_failures.clone(),
+        );
+        registry.register(
+            "mesh_tls_cert_expiry_seconds",
+            "Expiry (notAfter) of the mesh certificate in force, in seconds since the Unix epoch",
+            mesh_tls.cert_expiry_seconds.clone(),
+        );
         // Bound on its own: the family's lock guard lives as long as the
         // statement, and the one below takes the lock again.
         let acquire_batch_seconds = request_seconds
@@ -414,6 +456,7 @@ impl Metrics {
         Self {
             cluster,
             rls,
+            mesh_tls,
             deliveries,
             connected_clients,
             rejected,

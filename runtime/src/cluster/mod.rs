@@ -40,6 +40,7 @@ pub use routing::{Route, RoutingError, RoutingTable};
 
 use crate::metrics::{Metrics, PeerLabels};
 use crate::slots::SlotTable;
+use crate::tls::MeshConnector;
 
 /// Time between two decision rounds.
 pub const DECIDE_EVERY: Duration = Duration::from_millis(100);
@@ -99,13 +100,16 @@ impl Cluster {
         election: Box<dyn Election>,
         slots: Arc<SlotTable>,
         metrics: Metrics,
+        mesh_tls: Option<MeshConnector>,
     ) -> Result<Self, ClusterError> {
         let mut peers = BTreeMap::new();
         for (id, addr) in members.peers() {
-            let peer = Peer::new(id, addr).map_err(|source| ClusterError::PeerAddress {
-                id: id.to_string(),
-                addr: addr.to_string(),
-                source,
+            let peer = Peer::new(id, addr, mesh_tls.as_ref()).map_err(|source| {
+                ClusterError::PeerAddress {
+                    id: id.to_string(),
+                    addr: addr.to_string(),
+                    source,
+                }
             })?;
             peers.insert(id.to_string(), Arc::new(peer));
         }

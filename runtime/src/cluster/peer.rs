@@ -11,6 +11,8 @@ use vss_client::AcquireLane;
 use vss_proto::v1::mesh_client::MeshClient;
 use vss_proto::v1::vss_client::VssClient;
 
+use crate::tls::MeshConnector;
+
 /// Time between heartbeats to one peer.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(200);
 /// A peer that has not answered a heartbeat for this long is down.
@@ -59,12 +61,20 @@ impl Drop for Forwarding<'_> {
 }
 
 impl Peer {
-    pub fn new(id: &str, addr: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+    /// A peer at `addr` (`host:port`), dialed over mTLS with `tls` if given.
+    pub fn new(
+        id: &str,
+        addr: &str,
+        tls: Option<&MeshConnector>,
+    ) -> Result<Self, tonic::transport::Error> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(HEARTBEAT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .connect_lazy();
+            .http2_keep_alive_interval(Duration::from_secs(10));
+        let channel = match tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.clone()),
+            None => endpoint.connect_lazy(),
+        };
         Ok(Self {
             id: id.to_string(),
             addr: addr.to_string(),
