@@ -85,11 +85,20 @@ def documents(manifests: dict[str, str]) -> list[dict[str, Any]]:
     return docs
 
 
+# The Prometheus Operator's kinds: their CRDs are not in the Kubernetes
+# schemas, so monitoring_errors checks them instead.
+MONITORING_API = "monitoring.coreos.com/v1"
+MONITORING_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
+
+
 def schema_errors(docs: list[dict[str, Any]], kube_version: str) -> list[str]:
     """Every object against the Kubernetes schema; unknown kinds are errors,
-    since this chart must only contain built-in kinds."""
+    since this chart must only contain built-in kinds (and the Prometheus
+    Operator's, checked by monitoring_errors)."""
     errors = []
     for doc in docs:
+        if doc.get("apiVersion") == MONITORING_API and doc.get("kind") in MONITORING_KINDS:
+            continue
         try:
             kubernetes_validate.validate(doc, kube_version, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -97,6 +106,37 @@ def schema_errors(docs: list[dict[str, Any]], kube_version: str) -> list[str]:
             errors.append(f"{describe(doc)}: {e.message} at {where}")
         except kubernetes_validate.SchemaNotFoundError as e:
             errors.append(f"{describe(doc)}: {e.message}")
+    return errors
+
+
+def monitoring_errors(docs: list[dict[str, Any]]) -> list[str]:
+    """The fields the Prometheus Operator needs of the monitoring objects,
+    and that each alert has an expression, a `for` and a severity (promtool
+    checks the PromQL itself, in e2e/tests/prometheus.rs)."""
+    errors = []
+    for doc in docs:
+        if doc.get("apiVersion") != MONITORING_API:
+            continue
+        spec = doc.get("spec") or {}
+        who = describe(doc)
+        if doc.get("kind") == "PodMonitor":
+            eps = spec.get("podMetricsEndpoints") or []
+            if not spec.get("selector", {}).get("matchLabels"):
+                errors.append(f"{who}: no selector.matchLabels")
+            if [e.get("port") for e in eps] != ["http"]:
+                errors.append(f"{who}: endpoints {eps!r} are not the runtime's port http")
+        elif doc.get("kind") == "ServiceMonitor":
+            if not spec.get("selector", {}).get("matchLabels") or not spec.get("endpoints"):
+                errors.append(f"{who}: no selector or endpoints")
+        elif doc.get("kind") == "PrometheusRule":
+            rules = [r for g in spec.get("groups") or [] for r in g.get("rules") or []]
+            if not rules:
+                errors.append(f"{who}: no rules")
+            for r in rules:
+                if not (r.get("alert") and r.get("expr") and r.get("for") and (r.get("labels") or {}).get("severity")):
+                    errors.append(f"{who}: rule {r.get('alert')!r} lacks alert, expr, for or a severity")
+        else:
+            errors.append(f"{who}: unexpected kind")
     return errors
 
 
@@ -162,6 +202,12 @@ def expect_default(docs: list[dict[str, Any]]) -> list[str]:
     deploy = k.get("Deployment", [{}])[0]
     if deploy.get("spec", {}).get("replicas") != 2:
         problems.append("Deployment replicas is not 2")
+    # No cluster reports the Prometheus Operator's API, so "auto" leaves
+    # the monitoring objects out; the dashboard is a plain ConfigMap.
+    problems += [f"unexpected {kind} (monitoring.enabled is auto)" for kind in MONITORING_KINDS if kind in k]
+    dashboards = [c for c in k.get("ConfigMap", []) if (c["metadata"].get("labels") or {}).get("grafana_dashboard") == "1"]
+    if len(dashboards) != 1:
+        problems.append("no ConfigMap labelled grafana_dashboard: \"1\"")
     env = {e["name"]: e for e in pod_spec(deploy)["containers"][0]["env"]} if deploy else {}
     for name in ("WATCH_NAMESPACE", "VSS_RUNTIME_IMAGE", "RUST_LOG", "VSS_LOG_FORMAT", "POD_NAME", "POD_NAMESPACE"):
         if name not in env:
@@ -181,6 +227,13 @@ def expect_custom(docs: list[dict[str, Any]]) -> list[str]:
     container = pod_spec(deploy)["containers"][0]
     if "@sha256:" not in container["image"]:
         problems.append("image is not pinned by digest")
+    problems += [f"no {kind} (monitoring.enabled is true)" for kind in sorted(MONITORING_KINDS) if kind not in k]
+    for pm in k.get("PodMonitor", []):
+        if pm["spec"].get("namespaceSelector") != {"matchNames": ["team-a"]}:
+            problems.append(f"PodMonitor namespaceSelector is {pm['spec'].get('namespaceSelector')!r}")
+    if not any((c["metadata"].get("labels") or {}).get("example.com/dashboards") == "vss"
+               for c in k.get("ConfigMap", [])):
+        problems.append("no dashboard ConfigMap with the custom label example.com/dashboards: vss")
     env = {e["name"]: e.get("value") for e in container["env"]}
     if env.get("WATCH_NAMESPACE") != "team-a":
         problems.append(f"WATCH_NAMESPACE is {env.get('WATCH_NAMESPACE')!r}")
@@ -281,6 +334,8 @@ def main() -> int:
                         schema_errors(docs, args.kube_version))
             tally.check(f"{label} non-root, read-only root fs, no privilege escalation, probes, resources",
                         policy_errors(docs))
+            tally.check(f"{label} PodMonitor, ServiceMonitor and PrometheusRule have what the Prometheus Operator needs",
+                        monitoring_errors(docs))
             if name in EXPECTATIONS:
                 tally.check(f"{label} renders what these values ask for", EXPECTATIONS[name](docs))
 

@@ -1,7 +1,9 @@
 //! Prometheus metrics of the runtime, exposed on `/metrics`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -33,6 +35,12 @@ pub struct RejectLabels {
 pub struct DeliveryLabels {
     pub slot: u32,
     pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub slot: u32,
+    pub decision: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -183,6 +191,20 @@ pub struct SlotMetrics {
     pub queue_wait_seconds: Histogram,
     /// Requests per `handle-batch` call, for batches of two or more.
     pub batch_size: Histogram,
+    /// Acquires answered with tokens, and with none.
+    pub granted: Counter,
+    pub refused: Counter,
+}
+
+impl SlotMetrics {
+    /// Counts one acquire's answer: `granted` tokens, 0 for a refusal.
+    pub fn decided(&self, granted: u32) {
+        if granted > 0 {
+            self.granted.inc();
+        } else {
+            self.refused.inc();
+        }
+    }
 }
 
 /// Every metric the runtime records, registered once.
@@ -202,6 +224,7 @@ pub struct Metrics {
     pub batch_size: Family<TypeLabels, Histogram>,
     pub rejected: Family<RejectLabels, Counter>,
     pub deliveries: Family<DeliveryLabels, Counter>,
+    pub decisions: Family<DecisionLabels, Counter>,
     pub connected_clients: Gauge,
     pub cluster: ClusterMetrics,
     pub rls: RlsMetrics,
@@ -256,6 +279,34 @@ pub struct ClusterMetrics {
     pub everywhere_synced: Gauge,
     /// How late each tick was sent after its due time.
     pub tick_lateness_seconds: Histogram,
+    pub replication_lag: ReplicationLag,
+}
+
+/// How far behind this instance each standby peer is: 0 after a
+/// replication round that left it holding the state of every slot it
+/// stands by for, else the time since the last round that did. A counter
+/// of pushes cannot show a standby that stopped taking them; this can.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicationLag {
+    seconds: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    caught_up: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl ReplicationLag {
+    /// Records one replication round's result for `peer`. A peer that has
+    /// never caught up counts from its first round.
+    pub fn record(&self, peer: &str, caught_up: bool, now: Instant) {
+        let mut since = self.caught_up.lock().unwrap_or_else(|p| p.into_inner());
+        let last = since.entry(peer.to_string()).or_insert(now);
+        if caught_up {
+            *last = now;
+        }
+        self.seconds
+            .get_or_create(&PeerLabels {
+                peer: peer.to_string(),
+            })
+            .set(now.saturating_duration_since(*last).as_secs_f64());
+    }
 }
 
 impl Default for Metrics {
@@ -284,6 +335,7 @@ impl Metrics {
         );
         let rejected = Family::default();
         let deliveries = Family::default();
+        let decisions = Family::default();
         let connected_clients = Gauge::default();
         let mut registry = Registry::with_prefix("vss");
         registry.register("slot_calls", "Calls per slot and verb", calls.clone());
@@ -333,6 +385,11 @@ impl Metrics {
             deliveries.clone(),
         );
         registry.register(
+            "acquire_decisions",
+            "Acquires answered per slot, by decision (granted, refused)",
+            decisions.clone(),
+        );
+        registry.register(
             "connected_clients",
             "Clients with an open event stream on this instance",
             connected_clients.clone(),
@@ -348,6 +405,7 @@ impl Metrics {
             config_generation: Gauge::default(),
             everywhere_synced: Gauge::default(),
             tick_lateness_seconds: request_histogram(),
+            replication_lag: ReplicationLag::default(),
         };
         registry.register(
             "peer_up",
@@ -398,6 +456,11 @@ impl Metrics {
             "tick_lateness_seconds",
             "How long after its due time each tick left this instance",
             cluster.tick_lateness_seconds.clone(),
+        );
+        registry.register(
+            "replication_lag_seconds",
+            "Time each standby peer has been behind the slot state this instance owns (0: caught up)",
+            cluster.replication_lag.seconds.clone(),
         );
         let rls = RlsMetrics {
             decisions: Family::default(),
@@ -458,6 +521,7 @@ impl Metrics {
             rls,
             mesh_tls,
             deliveries,
+            decisions,
             connected_clients,
             rejected,
             calls,
@@ -513,6 +577,25 @@ impl Metrics {
                 slot_type: slot_type.to_string(),
             })
             .clone();
+        // Zero series from the start, so a rate or a ratio over them
+        // exists before the first refusal or failed delivery.
+        let decision = |decision| {
+            if !Verb::Acquire.applies_to(slot_type) {
+                return Counter::default();
+            }
+            self.decisions
+                .get_or_create(&DecisionLabels { slot, decision })
+                .clone()
+        };
+        let granted = decision("granted");
+        let refused = decision("refused");
+        if Verb::Publish.applies_to(slot_type) {
+            for outcome in ["delivered", "failed"] {
+                let _ = self
+                    .deliveries
+                    .get_or_create(&DeliveryLabels { slot, outcome });
+            }
+        }
         SlotMetrics {
             calls,
             wasm_seconds,
@@ -520,6 +603,8 @@ impl Metrics {
             queue_depth,
             queue_wait_seconds,
             batch_size,
+            granted,
+            refused,
         }
     }
 
@@ -596,5 +681,52 @@ mod tests {
         assert!(text.contains(r#"vss_slot_calls_total{slot="20",verb="call"} 0"#));
         assert!(!text.contains(r#"slot="0",verb="increment""#), "{text}");
         assert!(!text.contains(r#"slot="20",verb="acquire""#), "{text}");
+    }
+
+    #[test]
+    fn acquire_decisions_and_deliveries_start_at_zero_for_their_slot_types() {
+        let metrics = Metrics::new();
+        let limiter = metrics.for_slot(0, "token-bucket");
+        metrics.for_slot(10, "broadcast");
+        metrics.for_slot(20, "counter");
+        limiter.decided(3);
+        limiter.decided(0);
+        limiter.decided(0);
+        let text = metrics.encode().expect("encodes");
+        assert!(text.contains(r#"vss_acquire_decisions_total{slot="0",decision="granted"} 1"#));
+        assert!(text.contains(r#"vss_acquire_decisions_total{slot="0",decision="refused"} 2"#));
+        assert!(text.contains(r#"vss_deliveries_total{slot="10",outcome="failed"} 0"#));
+        assert!(!text.contains(r#"decisions_total{slot="10""#), "{text}");
+        assert!(!text.contains(r#"decisions_total{slot="20""#), "{text}");
+        assert!(!text.contains(r#"deliveries_total{slot="0""#), "{text}");
+    }
+
+    #[test]
+    fn replication_lag_counts_from_the_last_round_that_caught_up() {
+        let metrics = Metrics::new();
+        let lag = &metrics.cluster.replication_lag;
+        let start = Instant::now();
+        let at = |ms| start + std::time::Duration::from_millis(ms);
+        lag.record("vss-1", true, at(0));
+        lag.record("vss-1", false, at(1000));
+        lag.record("vss-1", false, at(2500));
+        // Never caught up: counts from its first round.
+        lag.record("vss-2", false, at(1000));
+        lag.record("vss-2", false, at(1500));
+        let text = metrics.encode().expect("encodes");
+        assert!(
+            text.contains(r#"vss_replication_lag_seconds{peer="vss-1"} 2.5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"vss_replication_lag_seconds{peer="vss-2"} 0.5"#),
+            "{text}"
+        );
+        lag.record("vss-1", true, at(3000));
+        let text = metrics.encode().expect("encodes");
+        assert!(
+            text.contains(r#"vss_replication_lag_seconds{peer="vss-1"} 0.0"#),
+            "{text}"
+        );
     }
 }

@@ -336,7 +336,7 @@ impl SlotTable {
                 payload,
             }))
         };
-        self.serve(slot, verb, build, |id, reply| match reply.response {
+        self.serve(slot, verb, build, |id, _, reply| match reply.response {
             Response::Custom(bytes) => Ok(bytes),
             other => Err(unexpected(id, op, &other)),
         })
@@ -387,12 +387,18 @@ impl SlotTable {
                 tokens,
             }))
         };
-        self.serve(slot, Verb::Acquire, build, |id, reply| {
-            match reply.response {
-                Response::Acquired(a) => Ok(a),
+        self.serve(
+            slot,
+            Verb::Acquire,
+            build,
+            |id, metrics, reply| match reply.response {
+                Response::Acquired(a) => {
+                    metrics.decided(a.granted);
+                    Ok(a)
+                }
                 other => Err(unexpected(id, "acquire", &other)),
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -443,7 +449,10 @@ impl SlotTable {
             .map(|answer| {
                 let result = answer.unwrap_or_else(|| match replies.next() {
                     Some(Ok(reply)) => match reply.response {
-                        Response::Acquired(a) => Ok(a),
+                        Response::Acquired(a) => {
+                            entry.metrics.decided(a.granted);
+                            Ok(a)
+                        }
                         other => Err(unexpected(id, "acquire", &other)),
                     },
                     Some(Err(e)) => Err(RequestError::queue(id, e)),
@@ -474,10 +483,12 @@ impl SlotTable {
                 payload,
             }))
         };
-        self.serve(slot, Verb::Call, build, |id, reply| match reply.response {
-            Response::Custom(bytes) => Ok(bytes),
-            Response::Accepted => Ok(Vec::new()),
-            other => Err(unexpected(id, "call", &other)),
+        self.serve(slot, Verb::Call, build, |id, _, reply| {
+            match reply.response {
+                Response::Custom(bytes) => Ok(bytes),
+                Response::Accepted => Ok(Vec::new()),
+                other => Err(unexpected(id, "call", &other)),
+            }
         })
         .await
     }
@@ -501,7 +512,7 @@ impl SlotTable {
         verb: Verb,
         req: Request,
     ) -> Result<Reply, RequestError> {
-        self.serve(slot, verb, || Ok(req), |_, reply| Ok(reply))
+        self.serve(slot, verb, || Ok(req), |_, _, reply| Ok(reply))
             .await
     }
 
@@ -562,7 +573,7 @@ impl SlotTable {
         slot: u32,
         verb: Verb,
         build: impl FnOnce() -> Result<Request, RequestError>,
-        answer: impl FnOnce(u8, Reply) -> Result<T, RequestError>,
+        answer: impl FnOnce(u8, &SlotMetrics, Reply) -> Result<T, RequestError>,
     ) -> Result<T, RequestError> {
         let (id, entry) = match self.entry(slot) {
             Ok(found) => found,
@@ -574,7 +585,7 @@ impl SlotTable {
         entry.metrics.calls[verb as usize].inc();
         let result = match build() {
             Ok(req) => match entry.worker.handle(req).await {
-                Ok(reply) => answer(id, reply),
+                Ok(reply) => answer(id, &entry.metrics, reply),
                 Err(e) => Err(RequestError::queue(id, e)),
             },
             Err(e) => Err(e),

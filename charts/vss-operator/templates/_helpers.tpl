@@ -102,3 +102,23 @@ builds.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+"true" when the Prometheus Operator's objects are wanted: monitoring.enabled
+true, or "auto" and the cluster serves monitoring.coreos.com/v1 (Helm knows
+only at install time, or from `helm template --api-versions`).
+*/}}
+{{- define "vss-operator.monitoring" -}}
+{{- $on := toString .Values.monitoring.enabled -}}
+{{- if or (eq $on "true") (and (eq $on "auto") (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) -}}
+true
+{{- end -}}
+{{- end }}
+
+{{/* Labels of the monitoring objects: the chart's and the user's (e.g. the label a Prometheus selects them by). */}}
+{{- define "vss-operator.monitoringLabels" -}}
+{{ include "vss-operator.labels" . }}
+{{- with .Values.monitoring.labels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

@@ -528,6 +528,8 @@ impl Cluster {
             .clone();
         let Some(table) = self.table() else { return };
         let mut batches: BTreeMap<&str, Vec<SnapshotAt>> = BTreeMap::new();
+        // Standbys left without some slot's latest state by this round.
+        let mut behind = BTreeSet::new();
         for (slot, route) in &table.routes {
             let (true, Some(standby)) = (route.owner == self.me(), route.standby.as_deref()) else {
                 continue;
@@ -546,7 +548,10 @@ impl Cluster {
                     .entry(standby)
                     .or_default()
                     .push((*slot, version, state)),
-                Err(e) => tracing::warn!(slot, error = %e, "snapshot failed"),
+                Err(e) => {
+                    behind.insert(standby.to_string());
+                    tracing::warn!(slot, error = %e, "snapshot failed")
+                }
             }
         }
         let pushes = batches.into_iter().filter_map(|(standby, states)| {
@@ -585,10 +590,21 @@ impl Cluster {
                     }
                 }
                 Ok(Err(status)) => {
+                    behind.insert(peer.id().to_string());
                     tracing::debug!(peer = peer.id(), error = %status.message(), "replication refused")
                 }
-                Err(_) => tracing::debug!(peer = peer.id(), "replication timed out"),
+                Err(_) => {
+                    behind.insert(peer.id().to_string());
+                    tracing::debug!(peer = peer.id(), "replication timed out")
+                }
             }
+        }
+        let now = std::time::Instant::now();
+        for peer in self.peers.keys() {
+            self.metrics
+                .cluster
+                .replication_lag
+                .record(peer, !behind.contains(peer), now);
         }
     }
 
