@@ -33,7 +33,7 @@ enum Command {
     /// Print the VssCluster CRD as YAML.
     Crd,
     /// Run the controller (in-cluster config or KUBECONFIG).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check VssCluster manifests offline: the CRD's CEL rules and the
     /// runtime's slot validation. Exits non-zero on the first bad file.
     Validate {
@@ -116,7 +116,7 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("starting the tokio runtime")?
-            .block_on(run(args)),
+            .block_on(run(*args)),
     }
 }
 

@@ -91,7 +91,7 @@ impl Acks {
         }
     }
 
-    /// A delivery that was never sent: nothing to wait for.
+    /// One delivery fewer to wait for: acknowledged, or never sent.
     fn resolved(&self) {
         if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.all_in.notify_one();
