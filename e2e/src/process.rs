@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, ensure};
 use tokio::process::{Child, Command};
 
 /// A process this test started.
@@ -95,4 +95,27 @@ impl Process {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// The binary a test runs: `$VAR`, else the one cargo built next to the
+/// test's own executable.
+pub fn binary(var: &str, name: &str) -> Result<PathBuf> {
+    if let Ok(path) = std::env::var(var) {
+        let path = PathBuf::from(path);
+        ensure!(path.is_file(), "{var}={} is not a file", path.display());
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test binary is not under target/<profile>/deps")?;
+    let path = profile_dir.join(name);
+    ensure!(
+        path.is_file(),
+        "{} is missing: build it first (cargo build -p {name}) or set {var}",
+        path.display()
+    );
+    Ok(path)
 }

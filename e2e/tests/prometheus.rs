@@ -36,6 +36,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use vss_client::{Acquire, Client};
+use vss_e2e::process::binary;
 use vss_e2e::{Process, wait};
 
 const ENABLE_VAR: &str = "VSS_PROMETHEUS_BIN";
@@ -641,27 +642,4 @@ fn value_of(series: &Value) -> Option<f64> {
 
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// The binary a test runs: `$VAR`, else the one cargo built next to this
-/// test.
-fn binary(var: &str, name: &str) -> Result<PathBuf> {
-    if let Ok(path) = std::env::var(var) {
-        let path = PathBuf::from(path);
-        ensure!(path.is_file(), "{var}={} is not a file", path.display());
-        return Ok(path);
-    }
-    let exe = std::env::current_exe().context("locating the test binary")?;
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the test binary is not under target/<profile>/deps")?;
-    let path = profile_dir.join(name);
-    ensure!(
-        path.is_file(),
-        "{} is missing: build it first (cargo build -p {name}) or set {var}",
-        path.display()
-    );
-    Ok(path)
 }

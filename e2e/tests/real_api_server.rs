@@ -23,6 +23,7 @@ use tokio::sync::Mutex;
 use vss_client::{Acquire, Client};
 use vss_e2e::control_plane::{ENABLE_VAR, scripts_dir};
 use vss_e2e::kubectl::{condition_status, int_at, is_owned_by, lease_holder, name_of, str_at};
+use vss_e2e::process::binary;
 use vss_e2e::runner::{self, Scenario, ScenarioFuture};
 use vss_e2e::scenarios;
 use vss_e2e::{ControlPlane, Kubectl, LocalPods, Process, wait};
@@ -232,29 +233,6 @@ fn main() -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
-}
-
-/// The binary a scenario runs: `$VAR`, else the one cargo built next to
-/// this test.
-fn binary(var: &str, name: &str) -> Result<PathBuf> {
-    if let Ok(path) = std::env::var(var) {
-        let path = PathBuf::from(path);
-        ensure!(path.is_file(), "{var}={} is not a file", path.display());
-        return Ok(path);
-    }
-    let exe = std::env::current_exe().context("locating the test binary")?;
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the test binary is not under target/<profile>/deps")?;
-    let path = profile_dir.join(name);
-    ensure!(
-        path.is_file(),
-        "{} is missing: build it first (cargo build -p {name}) or set {var}",
-        path.display()
-    );
-    Ok(path)
 }
 
 async fn setup() -> Result<Suite> {
