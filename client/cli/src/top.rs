@@ -320,12 +320,11 @@ pub fn draw(frame: &mut ratatui::Frame<'_>, view: &View) {
         Constraint::Length(1),
     ])
     .areas(frame.area());
+    let bold = Style::new().add_modifier(Modifier::BOLD);
     frame.render_widget(
-        Paragraph::new(Line::from(view.headline()))
-            .style(Style::new().add_modifier(Modifier::BOLD)),
+        Paragraph::new(Line::from(view.headline())).style(bold),
         head,
     );
-    let bold = Style::new().add_modifier(Modifier::BOLD);
     let widths = [
         Constraint::Length(12),
         Constraint::Length(21),
@@ -368,58 +367,61 @@ pub fn draw(frame: &mut ratatui::Frame<'_>, view: &View) {
 pub async fn run(client: &Client, every: Duration, count: Option<u64>) -> anyhow::Result<()> {
     if std::io::stdout().is_terminal() {
         let mut terminal = ratatui::try_init()?;
-        let shown = live(&mut terminal, client, every, count).await;
+        let shown = refresh(
+            client,
+            count,
+            |view, _| {
+                terminal.draw(|frame| draw(frame, view))?;
+                Ok(())
+            },
+            || async move {
+                // Keys are read on a blocking thread: crossterm's reads block.
+                Ok(tokio::task::spawn_blocking(move || quit_pressed_within(every)).await??)
+            },
+        )
+        .await;
         ratatui::try_restore()?;
         shown
     } else {
-        plain(client, every, count).await
+        refresh(
+            client,
+            count,
+            |view, shown| {
+                let mut stdout = std::io::stdout().lock();
+                if shown > 0 {
+                    writeln!(stdout)?;
+                }
+                write!(stdout, "{}", text(view))?;
+                stdout.flush()?;
+                Ok(())
+            },
+            || async move {
+                tokio::time::sleep(every).await;
+                Ok(false)
+            },
+        )
+        .await
     }
 }
 
-async fn plain(client: &Client, every: Duration, count: Option<u64>) -> anyhow::Result<()> {
-    let mut before: Option<Sample> = None;
-    let mut shown = 0u64;
-    loop {
-        let now = Sample::take(client).await;
-        let view = View::of(before.as_ref(), &now);
-        let mut stdout = std::io::stdout().lock();
-        if shown > 0 {
-            writeln!(stdout)?;
-        }
-        write!(stdout, "{}", text(&view))?;
-        stdout.flush()?;
-        drop(stdout);
-        shown += 1;
-        if count.is_some_and(|n| shown >= n) {
-            return Ok(());
-        }
-        before = Some(now);
-        tokio::time::sleep(every).await;
-    }
-}
-
-async fn live(
-    terminal: &mut ratatui::DefaultTerminal,
+/// Takes a sample, `show`s its view (with how many were shown before),
+/// then `wait`s for the next, until `count` are shown or `wait` says quit.
+async fn refresh<W: Future<Output = anyhow::Result<bool>>>(
     client: &Client,
-    every: Duration,
     count: Option<u64>,
+    mut show: impl FnMut(&View, u64) -> anyhow::Result<()>,
+    wait: impl Fn() -> W,
 ) -> anyhow::Result<()> {
     let mut before: Option<Sample> = None;
     let mut shown = 0u64;
     loop {
         let now = Sample::take(client).await;
-        let view = View::of(before.as_ref(), &now);
-        terminal.draw(|frame| draw(frame, &view))?;
+        show(&View::of(before.as_ref(), &now), shown)?;
         shown += 1;
-        if count.is_some_and(|n| shown >= n) {
+        if count.is_some_and(|n| shown >= n) || wait().await? {
             return Ok(());
         }
         before = Some(now);
-        // Keys are read on a blocking thread: crossterm's reads block.
-        let quit = tokio::task::spawn_blocking(move || quit_pressed_within(every)).await??;
-        if quit {
-            return Ok(());
-        }
     }
 }
 
