@@ -7,6 +7,7 @@ use std::fs::File;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut};
@@ -68,8 +69,28 @@ pub struct ProcessCluster {
     extra: Vec<String>,
 }
 
+/// A port for one listener of an instance. `bind(0)` and release is not
+/// enough here: the tests of a binary start clusters side by side, and the
+/// kernel may hand the same released port to two of them, or to an outgoing
+/// connection, before the instance binds it. So each test binary walks its
+/// own stretch (by PID) of the ports below Linux's ephemeral range (32768
+/// up), never giving a port out twice, and skips ports something else holds.
 fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 20) * 1_000;
+    for _ in 0..SPAN {
+        let port = FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        let port = u16::try_from(port).expect("below 30000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("no free loopback port in {FIRST}..{}", FIRST + SPAN),
+    ))
 }
 
 impl ProcessCluster {
@@ -331,7 +352,21 @@ impl ProcessCluster {
                 return Ok(first.clone());
             }
             if Instant::now() > deadline {
-                return Err(format!("tables after {within:?}: {last:#?}"));
+                let mut report = format!("tables after {within:?}: {last:#?}");
+                for i in which {
+                    let log = self.log(*i);
+                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                    report.push_str(&format!(
+                        "\n--- {} (last {} lines of its log, newest last):\n",
+                        self.nodes[*i].id,
+                        tail.len()
+                    ));
+                    for line in tail.iter().rev() {
+                        report.push_str(line);
+                        report.push('\n');
+                    }
+                }
+                return Err(report);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
