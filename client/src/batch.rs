@@ -11,10 +11,10 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::Conn;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
 use tonic::{Extensions, Status};
 use vss_proto::v1::acquire_outcome::Outcome;
 use vss_proto::v1::vss_client::VssClient;
@@ -59,7 +59,7 @@ impl AcquireLane {
     /// A lane to the instance behind `grpc`, each call limited to
     /// `timeout` and carrying `metadata`. Must be called inside a Tokio
     /// runtime.
-    pub fn start(grpc: VssClient<Channel>, timeout: Duration, metadata: MetadataMap) -> Self {
+    pub fn start(grpc: VssClient<Conn>, timeout: Duration, metadata: MetadataMap) -> Self {
         let (tx, rx) = mpsc::channel(LANE_DEPTH);
         let task = tokio::spawn(run_lane(grpc, rx, timeout, metadata));
         Self { tx, task }
@@ -97,7 +97,7 @@ impl Batcher {
         &self,
         lane: usize,
         req: AcquireRequest,
-        grpcs: impl FnOnce() -> Vec<VssClient<Channel>>,
+        grpcs: impl FnOnce() -> Vec<VssClient<Conn>>,
         timeout: Duration,
     ) -> Option<Result<Outcome, Status>> {
         let lanes = self.lanes.get_or_init(|| {
@@ -111,7 +111,7 @@ impl Batcher {
 }
 
 async fn run_lane(
-    grpc: VssClient<Channel>,
+    grpc: VssClient<Conn>,
     mut rx: mpsc::Receiver<Pending>,
     timeout: Duration,
     metadata: MetadataMap,
@@ -141,7 +141,7 @@ async fn run_lane(
 }
 
 async fn send(
-    mut grpc: VssClient<Channel>,
+    mut grpc: VssClient<Conn>,
     mut request: tonic::Request<AcquireBatchRequest>,
     batch: Vec<Pending>,
     timeout: Duration,

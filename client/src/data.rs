@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::Conn;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 use vss_proto::v1::service_change::Kind;
 use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::{
@@ -240,7 +240,7 @@ impl Client {
     where
         R: Clone + Send + 'static,
         T: Send + 'static,
-        F: Fn(VssClient<Channel>, R) -> Fut + Clone + Send + 'static,
+        F: Fn(VssClient<Conn>, R) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<tonic::Streaming<T>, tonic::Status>> + Send + 'static,
     {
         let (items_tx, items) = mpsc::channel(WATCH_BUFFER);
@@ -360,7 +360,7 @@ async fn keep_open<R, T, F, Fut>(
     first: tokio::sync::oneshot::Sender<Result<(), tonic::Status>>,
 ) where
     R: Clone,
-    F: Fn(VssClient<Channel>, R) -> Fut,
+    F: Fn(VssClient<Conn>, R) -> Fut,
     Fut: Future<Output = Result<tonic::Streaming<T>, tonic::Status>>,
 {
     let mut first = Some(first);

@@ -20,6 +20,7 @@ mod data;
 mod dedupe;
 pub mod mesh_tls;
 mod routing;
+mod security;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use vss_proto::v1::acquire_outcome::Outcome;
 use vss_proto::v1::client_message::Kind;
 use vss_proto::v1::vss_client::VssClient;
@@ -50,6 +51,7 @@ pub use vss_proto::v1::{PeerStatus, RoutingTable, SlotRoute, SlotStatus, StatusR
 use crate::batch::Batcher;
 use crate::dedupe::Seen;
 use crate::routing::Routing;
+pub use crate::security::{Conn, Credentials, Security};
 
 /// Longest a publish may wait for deliveries: the largest slot `timeout`
 /// (`vss_config::MAX_SIGNAL_TIMEOUT`).
@@ -83,6 +85,9 @@ pub enum ClientError {
         code: Code,
         message: String,
     },
+    /// The TLS or token settings cannot be used.
+    #[error("{what}: {reason}")]
+    InvalidSecurity { what: String, reason: String },
     /// No instance could be reached.
     #[error("no VSS instance reachable: {}", .0.join("; "))]
     Unreachable(Vec<String>),
@@ -241,7 +246,7 @@ async fn read_events(
 #[derive(Debug, Clone)]
 struct Instance {
     endpoint: String,
-    grpc: VssClient<Channel>,
+    grpc: VssClient<Conn>,
 }
 
 /// A client of one VSS cluster.
@@ -295,24 +300,41 @@ impl Client {
         endpoints: &[S],
         timeout: Duration,
     ) -> Result<Self, ClientError> {
+        Self::with_security(endpoints, timeout, &Security::default())
+    }
+
+    /// Like [`Client::with_timeout`], over TLS and with a token as
+    /// `security` says.
+    pub fn with_security<S: AsRef<str>>(
+        endpoints: &[S],
+        timeout: Duration,
+        security: &Security,
+    ) -> Result<Self, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
+        let credentials = security.credentials()?;
+        let tls = security.tls()?;
         let instances = endpoints
             .iter()
             .map(|e| {
                 let endpoint = e.as_ref().trim().to_string();
-                let channel = Endpoint::from_shared(uri_of(&endpoint))
+                let at = Endpoint::from_shared(uri_of(&endpoint))
                     .map_err(|err| ClientError::InvalidEndpoint {
                         endpoint: endpoint.clone(),
                         reason: err.to_string(),
                     })?
                     .connect_timeout(timeout)
-                    .tcp_nodelay(true)
-                    .connect_lazy();
+                    .tcp_nodelay(true);
+                let channel = match &tls {
+                    Some(config) => at.connect_with_connector_lazy(mesh_tls::MeshConnector::fixed(
+                        config.clone(),
+                    )),
+                    None => at.connect_lazy(),
+                };
                 Ok(Instance {
                     endpoint,
-                    grpc: VssClient::new(channel),
+                    grpc: VssClient::with_interceptor(channel, credentials.clone()),
                 })
             })
             .collect::<Result<Vec<_>, ClientError>>()?;
@@ -357,7 +379,7 @@ impl Client {
     ) -> Result<T, ClientError>
     where
         R: Clone,
-        F: Fn(VssClient<Channel>, R) -> Fut,
+        F: Fn(VssClient<Conn>, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.first_answer_within(self.timeout, slot, None, req, call)
@@ -374,7 +396,7 @@ impl Client {
     ) -> Result<T, ClientError>
     where
         R: Clone,
-        F: Fn(VssClient<Channel>, R) -> Fut,
+        F: Fn(VssClient<Conn>, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.start_routing();

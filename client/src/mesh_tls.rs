@@ -1,6 +1,7 @@
-//! Dialing the mesh port over mTLS (peers, the operator): a connector for
-//! tonic's `Endpoint::connect_with_connector[_lazy]`. Clients of the
-//! client port do not need it.
+//! Dialing over TLS: a connector for tonic's
+//! `Endpoint::connect_with_connector[_lazy]`, with which peers and the
+//! operator dial the mesh port (mTLS), and clients a client port that
+//! runs TLS.
 //!
 //! tonic's own TLS takes a config once, when the channel is built; peers
 //! keep their channels for the life of the process, so this connector reads

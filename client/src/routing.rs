@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::Conn;
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::{RoutingTable, WatchRoutingRequest};
 
@@ -44,7 +44,7 @@ impl Routing {
 
     /// Starts watching every instance's routing, once, from inside the
     /// caller's runtime (outside one, it does nothing).
-    pub(crate) fn start(&self, instances: impl FnOnce() -> Vec<VssClient<Channel>>) {
+    pub(crate) fn start(&self, instances: impl FnOnce() -> Vec<VssClient<Conn>>) {
         if self.started.load(Ordering::Acquire) {
             return;
         }
@@ -110,7 +110,7 @@ fn newer(offered: &RoutingTable, held: Option<&RoutingTable>) -> bool {
     held.is_none_or(|h| (offered.epoch, &offered.leader) > (h.epoch, &h.leader))
 }
 
-async fn watch(i: usize, mut grpc: VssClient<Channel>, known: Arc<RwLock<Known>>) {
+async fn watch(i: usize, mut grpc: VssClient<Conn>, known: Arc<RwLock<Known>>) {
     loop {
         if let Ok(response) = grpc.watch_routing(WatchRoutingRequest {}).await {
             let mut updates = response.into_inner();

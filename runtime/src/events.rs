@@ -26,6 +26,7 @@ use tonic_prost::ProstDecoder;
 use vss_proto::v1::client_message::Kind;
 use vss_proto::v1::{ClientMessage, Event};
 
+use crate::access::{Access, Permission};
 use crate::error::RequestError;
 use crate::hub::{EventStream, Hub};
 
@@ -78,11 +79,17 @@ pub struct WithEvents<S> {
 }
 
 impl<S> WithEvents<S> {
-    /// `streams` owns each stream's task reading acknowledgements.
-    pub fn new(inner: S, hub: Arc<Hub>, streams: TaskTracker) -> Self {
+    /// `streams` owns each stream's task reading acknowledgements; with
+    /// `access`, a stream needs a token that may subscribe, and takes the
+    /// broadcasts of the slots it may subscribe to.
+    pub fn new(inner: S, hub: Arc<Hub>, streams: TaskTracker, access: Option<Arc<Access>>) -> Self {
         Self {
             inner,
-            events: Events { hub, streams },
+            events: Events {
+                hub,
+                streams,
+                access,
+            },
         }
     }
 }
@@ -128,6 +135,7 @@ where
 struct Events {
     hub: Arc<Hub>,
     streams: TaskTracker,
+    access: Option<Arc<Access>>,
 }
 
 impl StreamingService<ClientMessage> for Events {
@@ -136,8 +144,16 @@ impl StreamingService<ClientMessage> for Events {
     type Future = BoxFuture<tonic::Response<EventStream>, Status>;
 
     fn call(&mut self, req: tonic::Request<Streaming<ClientMessage>>) -> Self::Future {
-        let Events { hub, streams } = self.clone();
+        let Events {
+            hub,
+            streams,
+            access,
+        } = self.clone();
         Box::pin(async move {
+            let grant = match &access {
+                Some(access) => Some(access.authenticate(req.metadata(), Permission::Subscribe)?),
+                None => None,
+            };
             let mut inbound = req.into_inner();
             let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
                 .await
@@ -150,7 +166,15 @@ impl StreamingService<ClientMessage> for Events {
             else {
                 return Err(RequestError::NoHello.into());
             };
-            let (conn, stream) = hub.connect(hello.client_id, hello.slots)?;
+            let slots = match (&access, &grant) {
+                (Some(access), Some(grant)) => {
+                    grant.stream_slots(hello.slots).inspect_err(|_| {
+                        access.refused(Permission::Subscribe);
+                    })?
+                }
+                _ => hello.slots,
+            };
+            let (conn, stream) = hub.connect(hello.client_id, slots)?;
             tracing::debug!(client = %conn.client_id(), "event stream opened");
             streams.spawn(async move {
                 loop {

@@ -23,6 +23,7 @@ use vss_proto::v1::{
 use vss_slot_counter::wire as counter;
 use vss_slot_register::wire as register;
 
+use crate::access::{Access, Permission};
 use crate::cluster::{Cluster, Peer, Placement};
 
 use crate::data::{self, DataSlots};
@@ -60,6 +61,8 @@ pub struct VssService {
     /// otherwise make any instance serve a slot it does not own, from a
     /// bucket of its own.
     from_peers: bool,
+    /// Client tokens, on the client port when `--client-tokens` is set.
+    access: Option<Arc<Access>>,
 }
 
 impl VssService {
@@ -80,13 +83,25 @@ impl VssService {
             streams,
             stop,
             from_peers: false,
+            access: None,
+        }
+    }
+
+    /// The same service asking every call for a token of `access`.
+    pub fn with_access(&self, access: Option<Arc<Access>>) -> Self {
+        Self {
+            access,
+            ..self.clone()
         }
     }
 
     /// The same service for the mesh port, where forwarded requests arrive.
     pub fn for_peers(&self) -> Self {
+        // Peers are authenticated by the mesh's mTLS; tokens are the
+        // client port's.
         Self {
             from_peers: true,
+            access: None,
             ..self.clone()
         }
     }
@@ -94,6 +109,14 @@ impl VssService {
     /// Whether a peer forwarded `req`: it is then served here.
     fn forwarded<T>(&self, req: &Request<T>) -> bool {
         self.from_peers && req.metadata().contains_key(FORWARDED_HEADER)
+    }
+
+    /// Refuses `req` unless its token may do `permission` on `slot`.
+    fn allow<T>(&self, req: &Request<T>, permission: Permission, slot: u32) -> Result<(), Status> {
+        match &self.access {
+            Some(access) => access.check(req.metadata(), permission, slot).map(drop),
+            None => Ok(()),
+        }
     }
 
     fn observe(&self, verb: Verb, started: Instant) {
@@ -332,6 +355,7 @@ impl Vss for VssService {
         &self,
         req: Request<AcquireRequest>,
     ) -> Result<Response<AcquireReply>, Status> {
+        self.allow(&req, Permission::Acquire, req.get_ref().slot)?;
         let started = Instant::now();
         let slot = req.get_ref().slot;
         let forwarded = self
@@ -372,6 +396,15 @@ impl Vss for VssService {
             )));
         }
         let forwarded = self.forwarded(&req);
+        // A batch mixes the acquires of a client's callers: a slot its
+        // token may not acquire on fails those acquires, not the batch.
+        let grant = match &self.access {
+            Some(access) => Some((
+                access,
+                access.authenticate(req.metadata(), Permission::Acquire)?,
+            )),
+            None => None,
+        };
         // Each slot's acquires keep their order; slots are served at once.
         let mut groups: std::collections::BTreeMap<u32, (Vec<usize>, Vec<AcquireRequest>)> =
             Default::default();
@@ -380,12 +413,19 @@ impl Vss for VssService {
             group.0.push(i);
             group.1.push(r);
         }
-        let answered = futures_util::future::join_all(
-            groups.into_iter().map(|(slot, (at, items))| async move {
-                (at, self.acquire_group(slot, items, forwarded).await)
-            }),
-        )
-        .await;
+        let answered =
+            futures_util::future::join_all(groups.into_iter().map(|(slot, (at, items))| {
+                let denied = grant.as_ref().and_then(|(access, grant)| {
+                    access.allow(grant, Permission::Acquire, slot).err()
+                });
+                async move {
+                    match denied {
+                        Some(status) => (at, items.iter().map(|_| failure(&status)).collect()),
+                        None => (at, self.acquire_group(slot, items, forwarded).await),
+                    }
+                }
+            }))
+            .await;
         let mut outcomes = vec![AcquireOutcome::default(); count];
         for (at, group) in answered {
             for (i, outcome) in at.into_iter().zip(group) {
@@ -399,6 +439,7 @@ impl Vss for VssService {
 
     #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "call"))]
     async fn call(&self, req: Request<CallRequest>) -> Result<Response<CallReply>, Status> {
+        self.allow(&req, Permission::Acquire, req.get_ref().slot)?;
         let started = Instant::now();
         let slot = req.get_ref().slot;
         let forwarded = self
@@ -425,6 +466,7 @@ impl Vss for VssService {
         &self,
         req: Request<PublishRequest>,
     ) -> Result<Response<PublishReply>, Status> {
+        self.allow(&req, Permission::Publish, req.get_ref().slot)?;
         let started = Instant::now();
         let slot = req.get_ref().slot;
         // A publish waits for its deliveries: up to the slot's timeout.
@@ -462,6 +504,7 @@ impl Vss for VssService {
         &self,
         req: Request<MembershipRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
+        self.allow(&req, Permission::Subscribe, req.get_ref().slot)?;
         self.membership(req, true).await
     }
 
@@ -469,6 +512,7 @@ impl Vss for VssService {
         &self,
         req: Request<MembershipRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
+        self.allow(&req, Permission::Subscribe, req.get_ref().slot)?;
         self.membership(req, false).await
     }
 
@@ -493,6 +537,7 @@ impl Vss for VssService {
         &self,
         req: Request<CounterChange>,
     ) -> Result<Response<CounterValue>, Status> {
+        self.allow(&req, Permission::Acquire, req.get_ref().slot)?;
         let r = req.into_inner();
         let (v, n) = self
             .timed(
@@ -509,6 +554,7 @@ impl Vss for VssService {
         &self,
         req: Request<CounterChange>,
     ) -> Result<Response<CounterValue>, Status> {
+        self.allow(&req, Permission::Acquire, req.get_ref().slot)?;
         let r = req.into_inner();
         let (v, n) = self
             .timed(
@@ -525,6 +571,7 @@ impl Vss for VssService {
         &self,
         req: Request<ReadCounterRequest>,
     ) -> Result<Response<CounterValue>, Status> {
+        self.allow(&req, Permission::Subscribe, req.get_ref().slot)?;
         let slot = req.get_ref().slot;
         let v = self
             .timed(Verb::ReadCounter, self.data.read_counter(slot))
@@ -535,6 +582,7 @@ impl Vss for VssService {
 
     #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "set"))]
     async fn set(&self, req: Request<SetRequest>) -> Result<Response<WriteReply>, Status> {
+        self.allow(&req, Permission::Publish, req.get_ref().slot)?;
         let r = req.into_inner();
         let (w, n) = self
             .timed(Verb::Set, self.data.set(r.slot, r.key, r.value))
@@ -545,6 +593,7 @@ impl Vss for VssService {
 
     #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "delete"))]
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<WriteReply>, Status> {
+        self.allow(&req, Permission::Publish, req.get_ref().slot)?;
         let r = req.into_inner();
         let (w, n) = self
             .timed(Verb::Delete, self.data.delete(r.slot, r.key))
@@ -555,6 +604,7 @@ impl Vss for VssService {
 
     #[tracing::instrument(level = "debug", skip_all, fields(slot = req.get_ref().slot, verb = "get"))]
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
+        self.allow(&req, Permission::Subscribe, req.get_ref().slot)?;
         let r = req.into_inner();
         let at_least = r.at_least.map(|v| register::Version {
             hlc: v.hlc,
@@ -586,6 +636,7 @@ impl Vss for VssService {
         &self,
         req: Request<ListKeysRequest>,
     ) -> Result<Response<ListKeysReply>, Status> {
+        self.allow(&req, Permission::Subscribe, req.get_ref().slot)?;
         let r = req.into_inner();
         let listed = self
             .timed(
@@ -613,6 +664,7 @@ impl Vss for VssService {
         &self,
         req: Request<AnnounceRequest>,
     ) -> Result<Response<AnnounceReply>, Status> {
+        self.allow(&req, Permission::Publish, req.get_ref().slot)?;
         let r = req.into_inner();
         let (a, n) = self
             .timed(
@@ -633,6 +685,7 @@ impl Vss for VssService {
         &self,
         req: Request<WithdrawRequest>,
     ) -> Result<Response<WithdrawReply>, Status> {
+        self.allow(&req, Permission::Publish, req.get_ref().slot)?;
         let r = req.into_inner();
         let (w, n) = self
             .timed(Verb::Withdraw, self.data.withdraw(r.slot, r.app, r.address))
@@ -649,6 +702,7 @@ impl Vss for VssService {
         &self,
         req: Request<ListServicesRequest>,
     ) -> Result<Response<ListServicesReply>, Status> {
+        self.allow(&req, Permission::Subscribe, req.get_ref().slot)?;
         let r = req.into_inner();
         let services = self
             .timed(
@@ -668,6 +722,7 @@ impl Vss for VssService {
         &self,
         req: Request<ListServicesRequest>,
     ) -> Result<Response<Self::WatchServicesStream>, Status> {
+        self.allow(&req, Permission::Subscribe, req.get_ref().slot)?;
         let r = req.into_inner();
         let rx = self
             .data
@@ -683,6 +738,7 @@ impl Vss for VssService {
         &self,
         req: Request<WatchTicksRequest>,
     ) -> Result<Response<Self::WatchTicksStream>, Status> {
+        self.allow(&req, Permission::Subscribe, req.get_ref().slot)?;
         let slot = req.get_ref().slot;
         let rx = self
             .data
@@ -697,8 +753,12 @@ impl Vss for VssService {
 
     async fn watch_routing(
         &self,
-        _req: Request<WatchRoutingRequest>,
+        req: Request<WatchRoutingRequest>,
     ) -> Result<Response<Self::WatchRoutingStream>, Status> {
+        // Any caller with a valid token: clients route by the table.
+        if let Some(access) = &self.access {
+            access.authenticate(req.metadata(), Permission::Subscribe)?;
+        }
         let mut tables = self.cluster.watch_routing();
         let instance = self.cluster.me().to_string();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -726,7 +786,11 @@ impl Vss for VssService {
         )))
     }
 
-    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        if let Some(access) = &self.access {
+            let grant = access.authenticate(req.metadata(), Permission::Admin)?;
+            access.allow_any(&grant, Permission::Admin)?;
+        }
         let slots = self
             .slots
             .summaries()

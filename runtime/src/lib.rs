@@ -24,6 +24,7 @@
 //! mesh certificate watcher if the mesh port runs mTLS ([`tls`]), and the
 //! chaos restart timer if on. Slot threads end when their slot is dropped.
 
+pub mod access;
 pub mod chaos;
 pub mod cluster;
 pub mod data;
@@ -62,6 +63,7 @@ use vss_proto::v1::mesh_server::MeshServer;
 use vss_proto::v1::vss_server::VssServer;
 use vss_slot_host::{HostLimits, SlotEngine};
 
+use crate::access::{Access, AccessError};
 use crate::chaos::{ChaosOptions, Faulty};
 use crate::cluster::service::{Audited, ControlService, MeshService};
 use crate::cluster::{
@@ -73,7 +75,7 @@ use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
 use crate::signals::Signals;
 use crate::slots::{ReloadError, SlotTable};
-use crate::tls::{MeshTls, TlsError, TlsFiles};
+use crate::tls::{ClientTlsFiles, PortTls, TlsError, TlsFiles};
 
 pub use vss_slot_host::HostLimits as WasmLimits;
 
@@ -122,7 +124,21 @@ pub struct RuntimeOptions {
     /// Certificate, key and CA for mTLS on the mesh port, reloaded when
     /// they change. None: the mesh port is plaintext.
     pub mesh_tls: Option<TlsFiles>,
+    /// Certificate, key and optional client CA for TLS on the client port,
+    /// reloaded when they change. None: the client port is plaintext.
+    pub client_tls: Option<ClientTlsFiles>,
+    /// Token file: every client call must carry one of its tokens, which
+    /// grants permissions on slots ([`access`]). None: no tokens asked.
+    pub client_tokens: Option<PathBuf>,
+    /// Most concurrent streams (calls in flight) one client connection may
+    /// open on the client port.
+    pub client_max_streams: u32,
 }
+
+/// Default of [`RuntimeOptions::client_max_streams`]: well above what one
+/// client needs (vss-client batches its acquires), and low enough that one
+/// connection cannot queue the slots' whole capacity by itself.
+pub const DEFAULT_CLIENT_MAX_STREAMS: u32 = 1024;
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
@@ -140,6 +156,9 @@ impl Default for RuntimeOptions {
             module_root: None,
             chaos: ChaosOptions::default(),
             mesh_tls: None,
+            client_tls: None,
+            client_tokens: None,
+            client_max_streams: DEFAULT_CLIENT_MAX_STREAMS,
         }
     }
 }
@@ -157,7 +176,11 @@ pub enum RuntimeError {
     )]
     NoMeshPort { instance: String },
     #[error("mesh TLS: {0}")]
-    MeshTls(#[from] TlsError),
+    MeshTls(TlsError),
+    #[error("client TLS: {0}")]
+    ClientTls(TlsError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
     #[error("cannot start the Wasm engine: {0}")]
     Engine(String),
     #[error(transparent)]
@@ -187,7 +210,9 @@ pub struct Runtime {
     signals: Arc<Signals>,
     cluster: Arc<Cluster>,
     metrics: Metrics,
-    mesh_tls: Option<Arc<MeshTls>>,
+    mesh_tls: Option<Arc<PortTls>>,
+    client_tls: Option<Arc<PortTls>>,
+    access: Option<Arc<Access>>,
     /// Cancelled when serving stops; ends every event stream.
     stop: CancellationToken,
     // Keeps the epoch ticker alive as long as the runtime.
@@ -213,7 +238,23 @@ impl Runtime {
         let metrics = Metrics::new();
         let mesh_tls = match &options.mesh_tls {
             Some(files) => Some(Arc::new(
-                MeshTls::load(files.clone(), metrics.mesh_tls.clone()).await?,
+                PortTls::mesh(files.clone(), metrics.mesh_tls.clone())
+                    .await
+                    .map_err(RuntimeError::MeshTls)?,
+            )),
+            None => None,
+        };
+        let client_tls = match &options.client_tls {
+            Some(files) => Some(Arc::new(
+                PortTls::client(files.clone(), metrics.client_tls.clone())
+                    .await
+                    .map_err(RuntimeError::ClientTls)?,
+            )),
+            None => None,
+        };
+        let access = match &options.client_tokens {
+            Some(path) => Some(Arc::new(
+                Access::load(path.clone(), metrics.access.clone()).await?,
             )),
             None => None,
         };
@@ -256,7 +297,7 @@ impl Runtime {
             election,
             slots.clone(),
             metrics.clone(),
-            mesh_tls.as_ref().map(|tls| tls.connector()),
+            mesh_tls.as_ref().and_then(|tls| tls.connector()),
         )?);
         let signals = Arc::new(Signals::new(
             slots.clone(),
@@ -274,6 +315,8 @@ impl Runtime {
             cluster,
             metrics,
             mesh_tls,
+            client_tls,
+            access,
             stop,
             _engine: engine,
         })
@@ -345,24 +388,50 @@ impl Runtime {
         // Two planes: clients on one port, peers and the operator on the
         // other, so a client cannot reach the mesh or the control API, nor
         // pass for a peer forwarding a request.
-        let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
-        let client_server = Server::builder()
+        // The RLS endpoint checks tokens itself, then calls the slots
+        // through the service as the instance.
+        let client_router = Server::builder()
+            .max_concurrent_streams(self.options.client_max_streams)
             .add_service(reflection)
             .add_service(reflection_v1alpha)
             .add_service(Faulty::clients(
                 WithEvents::new(
-                    VssServer::new(service.clone()),
+                    VssServer::new(service.with_access(self.access.clone())),
                     self.signals.hub().clone(),
                     streams.clone(),
+                    self.access.clone(),
                 ),
                 &chaos,
             ))
             .add_service(Faulty::clients(
-                RateLimitServiceServer::new(rate_limiter),
+                RateLimitServiceServer::new(rate_limiter.with_access(self.access.clone())),
                 &chaos,
-            ))
-            .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
-        tasks.spawn(async move { client_server.await.map_err(RuntimeError::from) });
+            ));
+        let client_shutdown = stop.clone().cancelled_owned();
+        match &self.client_tls {
+            Some(tls) => {
+                let incoming = tls::accept::incoming(self.grpc, tls.clone());
+                let server = client_router.serve_with_incoming_shutdown(incoming, client_shutdown);
+                tasks.spawn(async move { server.await.map_err(RuntimeError::from) });
+                let (tls, watch_stop) = (tls.clone(), stop.clone());
+                tasks.spawn(async move {
+                    tls.watch(watch_stop).await;
+                    Ok(())
+                });
+            }
+            None => {
+                let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+                let server = client_router.serve_with_incoming_shutdown(incoming, client_shutdown);
+                tasks.spawn(async move { server.await.map_err(RuntimeError::from) });
+            }
+        }
+        if let Some(access) = &self.access {
+            let (access, watch_stop) = (access.clone(), stop.clone());
+            tasks.spawn(async move {
+                access.watch(watch_stop).await;
+                Ok(())
+            });
+        }
         if let Some(listener) = self.mesh {
             let router = Server::builder()
                 .add_service(Audited::new(
@@ -446,6 +515,8 @@ impl Runtime {
             grpc = %grpc_addr,
             mesh = ?mesh_addr,
             mesh_tls = self.mesh_tls.is_some(),
+            client_tls = self.client_tls.is_some(),
+            client_tokens = self.access.is_some(),
             http = ?http_addr,
             "serving"
         );

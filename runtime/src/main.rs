@@ -14,7 +14,7 @@ use vss_runtime::cluster::{Members, MembersError};
 use vss_runtime::executor::QueueLimits;
 use vss_runtime::hub::{DEFAULT_MAX_CLIENTS, HubLimits};
 use vss_runtime::telemetry::{self, LogFormat};
-use vss_runtime::tls::TlsFiles;
+use vss_runtime::tls::{ClientTlsFiles, TlsFiles};
 use vss_runtime::{Runtime, RuntimeOptions, WasmLimits, report};
 
 #[derive(Debug, Parser)]
@@ -53,6 +53,39 @@ struct Args {
     #[arg(long, env = "VSS_MESH_TLS_CA", value_name = "FILE",
         requires_all = ["mesh_tls_cert", "mesh_tls_key"])]
     mesh_tls_ca: Option<PathBuf>,
+    /// TLS on the client port: its certificate (PEM, leaf first), with
+    /// --client-tls-key. Reloaded when it changes.
+    #[arg(
+        long,
+        env = "VSS_CLIENT_TLS_CERT",
+        value_name = "FILE",
+        requires = "client_tls_key"
+    )]
+    client_tls_cert: Option<PathBuf>,
+    /// TLS on the client port: the private key of --client-tls-cert (PEM).
+    #[arg(
+        long,
+        env = "VSS_CLIENT_TLS_KEY",
+        value_name = "FILE",
+        requires = "client_tls_cert"
+    )]
+    client_tls_key: Option<PathBuf>,
+    /// TLS on the client port: require client certificates signed by
+    /// these CAs (PEM). Needs --client-tls-cert and --client-tls-key.
+    #[arg(long, env = "VSS_CLIENT_TLS_CA", value_name = "FILE",
+        requires_all = ["client_tls_cert", "client_tls_key"])]
+    client_tls_ca: Option<PathBuf>,
+    /// Client tokens (YAML): every call on the client port must carry
+    /// `authorization: Bearer <token>` of a token the file grants the
+    /// call's permission (acquire, publish, subscribe, admin) on the slot.
+    /// Reloaded when it changes. See docs/security.md.
+    #[arg(long, env = "VSS_CLIENT_TOKENS", value_name = "FILE")]
+    client_tokens: Option<PathBuf>,
+    /// Most calls in flight on one client connection (HTTP/2 streams);
+    /// more wait for the client's own flow control.
+    #[arg(long, default_value_t = vss_runtime::DEFAULT_CLIENT_MAX_STREAMS,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    client_max_streams: u32,
     /// HTTP address for /healthz, /readyz and /metrics.
     #[arg(long, env = "VSS_HTTP_LISTEN", default_value = "127.0.0.1:7701")]
     http_listen: SocketAddr,
@@ -225,9 +258,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "the mesh port is plaintext: anyone who reaches it can act as a peer or the operator; pass --mesh-tls-cert, --mesh-tls-key and --mesh-tls-ca"
         );
     }
+    let client_tls = match (args.client_tls_cert, args.client_tls_key) {
+        (Some(cert), Some(key)) => Some(ClientTlsFiles {
+            cert,
+            key,
+            ca: args.client_tls_ca,
+        }),
+        (None, None) => None,
+        _ => anyhow::bail!("--client-tls-cert and --client-tls-key go together"),
+    };
     let options = RuntimeOptions {
         chaos,
         mesh_tls,
+        client_tls,
+        client_tokens: args.client_tokens,
+        client_max_streams: args.client_max_streams,
         instance_id,
         members,
         lease: lease.as_ref().map(|l| l.is_leader()),

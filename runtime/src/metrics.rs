@@ -228,13 +228,15 @@ pub struct Metrics {
     pub connected_clients: Gauge,
     pub cluster: ClusterMetrics,
     pub rls: RlsMetrics,
-    pub mesh_tls: MeshTlsMetrics,
+    pub mesh_tls: TlsMetrics,
+    pub client_tls: TlsMetrics,
+    pub access: AccessMetrics,
     registry: Arc<Registry>,
 }
 
-/// Series of mTLS on the mesh port (zero without `--mesh-tls-*`).
+/// Series of TLS on one port (zero without its `--*-tls-*` flags).
 #[derive(Debug, Clone, Default)]
-pub struct MeshTlsMetrics {
+pub struct TlsMetrics {
     /// Connections refused during the handshake: no certificate, another
     /// CA, plaintext, too slow.
     pub handshake_failures: Counter,
@@ -246,10 +248,29 @@ pub struct MeshTlsMetrics {
     pub cert_expiry_seconds: Gauge,
 }
 
-impl MeshTlsMetrics {
+impl TlsMetrics {
     pub fn record_expiry(&self, not_after: Option<i64>) {
         self.cert_expiry_seconds.set(not_after.unwrap_or(0));
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `unauthenticated` or `permission_denied`.
+    pub reason: &'static str,
+    /// The permission asked for: acquire, publish, subscribe, admin.
+    pub permission: &'static str,
+}
+
+/// Series of client tokens (zero without `--client-tokens`).
+#[derive(Debug, Clone, Default)]
+pub struct AccessMetrics {
+    /// Calls refused for want of a token or a permission.
+    pub refused: Family<RefusedLabels, Counter>,
+    /// Token files swapped in after a change.
+    pub reloads: Counter,
+    /// Changed token files that did not parse (the tokens in force stay).
+    pub reload_failures: Counter,
 }
 
 /// Series of Envoy's rate limit service.
@@ -257,7 +278,7 @@ impl MeshTlsMetrics {
 pub struct RlsMetrics {
     /// Per rule: allowed, over_limit, shadowed.
     pub decisions: Family<RlsRuleLabels, Counter>,
-    /// Per request: ok, over_limit, unavailable, invalid.
+    /// Per request: ok, over_limit, unavailable, invalid, refused (token).
     pub requests: Family<OutcomeLabels, Counter>,
     /// Descriptors no rule matched (answered OK, no limit).
     pub unmatched: Counter,
@@ -488,7 +509,7 @@ impl Metrics {
             "Time to answer a ShouldRateLimit call",
             rls.request_seconds.clone(),
         );
-        let mesh_tls = MeshTlsMetrics::default();
+        let mesh_tls = TlsMetrics::default();
         registry.register(
             "mesh_tls_handshake_failures",
             "Connections to the mesh port refused during the TLS handshake",
@@ -509,6 +530,43 @@ impl Metrics {
             "Expiry (notAfter) of the mesh certificate in force, in seconds since the Unix epoch",
             mesh_tls.cert_expiry_seconds.clone(),
         );
+        let client_tls = TlsMetrics::default();
+        registry.register(
+            "client_tls_handshake_failures",
+            "Connections to the client port refused during the TLS handshake",
+            client_tls.handshake_failures.clone(),
+        );
+        registry.register(
+            "client_tls_reloads",
+            "Client port certificate sets reloaded after their files changed",
+            client_tls.reloads.clone(),
+        );
+        registry.register(
+            "client_tls_reload_failures",
+            "Changed client port certificate files that did not load (the certificate in force stays)",
+            client_tls.reload_failures.clone(),
+        );
+        registry.register(
+            "client_tls_cert_expiry_seconds",
+            "Expiry (notAfter) of the client port's certificate in force, in seconds since the Unix epoch",
+            client_tls.cert_expiry_seconds.clone(),
+        );
+        let access = AccessMetrics::default();
+        registry.register(
+            "access_refused",
+            "Client calls refused: no or unknown token (unauthenticated), or a token without the permission (permission_denied)",
+            access.refused.clone(),
+        );
+        registry.register(
+            "access_reloads",
+            "Token files reloaded after they changed",
+            access.reloads.clone(),
+        );
+        registry.register(
+            "access_reload_failures",
+            "Changed token files that did not load (the tokens in force stay)",
+            access.reload_failures.clone(),
+        );
         // Bound on its own: the family's lock guard lives as long as the
         // statement, and the one below takes the lock again.
         let acquire_batch_seconds = request_seconds
@@ -520,6 +578,8 @@ impl Metrics {
             cluster,
             rls,
             mesh_tls,
+            client_tls,
+            access,
             deliveries,
             decisions,
             connected_clients,

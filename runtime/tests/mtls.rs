@@ -2,19 +2,17 @@
 //! generated here (rcgen), written beside each instance, and rotated by
 //! rewriting the files while the cluster serves.
 
+mod pki;
 mod process;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use pki::{Ca, Leaf, write_atomic};
 use process::{ProcessCluster, metric_value};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Channel, Endpoint};
@@ -33,63 +31,6 @@ async fn bounded(within: Duration, test: impl Future<Output = ()>) {
     tokio::time::timeout(within, test)
         .await
         .unwrap_or_else(|_| panic!("test did not finish within {within:?}"));
-}
-
-struct Ca {
-    name: String,
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::default();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().expect("CA key");
-        let issuer = CertifiedIssuer::self_signed(params, key).expect("CA certificate");
-        Self {
-            name: name.to_string(),
-            issuer,
-        }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A certificate for an instance on loopback: what its peers dial
-    /// (127.0.0.1, an IP SAN) and what it presents as a client.
-    fn leaf(&self, who: &str) -> Leaf {
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), who.to_string()])
-            .expect("leaf params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{who} ({})", self.name));
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
-        Leaf {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-}
-
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-/// Replaces `path` at once, as a Secret mount or `mv` does, so a reader
-/// never sees half a file.
-fn write_atomic(path: &Path, contents: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
 }
 
 /// The three files of each instance, in a folder of their own.

@@ -11,7 +11,10 @@ mod scaffold;
 mod top;
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context as _;
 
 use clap::{Parser, Subcommand};
 use output::Format;
@@ -35,6 +38,42 @@ struct Cli {
         global = true
     )]
     endpoints: Vec<String>,
+    /// TLS to the client port: the CA (PEM) the instances' certificates
+    /// are signed by.
+    #[arg(long, env = "VSS_TLS_CA", value_name = "FILE", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM), for instances that require one; with
+    /// --tls-key and --tls-ca.
+    #[arg(
+        long,
+        env = "VSS_TLS_CERT",
+        value_name = "FILE",
+        global = true,
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "VSS_TLS_KEY",
+        value_name = "FILE",
+        global = true,
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// A client token, sent as `authorization: Bearer <token>`. Prefer the
+    /// environment variable or --token-file: arguments show in `ps`.
+    #[arg(long, env = "VSS_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the client token (a mounted Secret).
+    #[arg(
+        long,
+        env = "VSS_TOKEN_FILE",
+        value_name = "FILE",
+        global = true,
+        conflicts_with = "token"
+    )]
+    token_file: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text", global = true)]
     output: Format,
@@ -313,6 +352,7 @@ fn stdout_closed(error: &anyhow::Error) -> bool {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = cli.output;
+    let security = security(&cli)?;
     let command = match cli.command {
         Command::Dev(args) => return dev::run(args).await,
         Command::Instance(args) => return dev::instance(args).await,
@@ -336,7 +376,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         other => other,
     };
-    let client = Client::new(&cli.endpoints)?;
+    let client =
+        Client::with_security(&cli.endpoints, vss_client::DEFAULT_CALL_TIMEOUT, &security)?;
     match command {
         Command::Acquire {
             slot,
@@ -570,6 +611,35 @@ async fn print_events(
     // Let the last acknowledgements reach the instances before exiting.
     events.close().await;
     Ok(())
+}
+
+/// The TLS and token settings of the command line, files read.
+fn security(cli: &Cli) -> anyhow::Result<vss_client::Security> {
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))
+    };
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(path)) => Some(
+            String::from_utf8(read("--token-file", path)?)
+                .with_context(|| format!("--token-file {}: not UTF-8", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    Ok(vss_client::Security {
+        ca_pem: cli
+            .tls_ca
+            .as_ref()
+            .map(|p| read("--tls-ca", p))
+            .transpose()?,
+        identity_pem: match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => Some((read("--tls-cert", cert)?, read("--tls-key", key)?)),
+            _ => None,
+        },
+        token,
+    })
 }
 
 #[cfg(test)]

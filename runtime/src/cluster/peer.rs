@@ -117,8 +117,8 @@ impl Peer {
         MeshClient::new(self.channel.clone())
     }
 
-    pub fn vss(&self) -> VssClient<Channel> {
-        VssClient::new(self.channel.clone())
+    pub fn vss(&self) -> VssClient<vss_client::Conn> {
+        VssClient::with_interceptor(self.channel.clone(), vss_client::Credentials::none())
     }
 
     pub fn health(&self) -> PeerHealth {

@@ -21,6 +21,7 @@ use vss_slot_sdk::codec::Wire;
 use vss_slot_sdk::limiter::{OP_RELEASE, OP_TAKE_ALL, Take, Taken};
 
 use super::rules::{Rule, RuleIndex};
+use crate::access::{Access, Grant, Permission};
 use crate::grpc::VssService;
 use crate::metrics::{Metrics, OutcomeLabels, RlsRuleLabels};
 use crate::slots::SlotTable;
@@ -47,6 +48,8 @@ pub struct RateLimiter {
     slots: Arc<SlotTable>,
     rules: Arc<ArcSwap<Rules>>,
     metrics: Metrics,
+    /// Client tokens, as on the rest of the client port.
+    access: Option<Arc<Access>>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -81,7 +84,14 @@ impl RateLimiter {
             slots,
             rules,
             metrics,
+            access: None,
         }
+    }
+
+    /// The same limiter asking every call for a token of `access` that
+    /// may acquire on the slots of the rules its descriptors match.
+    pub fn with_access(self, access: Option<Arc<Access>>) -> Self {
+        Self { access, ..self }
     }
 
     /// The rules of the configuration in force; rebuilt (rarely) after a
@@ -131,7 +141,11 @@ impl RateLimiter {
             .map_err(|e| Status::internal(format!("slot {slot} answered `{op}` with {e}")))
     }
 
-    async fn decide(&self, req: RateLimitRequest) -> Result<RateLimitResponse, Status> {
+    async fn decide(
+        &self,
+        req: RateLimitRequest,
+        grant: Option<&Grant>,
+    ) -> Result<RateLimitResponse, Status> {
         check(&req)?;
         let rules = self.rules();
         let plan: Vec<Option<Planned>> = req
@@ -139,6 +153,11 @@ impl RateLimiter {
             .iter()
             .map(|d| plan(&rules.index, &req.domain, req.hits_addend, d))
             .collect();
+        if let (Some(access), Some(grant)) = (&self.access, grant) {
+            for p in plan.iter().flatten() {
+                access.allow(grant, Permission::Acquire, u32::from(p.rule.slot))?;
+            }
+        }
         let unmatched = plan.iter().filter(|p| p.is_none()).count();
         self.metrics.rls.unmatched.inc_by(unmatched as u64);
 
@@ -340,11 +359,27 @@ impl RateLimitService for RateLimiter {
         req: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
         let started = Instant::now();
-        let answer = self.decide(req.into_inner()).await;
+        let grant = self
+            .access
+            .as_ref()
+            .map(|access| access.authenticate(req.metadata(), Permission::Acquire));
+        let answer = match grant {
+            Some(Err(refused)) => Err(refused),
+            Some(Ok(grant)) => self.decide(req.into_inner(), Some(&grant)).await,
+            None => self.decide(req.into_inner(), None).await,
+        };
         let outcome = match &answer {
             Ok(r) if r.overall_code == i32::from(Code::OverLimit) => "over_limit",
             Ok(_) => "ok",
             Err(s) if s.code() == tonic::Code::InvalidArgument => "invalid",
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) =>
+            {
+                "refused"
+            }
             Err(_) => "unavailable",
         };
         let rls = &self.metrics.rls;

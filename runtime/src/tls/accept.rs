@@ -1,5 +1,5 @@
-//! The mesh listener as a stream of TLS connections, for tonic's
-//! `serve_with_incoming_shutdown`.
+//! A TLS port's listener (the mesh's, or the clients') as a stream of TLS
+//! connections, for tonic's `serve_with_incoming_shutdown`.
 //!
 //! Handshakes run concurrently, each within [`HANDSHAKE_TIMEOUT`], so a
 //! caller that opens a connection and sends nothing cannot hold up the
@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::MeshTls;
+use super::PortTls;
 
 /// Longest a connection may take to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,7 +38,7 @@ type Handshake =
 
 struct Acceptor {
     listener: TcpListener,
-    tls: Arc<MeshTls>,
+    tls: Arc<PortTls>,
     handshakes: FuturesUnordered<Handshake>,
 }
 
@@ -47,7 +47,7 @@ impl Acceptor {
         // Small messages (heartbeats, forwarded acquires) must not wait
         // for Nagle.
         if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(%from, error = %e, "cannot set TCP_NODELAY on a mesh connection");
+            tracing::debug!(%from, error = %e, "cannot set TCP_NODELAY on a TLS connection");
         }
         let acceptor = TlsAcceptor::from(self.tls.server_config());
         self.handshakes.push(Box::pin(async move {
@@ -68,7 +68,7 @@ impl Acceptor {
                 accepted = self.listener.accept(), if room => match accepted {
                     Ok((tcp, from)) => self.start_handshake(tcp, from),
                     Err(e) => {
-                        tracing::warn!(error = %e, "mesh port: accept failed");
+                        tracing::warn!(error = %e, "TLS port: accept failed");
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
                     }
                 },
@@ -77,7 +77,7 @@ impl Acceptor {
                         Ok(stream) => return stream,
                         Err(e) => {
                             self.tls.metrics().handshake_failures.inc();
-                            tracing::debug!(%from, error = %e, "mesh TLS handshake failed");
+                            tracing::debug!(%from, error = %e, "TLS handshake failed");
                         }
                     }
                 }
@@ -91,7 +91,7 @@ impl Acceptor {
 /// connection is dropped here.
 pub fn incoming(
     listener: TcpListener,
-    tls: Arc<MeshTls>,
+    tls: Arc<PortTls>,
 ) -> impl Stream<Item = Result<TlsStream<TcpStream>, io::Error>> + Send + 'static {
     let acceptor = Acceptor {
         listener,

@@ -1,4 +1,4 @@
-//! Mutual TLS on the mesh port.
+//! TLS on the mesh port and, optionally, on the client port.
 //!
 //! The mesh port lets a caller do what a peer or the operator may do, so
 //! with `--mesh-tls-cert/key/ca` it speaks TLS 1.3 only and requires a
@@ -7,15 +7,19 @@
 //! CA. One certificate serves both ends, so it needs the server SANs its
 //! peers dial (the DNS name or IP in `--peers`) and the client-auth usage.
 //!
-//! Certificates are rotated without a restart: [`MeshTls::watch`] re-reads
-//! the three files every [`RELOAD_POLL`] and swaps in the configs built
-//! from them. Each handshake reads the configs in force, so new connections
+//! The client port takes `--client-tls-cert/key` for a server certificate
+//! and, with `--client-tls-ca`, requires client certificates signed by that
+//! CA. It allows TLS 1.2 as well, for clients that have nothing newer.
+//!
+//! Certificates are rotated without a restart: [`PortTls::watch`] re-reads
+//! the files every [`RELOAD_POLL`] and swaps in the configs built from
+//! them. Each handshake reads the configs in force, so new connections
 //! use the new certificate and CA while established ones carry on. A file
 //! set that does not build (a key that does not match its certificate
 //! because one file was written before the other, a CA file without a
 //! certificate) is logged and the configs in force stay.
 //!
-//! [`accept`] turns the mesh listener into a stream of TLS connections for
+//! [`accept`] turns a listener into a stream of TLS connections for
 //! tonic; [`MeshConnector`] (in `vss-client`, which the operator shares)
 //! is the connector peers dial through.
 
@@ -35,7 +39,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::MeshTlsMetrics;
+use crate::metrics::TlsMetrics;
 
 pub use vss_client::mesh_tls::MeshConnector;
 
@@ -57,7 +61,54 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
-/// Why the mesh TLS files cannot be used.
+/// The files of `--client-tls-cert`, `--client-tls-key` and
+/// `--client-tls-ca`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsFiles {
+    /// The client port's certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// With it, clients must present a certificate signed by one of these
+    /// CAs; without it, any client may connect (and tokens, if set, decide
+    /// what it may do).
+    pub ca: Option<PathBuf>,
+}
+
+/// Which port a set of files serves: it names the flags in errors and
+/// decides what the other end must present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    Mesh,
+    Client,
+}
+
+impl Port {
+    fn flags(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Port::Mesh => ("--mesh-tls-cert", "--mesh-tls-key", "--mesh-tls-ca"),
+            Port::Client => ("--client-tls-cert", "--client-tls-key", "--client-tls-ca"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Port::Mesh => "mesh",
+            Port::Client => "client",
+        }
+    }
+}
+
+/// The files of one port, whichever it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Files {
+    port: Port,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: Option<PathBuf>,
+}
+
+/// Why a port's TLS files cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {flag} {path}: {source}")]
@@ -78,35 +129,38 @@ pub enum TlsError {
         path: PathBuf,
         expected: &'static str,
     },
-    #[error("--mesh-tls-ca {path}: certificate {index} is not a usable CA: {source}")]
+    #[error("{flag} {path}: certificate {index} is not a usable CA: {source}")]
     Ca {
+        flag: &'static str,
         path: PathBuf,
         index: usize,
         source: rustls::Error,
     },
-    #[error("--mesh-tls-ca {path}: {source}")]
+    #[error("{flag} {path}: {source}")]
     Verifier {
+        flag: &'static str,
         path: PathBuf,
         source: rustls::server::VerifierBuilderError,
     },
-    #[error("--mesh-tls-cert {cert} with --mesh-tls-key {key}: {source}")]
+    #[error("{} {cert} with {} {key}: {source}", .port.flags().0, .port.flags().1)]
     Identity {
+        port: Port,
         cert: PathBuf,
         key: PathBuf,
         source: rustls::Error,
     },
 }
 
-/// The bytes of the three files, as last read.
+/// The bytes of the files, as last read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Pems {
     cert: Vec<u8>,
     key: Vec<u8>,
-    ca: Vec<u8>,
+    ca: Option<Vec<u8>>,
 }
 
 impl Pems {
-    async fn read(files: &TlsFiles) -> Result<Self, TlsError> {
+    async fn read(files: &Files) -> Result<Self, TlsError> {
         async fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
             tokio::fs::read(path)
                 .await
@@ -116,19 +170,24 @@ impl Pems {
                     source,
                 })
         }
+        let (cert, key, ca) = files.port.flags();
         Ok(Self {
-            cert: read("--mesh-tls-cert", &files.cert).await?,
-            key: read("--mesh-tls-key", &files.key).await?,
-            ca: read("--mesh-tls-ca", &files.ca).await?,
+            cert: read(cert, &files.cert).await?,
+            key: read(key, &files.key).await?,
+            ca: match &files.ca {
+                Some(path) => Some(read(ca, path).await?),
+                None => None,
+            },
         })
     }
 }
 
 /// Server and client configs built from one set of files.
 #[derive(Debug)]
-pub struct MeshTlsConfig {
+pub struct TlsConfig {
     pub server: Arc<ServerConfig>,
-    pub client: Arc<ClientConfig>,
+    /// For dialing peers: the mesh port only.
+    pub client: Option<Arc<ClientConfig>>,
     /// The leaf certificate's notAfter, in seconds since the Unix epoch
     /// (None if it could not be read, which does not stop its use).
     pub not_after: Option<i64>,
@@ -162,98 +221,147 @@ fn certs(
 
 /// Builds the configs of `files` from their contents `pems`: pure, so
 /// a reload can try a new set without touching the one in force.
-fn build(files: &TlsFiles, pems: &Pems) -> Result<MeshTlsConfig, TlsError> {
-    let chain = certs("--mesh-tls-cert", &files.cert, &pems.cert)?;
+fn build(files: &Files, pems: &Pems) -> Result<TlsConfig, TlsError> {
+    let (cert_flag, key_flag, ca_flag) = files.port.flags();
+    let chain = certs(cert_flag, &files.cert, &pems.cert)?;
     let key = PrivateKeyDer::from_pem_slice(&pems.key).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => TlsError::Empty {
-            flag: "--mesh-tls-key",
+            flag: key_flag,
             path: files.key.clone(),
             expected: "PEM private key",
         },
         e => TlsError::Pem {
-            flag: "--mesh-tls-key",
+            flag: key_flag,
             path: files.key.clone(),
             message: e.to_string(),
         },
     })?;
-    let mut roots = RootCertStore::empty();
-    for (index, ca) in certs("--mesh-tls-ca", &files.ca, &pems.ca)?
-        .into_iter()
-        .enumerate()
-    {
-        roots.add(ca).map_err(|source| TlsError::Ca {
-            path: files.ca.clone(),
-            index,
-            source,
-        })?;
-    }
-    let roots = Arc::new(roots);
+    let roots = match (&files.ca, &pems.ca) {
+        (Some(path), Some(pem)) => {
+            let mut roots = RootCertStore::empty();
+            for (index, ca) in certs(ca_flag, path, pem)?.into_iter().enumerate() {
+                roots.add(ca).map_err(|source| TlsError::Ca {
+                    flag: ca_flag,
+                    path: path.clone(),
+                    index,
+                    source,
+                })?;
+            }
+            Some((path, Arc::new(roots)))
+        }
+        _ => None,
+    };
     let identity = |source| TlsError::Identity {
+        port: files.port,
         cert: files.cert.clone(),
         key: files.key.clone(),
         source,
     };
+    let verifier = |path: &Path, source| TlsError::Verifier {
+        flag: ca_flag,
+        path: path.to_path_buf(),
+        source,
+    };
     let not_after = chain.first().and_then(|leaf| expiry::not_after(leaf));
     let provider = provider();
-
-    let clients = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-        .build()
-        .map_err(|source| TlsError::Verifier {
-            path: files.ca.clone(),
-            source,
-        })?;
-    let mut server = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(identity)?
-        .with_client_cert_verifier(clients)
+    // The mesh is ours at both ends, so it takes TLS 1.3 only; clients may
+    // have nothing newer than 1.2.
+    let versions: &[&rustls::SupportedProtocolVersion] = match files.port {
+        Port::Mesh => &[&rustls::version::TLS13],
+        Port::Client => rustls::DEFAULT_VERSIONS,
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(identity)?;
+    let builder = match &roots {
+        Some((path, roots)) => builder.with_client_cert_verifier(
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                .build()
+                .map_err(|e| verifier(path, e))?,
+        ),
+        None => builder.with_no_client_auth(),
+    };
+    let mut server = builder
         .with_single_cert(chain.clone(), key.clone_key())
         .map_err(identity)?;
     server.alpn_protocols = vec![b"h2".to_vec()];
 
-    let servers = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .map_err(|source| TlsError::Verifier {
-            path: files.ca.clone(),
-            source,
-        })?;
-    let mut client = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(identity)?
-        .with_webpki_verifier(servers)
-        .with_client_auth_cert(chain, key)
-        .map_err(identity)?;
-    client.alpn_protocols = vec![b"h2".to_vec()];
+    let client = match (files.port, roots) {
+        (Port::Mesh, Some((path, roots))) => {
+            let servers = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| verifier(path, e))?;
+            let mut client = ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(identity)?
+                .with_webpki_verifier(servers)
+                .with_client_auth_cert(chain, key)
+                .map_err(identity)?;
+            client.alpn_protocols = vec![b"h2".to_vec()];
+            Some(Arc::new(client))
+        }
+        _ => None,
+    };
 
-    Ok(MeshTlsConfig {
+    Ok(TlsConfig {
         server: Arc::new(server),
-        client: Arc::new(client),
+        client,
         not_after,
     })
 }
 
-/// The mesh TLS configs in force, and the files they come from.
+/// The TLS configs of one port in force, and the files they come from.
 #[derive(Debug)]
-pub struct MeshTls {
-    files: TlsFiles,
+pub struct PortTls {
+    files: Files,
     server: ArcSwap<ServerConfig>,
     /// Shared with every [`MeshConnector`], so peers dial with the configs
-    /// in force.
-    client: Arc<ArcSwap<ClientConfig>>,
+    /// in force; the mesh port only.
+    client: Option<Arc<ArcSwap<ClientConfig>>>,
     /// What the configs in force were built from.
     loaded: Mutex<Pems>,
-    metrics: MeshTlsMetrics,
+    metrics: TlsMetrics,
 }
 
-impl MeshTls {
-    /// Reads and checks the three files.
-    pub async fn load(files: TlsFiles, metrics: MeshTlsMetrics) -> Result<Self, TlsError> {
+impl PortTls {
+    /// Reads and checks the mesh port's three files.
+    pub async fn mesh(files: TlsFiles, metrics: TlsMetrics) -> Result<Self, TlsError> {
+        let TlsFiles { cert, key, ca } = files;
+        Self::load(
+            Files {
+                port: Port::Mesh,
+                cert,
+                key,
+                ca: Some(ca),
+            },
+            metrics,
+        )
+        .await
+    }
+
+    /// Reads and checks the client port's files.
+    pub async fn client(files: ClientTlsFiles, metrics: TlsMetrics) -> Result<Self, TlsError> {
+        let ClientTlsFiles { cert, key, ca } = files;
+        Self::load(
+            Files {
+                port: Port::Client,
+                cert,
+                key,
+                ca,
+            },
+            metrics,
+        )
+        .await
+    }
+
+    async fn load(files: Files, metrics: TlsMetrics) -> Result<Self, TlsError> {
         let pems = Pems::read(&files).await?;
         let config = build(&files, &pems)?;
         metrics.record_expiry(config.not_after);
         Ok(Self {
             files,
             server: ArcSwap::new(config.server),
-            client: Arc::new(ArcSwap::new(config.client)),
+            client: config.client.map(|c| Arc::new(ArcSwap::new(c))),
             loaded: Mutex::new(pems),
             metrics,
         })
@@ -265,12 +373,12 @@ impl MeshTls {
     }
 
     /// A connector that dials peers with the client config in force at
-    /// each connection.
-    pub fn connector(&self) -> MeshConnector {
-        MeshConnector::reloading(self.client.clone())
+    /// each connection; the mesh port's only.
+    pub fn connector(&self) -> Option<MeshConnector> {
+        self.client.clone().map(MeshConnector::reloading)
     }
 
-    pub(crate) fn metrics(&self) -> &MeshTlsMetrics {
+    pub(crate) fn metrics(&self) -> &TlsMetrics {
         &self.metrics
     }
 
@@ -283,7 +391,9 @@ impl MeshTls {
         }
         let config = build(&self.files, &pems)?;
         self.server.store(config.server);
-        self.client.store(config.client);
+        if let (Some(in_force), Some(new)) = (&self.client, config.client) {
+            in_force.store(new);
+        }
         self.metrics.record_expiry(config.not_after);
         *self.lock() = pems;
         Ok(true)
@@ -298,6 +408,7 @@ impl MeshTls {
         // A half-written set fails the same way on every poll until it is
         // complete: log it once.
         let mut failing = false;
+        let port = self.files.port.name();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -308,12 +419,12 @@ impl MeshTls {
                 Ok(true) => {
                     failing = false;
                     self.metrics.reloads.inc();
-                    tracing::info!(cert = %self.files.cert.display(), "mesh TLS certificate reloaded");
+                    tracing::info!(port, cert = %self.files.cert.display(), "TLS certificate reloaded");
                 }
                 Err(e) => {
                     if !failing {
                         self.metrics.reload_failures.inc();
-                        tracing::warn!(error = %e, "mesh TLS files changed but do not build; keeping the certificate in force");
+                        tracing::warn!(port, error = %e, "TLS files changed but do not build; keeping the certificate in force");
                     }
                     failing = true;
                 }
@@ -330,11 +441,12 @@ impl MeshTls {
 mod tests {
     use super::*;
 
-    fn files() -> TlsFiles {
-        TlsFiles {
+    fn files() -> Files {
+        Files {
+            port: Port::Mesh,
             cert: "cert.pem".into(),
             key: "key.pem".into(),
-            ca: "ca.pem".into(),
+            ca: Some("ca.pem".into()),
         }
     }
 
@@ -350,7 +462,7 @@ mod tests {
     fn a_matching_set_builds_and_tells_its_expiry() {
         let (cert, key) = self_signed("a");
         let pems = Pems {
-            ca: cert.clone().into_bytes(),
+            ca: Some(cert.clone().into_bytes()),
             cert: cert.into_bytes(),
             key: key.into_bytes(),
         };
@@ -365,7 +477,7 @@ mod tests {
         let (cert, _) = self_signed("a");
         let (_, other_key) = self_signed("b");
         let pems = Pems {
-            ca: cert.clone().into_bytes(),
+            ca: Some(cert.clone().into_bytes()),
             cert: cert.into_bytes(),
             key: other_key.into_bytes(),
         };
@@ -382,7 +494,7 @@ mod tests {
         let pems = Pems {
             cert: Vec::new(),
             key: Vec::new(),
-            ca: Vec::new(),
+            ca: Some(Vec::new()),
         };
         let e = build(&files(), &pems).expect_err("nothing to build from");
         assert_eq!(

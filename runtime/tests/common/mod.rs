@@ -23,11 +23,20 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(yaml: &str, base: &Path) -> Result<Self, RuntimeError> {
+        Self::start_with(yaml, base, |_| {}).await
+    }
+
+    /// Like [`TestServer::start`], with `set` changing the options first.
+    pub async fn start_with(
+        yaml: &str,
+        base: &Path,
+        set: impl FnOnce(&mut RuntimeOptions),
+    ) -> Result<Self, RuntimeError> {
         let config = SlotsConfig::from_yaml(yaml)
             .expect("test YAML parses")
             .validate_with_base(base)
             .expect("test config is valid");
-        let options = RuntimeOptions {
+        let mut options = RuntimeOptions {
             instance_id: "test-0".into(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             http_listen: Some("127.0.0.1:0".parse().expect("addr")),
@@ -38,6 +47,7 @@ impl TestServer {
             },
             ..RuntimeOptions::default()
         };
+        set(&mut options);
         let runtime = Runtime::bind(options, &config).await?;
         let grpc = runtime.grpc_addr();
         let http = runtime.http_addr().expect("http enabled");
