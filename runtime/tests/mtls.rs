@@ -283,6 +283,33 @@ async fn a_peer_signed_by_another_ca_is_refused() {
     .await;
 }
 
+// Any certificate of the cluster's CA passes the handshake; the instance id
+// a peer claims must be one its certificate names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_certificate_names_another_instance_is_refused() {
+    bounded(Duration::from_secs(90), async {
+        let ca = Ca::new("cluster CA");
+        let ids = ["a", "b", "c"];
+        // c presents b's certificate.
+        let leaves = vec![ca.leaf("a"), ca.leaf("b"), ca.leaf("b")];
+        let (cluster, _files) = start_with_tls(&ids, &leaves, &vec![vec![ca.pem()]; 3]);
+        let table = cluster
+            .settled(&[0, 1], Duration::from_secs(30))
+            .await
+            .expect("a and b agree on a table without c");
+        assert!(!table.members.iter().any(|m| m == "c"), "{table:?}");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let table = cluster.table(0).await.expect("a's table");
+        assert!(!table.members.iter().any(|m| m == "c"), "{table:?}");
+        let refused = counter(&cluster, 0, "vss_refused_mesh_messages_total").await
+            + counter(&cluster, 1, "vss_refused_mesh_messages_total").await;
+        assert!(refused >= 1.0, "a and b counted c's messages: {refused}");
+        let log = cluster.log(0) + &cluster.log(1);
+        assert!(log.contains("not instance"), "a or b logged why:\n{log}");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_to_a_new_ca_under_load_fails_no_call_and_retires_the_old_one() {
     bounded(Duration::from_secs(150), async {

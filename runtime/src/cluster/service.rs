@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 use vss_proto::v1::control_server::Control;
 use vss_proto::v1::deliver_request::Recipients as WireRecipients;
@@ -17,6 +19,7 @@ use vss_proto::v1::{
 use super::{Cluster, RoutingTable};
 use crate::signals::{Signals, Targets};
 use crate::slots::ReloadError;
+use crate::tls::x509;
 
 /// Longest a peer may ask this instance to wait for acknowledgements.
 const MAX_DELIVER_TIMEOUT: Duration = Duration::from_secs(61);
@@ -33,19 +36,29 @@ impl MeshService {
         Self { cluster, signals }
     }
 
-    /// Refuses calls from instances outside the cluster; logged, since it
-    /// means a misconfigured or foreign caller.
-    fn check_sender(&self, from: &str, what: &str) -> Result<(), Status> {
-        if self.cluster.is_member(from) && from != self.cluster.me() {
-            return Ok(());
+    /// Refuses calls from instances outside the cluster, and with mTLS,
+    /// calls whose certificate does not name the instance they claim to
+    /// come from; logged, since it means a misconfigured or foreign caller.
+    fn check_sender(&self, from: &str, certs: Option<&Certs>, what: &str) -> Result<(), Status> {
+        if !self.cluster.is_member(from) || from == self.cluster.me() {
+            self.refused(
+                what,
+                &format!("sender {from:?} is not a peer of this cluster"),
+            );
+            return Err(Status::permission_denied(format!(
+                "{what}: {from:?} is not a peer of this cluster"
+            )));
         }
-        self.refused(
-            what,
-            &format!("sender {from:?} is not a peer of this cluster"),
-        );
-        Err(Status::permission_denied(format!(
-            "{what}: {from:?} is not a peer of this cluster"
-        )))
+        if let Some(names) = certs.and_then(|c| c.first()).map(x509::dns_names)
+            && !names_instance(&names, from)
+        {
+            let why = format!(
+                "the client certificate names {names:?}, not instance {from:?} (a DNS SAN `{from}` or `{from}.<domain>`)"
+            );
+            self.refused(what, &why);
+            return Err(Status::permission_denied(format!("{what}: {why}")));
+        }
+        Ok(())
     }
 
     fn refused(&self, what: &str, why: &str) {
@@ -54,14 +67,32 @@ impl MeshService {
     }
 }
 
+type Certs = Vec<CertificateDer<'static>>;
+
+/// The certificates the caller presented, on a TLS mesh port.
+fn peer_certs<T>(req: &Request<T>) -> Option<Arc<Certs>> {
+    req.extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
+}
+
+/// Whether a certificate's DNS names name instance `id`: as it is, or as
+/// the first label of its pod's DNS name (`<id>.<headless>.<ns>.svc`).
+fn names_instance(names: &[String], id: &str) -> bool {
+    names
+        .iter()
+        .any(|n| n == id || n.strip_prefix(id).is_some_and(|rest| rest.starts_with('.')))
+}
+
 #[tonic::async_trait]
 impl Mesh for MeshService {
     async fn heartbeat(
         &self,
         req: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
+        let certs = peer_certs(&req);
         let r = req.into_inner();
-        self.check_sender(&r.from, "heartbeat")?;
+        self.check_sender(&r.from, certs.as_deref(), "heartbeat")?;
         let table = self.cluster.table();
         Ok(Response::new(HeartbeatReply {
             from: self.cluster.me().to_string(),
@@ -81,7 +112,23 @@ impl Mesh for MeshService {
         &self,
         req: Request<WireTable>,
     ) -> Result<Response<InstallRoutingReply>, Status> {
+        let certs = peer_certs(&req);
         let wire = req.into_inner();
+        // Only the leader sends tables: with mTLS, its certificate must
+        // name the leader the table names.
+        if let Some(names) = certs
+            .as_deref()
+            .and_then(|c| c.first())
+            .map(x509::dns_names)
+            && !names_instance(&names, &wire.leader)
+        {
+            let why = format!(
+                "the client certificate names {names:?}, not the table's leader {:?}",
+                wire.leader
+            );
+            self.refused("routing table", &why);
+            return Err(Status::permission_denied(format!("routing table: {why}")));
+        }
         let checked = RoutingTable::from_proto(wire, &known(&self.cluster));
         let outcome = checked.and_then(|table| self.cluster.install(table));
         match outcome {
@@ -99,8 +146,9 @@ impl Mesh for MeshService {
         &self,
         req: Request<ReplicateRequest>,
     ) -> Result<Response<ReplicateReply>, Status> {
+        let certs = peer_certs(&req);
         let r = req.into_inner();
-        self.check_sender(&r.from, "replicate")?;
+        self.check_sender(&r.from, certs.as_deref(), "replicate")?;
         let table = self.cluster.table();
         let mut refused = Vec::new();
         for state in r.slots {
@@ -147,8 +195,9 @@ impl Mesh for MeshService {
         &self,
         req: Request<FetchStateRequest>,
     ) -> Result<Response<FetchStateReply>, Status> {
+        let certs = peer_certs(&req);
         let r = req.into_inner();
-        self.check_sender(&r.from, "state fetch")?;
+        self.check_sender(&r.from, certs.as_deref(), "state fetch")?;
         let (slots, synced) = self.cluster.everywhere_states().await;
         Ok(Response::new(FetchStateReply { slots, synced }))
     }
@@ -303,5 +352,23 @@ where
             }
             Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_names_an_instance_by_its_id_or_its_pod_dns_name() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(names_instance(&names(&["vss-1"]), "vss-1"));
+        assert!(names_instance(
+            &names(&["vss-1.vss-headless.prod.svc"]),
+            "vss-1"
+        ));
+        assert!(!names_instance(&names(&["vss-10"]), "vss-1"));
+        assert!(!names_instance(&names(&["vss-1x.svc"]), "vss-1"));
+        assert!(!names_instance(&[], "vss-1"));
     }
 }

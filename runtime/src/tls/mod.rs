@@ -24,7 +24,7 @@
 //! is the connector peers dial through.
 
 pub mod accept;
-mod expiry;
+pub mod x509;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -262,7 +262,7 @@ fn build(files: &Files, pems: &Pems) -> Result<TlsConfig, TlsError> {
         path: path.to_path_buf(),
         source,
     };
-    let not_after = chain.first().and_then(|leaf| expiry::not_after(leaf));
+    let not_after = chain.first().and_then(|leaf| x509::not_after(leaf));
     let provider = provider();
     // The mesh is ours at both ends, so it takes TLS 1.3 only; clients may
     // have nothing newer than 1.2.

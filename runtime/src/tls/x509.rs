@@ -1,9 +1,12 @@
-//! A certificate's notAfter, for the expiry gauge.
+//! The two fields of a certificate VSS reads itself: notAfter, for the
+//! expiry gauge, and the DNS names (SAN), to tie a peer's certificate to
+//! the instance id it claims.
 //!
-//! rustls and webpki check validity but do not expose it, and an X.509
-//! parser crate for one field is a lot of code to carry: this walks the
-//! few DER elements in front of the validity. Anything unexpected yields
-//! None; the certificate is still used, only the gauge stays unset.
+//! rustls and webpki check validity and chains but expose neither field,
+//! and an X.509 parser crate for two fields is a lot of code to carry: this
+//! walks the few DER elements in front of them. Anything unexpected yields
+//! None (no expiry: the gauge stays unset) or no names (the peer is
+//! refused).
 
 use rustls::pki_types::CertificateDer;
 
@@ -32,10 +35,17 @@ fn element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 const SEQUENCE: u8 = 0x30;
 const VERSION: u8 = 0xa0;
 const UTC_TIME: u8 = 0x17;
+const BOOLEAN: u8 = 0x01;
+const OCTET_STRING: u8 = 0x04;
+const OID: u8 = 0x06;
+const EXTENSIONS: u8 = 0xa3;
+const DNS_NAME: u8 = 0x82;
+/// subjectAltName, 2.5.29.17.
+const SAN: &[u8] = &[0x55, 0x1d, 0x11];
 const GENERALIZED_TIME: u8 = 0x18;
 
-/// The notAfter of `cert`, in seconds since the Unix epoch.
-pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+/// The fields of the TBSCertificate from serialNumber on.
+fn tbs<'a>(cert: &'a CertificateDer<'_>) -> Option<&'a [u8]> {
     let (SEQUENCE, cert, _) = element(cert.as_ref())? else {
         return None;
     };
@@ -45,6 +55,12 @@ pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
     if tbs.first() == Some(&VERSION) {
         tbs = element(tbs)?.2;
     }
+    Some(tbs)
+}
+
+/// The notAfter of `cert`, in seconds since the Unix epoch.
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+    let mut tbs = tbs(cert)?;
     // serialNumber, signature, issuer.
     for _ in 0..3 {
         tbs = element(tbs)?.2;
@@ -55,6 +71,57 @@ pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
     let (_, _, validity) = element(validity)?;
     let (tag, time, _) = element(validity)?;
     parse_time(tag, time)
+}
+
+/// The DNS names of `cert`'s subjectAltName extension.
+pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    san_dns_names(cert).unwrap_or_default()
+}
+
+fn san_dns_names(cert: &CertificateDer<'_>) -> Option<Vec<String>> {
+    let mut tbs = tbs(cert)?;
+    // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo.
+    for _ in 0..6 {
+        tbs = element(tbs)?.2;
+    }
+    // Then the optional unique ids, then the extensions.
+    while let Some((tag, body, rest)) = element(tbs) {
+        tbs = rest;
+        if tag != EXTENSIONS {
+            continue;
+        }
+        let (SEQUENCE, mut extensions, _) = element(body)? else {
+            return None;
+        };
+        while let Some((SEQUENCE, extension, rest)) = element(extensions) {
+            extensions = rest;
+            let (OID, oid, extension) = element(extension)? else {
+                return None;
+            };
+            if oid != SAN {
+                continue;
+            }
+            let (mut tag, mut value, after) = element(extension)?;
+            if tag == BOOLEAN {
+                (tag, value, _) = element(after)?;
+            }
+            if tag != OCTET_STRING {
+                return None;
+            }
+            let (SEQUENCE, mut names, _) = element(value)? else {
+                return None;
+            };
+            let mut found = Vec::new();
+            while let Some((tag, name, rest)) = element(names) {
+                names = rest;
+                if tag == DNS_NAME {
+                    found.push(String::from_utf8(name.to_vec()).ok()?);
+                }
+            }
+            return Some(found);
+        }
+    }
+    Some(Vec::new())
 }
 
 fn parse_time(tag: u8, text: &[u8]) -> Option<i64> {
@@ -117,7 +184,24 @@ mod tests {
     }
 
     #[test]
-    fn garbage_has_no_expiry() {
+    fn reads_the_dns_names_of_a_generated_certificate() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec![
+            "vss-0".to_string(),
+            "127.0.0.1".to_string(),
+            "vss-0.vss-headless.default.svc".to_string(),
+        ])
+        .expect("params");
+        let cert = params.self_signed(&key).expect("cert");
+        assert_eq!(
+            dns_names(cert.der()),
+            ["vss-0", "vss-0.vss-headless.default.svc"]
+        );
+    }
+
+    #[test]
+    fn garbage_has_no_expiry_and_no_names() {
+        assert!(dns_names(&CertificateDer::from(vec![0x30, 0x82, 1])).is_empty());
         assert_eq!(not_after(&CertificateDer::from(vec![0x30, 0x82, 1])), None);
         assert_eq!(not_after(&CertificateDer::from(Vec::new())), None);
     }
