@@ -9,16 +9,22 @@
 //! instance, every acknowledged register write is visible or superseded,
 //! and the leader changed.
 //!
+//! The mesh runs mTLS, as it does in-cluster by default: every instance
+//! SIGKILLed and restarted rejoins through a handshake.
+//!
 //! Runs for `VSS_CHAOS_SECONDS` (default 60). Soak: see e2e/README.md.
 
+mod pki;
 mod process;
 
 use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use process::{ProcessCluster, SLOTS_YAML};
+use pki::{Ca, write_atomic};
+use process::{ProcessCluster, SLOTS_YAML, metric_value};
 use tokio::sync::Mutex;
 use vss_client::{Acquire, Client};
 
@@ -64,9 +70,31 @@ async fn chaos_without_failed_calls() {
     let yaml = format!(
         "{SLOTS_YAML}  - id: {COUNTER}\n    type: counter\n  - id: {REGISTER}\n    type: register\n"
     );
+    let ids = ["a", "b", "c"];
     let mut cluster =
-        ProcessCluster::start_config(&["a", "b", "c"], &[0, 1, 2], CHAOS_FLAGS, &yaml, &[])
-            .expect("start");
+        ProcessCluster::start_config(&ids, &[], CHAOS_FLAGS, &yaml, &[]).expect("cluster");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("chaos CA");
+    write_atomic(&certs.path().join("ca.pem"), &ca.pem());
+    for (i, id) in ids.iter().enumerate() {
+        let leaf = ca.leaf(id);
+        let path = |f: &str| certs.path().join(format!("{id}-{f}")).display().to_string();
+        write_atomic(Path::new(&path("cert.pem")), &leaf.cert);
+        write_atomic(Path::new(&path("key.pem")), &leaf.key);
+        let ca_file = certs.path().join("ca.pem").display().to_string();
+        cluster.set_own_args(
+            i,
+            &[
+                "--mesh-tls-cert",
+                &path("cert.pem"),
+                "--mesh-tls-key",
+                &path("key.pem"),
+                "--mesh-tls-ca",
+                &ca_file,
+            ],
+        );
+        cluster.spawn(i).expect("spawn");
+    }
     cluster
         .settled(&[0, 1, 2], Duration::from_secs(30))
         .await
@@ -318,7 +346,18 @@ async fn chaos_without_failed_calls() {
             ));
         }
     }
+    let mut handshakes_refused = 0.0;
+    for i in 0..ids.len() {
+        let metrics = cluster.metrics(i).await;
+        assert!(
+            metric_value(&metrics, "vss_mesh_tls_cert_expiry_seconds").is_some_and(|t| t > 0.0),
+            "instance {i} serves the mesh over mTLS"
+        );
+        handshakes_refused +=
+            metric_value(&metrics, "vss_mesh_tls_handshake_failures_total").unwrap_or(0.0);
+    }
     println!("chaos for {elapsed:.1?}: {kills} kills, leaders {leaders:?}");
+    println!("mesh over mTLS; handshakes refused since the last restarts: {handshakes_refused}");
     println!("client calls {calls}, failed {failed}");
     println!(
         "broadcasts {} published, each to {SUBSCRIBERS} subscribers: {}",
