@@ -27,6 +27,7 @@
 pub mod access;
 pub mod chaos;
 pub mod cluster;
+pub mod connections;
 pub mod data;
 pub mod error;
 pub mod events;
@@ -69,6 +70,7 @@ use crate::cluster::service::{Audited, ControlService, MeshService};
 use crate::cluster::{
     Cluster, ClusterError, Election, Members, MembersError, MeshElection, WatchElection,
 };
+use crate::connections::{CallBudgetLayer, ClientLimits, ConnectionGate};
 use crate::events::WithEvents;
 use crate::executor::QueueLimits;
 use crate::hub::{Hub, HubLimits};
@@ -133,6 +135,9 @@ pub struct RuntimeOptions {
     /// Most concurrent streams (calls in flight) one client connection may
     /// open on the client port.
     pub client_max_streams: u32,
+    /// Connections the client port holds, and calls per second each may
+    /// start.
+    pub client_limits: ClientLimits,
 }
 
 /// Default of [`RuntimeOptions::client_max_streams`]: well above what one
@@ -159,6 +164,7 @@ impl Default for RuntimeOptions {
             client_tls: None,
             client_tokens: None,
             client_max_streams: DEFAULT_CLIENT_MAX_STREAMS,
+            client_limits: ClientLimits::default(),
         }
     }
 }
@@ -390,8 +396,11 @@ impl Runtime {
         // pass for a peer forwarding a request.
         // The RLS endpoint checks tokens itself, then calls the slots
         // through the service as the instance.
+        let limits = self.options.client_limits;
+        let gate = ConnectionGate::new(limits, self.metrics.connections.clone());
         let client_router = Server::builder()
             .max_concurrent_streams(self.options.client_max_streams)
+            .layer(CallBudgetLayer::new(limits, &self.metrics.connections))
             .add_service(reflection)
             .add_service(reflection_v1alpha)
             .add_service(Faulty::clients(
@@ -410,7 +419,7 @@ impl Runtime {
         let client_shutdown = stop.clone().cancelled_owned();
         match &self.client_tls {
             Some(tls) => {
-                let incoming = tls::accept::incoming(self.grpc, tls.clone());
+                let incoming = gate.limit(tls::accept::incoming(self.grpc, tls.clone()));
                 let server = client_router.serve_with_incoming_shutdown(incoming, client_shutdown);
                 tasks.spawn(async move { server.await.map_err(RuntimeError::from) });
                 let (tls, watch_stop) = (tls.clone(), stop.clone());
@@ -420,7 +429,7 @@ impl Runtime {
                 });
             }
             None => {
-                let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+                let incoming = gate.limit(TcpIncoming::from(self.grpc).with_nodelay(Some(true)));
                 let server = client_router.serve_with_incoming_shutdown(incoming, client_shutdown);
                 tasks.spawn(async move { server.await.map_err(RuntimeError::from) });
             }

@@ -11,6 +11,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use vss_runtime::chaos::ChaosOptions;
 use vss_runtime::cluster::{Members, MembersError};
+use vss_runtime::connections::ClientLimits;
 use vss_runtime::executor::QueueLimits;
 use vss_runtime::hub::{DEFAULT_MAX_CLIENTS, HubLimits};
 use vss_runtime::telemetry::{self, LogFormat};
@@ -86,6 +87,16 @@ struct Args {
     #[arg(long, default_value_t = vss_runtime::DEFAULT_CLIENT_MAX_STREAMS,
         value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     client_max_streams: u32,
+    /// Most client connections the client port holds at once; one more is
+    /// closed at once (its client tries another instance).
+    #[arg(long, default_value_t = vss_runtime::connections::DEFAULT_MAX_CONNECTIONS as u64,
+        value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    client_max_connections: u64,
+    /// Most calls one client connection may start per second; more are
+    /// refused with RESOURCE_EXHAUSTED naming this limit.
+    #[arg(long, default_value_t = vss_runtime::connections::DEFAULT_CALLS_PER_SECOND,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    client_max_calls_per_second: u32,
     /// HTTP address for /healthz, /readyz and /metrics.
     #[arg(long, env = "VSS_HTTP_LISTEN", default_value = "127.0.0.1:7701")]
     http_listen: SocketAddr,
@@ -273,6 +284,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         client_tls,
         client_tokens: args.client_tokens,
         client_max_streams: args.client_max_streams,
+        client_limits: ClientLimits {
+            max_connections: usize::try_from(args.client_max_connections)
+                .context("--client-max-connections")?,
+            calls_per_second: args.client_max_calls_per_second,
+        },
         instance_id,
         members,
         lease: lease.as_ref().map(|l| l.is_leader()),

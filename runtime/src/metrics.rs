@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::connections::ConnectionMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     pub slot: u32,
@@ -231,6 +233,7 @@ pub struct Metrics {
     pub mesh_tls: TlsMetrics,
     pub client_tls: TlsMetrics,
     pub access: AccessMetrics,
+    pub connections: ConnectionMetrics,
     registry: Arc<Registry>,
 }
 
@@ -551,6 +554,22 @@ impl Metrics {
             "Expiry (notAfter) of the client port's certificate in force, in seconds since the Unix epoch",
             client_tls.cert_expiry_seconds.clone(),
         );
+        let connections = ConnectionMetrics::default();
+        registry.register(
+            "client_connections",
+            "Client connections open on the client port",
+            connections.open.clone(),
+        );
+        registry.register(
+            "client_connections_refused",
+            "Client connections closed at once because the port held --client-max-connections",
+            connections.refused.clone(),
+        );
+        registry.register(
+            "client_calls_refused",
+            "Client calls refused because their connection spent --client-max-calls-per-second",
+            connections.calls_refused.clone(),
+        );
         let access = AccessMetrics::default();
         registry.register(
             "access_refused",
@@ -580,6 +599,7 @@ impl Metrics {
             mesh_tls,
             client_tls,
             access,
+            connections,
             deliveries,
             decisions,
             connected_clients,

@@ -1,5 +1,6 @@
-//! Client tokens and TLS on the client port, against a runtime serving on
-//! loopback and `vss-client` as users call it.
+//! What guards the client port: tokens, TLS and the per-connection
+//! limits, against a runtime serving on loopback and `vss-client` as users
+//! call it.
 
 mod common;
 mod pki;
@@ -11,6 +12,7 @@ use common::{TestServer, http_get};
 use pki::{Ca, write_atomic};
 use tonic::Code;
 use vss_client::{Acquire, Client, ClientError, Security};
+use vss_runtime::connections::ClientLimits;
 use vss_runtime::tls::ClientTlsFiles;
 
 const SLOTS: &str = "slots:
@@ -309,5 +311,89 @@ async fn client_tls_with_client_certificates() {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<u64>().ok());
     assert!(failures.is_some_and(|n| n >= 2), "{metrics}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_connection_cannot_start_more_than_its_calls_per_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_with(SLOTS, dir.path(), |o| {
+        o.client_limits = ClientLimits {
+            calls_per_second: 20,
+            ..ClientLimits::default()
+        };
+    })
+    .await
+    .expect("server starts");
+    let greedy = server.client();
+    let mut refused = None;
+    for _ in 0..100 {
+        if let Err(e) = greedy.acquire(0, Acquire::default()).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let (code, message) = refusal(Err::<(), _>(refused.expect("refused within 100 calls")));
+    assert_eq!(code, Code::ResourceExhausted);
+    assert!(
+        message.contains("more than 20 calls in the last second (--client-max-calls-per-second)"),
+        "{message}"
+    );
+    // Another connection has its own budget.
+    server
+        .client()
+        .acquire(0, Acquire::default())
+        .await
+        .expect("another connection is served");
+    let (_, metrics) = http_get(server.http, "/metrics").await;
+    assert!(
+        !metrics.contains("vss_client_calls_refused_total 0\n"),
+        "{metrics}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_client_port_holds_at_most_its_connections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_with(SLOTS, dir.path(), |o| {
+        o.client_limits = ClientLimits {
+            max_connections: 2,
+            ..ClientLimits::default()
+        };
+    })
+    .await
+    .expect("server starts");
+    let first = server.client();
+    let second = server.client();
+    for c in [&first, &second] {
+        c.acquire(0, Acquire::default())
+            .await
+            .expect("within the limit");
+    }
+    let e = server
+        .client()
+        .acquire(0, Acquire::default())
+        .await
+        .expect_err("a third connection is closed");
+    assert!(matches!(e, ClientError::Unreachable(_)), "{e}");
+    let (_, metrics) = http_get(server.http, "/metrics").await;
+    assert!(metrics.contains("vss_client_connections 2\n"), "{metrics}");
+    assert!(
+        !metrics.contains("vss_client_connections_refused_total 0\n"),
+        "{metrics}"
+    );
+    // A closed connection gives its place back.
+    drop(second);
+    let started = Instant::now();
+    loop {
+        match server.client().acquire(0, Acquire::default()).await {
+            Ok(_) => break,
+            Err(e) if started.elapsed() > Duration::from_secs(10) => {
+                panic!("no place freed within 10 s: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
     server.shutdown().await;
 }
