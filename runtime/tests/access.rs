@@ -16,8 +16,10 @@ use vss_runtime::connections::ClientLimits;
 use vss_runtime::tls::ClientTlsFiles;
 
 const SLOTS: &str = "slots:
-- {id: 0, type: token-bucket, bucketSize: 1000, period: second, refreshRate: 1000}
-- {id: 1, type: token-bucket, bucketSize: 1000, period: second, refreshRate: 1000}
+- {id: 0, type: token-bucket, bucketSize: 1000, period: second, refreshRate: 1000,
+   rls: [{domain: edge, name: per-user, descriptor: [{key: user}]}]}
+- {id: 1, type: token-bucket, bucketSize: 1000, period: second, refreshRate: 1000,
+   rls: [{domain: edge, name: per-path, descriptor: [{key: path}]}]}
 - {id: 10, type: broadcast, timeout: 1s}
 ";
 
@@ -395,5 +397,58 @@ async fn the_client_port_holds_at_most_its_connections() {
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+    server.shutdown().await;
+}
+
+// Envoy's rate limit service is on the client port and takes its tokens.
+#[tokio::test]
+async fn the_rate_limit_service_takes_the_client_tokens() {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = with_tokens(dir.path()).await;
+    let mut envoy = RateLimitServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect");
+    let call = |key: &str, token: Option<&str>| {
+        let mut req = tonic::Request::new(RateLimitRequest {
+            domain: "edge".into(),
+            descriptors: vec![RateLimitDescriptor {
+                entries: vec![Entry {
+                    key: key.into(),
+                    value: "v".into(),
+                }],
+                ..Default::default()
+            }],
+            hits_addend: 1,
+        });
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().expect("ascii");
+            req.metadata_mut().insert("authorization", value);
+        }
+        req
+    };
+    let e = envoy
+        .should_rate_limit(call("user", None))
+        .await
+        .expect_err("no token");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    envoy
+        .should_rate_limit(call("user", Some(CHECKOUT)))
+        .await
+        .expect("checkout may acquire on slot 0, the per-user rule's");
+    let e = envoy
+        .should_rate_limit(call("path", Some(CHECKOUT)))
+        .await
+        .expect_err("the per-path rule is slot 1's");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message().contains("may not acquire on slot 1"),
+        "{}",
+        e.message()
+    );
     server.shutdown().await;
 }
