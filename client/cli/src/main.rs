@@ -644,13 +644,42 @@ fn security(cli: &Cli) -> anyhow::Result<vss_client::Security> {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory as _;
+    use clap::{CommandFactory as _, Parser as _};
 
-    use super::Cli;
+    use super::{Cli, security};
 
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    // The TLS flags are global: they must not take a verb's own names
+    // (`acquire --key`).
+    #[test]
+    fn the_token_and_tls_flags_go_with_every_verb() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret-0123456789\n").expect("write");
+        let cli = Cli::try_parse_from([
+            "vss".as_ref(),
+            "--token-file".as_ref(),
+            token.as_os_str(),
+            "acquire".as_ref(),
+            "1".as_ref(),
+            "--key".as_ref(),
+            "alice".as_ref(),
+        ])
+        .expect("parses");
+        let settings = security(&cli).expect("reads the token file");
+        assert_eq!(settings.token.as_deref(), Some("s3cret-0123456789"));
+        assert!(settings.ca_pem.is_none());
+        let missing = Cli::try_parse_from(["vss", "--tls-ca", "/nonexistent/ca.pem", "status"])
+            .expect("parses");
+        let e = security(&missing).expect_err("no such file");
+        assert!(
+            e.to_string().starts_with("--tls-ca /nonexistent/ca.pem"),
+            "{e}"
+        );
     }
 
     #[test]
