@@ -771,7 +771,9 @@ impl Vss for VssService {
                     instance: instance.clone(),
                     table,
                 };
-                if tx.send(Ok(update)).await.is_err() {
+                // A reader 4 tables behind is dropped, as every stream's
+                // slow reader is, rather than holding this task.
+                if tx.try_send(Ok(update)).is_err() {
                     return;
                 }
                 tokio::select! {
