@@ -540,9 +540,14 @@ mod tests {
         rcgen::CertifiedIssuer::self_signed(params, key).expect("CA")
     }
 
-    /// (certificate, key) PEMs for 127.0.0.1, signed by `ca`.
+    /// (certificate, key) PEMs for 127.0.0.1 and pod `demo-0`'s DNS name,
+    /// signed by `ca`.
     fn leaf(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>) -> (String, String) {
-        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+        let params = rcgen::CertificateParams::new(vec![
+            "127.0.0.1".to_string(),
+            "demo-0.demo-peers.testns.svc".to_string(),
+        ])
+        .expect("params");
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, ca).expect("leaf");
         (cert.pem(), key.serialize_pem())
@@ -639,6 +644,30 @@ mod tests {
         let wary = GrpcPodControl::new(Duration::from_secs(2)).with_mesh_tls(wary);
         let refused = wary.status(address.clone(), None).await;
         assert!(refused.is_err(), "server of an untrusted CA: {refused:?}");
+
+        // Per call, as for a cluster whose certificates the operator made:
+        // the pod is dialed at its IP and checked for the name given.
+        let (cert, key) = leaf(&cluster_ca);
+        let config = client_config(cert.as_bytes(), key.as_bytes(), cluster_ca.pem().as_bytes())
+            .expect("client config");
+        let per_call = GrpcPodControl::new(Duration::from_secs(2));
+        let as_pod = |name: &str| {
+            Some(PodTls {
+                config: config.clone(),
+                server_name: name.to_string(),
+            })
+        };
+        per_call
+            .status(address.clone(), as_pod("demo-0.demo-peers.testns.svc"))
+            .await
+            .expect("the pod's certificate names demo-0");
+        let refused = per_call
+            .status(address.clone(), as_pod("demo-1.demo-peers.testns.svc"))
+            .await;
+        assert!(
+            refused.is_err(),
+            "demo-1 expected, though the IP dialed is in the certificate: {refused:?}"
+        );
 
         stop.cancel();
         server.await.expect("joined").expect("server ran");
