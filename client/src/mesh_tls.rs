@@ -9,7 +9,10 @@
 //! rotated certificate or CA is used from the next connection on.
 //!
 //! The server's certificate must name the host it was dialed at: the DNS
-//! name, or for an IP address an IP SAN.
+//! name, or for an IP address an IP SAN; or, with
+//! [`MeshConnector::verifying_as`], a name given apart from the address
+//! (the operator dials pods at their IP, which no certificate made before
+//! the pod existed can name, and checks the pod's DNS name instead).
 
 use std::future::Future;
 use std::io;
@@ -31,12 +34,25 @@ use tonic::transport::Uri;
 #[derive(Debug, Clone)]
 pub struct MeshConnector {
     config: Arc<ArcSwap<ClientConfig>>,
+    server_name: Option<ServerName<'static>>,
 }
 
 impl MeshConnector {
     /// Follows the configs stored in `config`.
     pub fn reloading(config: Arc<ArcSwap<ClientConfig>>) -> Self {
-        Self { config }
+        Self {
+            config,
+            server_name: None,
+        }
+    }
+
+    /// Checks the server's certificate for `name` instead of the host
+    /// dialed.
+    pub fn verifying_as(self, name: ServerName<'static>) -> Self {
+        Self {
+            server_name: Some(name),
+            ..self
+        }
     }
 
     /// Always dials with `config` (tests, one-off tools).
@@ -58,19 +74,27 @@ impl tower::Service<Uri> for MeshConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let config = self.config.load_full();
-        Box::pin(async move { connect(&uri, config).await.map(TokioIo::new) })
+        let name = self.server_name.clone();
+        Box::pin(async move { connect(&uri, config, name).await.map(TokioIo::new) })
     }
 }
 
-async fn connect(uri: &Uri, config: Arc<ClientConfig>) -> io::Result<TlsStream<TcpStream>> {
+async fn connect(
+    uri: &Uri,
+    config: Arc<ClientConfig>,
+    server_name: Option<ServerName<'static>>,
+) -> io::Result<TlsStream<TcpStream>> {
     let invalid =
         |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{uri}: {what}"));
     let host = uri.host().ok_or_else(|| invalid("no host"))?;
     let port = uri.port_u16().ok_or_else(|| invalid("no port"))?;
     // An IPv6 host keeps its brackets in a URI.
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let name = ServerName::try_from(host.to_string())
-        .map_err(|_| invalid("host is neither a DNS name nor an IP address"))?;
+    let name = match server_name {
+        Some(name) => name,
+        None => ServerName::try_from(host.to_string())
+            .map_err(|_| invalid("host is neither a DNS name nor an IP address"))?,
+    };
     let tcp = TcpStream::connect((host, port)).await?;
     tcp.set_nodelay(true)?;
     TlsConnector::from(config).connect(name, tcp).await

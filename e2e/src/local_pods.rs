@@ -1,7 +1,10 @@
 //! Stands in for the kubelet on a control plane without nodes: each Pod of
 //! a VssCluster becomes a local `vss-runtime` process, started with the
 //! container's own args and env from the Pod the StatefulSet controller
-//! made, its ConfigMap volumes written out as files, bound to a loopback
+//! made, its ConfigMap and Secret volumes written out as files (once, at
+//! start: later updates of the objects do not reach a running process,
+//! unlike a kubelet's), `$(VAR)` in its args expanded from its env as the
+//! kubelet does, bound to a loopback
 //! address of its own (127.0.0.N), and reported back through the
 //! `pods/status` subresource (phase, `podIP`, Ready), as a kubelet would.
 //!
@@ -236,6 +239,23 @@ impl LocalPods {
             .pointer("/spec/containers/0")
             .context("pod has no container")?;
         let mounts = self.write_volumes(pod, container, &fs).await?;
+        let namespace = str_at(pod, "/metadata/namespace");
+        let mut env: Vec<(String, String)> = Vec::new();
+        for var in array(container, "env") {
+            let key = str_at(var, "/name");
+            let value = match var
+                .pointer("/valueFrom/fieldRef/fieldPath")
+                .and_then(Value::as_str)
+            {
+                Some("metadata.name") => name.to_string(),
+                Some("metadata.namespace") => namespace.to_string(),
+                Some(other) => {
+                    bail!("env {key}: fieldRef {other} is not supported by the stand-in")
+                }
+                None => str_at(var, "/value").to_string(),
+            };
+            env.push((key.to_string(), value));
+        }
 
         let mut args: Vec<String> = container
             .get("args")
@@ -248,6 +268,7 @@ impl LocalPods {
             })
             .unwrap_or_default();
         for arg in &mut args {
+            *arg = expand(arg, &env);
             if let Some(port) = arg.strip_prefix("0.0.0.0:") {
                 *arg = format!("{ip}:{port}");
             } else if mounts.iter().any(|m| arg.starts_with(m.as_str())) {
@@ -270,7 +291,6 @@ impl LocalPods {
             .join(",");
         args.extend(["--peers".to_string(), peers]);
 
-        let namespace = str_at(pod, "/metadata/namespace");
         let account = str_at(pod, "/spec/serviceAccountName");
         let account = if account.is_empty() {
             "default"
@@ -283,19 +303,7 @@ impl LocalPods {
         if let Ok(path) = std::env::var("PATH") {
             cmd.env("PATH", path);
         }
-        for var in array(container, "env") {
-            let key = str_at(var, "/name");
-            let value = match var
-                .pointer("/valueFrom/fieldRef/fieldPath")
-                .and_then(Value::as_str)
-            {
-                Some("metadata.name") => name.to_string(),
-                Some("metadata.namespace") => namespace.to_string(),
-                Some(other) => {
-                    bail!("env {key}: fieldRef {other} is not supported by the stand-in")
-                }
-                None => str_at(var, "/value").to_string(),
-            };
+        for (key, value) in &env {
             cmd.env(key, value);
         }
         let process = Process::spawn(name, cmd, &self.root.join("logs"))?;
@@ -322,36 +330,44 @@ impl LocalPods {
             let Some(volume) = volumes.iter().find(|v| str_at(v, "/name") == volume_name) else {
                 bail!("volumeMount {volume_name} names no volume");
             };
-            let Some(source) = volume.get("configMap") else {
+            let (source, cm_name, cm, base64_data) = if let Some(source) = volume.get("configMap") {
+                let cm_name = str_at(source, "/name");
+                let cm = self.kubectl.get("configmap", cm_name).await?;
+                (source, cm_name, cm, "binaryData")
+            } else if let Some(source) = volume.get("secret") {
+                // A Secret's `data` is base64, as a ConfigMap's
+                // `binaryData`.
+                let name = str_at(source, "/secretName");
+                let secret = self.kubectl.get("secret", name).await?;
+                (source, name, secret, "data")
+            } else {
                 // The projected service-account token: the stand-in gives
                 // a kubeconfig instead.
                 continue;
             };
-            let cm_name = str_at(source, "/name");
-            let cm = self.kubectl.get("configmap", cm_name).await?;
             let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-            for (key, value) in cm
-                .get("data")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-            {
-                files.insert(
-                    key.clone(),
-                    value.as_str().unwrap_or("").as_bytes().to_vec(),
-                );
+            if base64_data != "data" {
+                for (key, value) in cm
+                    .get("data")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                {
+                    files.insert(
+                        key.clone(),
+                        value.as_str().unwrap_or("").as_bytes().to_vec(),
+                    );
+                }
             }
             for (key, value) in cm
-                .get("binaryData")
+                .get(base64_data)
                 .and_then(Value::as_object)
                 .into_iter()
                 .flatten()
             {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(value.as_str().unwrap_or(""))
-                    .with_context(|| {
-                        format!("configmap {cm_name}: binaryData {key} is not base64")
-                    })?;
+                    .with_context(|| format!("{cm_name}: {base64_data} {key} is not base64"))?;
                 files.insert(key.clone(), bytes);
             }
             let items: Vec<(String, String)> = match source.get("items").and_then(Value::as_array) {
@@ -371,7 +387,7 @@ impl LocalPods {
             for (key, path) in items {
                 let bytes = files
                     .get(&key)
-                    .with_context(|| format!("configmap {cm_name} has no key {key}"))?;
+                    .with_context(|| format!("{cm_name} has no key {key}"))?;
                 let target = dir.join(&path);
                 std::fs::write(&target, bytes)
                     .with_context(|| format!("writing {}", target.display()))?;
@@ -380,6 +396,33 @@ impl LocalPods {
         }
         Ok(mounts)
     }
+}
+
+/// `$(VAR)` replaced by `VAR`'s value from `env`, as the kubelet expands a
+/// container's args; an unknown variable stays as written, `$$` is `$`.
+fn expand(arg: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some((var, tail)) = after
+            .strip_prefix('(')
+            .and_then(|inner| inner.split_once(')'))
+            && let Some((_, value)) = env.iter().find(|(k, _)| k == var)
+        {
+            out.push_str(value);
+            rest = tail;
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn ordinal(name: &str) -> Result<u32> {
@@ -504,6 +547,19 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_789), (2026, 12, 2));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn args_expand_env_as_the_kubelet_does() {
+        let env = vec![("POD_NAME".to_string(), "demo-1".to_string())];
+        assert_eq!(
+            expand("/var/run/vss/mesh-tls/$(POD_NAME).crt", &env),
+            "/var/run/vss/mesh-tls/demo-1.crt"
+        );
+        assert_eq!(
+            expand("$(UNSET) $$(POD_NAME) $", &env),
+            "$(UNSET) $(POD_NAME) $"
+        );
     }
 
     #[test]

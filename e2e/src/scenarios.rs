@@ -26,6 +26,7 @@ pub const OWNED_KINDS: &[&str] = &[
     "poddisruptionbudgets.policy",
     "networkpolicies.networking.k8s.io",
     "leases.coordination.k8s.io",
+    "secrets",
 ];
 
 /// The labels selecting a cluster's pods (the operator's

@@ -172,6 +172,7 @@ fn scenarios() -> Vec<Scenario<Suite>> {
         scenario!(operator_reconciles_under_the_chart_rbac),
         scenario!(drift_is_repaired),
         scenario!(pods_run_and_take_the_pushed_config),
+        scenario!(mesh_port_refuses_plaintext_and_garbage_certificates_are_issued_again),
         scenario!(runtime_lease_moves_when_its_holder_is_killed),
         scenario!(slot_change_is_pushed_without_restarts),
         scenario!(operator_standby_takes_over_when_the_leader_is_killed),
@@ -542,6 +543,8 @@ spec:
         ("role", CLUSTER.to_string()),
         ("rolebinding", CLUSTER.to_string()),
         ("lease", format!("{CLUSTER}-leader")),
+        ("secret", format!("{CLUSTER}-mesh-ca")),
+        ("secret", format!("{CLUSTER}-mesh-tls")),
     ];
     wait::until(
         "every object of the VssCluster, owned by it",
@@ -562,6 +565,7 @@ spec:
         },
     )
     .await?;
+    mesh_tls_is_mounted_with_a_certificate_per_pod(&k).await?;
     // The real StatefulSet controller makes the pods.
     wait::until(
         "3 pods from the StatefulSet",
@@ -607,6 +611,129 @@ spec:
             .lines()
             .any(|l| l.starts_with(CLUSTER) && l.split_whitespace().nth(1) == Some("3")),
         "{columns}"
+    );
+    Ok(())
+}
+
+/// The Secret of the pods' certificates holds one pair per pod and the
+/// CA, the CA's key stays in its own Secret, and the StatefulSet mounts the
+/// whole Secret (no subPath, so renewals reach the files) and passes each
+/// pod its own pair.
+async fn mesh_tls_is_mounted_with_a_certificate_per_pod(k: &Kubectl) -> Result<()> {
+    let tls = k.get("secret", &format!("{CLUSTER}-mesh-tls")).await?;
+    let mut keys: Vec<&str> = tls
+        .get("data")
+        .and_then(Value::as_object)
+        .map(|d| d.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    keys.sort();
+    ensure!(
+        keys == [
+            "ca.crt",
+            "demo-0.crt",
+            "demo-0.key",
+            "demo-1.crt",
+            "demo-1.key",
+            "demo-2.crt",
+            "demo-2.key"
+        ],
+        "{CLUSTER}-mesh-tls holds {keys:?}"
+    );
+    let ca = k.get("secret", &format!("{CLUSTER}-mesh-ca")).await?;
+    ensure!(
+        ca.pointer("/data/ca.key").is_some() && tls.pointer("/data/ca.key").is_none(),
+        "the CA's key must be in {CLUSTER}-mesh-ca only"
+    );
+    let sts = k.get("statefulset", CLUSTER).await?;
+    let pod = sts
+        .pointer("/spec/template/spec")
+        .context("no pod template")?;
+    let volume = pod
+        .pointer("/volumes")
+        .and_then(Value::as_array)
+        .and_then(|v| v.iter().find(|v| str_at(v, "/name") == "mesh-tls"))
+        .context("no mesh-tls volume")?;
+    ensure!(
+        str_at(volume, "/secret/secretName") == format!("{CLUSTER}-mesh-tls"),
+        "mesh-tls volume: {volume}"
+    );
+    let container = pod.pointer("/containers/0").context("no container")?;
+    let mount = container
+        .pointer("/volumeMounts")
+        .and_then(Value::as_array)
+        .and_then(|m| m.iter().find(|m| str_at(m, "/name") == "mesh-tls"))
+        .context("no mesh-tls mount")?;
+    ensure!(mount.get("subPath").is_none(), "subPath mount: {mount}");
+    let args = container.pointer("/args").context("no args")?.to_string();
+    for flag in [
+        "\"--mesh-tls-cert\",\"/var/run/vss/mesh-tls/$(POD_NAME).crt\"",
+        "\"--mesh-tls-key\",\"/var/run/vss/mesh-tls/$(POD_NAME).key\"",
+        "\"--mesh-tls-ca\",\"/var/run/vss/mesh-tls/ca.crt\"",
+    ] {
+        ensure!(args.contains(flag), "no {flag} in {args}");
+    }
+    Ok(())
+}
+
+/// The pods (formed over mTLS in the scenario before, and taking the
+/// operator's pushes) refuse a plaintext caller on the mesh port; a
+/// certificate replaced with garbage by hand is issued again, with a
+/// Warning event, and the pods stay Ready.
+async fn mesh_port_refuses_plaintext_and_garbage_certificates_are_issued_again(
+    s: &Suite,
+) -> Result<()> {
+    let mesh = format!(
+        "{}:{}",
+        s.pods.lock().await.ip_of(&format!("{CLUSTER}-0"))?,
+        vss_e2e::local_pods::MESH_PORT
+    );
+    ensure!(
+        scenarios::status_of(&mesh).await.is_err(),
+        "the mesh port {mesh} answered a plaintext call"
+    );
+    let k = s.kubectl(NS);
+    let secret = format!("{CLUSTER}-mesh-tls");
+    // "garbage" in base64.
+    k.run(&[
+        "patch",
+        "secret",
+        &secret,
+        "--type=merge",
+        "-p",
+        r#"{"data":{"demo-1.crt":"Z2FyYmFnZQ=="}}"#,
+    ])
+    .await?;
+    wait::until(
+        "the garbage certificate to be issued again",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            let held = k.get("secret", &secret).await?;
+            let cert = base64::engine::general_purpose::STANDARD
+                .decode(str_at(&held, "/data/demo-1.crt"))
+                .unwrap_or_default();
+            Ok(String::from_utf8_lossy(&cert)
+                .contains("BEGIN CERTIFICATE")
+                .then_some(()))
+        },
+    )
+    .await?;
+    let events = k
+        .run(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=MeshCertificateInvalid",
+            "-o",
+            "name",
+        ])
+        .await?;
+    ensure!(!events.trim().is_empty(), "no MeshCertificateInvalid event");
+    let c = s.cluster().await?;
+    ensure!(
+        condition_status(&c, "Ready") == Some("True"),
+        "not Ready after the re-issue: {}",
+        c["status"]
     );
     Ok(())
 }

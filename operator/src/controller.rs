@@ -7,14 +7,15 @@
 //! deletion is left to Kubernetes' garbage collector and there is no
 //! finalizer.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -30,10 +31,11 @@ use serde::de::DeserializeOwned;
 use tracing::{Instrument, field, info, info_span, warn};
 
 use crate::chaos::{self, ChaosStep};
-use crate::crd::{PodConfigStatus, VssCluster, VssClusterStatus};
+use crate::crd::{MeshTlsMode, PodConfigStatus, VssCluster, VssClusterStatus};
 use crate::diff::contains;
+use crate::mesh_certs::{self, Ca, CertError, Renewal};
 use crate::metrics::Metrics;
-use crate::push::PodControl;
+use crate::push::{PodControl, PodTls, PushError};
 use crate::resources;
 use crate::slots;
 use crate::status::{self, Observed};
@@ -56,6 +58,18 @@ pub struct Context {
     /// The operator's pods, admitted to the mesh port by each cluster's
     /// NetworkPolicy; None when unknown (outside a pod).
     pub operator_pods: Option<resources::OperatorPods>,
+    /// Per cluster (`namespace/name`), the operator's client certificate
+    /// of that cluster's CA. Kept in memory only: a restart issues new
+    /// ones, which costs nothing.
+    operator_certs: Mutex<HashMap<String, OperatorCert>>,
+}
+
+/// The operator's certificate for one cluster, ready to dial with.
+struct OperatorCert {
+    /// The CA it was issued by; another CA means a new certificate.
+    ca_der: Vec<u8>,
+    renew_at: SystemTime,
+    config: Arc<rustls::ClientConfig>,
 }
 
 impl Context {
@@ -78,7 +92,65 @@ impl Context {
             runtime_image,
             metrics,
             operator_pods,
+            operator_certs: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The client config for `cluster`'s pods from `ca`: the cached one
+    /// while it is good, a new certificate otherwise. Returns it with the
+    /// time it is due for renewal.
+    fn operator_tls(
+        &self,
+        cluster: &str,
+        ca: &Ca,
+        now: SystemTime,
+    ) -> Result<(Arc<rustls::ClientConfig>, SystemTime), Error> {
+        // The lock is held for a certificate issuance at most (a
+        // millisecond), never across an await.
+        let mut certs = self
+            .operator_certs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = certs.get(cluster)
+            && c.ca_der == ca.cert_der()
+            && now < c.renew_at
+        {
+            return Ok((c.config.clone(), c.renew_at));
+        }
+        let leaf = ca.issue_operator(now).map_err(|source| Error::Certs {
+            cluster: cluster.to_string(),
+            source,
+        })?;
+        let config = crate::push::client_config(
+            leaf.cert_pem.as_bytes(),
+            leaf.key_pem.as_bytes(),
+            ca.cert_pem().as_bytes(),
+        )
+        .map_err(|source| Error::Tls {
+            cluster: cluster.to_string(),
+            source,
+        })?;
+        let renew_at =
+            match mesh_certs::renewal_due(now - mesh_certs::BACKDATE, leaf.not_after, now) {
+                mesh_certs::Verdict::Keep { renew_at } => renew_at,
+                mesh_certs::Verdict::Renew(_) => now,
+            };
+        certs.insert(
+            cluster.to_string(),
+            OperatorCert {
+                ca_der: ca.cert_der().to_vec(),
+                renew_at,
+                config: config.clone(),
+            },
+        );
+        Ok((config, renew_at))
+    }
+
+    fn forget_operator_tls(&self, cluster: &str) {
+        self.operator_certs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(cluster);
     }
 }
 
@@ -98,6 +170,10 @@ pub enum Error {
         object: String,
         source: serde_json::Error,
     },
+    #[error("mesh certificates of {cluster}: {source}")]
+    Certs { cluster: String, source: CertError },
+    #[error("mesh TLS client config of {cluster}: {source}")]
+    Tls { cluster: String, source: PushError },
 }
 
 fn kube_err(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -129,7 +205,8 @@ pub async fn run(
     .owns(scoped::<NetworkPolicy>(&client, ns), wc.clone())
     .owns(scoped::<ServiceAccount>(&client, ns), wc.clone())
     .owns(scoped::<Role>(&client, ns), wc.clone())
-    .owns(scoped::<RoleBinding>(&client, ns), wc)
+    .owns(scoped::<RoleBinding>(&client, ns), wc.clone())
+    .owns(scoped::<Secret>(&client, ns), wc)
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)
     .for_each(|res| async move {
@@ -180,6 +257,7 @@ async fn reconcile_in(cluster: &VssCluster, ctx: &Context, ns: &str) -> Result<A
     if cluster.metadata.deletion_timestamp.is_some() {
         // The garbage collector deletes the owned objects; applying them
         // now would only race it.
+        ctx.forget_operator_tls(&format!("{ns}/{}", cluster.name_any()));
         return Ok(Action::await_change());
     }
     let generation = cluster.metadata.generation.unwrap_or(0);
@@ -246,6 +324,15 @@ async fn reconcile_in(cluster: &VssCluster, ctx: &Context, ns: &str) -> Result<A
         &mut changed,
     )
     .await?;
+    // Before the StatefulSet: a pod must find its certificate in the
+    // Secret when it starts, scaled up included.
+    let mesh_tls = match cluster.spec.mesh_tls_mode() {
+        MeshTlsMode::Operator => Some(mesh_certificates(cluster, ctx, ns, &mut changed).await?),
+        MeshTlsMode::Disabled => {
+            ctx.forget_operator_tls(&format!("{ns}/{}", cluster.name_any()));
+            None
+        }
+    };
     let sts = apply(
         client,
         ns,
@@ -280,7 +367,7 @@ async fn reconcile_in(cluster: &VssCluster, ctx: &Context, ns: &str) -> Result<A
         .await;
     }
 
-    let mut seen = push_config(cluster, ctx, ns, &slots_yaml).await?;
+    let mut seen = push_config(cluster, ctx, ns, &slots_yaml, mesh_tls.as_ref()).await?;
     seen.desired_instances = cluster.spec.instances;
     let sts_status = sts.status.unwrap_or_default();
     seen.ready_instances = sts_status.ready_replicas.unwrap_or(0);
@@ -316,11 +403,28 @@ async fn reconcile_in(cluster: &VssCluster, ctx: &Context, ns: &str) -> Result<A
     ctx.metrics.reconciled("ok");
 
     let settled = all_ready && seen.failures.is_empty();
-    let requeue = if settled { IDLE_REQUEUE } else { BUSY_REQUEUE };
+    let requeue = until_renewal(
+        if settled { IDLE_REQUEUE } else { BUSY_REQUEUE },
+        mesh_tls.as_ref().map(|t| t.next_renewal),
+        SystemTime::now(),
+    );
     Ok(Action::requeue(match chaos_step {
         ChaosStep::Wait(d) => d.min(requeue),
         _ => requeue,
     }))
+}
+
+/// `requeue`, or sooner when a mesh certificate is due for renewal before
+/// it; never sooner than a second (a certificate due now was just issued
+/// again).
+fn until_renewal(requeue: Duration, renew_at: Option<SystemTime>, now: SystemTime) -> Duration {
+    match renew_at {
+        Some(at) => {
+            let until = at.duration_since(now).unwrap_or(Duration::ZERO);
+            requeue.min(until.max(Duration::from_secs(1)))
+        }
+        None => requeue,
+    }
 }
 
 /// Reads `desired` from the server and writes it (server-side apply) only
@@ -341,14 +445,39 @@ where
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     let name = desired.name_any();
+    let object = format!("{}/{name}", K::kind(&Default::default()));
+    let current = api.get_opt(&name).await.map_err(kube_err("get", &object))?;
+    apply_over(client, ns, desired, current, false, changed).await
+}
+
+/// Writes `desired` (server-side apply) unless `current`, what the server
+/// holds, already contains it and `rewrite` is false. Returns what the
+/// server holds after.
+async fn apply_over<K>(
+    client: &Client,
+    ns: &str,
+    desired: &K,
+    current: Option<K>,
+    rewrite: bool,
+    changed: &mut Vec<String>,
+) -> Result<K, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+    <K as Resource>::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = desired.name_any();
     let kind = K::kind(&Default::default()).to_string();
     let object = format!("{kind}/{name}");
     let want = serde_json::to_value(desired).map_err(|source| Error::Serialize {
         object: object.clone(),
         source,
     })?;
-    let current = api.get_opt(&name).await.map_err(kube_err("get", &object))?;
-    if let Some(current) = current {
+    if let Some(current) = current.filter(|_| !rewrite) {
         let have = serde_json::to_value(&current).map_err(|source| Error::Serialize {
             object: object.clone(),
             source,
@@ -377,6 +506,158 @@ where
     Ok(applied)
 }
 
+/// What the controller needs of a cluster's mesh TLS after
+/// [`mesh_certificates`].
+struct ClusterTls {
+    /// The operator's client config for the cluster's pods.
+    config: Arc<rustls::ClientConfig>,
+    /// The earliest renewal due, of the pods' and the operator's
+    /// certificates.
+    next_renewal: SystemTime,
+}
+
+/// A Secret's data as bytes; an absent Secret holds nothing.
+fn secret_data(secret: Option<&Secret>) -> BTreeMap<String, Vec<u8>> {
+    secret
+        .and_then(|s| s.data.as_ref())
+        .map(|d| d.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect())
+        .unwrap_or_default()
+}
+
+/// Makes sure the cluster's CA and its pods' certificates exist, are
+/// usable and are not due for renewal (see [`crate::mesh_certs`]), and
+/// returns the operator's client config for the cluster.
+async fn mesh_certificates(
+    cluster: &VssCluster,
+    ctx: &Context,
+    ns: &str,
+    changed: &mut Vec<String>,
+) -> Result<ClusterTls, Error> {
+    let names = resources::Names::of(cluster);
+    let key = format!("{ns}/{}", cluster.name_any());
+    let certs_err = |source| Error::Certs {
+        cluster: key.clone(),
+        source,
+    };
+    let now = SystemTime::now();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let object = format!("Secret/{}", names.mesh_ca);
+    let held = secrets
+        .get_opt(&names.mesh_ca)
+        .await
+        .map_err(kube_err("get", &object))?;
+    let (ca, rewrite) = match held
+        .as_ref()
+        .map(|s| Ca::from_secret(&secret_data(Some(s)), now))
+    {
+        Some(Ok(ca)) => (ca, false),
+        None => (
+            Ca::generate(&cluster.name_any(), now).map_err(certs_err)?,
+            true,
+        ),
+        Some(Err(e)) => {
+            let note = format!(
+                "{object} holds no usable CA ({e}): a new CA is made and every pod certificate issued again"
+            );
+            warn!(secret = %names.mesh_ca, error = %e, "replacing the mesh CA");
+            event(
+                ctx,
+                cluster,
+                EventType::Warning,
+                "MeshCaInvalid",
+                "IssueCertificates",
+                note,
+            )
+            .await;
+            (
+                Ca::generate(&cluster.name_any(), now).map_err(certs_err)?,
+                true,
+            )
+        }
+    };
+    apply_over(
+        &ctx.client,
+        ns,
+        &resources::mesh_ca_secret(cluster, &ca.secret_data()),
+        held,
+        rewrite,
+        changed,
+    )
+    .await?;
+
+    let object = format!("Secret/{}", names.mesh_tls);
+    let held = secrets
+        .get_opt(&names.mesh_tls)
+        .await
+        .map_err(kube_err("get", &object))?;
+    let current = secret_data(held.as_ref());
+    let pods: Vec<(String, Vec<String>)> = resources::pod_names(cluster)
+        .into_iter()
+        .map(|pod| {
+            let sans = mesh_certs::pod_names(&pod, &names.headless, ns);
+            (pod, sans)
+        })
+        .collect();
+    let certs = mesh_certs::pod_certs(&ca, &current, &pods, now).map_err(certs_err)?;
+    // Keys of pods scaled away go too; `contains` alone would keep them.
+    let stale = !current.keys().eq(certs.data.keys());
+    apply_over(
+        &ctx.client,
+        ns,
+        &resources::mesh_tls_secret(cluster, &certs.data),
+        held,
+        stale || !certs.issued.is_empty(),
+        changed,
+    )
+    .await?;
+    let (unusable, renewed): (Vec<_>, Vec<_>) = certs
+        .issued
+        .iter()
+        .filter(|(_, why)| *why != Renewal::Missing)
+        .partition(|(_, why)| matches!(why, Renewal::Unusable(_)));
+    let describe = |list: &[&(String, Renewal)]| {
+        list.iter()
+            .map(|(pod, why)| format!("{pod}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if !unusable.is_empty() {
+        let note = format!("{object}: issued again, {}", describe(&unusable));
+        warn!(%note, "unusable mesh certificates replaced");
+        event(
+            ctx,
+            cluster,
+            EventType::Warning,
+            "MeshCertificateInvalid",
+            "IssueCertificates",
+            note,
+        )
+        .await;
+    }
+    if !renewed.is_empty() {
+        let note = format!("{object}: issued again, {}", describe(&renewed));
+        info!(%note, "mesh certificates renewed");
+        event(
+            ctx,
+            cluster,
+            EventType::Normal,
+            "MeshCertificateRenewed",
+            "IssueCertificates",
+            note,
+        )
+        .await;
+    }
+
+    let (config, operator_renewal) = ctx.operator_tls(&key, &ca, now)?;
+    let next_renewal = certs
+        .next_renewal
+        .map_or(operator_renewal, |t| t.min(operator_renewal));
+    Ok(ClusterTls {
+        config,
+        next_renewal,
+    })
+}
+
 /// Reads each running pod's config generation and pushes the config to
 /// those behind. Pods that are not running get it from the ConfigMap when
 /// they start.
@@ -385,7 +666,9 @@ async fn push_config(
     ctx: &Context,
     ns: &str,
     slots_yaml: &str,
+    tls: Option<&ClusterTls>,
 ) -> Result<Observed, Error> {
+    let headless = resources::Names::of(cluster).headless;
     let generation = cluster.metadata.generation.unwrap_or(0);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let mut list = pods
@@ -414,8 +697,14 @@ async fn push_config(
         let yaml = slots_yaml.to_string();
         let pod = pod.clone();
         let ready = *ready;
+        // Checked for the name the pod's certificate carries: the operator
+        // dials its IP.
+        let pod_tls = tls.map(|t| PodTls {
+            config: t.config.clone(),
+            server_name: format!("{pod}.{headless}.{ns}.svc"),
+        });
         async move {
-            let report = match control.status(address.clone()).await {
+            let report = match control.status(address.clone(), pod_tls.clone()).await {
                 Ok(r) => r,
                 // A starting pod may not serve yet; only a ready one that
                 // does not answer is a problem.
@@ -430,7 +719,7 @@ async fn push_config(
                     false,
                 );
             }
-            match control.apply_config(address, yaml, target).await {
+            match control.apply_config(address, pod_tls, yaml, target).await {
                 Ok(g) => (pod, Some(g), Some(report.leader), None, true),
                 Err(e) => (
                     pod,

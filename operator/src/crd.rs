@@ -101,6 +101,11 @@ pub struct VssClusterSpec {
     /// schedule, so losing an instance is routine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chaos: Option<Chaos>,
+
+    /// Mutual TLS on the mesh port, where peers and the operator call the
+    /// pods. Absent means `mode: Operator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_tls: Option<MeshTls>,
 }
 
 fn default_instances() -> i32 {
@@ -337,6 +342,38 @@ pub struct Chaos {
     // No leading zero, so `0s` (which would disable chaos) does not match.
     #[schemars(regex(pattern = r"^[1-9][0-9]*(s|m|h)$"), length(max = 16))]
     pub pod_kill_interval: Option<String>,
+}
+
+/// How the mesh port is secured.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshTls {
+    /// `Operator` (default): the operator keeps a CA for the cluster in the
+    /// Secret `<name>-mesh-ca` and each pod's certificate in
+    /// `<name>-mesh-tls`, renews them before they expire, and the pods
+    /// require a certificate of that CA from every caller of the mesh
+    /// port. `Disabled`: the mesh port is plaintext, and anyone who can
+    /// reach it can act as a peer or as the operator; only for clusters
+    /// whose network keeps everyone else out.
+    #[serde(default)]
+    pub mode: MeshTlsMode,
+}
+
+/// Who secures the mesh port; see [`MeshTls::mode`].
+// No doc comments on the variants: schemars would turn them into a
+// `oneOf`, which a structural schema refuses; the field's doc says it.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MeshTlsMode {
+    #[default]
+    Operator,
+    Disabled,
+}
+
+impl VssClusterSpec {
+    /// The mesh TLS mode in force (`Operator` when unset).
+    pub fn mesh_tls_mode(&self) -> MeshTlsMode {
+        self.mesh_tls.as_ref().map(|m| m.mode).unwrap_or_default()
+    }
 }
 
 /// What the operator observed.

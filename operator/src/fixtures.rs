@@ -16,17 +16,30 @@ use tower_test::mock::{self, Handle, SendResponse};
 
 use crate::controller::Context;
 use crate::crd::{
-    ConfigMapKey, CustomModule, VssCluster, VssClusterSpec, VssClusterStatus, VssSlot,
+    ConfigMapKey, CustomModule, MeshTls, MeshTlsMode, VssCluster, VssClusterSpec, VssClusterStatus,
+    VssSlot,
 };
 use crate::metrics::Metrics;
-use crate::push::{PodControl, PodReport, PushError};
+use crate::push::{PodControl, PodReport, PodTls, PushError};
 
 pub const NS: &str = "testns";
 pub const IMAGE: &str = "ghcr.io/vss-dev/vss-runtime:test";
 
 /// A 3-instance cluster `demo` in `testns`, generation 1: a token bucket on
-/// slot 0 and a multicast slot 3.
+/// slot 0 and a multicast slot 3, mesh TLS disabled: the scenarios about
+/// objects, pushes and status are the same either way, and those about the
+/// mesh certificates start from [`secure_cluster`].
 pub fn cluster() -> VssCluster {
+    let mut c = secure_cluster();
+    c.spec.mesh_tls = Some(MeshTls {
+        mode: MeshTlsMode::Disabled,
+    });
+    c
+}
+
+/// [`cluster`] with mesh TLS left at its default: the operator's
+/// certificates.
+pub fn secure_cluster() -> VssCluster {
     let mut c = VssCluster::new(
         "demo",
         VssClusterSpec {
@@ -54,6 +67,7 @@ pub fn cluster() -> VssCluster {
             resources: None,
             scheduling: None,
             chaos: None,
+            mesh_tls: None,
         },
     );
     let meta = c.meta_mut();
@@ -104,6 +118,8 @@ pub fn pod(name: &str, ready: bool) -> Pod {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodCall {
     Status(String),
+    /// A status read over mTLS: the address and the name checked.
+    SecureStatus(String, String),
     Apply {
         address: String,
         generation: u64,
@@ -150,11 +166,15 @@ pub fn address(pod: &str) -> String {
 }
 
 impl PodControl for FakePods {
-    fn status(&self, address: String) -> BoxFuture<'static, Result<PodReport, PushError>> {
-        self.calls
-            .lock()
-            .expect("lock")
-            .push(PodCall::Status(address.clone()));
+    fn status(
+        &self,
+        address: String,
+        tls: Option<PodTls>,
+    ) -> BoxFuture<'static, Result<PodReport, PushError>> {
+        self.calls.lock().expect("lock").push(match tls {
+            Some(tls) => PodCall::SecureStatus(address.clone(), tls.server_name),
+            None => PodCall::Status(address.clone()),
+        });
         let result = match self.generations.lock().expect("lock").get(&address) {
             Some(g) => Ok(PodReport {
                 config_generation: *g,
@@ -171,6 +191,7 @@ impl PodControl for FakePods {
     fn apply_config(
         &self,
         address: String,
+        _tls: Option<PodTls>,
         config_yaml: String,
         generation: u64,
     ) -> BoxFuture<'static, Result<u64, PushError>> {

@@ -3,7 +3,8 @@
 //!
 //! The objects a cluster wants are plain functions in [`resources`];
 //! [`controller`] applies them, pushes slot config to running pods through
-//! [`push`] and reports [`status`]. The operator does not run slots itself
+//! [`push`] and reports [`status`]; [`mesh_certs`] makes and renews each
+//! cluster's mesh certificates. The operator does not run slots itself
 //! and knows nothing about slot semantics beyond `vss-config`'s validation.
 
 pub mod chaos;
@@ -12,6 +13,7 @@ pub mod crd;
 pub mod diff;
 pub mod http;
 pub mod leader;
+pub mod mesh_certs;
 pub mod metrics;
 pub mod push;
 pub mod resources;

@@ -67,9 +67,11 @@ struct RunArgs {
     /// the mesh port. Unset, it admits only the cluster's own pods.
     #[arg(long, env = "VSS_OPERATOR_POD_LABELS", value_parser = parse_labels)]
     operator_pod_labels: Option<BTreeMap<String, String>>,
-    /// mTLS to the pods' mesh port: the operator's certificate (PEM),
-    /// signed by the cluster's CA, with the clientAuth usage. With
-    /// --mesh-tls-key and --mesh-tls-ca; the files are read at every call.
+    /// Override of the mesh certificates the operator makes: dial every
+    /// cluster's pods with this certificate (PEM, clientAuth usage) instead
+    /// of the one it issues itself from each cluster's CA. Only for pods
+    /// whose certificates come from a CA of yours. With --mesh-tls-key and
+    /// --mesh-tls-ca; the files are read at every call.
     #[arg(long, env = "VSS_MESH_TLS_CERT", value_name = "FILE",
         requires_all = ["mesh_tls_key", "mesh_tls_ca"])]
     mesh_tls_cert: Option<std::path::PathBuf>,
@@ -77,7 +79,8 @@ struct RunArgs {
     #[arg(long, env = "VSS_MESH_TLS_KEY", value_name = "FILE",
         requires_all = ["mesh_tls_cert", "mesh_tls_ca"])]
     mesh_tls_key: Option<std::path::PathBuf>,
-    /// mTLS to the pods: the CA (PEM) their certificates must be signed by.
+    /// mTLS to the pods: the CA (PEM) their certificates must be signed by
+    /// (replacing each cluster's own CA, see --mesh-tls-cert).
     #[arg(long, env = "VSS_MESH_TLS_CA", value_name = "FILE",
         requires_all = ["mesh_tls_cert", "mesh_tls_key"])]
     mesh_tls_ca: Option<std::path::PathBuf>,

@@ -3,8 +3,11 @@
 //! Behind [`PodControl`] so reconcile tests replace the network with a
 //! recording fake.
 //!
-//! The pods' mesh port may require mTLS; [`GrpcPodControl::with_mesh_tls`]
-//! makes the operator present a certificate of the cluster's CA there.
+//! The pods' mesh port may require mTLS. Each call then carries a
+//! [`PodTls`]: the client config of the cluster (the operator's certificate
+//! of that cluster's CA, see [`crate::mesh_certs`]) and the name the pod's
+//! certificate must carry. [`GrpcPodControl::with_mesh_tls`] replaces the
+//! certificate and CA of every cluster with files (`--mesh-tls-*`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::Endpoint;
 use vss_client::mesh_tls::MeshConnector;
 use vss_proto::v1::control_client::ControlClient;
@@ -45,6 +48,56 @@ pub enum PushError {
     Address { address: String, reason: String },
     #[error("mesh TLS: {0}")]
     Tls(String),
+}
+
+/// How to reach one pod over mTLS.
+#[derive(Debug, Clone)]
+pub struct PodTls {
+    /// The operator's certificate for the pod's cluster, and the CA the
+    /// pod's certificate must be signed by.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name the pod's certificate must carry. Pods are dialed at their
+    /// IP, which a certificate made before the pod existed cannot name.
+    pub server_name: String,
+}
+
+/// The client config of a cluster: TLS 1.3, `cert_pem`/`key_pem` as the
+/// client's certificate, servers checked against `ca_pem`.
+pub fn client_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    ca_pem: &[u8],
+) -> Result<Arc<rustls::ClientConfig>, PushError> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PushError::Tls(format!("certificate: {e}")))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| PushError::Tls(format!("key: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for root in CertificateDer::pem_slice_iter(ca_pem) {
+        let root = root.map_err(|e| PushError::Tls(format!("CA: {e}")))?;
+        roots
+            .add(root)
+            .map_err(|e| PushError::Tls(format!("CA: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(PushError::Tls("CA: no PEM certificate".into()));
+    }
+    build_config(roots, chain, key).map_err(|e| PushError::Tls(format!("certificate: {e}")))
+}
+
+fn build_config(
+    roots: rustls::RootCertStore,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// The operator's certificate, key and the cluster's CA (PEM files of
@@ -100,12 +153,18 @@ pub async fn mesh_client_config(
 
 /// The calls the operator makes to a runtime pod.
 pub trait PodControl: Send + Sync {
-    /// `vss.v1.Vss/Status` on `address` (`host:port`).
-    fn status(&self, address: String) -> BoxFuture<'static, Result<PodReport, PushError>>;
+    /// `vss.v1.Vss/Status` on `address` (`host:port`), over mTLS when
+    /// `tls` is given.
+    fn status(
+        &self,
+        address: String,
+        tls: Option<PodTls>,
+    ) -> BoxFuture<'static, Result<PodReport, PushError>>;
     /// `vss.v1.Control/ApplyConfig`; returns the generation in force after.
     fn apply_config(
         &self,
         address: String,
+        tls: Option<PodTls>,
         config_yaml: String,
         generation: u64,
     ) -> BoxFuture<'static, Result<u64, PushError>>;
@@ -125,9 +184,12 @@ impl GrpcPodControl {
         Self { timeout, tls: None }
     }
 
-    /// Dials the pods over mTLS with `files`. They are read at every call,
+    /// Dials the pods over mTLS with `files` instead of each cluster's
+    /// certificate made by the operator. They are read at every call,
     /// which is cheap at the operator's rate and picks up a rotated
-    /// certificate or CA without a watcher.
+    /// certificate or CA without a watcher. A pod whose call carries no
+    /// [`PodTls`] (a cluster with `meshTls.mode: Disabled`) is dialed
+    /// with them too, checked for the IP dialed.
     pub fn with_mesh_tls(self, files: MeshTlsFiles) -> Self {
         Self {
             tls: Some(Arc::new(files)),
@@ -138,7 +200,8 @@ impl GrpcPodControl {
     async fn connect(
         address: &str,
         timeout: Duration,
-        tls: Option<&MeshTlsFiles>,
+        files: Option<&MeshTlsFiles>,
+        tls: Option<PodTls>,
     ) -> Result<tonic::transport::Channel, PushError> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| PushError::Address {
@@ -147,12 +210,21 @@ impl GrpcPodControl {
             })?
             .connect_timeout(timeout)
             .timeout(timeout);
-        let connected = match tls {
-            Some(files) => {
-                let config = mesh_client_config(files).await?;
-                endpoint
-                    .connect_with_connector(MeshConnector::fixed(config))
-                    .await
+        let config = match (files, &tls) {
+            (Some(files), _) => Some(mesh_client_config(files).await?),
+            (None, Some(tls)) => Some(tls.config.clone()),
+            (None, None) => None,
+        };
+        let connected = match config {
+            Some(config) => {
+                let mut connector = MeshConnector::fixed(config);
+                if let Some(tls) = tls {
+                    let name = ServerName::try_from(tls.server_name.clone()).map_err(|e| {
+                        PushError::Tls(format!("server name {}: {e}", tls.server_name))
+                    })?;
+                    connector = connector.verifying_as(name);
+                }
+                endpoint.connect_with_connector(connector).await
             }
             None => endpoint.connect().await,
         };
@@ -164,10 +236,14 @@ impl GrpcPodControl {
 }
 
 impl PodControl for GrpcPodControl {
-    fn status(&self, address: String) -> BoxFuture<'static, Result<PodReport, PushError>> {
+    fn status(
+        &self,
+        address: String,
+        pod_tls: Option<PodTls>,
+    ) -> BoxFuture<'static, Result<PodReport, PushError>> {
         let (timeout, tls) = (self.timeout, self.tls.clone());
         Box::pin(async move {
-            let channel = Self::connect(&address, timeout, tls.as_deref()).await?;
+            let channel = Self::connect(&address, timeout, tls.as_deref(), pod_tls).await?;
             let reply = VssClient::new(channel)
                 .status(StatusRequest {})
                 .await
@@ -186,12 +262,13 @@ impl PodControl for GrpcPodControl {
     fn apply_config(
         &self,
         address: String,
+        pod_tls: Option<PodTls>,
         config_yaml: String,
         generation: u64,
     ) -> BoxFuture<'static, Result<u64, PushError>> {
         let (timeout, tls) = (self.timeout, self.tls.clone());
         Box::pin(async move {
-            let channel = Self::connect(&address, timeout, tls.as_deref()).await?;
+            let channel = Self::connect(&address, timeout, tls.as_deref(), pod_tls).await?;
             let reply = ControlClient::new(channel)
                 .apply_config(ApplyConfigRequest {
                     config_yaml,
@@ -416,7 +493,7 @@ mod tests {
         );
         let pods = GrpcPodControl::new(Duration::from_secs(5));
 
-        let report = pods.status(address.clone()).await.expect("status");
+        let report = pods.status(address.clone(), None).await.expect("status");
         assert_eq!(
             report,
             PodReport {
@@ -425,13 +502,13 @@ mod tests {
             }
         );
         let applied = pods
-            .apply_config(address.clone(), "slots: []\n".into(), 7)
+            .apply_config(address.clone(), None, "slots: []\n".into(), 7)
             .await
             .expect("applied");
         assert_eq!(applied, 7);
         assert_eq!(*fake.0.config.lock().expect("lock"), "slots: []\n");
         assert_eq!(
-            pods.status(address.clone())
+            pods.status(address.clone(), None)
                 .await
                 .expect("status")
                 .config_generation,
@@ -440,7 +517,7 @@ mod tests {
 
         // A pod never goes back to an older generation.
         match pods
-            .apply_config(address.clone(), "slots: []\n".into(), 6)
+            .apply_config(address.clone(), None, "slots: []\n".into(), 6)
             .await
         {
             Err(PushError::Refused { status, .. }) => {
@@ -463,9 +540,14 @@ mod tests {
         rcgen::CertifiedIssuer::self_signed(params, key).expect("CA")
     }
 
-    /// (certificate, key) PEMs for 127.0.0.1, signed by `ca`.
+    /// (certificate, key) PEMs for 127.0.0.1 and pod `demo-0`'s DNS name,
+    /// signed by `ca`.
     fn leaf(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>) -> (String, String) {
-        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+        let params = rcgen::CertificateParams::new(vec![
+            "127.0.0.1".to_string(),
+            "demo-0.demo-peers.testns.svc".to_string(),
+        ])
+        .expect("params");
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, ca).expect("leaf");
         (cert.pem(), key.serialize_pem())
@@ -545,23 +627,47 @@ mod tests {
         let operator = write_files(dir.path(), "operator", leaf(&cluster_ca), cluster_ca.pem());
         let pods = GrpcPodControl::new(Duration::from_secs(2)).with_mesh_tls(operator);
         let applied = pods
-            .apply_config(address.clone(), "slots: []\n".into(), 3)
+            .apply_config(address.clone(), None, "slots: []\n".into(), 3)
             .await
             .expect("pushed over mTLS");
         assert_eq!(applied, 3);
 
         let plaintext = GrpcPodControl::new(Duration::from_secs(2));
-        let refused = plaintext.status(address.clone()).await;
+        let refused = plaintext.status(address.clone(), None).await;
         assert!(refused.is_err(), "plaintext: {refused:?}");
         let stranger = write_files(dir.path(), "stranger", leaf(&other_ca), cluster_ca.pem());
         let stranger = GrpcPodControl::new(Duration::from_secs(2)).with_mesh_tls(stranger);
-        let refused = stranger.status(address.clone()).await;
+        let refused = stranger.status(address.clone(), None).await;
         assert!(refused.is_err(), "another CA: {refused:?}");
         // Trusting another CA, the operator refuses the pod.
         let wary = write_files(dir.path(), "wary", leaf(&cluster_ca), other_ca.pem());
         let wary = GrpcPodControl::new(Duration::from_secs(2)).with_mesh_tls(wary);
-        let refused = wary.status(address.clone()).await;
+        let refused = wary.status(address.clone(), None).await;
         assert!(refused.is_err(), "server of an untrusted CA: {refused:?}");
+
+        // Per call, as for a cluster whose certificates the operator made:
+        // the pod is dialed at its IP and checked for the name given.
+        let (cert, key) = leaf(&cluster_ca);
+        let config = client_config(cert.as_bytes(), key.as_bytes(), cluster_ca.pem().as_bytes())
+            .expect("client config");
+        let per_call = GrpcPodControl::new(Duration::from_secs(2));
+        let as_pod = |name: &str| {
+            Some(PodTls {
+                config: config.clone(),
+                server_name: name.to_string(),
+            })
+        };
+        per_call
+            .status(address.clone(), as_pod("demo-0.demo-peers.testns.svc"))
+            .await
+            .expect("the pod's certificate names demo-0");
+        let refused = per_call
+            .status(address.clone(), as_pod("demo-1.demo-peers.testns.svc"))
+            .await;
+        assert!(
+            refused.is_err(),
+            "demo-1 expected, though the IP dialed is in the certificate: {refused:?}"
+        );
 
         stop.cancel();
         server.await.expect("joined").expect("server ran");
@@ -575,7 +681,7 @@ mod tests {
             l.local_addr().expect("addr").to_string()
         };
         let pods = GrpcPodControl::new(Duration::from_secs(2));
-        match pods.status(address.clone()).await {
+        match pods.status(address.clone(), None).await {
             Err(PushError::Connect { address: a, .. }) => assert_eq!(a, address),
             other => panic!("expected a connect error, got {other:?}"),
         }

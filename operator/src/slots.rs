@@ -115,6 +115,7 @@ mod tests {
             resources: None,
             scheduling: None,
             chaos: None,
+            mesh_tls: None,
         }
     }
 

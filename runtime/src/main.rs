@@ -107,7 +107,8 @@ struct Args {
     /// (--mesh-listen): ID=HOST:PORT,...
     /// Without it (and without --in-cluster) the instance runs alone. With
     /// --in-cluster it replaces the headless Service's DNS names, for pods
-    /// whose peers are reached at other addresses.
+    /// whose peers are reached at other addresses; with --headless-service
+    /// their mesh certificates are still checked for those DNS names.
     #[arg(long, env = "VSS_PEERS")]
     peers: Option<String>,
     /// Run as a pod of a StatefulSet: identity from POD_NAME, peers through
@@ -216,7 +217,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let pod =
             std::env::var("POD_NAME").map_err(|_| MembersError::MissingEnv { var: "POD_NAME" })?;
         let members = match &args.peers {
-            Some(list) => Members::parse(&pod, list)?,
+            // Other addresses, same pods: their certificates still name
+            // them through the headless Service.
+            Some(list) => {
+                let members = Members::parse(&pod, list)?;
+                match (&args.headless_service, std::env::var("POD_NAMESPACE")) {
+                    (Some(service), Ok(namespace)) => members.with_pod_dns(service, &namespace),
+                    _ => members,
+                }
+            }
             None => {
                 let (Some(replicas), Some(service)) = (args.replicas, &args.headless_service)
                 else {

@@ -75,6 +75,12 @@ builds.
 - apiGroups: [""]
   resources: ["services", "configmaps", "serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# Each cluster's mesh CA and pod certificates (spec.meshTls.mode Operator):
+# the operator creates, reads back and renews them. Watched (by label) so a
+# deleted or edited Secret is restored at once.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use super::*;
 use crate::crd::PodConfigStatus;
 use crate::fixtures::{
-    ApiServerVerifier, FakePods, IMAGE, PodCall, address, cluster, owned_paths, pod,
+    ApiServerVerifier, FakePods, IMAGE, NS, PodCall, address, cluster, owned_paths, pod,
+    secure_cluster,
 };
 use crate::status::{DEGRADED, PROGRESSING, READY};
 
@@ -307,7 +308,7 @@ async fn a_slot_change_is_pushed_to_running_pods_without_a_restart() {
                 generation,
                 config_yaml,
             } => Some((address, generation, config_yaml)),
-            PodCall::Status(_) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(pushes.len(), 3);
@@ -487,4 +488,247 @@ async fn a_leader_no_pod_names_any_more_is_cleared() {
         api
     })
     .await;
+}
+
+// ------------------------------------------------------------ mesh TLS
+
+fn ca_path() -> String {
+    format!("/api/v1/namespaces/{NS}/secrets/demo-mesh-ca")
+}
+
+fn tls_path() -> String {
+    format!("/api/v1/namespaces/{NS}/secrets/demo-mesh-tls")
+}
+
+/// A Secret's data (base64 on the wire) as text.
+fn data_of(secret: &Value) -> std::collections::BTreeMap<String, String> {
+    let parsed: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(secret.clone()).expect("a Secret");
+    parsed
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).expect("PEM text")))
+        .collect()
+}
+
+/// The Secrets of a settled secure cluster, made now.
+fn existing_secrets(c: &VssCluster) -> (Value, Value) {
+    let now = std::time::SystemTime::now();
+    let ca = mesh_certs::Ca::generate("demo", now).expect("CA");
+    let pods: Vec<(String, Vec<String>)> = PODS
+        .iter()
+        .map(|p| (p.to_string(), mesh_certs::pod_names(p, "demo-peers", NS)))
+        .collect();
+    let certs = mesh_certs::pod_certs(&ca, &Default::default(), &pods, now).expect("certs");
+    (
+        serde_json::to_value(resources::mesh_ca_secret(c, &ca.secret_data())).expect("json"),
+        serde_json::to_value(resources::mesh_tls_secret(c, &certs.data)).expect("json"),
+    )
+}
+
+#[tokio::test]
+async fn a_new_secure_cluster_gets_its_ca_and_pod_certificates_before_its_pods() {
+    let c = secure_cluster();
+    let expected = c.clone();
+    let pods = Arc::new(FakePods::default());
+    run(c, pods, |mut api| async move {
+        let mut sts = None;
+        for (kind, path) in owned_paths() {
+            if kind == "StatefulSet" {
+                api.get(&ca_path(), None).await;
+                let ca = api.apply(&ca_path(), None).await;
+                assert_eq!(ca["kind"], "Secret");
+                assert_eq!(ca["metadata"]["ownerReferences"][0]["uid"], "uid-demo");
+                let ca_data = data_of(&ca);
+                assert!(ca_data["ca.crt"].contains("BEGIN CERTIFICATE"));
+                assert!(ca_data["ca.key"].contains("PRIVATE KEY"));
+                api.get(&tls_path(), None).await;
+                let tls = api.apply(&tls_path(), None).await;
+                assert_eq!(tls["metadata"]["ownerReferences"][0]["kind"], "VssCluster");
+                let tls_data = data_of(&tls);
+                let keys: Vec<&str> = tls_data.keys().map(String::as_str).collect();
+                assert_eq!(
+                    keys,
+                    [
+                        "ca.crt",
+                        "demo-0.crt",
+                        "demo-0.key",
+                        "demo-1.crt",
+                        "demo-1.key",
+                        "demo-2.crt",
+                        "demo-2.key"
+                    ]
+                );
+                assert_eq!(tls_data["ca.crt"], ca_data["ca.crt"]);
+                assert!(
+                    !tls_data.values().any(|v| v == &ca_data["ca.key"]),
+                    "the CA's key stays in its own Secret"
+                );
+            }
+            api.get(&path, None).await;
+            let status = (kind == "StatefulSet").then(|| json!({"replicas": 0}));
+            let body = api.apply(&path, status).await;
+            if kind == "StatefulSet" {
+                sts = Some(body);
+            }
+        }
+        let sts = sts.expect("a StatefulSet");
+        let pod_spec = &sts["spec"]["template"]["spec"];
+        let volume = pod_spec["volumes"]
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["name"] == "mesh-tls"))
+            .expect("a mesh-tls volume");
+        assert_eq!(volume["secret"]["secretName"], "demo-mesh-tls");
+        let container = &pod_spec["containers"][0];
+        let mount = container["volumeMounts"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == "mesh-tls"))
+            .expect("a mesh-tls mount");
+        assert!(
+            mount.get("subPath").is_none(),
+            "a subPath would freeze the files"
+        );
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let dir = resources::MESH_TLS_DIR;
+        for (flag, value) in [
+            ("--mesh-tls-cert", format!("{dir}/$(POD_NAME).crt")),
+            ("--mesh-tls-key", format!("{dir}/$(POD_NAME).key")),
+            ("--mesh-tls-ca", format!("{dir}/ca.crt")),
+        ] {
+            let at = args.iter().position(|a| *a == flag).expect(flag);
+            assert_eq!(args.get(at + 1).copied(), Some(value.as_str()), "{flag}");
+        }
+        api.event("Applied").await;
+        api.list_pods(vec![]).await;
+        api.patch_status(&expected).await;
+        api
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_settled_secure_cluster_keeps_its_certificates_and_is_called_over_mtls() {
+    let mut c = secure_cluster();
+    c.status = Some(settled_status(1));
+    let objects = existing(&c);
+    let (ca, tls) = existing_secrets(&c);
+    let pods = Arc::new(FakePods::at_generation(&PODS, 1));
+    let action = run(c, pods.clone(), |mut api| async move {
+        for ((kind, path), obj) in owned_paths().into_iter().zip(objects) {
+            if kind == "StatefulSet" {
+                api.get(&ca_path(), Some(ca.clone())).await;
+                api.get(&tls_path(), Some(tls.clone())).await;
+            }
+            api.get(&path, Some(obj)).await;
+        }
+        api.list_pods(PODS.iter().map(|p| pod(p, true)).collect())
+            .await;
+        api
+    })
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    let calls = pods.calls();
+    let expected: Vec<PodCall> = PODS
+        .iter()
+        .map(|p| PodCall::SecureStatus(address(p), format!("{p}.demo-peers.{NS}.svc")))
+        .collect();
+    assert_eq!(calls, expected);
+}
+
+#[tokio::test]
+async fn a_garbage_certificate_is_issued_again_with_a_warning() {
+    let mut c = secure_cluster();
+    c.status = Some(settled_status(1));
+    let objects = existing(&c);
+    let (ca, mut tls) = existing_secrets(&c);
+    let good = data_of(&tls);
+    tls["data"]["demo-1.crt"] = json!("bm90IGEgY2VydGlmaWNhdGU="); // "not a certificate"
+    let pods = Arc::new(FakePods::at_generation(&PODS, 1));
+    run(c, pods, |mut api| async move {
+        for ((kind, path), obj) in owned_paths().into_iter().zip(objects) {
+            if kind == "StatefulSet" {
+                api.get(&ca_path(), Some(ca.clone())).await;
+                api.get(&tls_path(), Some(tls.clone())).await;
+                let fixed = data_of(&api.apply(&tls_path(), None).await);
+                assert!(fixed["demo-1.crt"].contains("BEGIN CERTIFICATE"));
+                assert_ne!(fixed["demo-1.crt"], good["demo-1.crt"]);
+                assert_eq!(
+                    fixed["demo-0.crt"], good["demo-0.crt"],
+                    "good ones are kept"
+                );
+                let warning = api.event("MeshCertificateInvalid").await;
+                assert_eq!(warning["type"], "Warning");
+                let note = warning["note"].as_str().unwrap_or_default();
+                assert!(note.contains("demo-1: unusable (demo-1.crt:"), "{note}");
+            }
+            api.get(&path, Some(obj)).await;
+        }
+        let event = api.event("Applied").await;
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Secret/demo-mesh-tls"),
+            "{event}"
+        );
+        api.list_pods(PODS.iter().map(|p| pod(p, true)).collect())
+            .await;
+        api
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_garbage_ca_is_replaced_and_every_pod_certificate_with_it() {
+    let mut c = secure_cluster();
+    c.status = Some(settled_status(1));
+    let objects = existing(&c);
+    let (mut ca, tls) = existing_secrets(&c);
+    ca["data"]["ca.key"] = json!("Z2FyYmFnZQ=="); // "garbage"
+    let pods = Arc::new(FakePods::at_generation(&PODS, 1));
+    run(c, pods, |mut api| async move {
+        for ((kind, path), obj) in owned_paths().into_iter().zip(objects) {
+            if kind == "StatefulSet" {
+                api.get(&ca_path(), Some(ca.clone())).await;
+                let warning = api.event("MeshCaInvalid").await;
+                let note = warning["note"].as_str().unwrap_or_default();
+                assert!(note.contains("ca.key"), "{note}");
+                let new_ca = data_of(&api.apply(&ca_path(), None).await);
+                api.get(&tls_path(), Some(tls.clone())).await;
+                let fixed = data_of(&api.apply(&tls_path(), None).await);
+                assert_eq!(fixed["ca.crt"], new_ca["ca.crt"]);
+                let renewed = api.event("MeshCertificateRenewed").await;
+                let note = renewed["note"].as_str().unwrap_or_default();
+                assert!(note.contains("not signed by the CA in force"), "{note}");
+            }
+            api.get(&path, Some(obj)).await;
+        }
+        api.event("Applied").await;
+        api.list_pods(PODS.iter().map(|p| pod(p, true)).collect())
+            .await;
+        api
+    })
+    .await;
+}
+
+#[test]
+fn the_requeue_comes_in_time_for_the_next_renewal() {
+    let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let minute = Duration::from_secs(60);
+    assert_eq!(until_renewal(minute, None, now), minute);
+    assert_eq!(
+        until_renewal(minute, Some(now + Duration::from_secs(30)), now),
+        Duration::from_secs(30)
+    );
+    assert_eq!(until_renewal(minute, Some(now + 3 * minute), now), minute);
+    assert_eq!(
+        until_renewal(minute, Some(now - minute), now),
+        Duration::from_secs(1)
+    );
 }

@@ -8,6 +8,7 @@
 
 mod config_map;
 mod lease;
+mod mesh_tls;
 mod network_policy;
 mod pdb;
 mod rbac;
@@ -21,6 +22,7 @@ use kube::{Resource, ResourceExt};
 
 pub use config_map::{CONFIG_KEY, config_map};
 pub use lease::leader_lease;
+pub use mesh_tls::{MESH_TLS_DIR, mesh_ca_secret, mesh_tls_secret};
 pub use network_policy::{OperatorPods, network_policy};
 pub use pdb::pod_disruption_budget;
 pub use rbac::{role, role_binding, service_account};
@@ -40,6 +42,11 @@ pub struct Names {
     pub config: String,
     /// Lease the pods elect their leader with.
     pub lease: String,
+    /// Secret with the cluster's mesh CA (certificate and key).
+    pub mesh_ca: String,
+    /// Secret with each pod's mesh certificate and key, and the CA's
+    /// certificate; mounted by every pod.
+    pub mesh_tls: String,
 }
 
 impl Names {
@@ -49,9 +56,20 @@ impl Names {
             headless: format!("{base}-peers"),
             config: format!("{base}-config"),
             lease: format!("{base}-leader"),
+            mesh_ca: format!("{base}-mesh-ca"),
+            mesh_tls: format!("{base}-mesh-tls"),
             base,
         }
     }
+}
+
+/// The pods' names, `<statefulset>-<ordinal>`, as the StatefulSet will
+/// name them at `spec.instances`.
+pub fn pod_names(cluster: &VssCluster) -> Vec<String> {
+    let base = cluster.name_any();
+    (0..cluster.spec.instances.max(0))
+        .map(|i| format!("{base}-{i}"))
+        .collect()
 }
 
 /// A pod's mesh address (where the operator pushes config and reads

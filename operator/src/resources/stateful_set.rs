@@ -6,14 +6,15 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     KeyToPath, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, Volume, VolumeMount, WeightedPodAffinityTerm,
+    Probe, ResourceRequirements, SecretVolumeSource, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{CONFIG_KEY, Names, labels, owned_meta, selector_labels};
-use crate::crd::VssCluster;
+use super::{CONFIG_KEY, MESH_TLS_DIR, Names, labels, owned_meta, selector_labels};
+use crate::crd::{MeshTlsMode, VssCluster};
+use crate::mesh_certs::CA_CERT_KEY;
 use crate::slots::MODULES_DIR;
 
 /// gRPC for clients: `vss.v1.Vss`, Envoy's rate limit service.
@@ -133,28 +134,50 @@ fn container(cluster: &VssCluster, names: &Names, default_image: &str) -> Contai
             ..Default::default()
         });
     }
+    let mesh_tls = spec.mesh_tls_mode() == MeshTlsMode::Operator;
+    if mesh_tls {
+        mounts.push(VolumeMount {
+            name: MESH_TLS_VOLUME.into(),
+            mount_path: MESH_TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    let mut args: Vec<String> = vec![
+        "--config".into(),
+        format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        "--listen".into(),
+        format!("0.0.0.0:{GRPC_PORT}"),
+        "--mesh-listen".into(),
+        format!("0.0.0.0:{MESH_PORT}"),
+        "--http-listen".into(),
+        format!("0.0.0.0:{}", super::HTTP_PORT),
+        "--module-root".into(),
+        MODULES_DIR.into(),
+        "--in-cluster".into(),
+        "--replicas".into(),
+        spec.instances.to_string(),
+        "--headless-service".into(),
+        names.headless.clone(),
+    ];
+    if mesh_tls {
+        // One Secret holds every pod's pair; the kubelet expands
+        // $(POD_NAME) (defined in env below) so each pod picks its own.
+        args.extend([
+            "--mesh-tls-cert".into(),
+            format!("{MESH_TLS_DIR}/$(POD_NAME).crt"),
+            "--mesh-tls-key".into(),
+            format!("{MESH_TLS_DIR}/$(POD_NAME).key"),
+            "--mesh-tls-ca".into(),
+            format!("{MESH_TLS_DIR}/{CA_CERT_KEY}"),
+        ]);
+    }
     Container {
         name: "vss".into(),
         image: Some(spec.image.clone().unwrap_or_else(|| default_image.into())),
         image_pull_policy: spec.image_pull_policy.clone(),
         command: Some(vec!["/vss-runtime".into()]),
-        args: Some(vec![
-            "--config".into(),
-            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
-            "--listen".into(),
-            format!("0.0.0.0:{GRPC_PORT}"),
-            "--mesh-listen".into(),
-            format!("0.0.0.0:{MESH_PORT}"),
-            "--http-listen".into(),
-            format!("0.0.0.0:{}", super::HTTP_PORT),
-            "--module-root".into(),
-            MODULES_DIR.into(),
-            "--in-cluster".into(),
-            "--replicas".into(),
-            spec.instances.to_string(),
-            "--headless-service".into(),
-            names.headless.clone(),
-        ]),
+        args: Some(args),
         env: Some(vec![
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
@@ -199,6 +222,9 @@ fn module_volume_name(i: usize) -> String {
     format!("module-{i}")
 }
 
+/// Volume of the `<cluster>-mesh-tls` Secret.
+const MESH_TLS_VOLUME: &str = "mesh-tls";
+
 fn volumes(cluster: &VssCluster, names: &Names) -> Vec<Volume> {
     let mut volumes = vec![Volume {
         name: "config".into(),
@@ -208,6 +234,16 @@ fn volumes(cluster: &VssCluster, names: &Names) -> Vec<Volume> {
         }),
         ..Default::default()
     }];
+    if cluster.spec.mesh_tls_mode() == MeshTlsMode::Operator {
+        volumes.push(Volume {
+            name: MESH_TLS_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names.mesh_tls.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     let mut keys: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for custom in cluster.spec.slots.iter().filter_map(|s| s.custom.as_ref()) {
         let r = &custom.config_map_key_ref;

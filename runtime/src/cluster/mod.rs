@@ -104,13 +104,23 @@ impl Cluster {
     ) -> Result<Self, ClusterError> {
         let mut peers = BTreeMap::new();
         for (id, addr) in members.peers() {
-            let peer = Peer::new(id, addr, mesh_tls.as_ref()).map_err(|source| {
-                ClusterError::PeerAddress {
+            // A pod dialed at an address its certificate cannot name (a
+            // `--peers` IP) is checked for its pod DNS name instead.
+            let tls = mesh_tls.as_ref().map(|c| {
+                match members
+                    .tls_name(id)
+                    .and_then(|n| rustls::pki_types::ServerName::try_from(n).ok())
+                {
+                    Some(name) => c.clone().verifying_as(name),
+                    None => c.clone(),
+                }
+            });
+            let peer =
+                Peer::new(id, addr, tls.as_ref()).map_err(|source| ClusterError::PeerAddress {
                     id: id.to_string(),
                     addr: addr.to_string(),
                     source,
-                }
-            })?;
+                })?;
             peers.insert(id.to_string(), Arc::new(peer));
         }
         Ok(Self {

@@ -13,6 +13,10 @@ pub const MAX_INSTANCES: usize = 32;
 pub struct Members {
     me: String,
     all: BTreeMap<String, String>,
+    /// In a StatefulSet, the headless Service and namespace that name each
+    /// pod: a peer's mesh certificate is checked for that name even when
+    /// `--peers` gives another address.
+    pod_dns: Option<(String, String)>,
 }
 
 /// Why the cluster membership is unusable.
@@ -53,6 +57,7 @@ impl Members {
         Ok(Self {
             me: me.to_string(),
             all: BTreeMap::from([(me.to_string(), String::new())]),
+            pod_dns: None,
         })
     }
 
@@ -97,7 +102,24 @@ impl Members {
                 (id, addr)
             })
             .collect();
-        Self::from_map(pod_name, all)
+        Ok(Self::from_map(pod_name, all)?.with_pod_dns(service, namespace))
+    }
+
+    /// Peers are pods of a StatefulSet behind `service` in `namespace`:
+    /// their mesh certificates name `<id>.<service>.<namespace>.svc`,
+    /// whatever address they are dialed at.
+    pub fn with_pod_dns(self, service: &str, namespace: &str) -> Self {
+        Self {
+            pod_dns: Some((service.to_string(), namespace.to_string())),
+            ..self
+        }
+    }
+
+    /// The name peer `id`'s mesh certificate must carry when it is not the
+    /// host dialed; None checks the host dialed.
+    pub fn tls_name(&self, id: &str) -> Option<String> {
+        let (service, namespace) = self.pod_dns.as_ref()?;
+        Some(format!("{id}.{service}.{namespace}.svc"))
     }
 
     fn from_map(me: &str, all: BTreeMap<String, String>) -> Result<Self, MembersError> {
@@ -114,6 +136,7 @@ impl Members {
         Ok(Self {
             me: me.to_string(),
             all,
+            pod_dns: None,
         })
     }
 
@@ -153,6 +176,9 @@ mod tests {
         assert_eq!(m.me(), "b");
         let peers: Vec<_> = m.peers().collect();
         assert_eq!(peers, [("a", "127.0.0.1:7700"), ("c", "localhost:7720")]);
+        assert_eq!(m.tls_name("a"), None, "the host dialed is checked");
+        let pods = m.with_pod_dns("vss-mesh", "prod");
+        assert_eq!(pods.tls_name("a").as_deref(), Some("a.vss-mesh.prod.svc"));
     }
 
     #[test]
@@ -189,6 +215,10 @@ mod tests {
                 ("vss-0", "vss-0.vss-mesh.prod.svc:7700"),
                 ("vss-2", "vss-2.vss-mesh.prod.svc:7700")
             ]
+        );
+        assert_eq!(
+            m.tls_name("vss-0").as_deref(),
+            Some("vss-0.vss-mesh.prod.svc")
         );
         assert!(matches!(
             Members::stateful_set("vss", "prod", "svc", 3, 7700),
