@@ -106,6 +106,12 @@ pub struct VssClusterSpec {
     /// pods. Absent means `mode: Operator`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mesh_tls: Option<MeshTls>,
+
+    /// What clients must present on the client port: TLS and tokens, from
+    /// Secrets of the cluster's namespace (docs/security.md). Absent: the
+    /// client port is plaintext and asks for no token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuth>,
 }
 
 fn default_instances() -> i32 {
@@ -357,6 +363,39 @@ pub struct MeshTls {
     /// whose network keeps everyone else out.
     #[serde(default)]
     pub mode: MeshTlsMode,
+}
+
+/// TLS and tokens on the client port.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("!self.requireClientCertificates || has(self.tlsSecret)")
+        .message("clientAuth.requireClientCertificates needs clientAuth.tlsSecret (its ca.crt signs the clients' certificates)")
+        .field_path(".tlsSecret")
+        .reason(Reason::FieldValueRequired),
+)]
+pub struct ClientAuth {
+    /// A Secret whose key `tokens.yaml` is the runtime's token file: every
+    /// call must carry `authorization: Bearer <token>` of a token it
+    /// grants the call's permission (acquire, publish, subscribe, admin) on
+    /// the slot. Edits reach the pods without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
+    pub tokens_secret: Option<String>,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`): the client port
+    /// speaks TLS with that certificate, reloaded when the Secret changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
+    pub tls_secret: Option<String>,
+    /// Require client certificates signed by the `ca.crt` of `tlsSecret`.
+    #[serde(default)]
+    pub require_client_certificates: bool,
 }
 
 /// Who secures the mesh port; see [`MeshTls::mode`].

@@ -68,6 +68,7 @@ pub fn secure_cluster() -> VssCluster {
             scheduling: None,
             chaos: None,
             mesh_tls: None,
+            client_auth: None,
         },
     );
     let meta = c.meta_mut();

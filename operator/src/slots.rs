@@ -116,6 +116,7 @@ mod tests {
             scheduling: None,
             chaos: None,
             mesh_tls: None,
+            client_auth: None,
         }
     }
 

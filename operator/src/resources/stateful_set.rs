@@ -143,6 +143,23 @@ fn container(cluster: &VssCluster, names: &Names, default_image: &str) -> Contai
             ..Default::default()
         });
     }
+    let client_auth = spec.client_auth.clone().unwrap_or_default();
+    if client_auth.tokens_secret.is_some() {
+        mounts.push(VolumeMount {
+            name: CLIENT_TOKENS_VOLUME.into(),
+            mount_path: CLIENT_TOKENS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if client_auth.tls_secret.is_some() {
+        mounts.push(VolumeMount {
+            name: CLIENT_TLS_VOLUME.into(),
+            mount_path: CLIENT_TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     let mut args: Vec<String> = vec![
         "--config".into(),
         format!("{CONFIG_DIR}/{CONFIG_KEY}"),
@@ -171,6 +188,23 @@ fn container(cluster: &VssCluster, names: &Names, default_image: &str) -> Contai
             "--mesh-tls-ca".into(),
             format!("{MESH_TLS_DIR}/{CA_CERT_KEY}"),
         ]);
+    }
+    if client_auth.tokens_secret.is_some() {
+        args.extend([
+            "--client-tokens".into(),
+            format!("{CLIENT_TOKENS_DIR}/{TOKENS_KEY}"),
+        ]);
+    }
+    if client_auth.tls_secret.is_some() {
+        args.extend([
+            "--client-tls-cert".into(),
+            format!("{CLIENT_TLS_DIR}/tls.crt"),
+            "--client-tls-key".into(),
+            format!("{CLIENT_TLS_DIR}/tls.key"),
+        ]);
+        if client_auth.require_client_certificates {
+            args.extend(["--client-tls-ca".into(), format!("{CLIENT_TLS_DIR}/ca.crt")]);
+        }
     }
     Container {
         name: "vss".into(),
@@ -224,6 +258,14 @@ fn module_volume_name(i: usize) -> String {
 
 /// Volume of the `<cluster>-mesh-tls` Secret.
 const MESH_TLS_VOLUME: &str = "mesh-tls";
+/// Volume of `clientAuth.tokensSecret`, and where it is mounted.
+const CLIENT_TOKENS_VOLUME: &str = "client-tokens";
+const CLIENT_TOKENS_DIR: &str = "/var/run/vss/client-tokens";
+/// The key of `clientAuth.tokensSecret` that holds the token file.
+pub const TOKENS_KEY: &str = "tokens.yaml";
+/// Volume of `clientAuth.tlsSecret`, and where it is mounted.
+const CLIENT_TLS_VOLUME: &str = "client-tls";
+const CLIENT_TLS_DIR: &str = "/var/run/vss/client-tls";
 
 fn volumes(cluster: &VssCluster, names: &Names) -> Vec<Volume> {
     let mut volumes = vec![Volume {
@@ -243,6 +285,24 @@ fn volumes(cluster: &VssCluster, names: &Names) -> Vec<Volume> {
             }),
             ..Default::default()
         });
+    }
+    // Whole-Secret mounts (no subPath), so the kubelet's updates of a
+    // rotated certificate or an edited token file reach the pods.
+    let client_auth = cluster.spec.client_auth.clone().unwrap_or_default();
+    for (name, secret) in [
+        (CLIENT_TOKENS_VOLUME, client_auth.tokens_secret),
+        (CLIENT_TLS_VOLUME, client_auth.tls_secret),
+    ] {
+        if let Some(secret) = secret {
+            volumes.push(Volume {
+                name: name.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
     }
     let mut keys: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for custom in cluster.spec.slots.iter().filter_map(|s| s.custom.as_ref()) {

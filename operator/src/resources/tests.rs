@@ -256,3 +256,68 @@ fn the_mesh_port_admits_only_the_clusters_pods_and_the_operator() {
         "the cluster's own pods only"
     );
 }
+
+#[test]
+fn client_auth_mounts_its_secrets_and_passes_the_flags() {
+    let mut c = cluster();
+    c.spec.client_auth = Some(crate::crd::ClientAuth {
+        tokens_secret: Some("vss-tokens".into()),
+        tls_secret: Some("vss-client-tls".into()),
+        require_client_certificates: true,
+    });
+    let pod = stateful_set(&c, IMAGE)
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod spec");
+    let args = pod.containers[0].args.clone().unwrap_or_default().join(" ");
+    assert!(
+        args.ends_with(
+            "--client-tokens /var/run/vss/client-tokens/tokens.yaml \
+             --client-tls-cert /var/run/vss/client-tls/tls.crt \
+             --client-tls-key /var/run/vss/client-tls/tls.key \
+             --client-tls-ca /var/run/vss/client-tls/ca.crt"
+        ),
+        "{args}"
+    );
+    let secrets: Vec<(String, String)> = pod
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| Some((v.name, v.secret?.secret_name?)))
+        .filter(|(name, _)| name.starts_with("client-"))
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            ("client-tokens".to_string(), "vss-tokens".to_string()),
+            ("client-tls".to_string(), "vss-client-tls".to_string()),
+        ]
+    );
+    let mounts: Vec<String> = pod.containers[0]
+        .volume_mounts
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.name.starts_with("client-"))
+        .map(|m| format!("{} {}", m.name, m.mount_path))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            "client-tokens /var/run/vss/client-tokens",
+            "client-tls /var/run/vss/client-tls"
+        ]
+    );
+
+    // Without clientAuth the client port asks for nothing.
+    let plain = stateful_set(&cluster(), IMAGE)
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod spec");
+    let args = plain.containers[0]
+        .args
+        .clone()
+        .unwrap_or_default()
+        .join(" ");
+    assert!(!args.contains("--client-"), "{args}");
+}
