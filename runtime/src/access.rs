@@ -16,7 +16,7 @@
 //! A call without a token, or with one the file does not hold, is refused
 //! `UNAUTHENTICATED`; a token without the permission on the slot,
 //! `PERMISSION_DENIED` naming the token, the permission and the slot.
-//! The file is re-read every [`RELOAD_POLL`]; a removed token stops
+//! The file is re-read every [`crate::reload::RELOAD_POLL`]; a removed token stops
 //! working from the next call. A changed file that does not parse is
 //! logged and the tokens in force stay.
 //!
@@ -37,7 +37,6 @@ use tonic::metadata::MetadataMap;
 use vss_config::MAX_SLOTS;
 
 use crate::metrics::{AccessMetrics, RefusedLabels};
-use crate::tls::RELOAD_POLL;
 
 /// Shortest token accepted: shorter ones are guessable.
 pub const MIN_TOKEN_BYTES: usize = 16;
@@ -465,31 +464,19 @@ impl Access {
 
     /// Reloads on every change of the file until `stop`.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
-        let mut every = tokio::time::interval(RELOAD_POLL);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        every.tick().await;
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = every.tick() => {}
-            }
-            match self.reload().await {
-                Ok(false) => {}
-                Ok(true) => {
-                    failing = false;
-                    self.metrics.reloads.inc();
-                    tracing::info!(file = %self.path.display(), "client tokens reloaded");
-                }
-                Err(e) => {
-                    if !failing {
-                        self.metrics.reload_failures.inc();
-                        tracing::warn!(error = %e, "client token file changed but does not load; keeping the tokens in force");
-                    }
-                    failing = true;
-                }
-            }
-        }
+        crate::reload::watch(
+            stop,
+            || self.reload(),
+            || {
+                self.metrics.reloads.inc();
+                tracing::info!(file = %self.path.display(), "client tokens reloaded");
+            },
+            |e| {
+                self.metrics.reload_failures.inc();
+                tracing::warn!(error = %e, "client token file changed but does not load; keeping the tokens in force");
+            },
+        )
+        .await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {

@@ -36,6 +36,7 @@ pub mod grpc;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod reload;
 pub mod report;
 pub mod rls;
 pub mod signal;

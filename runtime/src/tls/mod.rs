@@ -12,7 +12,7 @@
 //! CA. It allows TLS 1.2 as well, for clients that have nothing newer.
 //!
 //! Certificates are rotated without a restart: [`PortTls::watch`] re-reads
-//! the files every [`RELOAD_POLL`] and swaps in the configs built from
+//! the files every [`crate::reload::RELOAD_POLL`] and swaps in the configs built from
 //! them. Each handshake reads the configs in force, so new connections
 //! use the new certificate and CA while established ones carry on. A file
 //! set that does not build (a key that does not match its certificate
@@ -28,7 +28,6 @@ pub mod x509;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::client::WebPkiServerVerifier;
@@ -42,11 +41,6 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::TlsMetrics;
 
 pub use vss_client::mesh_tls::MeshConnector;
-
-/// How often the certificate, key and CA files are checked for changes.
-/// Kubernetes updates a mounted Secret within about a minute, and
-/// cert-manager renews well before expiry, so seconds are plenty.
-pub const RELOAD_POLL: Duration = Duration::from_secs(2);
 
 /// The three PEM files of `--mesh-tls-cert`, `--mesh-tls-key` and
 /// `--mesh-tls-ca`.
@@ -401,35 +395,20 @@ impl PortTls {
 
     /// Reloads on every change of the files until `stop`.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
-        let mut every = tokio::time::interval(RELOAD_POLL);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is immediate and the files were just read.
-        every.tick().await;
-        // A half-written set fails the same way on every poll until it is
-        // complete: log it once.
-        let mut failing = false;
         let port = self.files.port.name();
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = every.tick() => {}
-            }
-            match self.reload().await {
-                Ok(false) => {}
-                Ok(true) => {
-                    failing = false;
-                    self.metrics.reloads.inc();
-                    tracing::info!(port, cert = %self.files.cert.display(), "TLS certificate reloaded");
-                }
-                Err(e) => {
-                    if !failing {
-                        self.metrics.reload_failures.inc();
-                        tracing::warn!(port, error = %e, "TLS files changed but do not build; keeping the certificate in force");
-                    }
-                    failing = true;
-                }
-            }
-        }
+        crate::reload::watch(
+            stop,
+            || self.reload(),
+            || {
+                self.metrics.reloads.inc();
+                tracing::info!(port, cert = %self.files.cert.display(), "TLS certificate reloaded");
+            },
+            |e| {
+                self.metrics.reload_failures.inc();
+                tracing::warn!(port, error = %e, "TLS files changed but do not build; keeping the certificate in force");
+            },
+        )
+        .await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pems> {
