@@ -21,8 +21,10 @@
 //! control services), the HTTP server, the tick loop ([`signals::Signals::tick`]),
 //! the cluster's heartbeat, decision and replication loops
 //! ([`cluster::Cluster::run`]), the config-file watcher if asked, the
-//! mesh certificate watcher if the mesh port runs mTLS ([`tls`]), and the
-//! chaos restart timer if on. Slot threads end when their slot is dropped.
+//! certificate watchers of the ports that run TLS ([`tls`]), the client
+//! token watcher if tokens are asked ([`access`]), and the chaos restart
+//! timer if on. The client port's connections are counted and budgeted
+//! ([`connections`]). Slot threads end when their slot is dropped.
 
 pub mod access;
 pub mod chaos;
