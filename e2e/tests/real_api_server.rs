@@ -35,6 +35,9 @@ const CLUSTER: &str = "demo";
 const POLL: Duration = Duration::from_millis(250);
 const MODULE_CM: &str = "demo-modules";
 const CUSTOM_SLOT: u32 = 9;
+/// The cluster whose mesh certificates cert-manager issues.
+const CM_NS: &str = "vss-certs";
+const CM_CLUSTER: &str = "certs";
 const ADDED_SLOT: u32 = 42;
 
 /// Everything the scenarios share, in order.
@@ -43,6 +46,7 @@ struct Suite {
     repo: PathBuf,
     work: PathBuf,
     operator_bin: PathBuf,
+    runtime_bin: PathBuf,
     operators: Mutex<Vec<Process>>,
     pods: Arc<Mutex<LocalPods>>,
     kubelet: Mutex<Option<Kubelet>>,
@@ -176,6 +180,7 @@ fn scenarios() -> Vec<Scenario<Suite>> {
         scenario!(runtime_lease_moves_when_its_holder_is_killed),
         scenario!(slot_change_is_pushed_without_restarts),
         scenario!(operator_standby_takes_over_when_the_leader_is_killed),
+        scenario!(cert_manager_issues_the_mesh_certificates),
         scenario!(vsscluster_deletion_leaves_nothing_behind),
     ]
 }
@@ -273,6 +278,7 @@ async fn setup() -> Result<Suite> {
         repo,
         work,
         operator_bin,
+        runtime_bin,
         operators: Mutex::new(Vec::new()),
         pods: Arc::new(Mutex::new(pods)),
         kubelet: Mutex::new(None),
@@ -1003,6 +1009,263 @@ async fn operator_standby_takes_over_when_the_leader_is_killed(s: &Suite) -> Res
     )
     .await?;
     Ok(())
+}
+
+/// `meshTls.mode: CertManager` against cert-manager's own controllers: a
+/// CA bootstrapped by cert-manager (self-signed Issuer, CA Certificate, CA
+/// Issuer), a two-pod cluster whose Certificates the operator makes, the
+/// issued pairs gathered into `certs-mesh-tls`, the pods forming over them
+/// and taking the operator's pushes over mTLS; a pair cert-manager issues
+/// again reaches the gathered Secret; deleting the cluster takes the
+/// Certificates and cert-manager's Secrets with it.
+async fn cert_manager_issues_the_mesh_certificates(s: &Suite) -> Result<()> {
+    s.kubectl("default")
+        .run(&["create", "namespace", CM_NS])
+        .await?;
+    let k = s.kubectl(CM_NS);
+    k.apply_yaml(
+        "apiVersion: cert-manager.io/v1
+kind: Issuer
+metadata: {name: bootstrap}
+spec: {selfSigned: {}}
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: mesh-root}
+spec:
+  isCA: true
+  commonName: vss-certs mesh root
+  secretName: mesh-root
+  privateKey: {algorithm: ECDSA, size: 256}
+  issuerRef: {name: bootstrap, kind: Issuer, group: cert-manager.io}
+---
+apiVersion: cert-manager.io/v1
+kind: Issuer
+metadata: {name: mesh-ca}
+spec: {ca: {secretName: mesh-root}}
+",
+    )
+    .await?;
+    wait::until(
+        "cert-manager's CA Issuer to be Ready",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            let issuer = k.get("issuer", "mesh-ca").await?;
+            Ok((condition_status(&issuer, "Ready") == Some("True")).then_some(()))
+        },
+    )
+    .await?;
+    k.apply_yaml(&format!(
+        "apiVersion: vss.dev/v1alpha1
+kind: VssCluster
+metadata:
+  name: {CM_CLUSTER}
+spec:
+  instances: 2
+  meshTls:
+    mode: CertManager
+    issuerRef: {{name: mesh-ca}}
+  slots:
+    - id: 0
+      type: token-bucket
+      bucketSize: 100000
+      period: second
+      refreshRate: 100000
+"
+    ))
+    .await?;
+    let uid = str_at(&k.get("vsscluster", CM_CLUSTER).await?, "/metadata/uid").to_string();
+    let certificates = [
+        format!("{CM_CLUSTER}-0-mesh"),
+        format!("{CM_CLUSTER}-1-mesh"),
+        format!("{CM_CLUSTER}-mesh-operator"),
+    ];
+    wait::until(
+        "cert-manager to issue the three Certificates the operator made",
+        Duration::from_secs(90),
+        POLL,
+        || async {
+            for name in &certificates {
+                let Some(c) = k.get_opt("certificate", name).await? else {
+                    return Ok(None);
+                };
+                ensure!(
+                    is_owned_by(&c, &uid),
+                    "Certificate {name} is not owned by the VssCluster"
+                );
+                if condition_status(&c, "Ready") != Some("True") {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .await?;
+    let gathered = format!("{CM_CLUSTER}-mesh-tls");
+    let data_keys = |secret: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = secret
+            .get("data")
+            .and_then(Value::as_object)
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    };
+    let held = wait::until(
+        "the issued pairs gathered into one Secret",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            let held = k.get_opt("secret", &gathered).await?;
+            Ok(held.filter(|h| data_keys(h).len() == 5))
+        },
+    )
+    .await?;
+    ensure!(
+        data_keys(&held)
+            == [
+                "ca.crt",
+                "certs-0.crt",
+                "certs-0.key",
+                "certs-1.crt",
+                "certs-1.key"
+            ],
+        "{gathered} holds {:?}",
+        data_keys(&held)
+    );
+    let root = k.get("secret", "mesh-root").await?;
+    ensure!(
+        str_at(&held, "/data/ca.crt") == str_at(&root, "/data/ca.crt"),
+        "{gathered}'s ca.crt is not cert-manager's CA"
+    );
+    ensure!(
+        k.get_opt("secret", &format!("{CM_CLUSTER}-mesh-ca"))
+            .await?
+            .is_none(),
+        "the operator made a CA of its own in CertManager mode"
+    );
+    for name in &certificates {
+        let secret = k.get("secret", name).await?;
+        ensure!(
+            is_owned_by(&secret, &uid),
+            "cert-manager's Secret {name} has no owner reference to the VssCluster"
+        );
+    }
+
+    // The pods run on what cert-manager issued, and the operator reaches
+    // them with its cert-manager certificate.
+    let mut pods = LocalPods::new(
+        k.clone(),
+        &scenarios::selector_of(CM_CLUSTER),
+        &s.runtime_bin,
+        &s.work.join("pods-certs"),
+        78,
+    );
+    let ran = run_pods_until(
+        &mut pods,
+        s,
+        "the VssCluster to be Ready over cert-manager's certificates",
+        || async {
+            let c = k.get("vsscluster", CM_CLUSTER).await?;
+            Ok((condition_status(&c, "Ready") == Some("True")
+                && int_at(&c, "/status/readyInstances") == Some(2)
+                && scenarios::status_has_generation(&c, 2).is_some())
+            .then_some(()))
+        },
+    )
+    .await;
+    if let Err(e) = ran {
+        let tails = pods.log_tails(20);
+        pods.stop_all().await;
+        return Err(e.context(tails));
+    }
+    let mesh = format!(
+        "{}:{}",
+        pods.ip_of(&format!("{CM_CLUSTER}-0"))?,
+        vss_e2e::local_pods::MESH_PORT
+    );
+    let plaintext = scenarios::status_of(&mesh).await;
+    let endpoints: Vec<String> = pods.endpoints().into_iter().map(|(_, e)| e).collect();
+    let acquired = match Client::with_timeout(&endpoints, Duration::from_secs(2)) {
+        Ok(client) => client
+            .acquire(0, Acquire::default())
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    };
+    pods.stop_all().await;
+    ensure!(
+        plaintext.is_err(),
+        "the mesh port {mesh} answered a plaintext call"
+    );
+    ensure!(acquired?.granted == 1, "slot 0 refused an acquire");
+
+    // A pair cert-manager issues again (here: its Secret deleted by hand)
+    // reaches the gathered Secret; the pair gathered before is kept
+    // meanwhile.
+    let before = str_at(&k.get("secret", &gathered).await?, "/data/certs-1.crt").to_string();
+    k.run(&["delete", "secret", &format!("{CM_CLUSTER}-1-mesh")])
+        .await?;
+    wait::until(
+        "the re-issued pair of certs-1 in the gathered Secret",
+        Duration::from_secs(90),
+        POLL,
+        || async {
+            let now = k.get("secret", &gathered).await?;
+            let cert = str_at(&now, "/data/certs-1.crt");
+            ensure!(
+                !cert.is_empty(),
+                "certs-1's pair left the gathered Secret while re-issued"
+            );
+            Ok((cert != before).then_some(()))
+        },
+    )
+    .await?;
+
+    k.run(&["delete", "vsscluster", CM_CLUSTER, "--wait=false"])
+        .await?;
+    wait::until(
+        "the Certificates and cert-manager's Secrets to go with the cluster",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || async {
+            for name in &certificates {
+                if k.get_opt("certificate", name).await?.is_some()
+                    || k.get_opt("secret", name).await?.is_some()
+                {
+                    return Ok(None);
+                }
+            }
+            Ok(k.get_opt("secret", &gathered)
+                .await?
+                .is_none()
+                .then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Syncs `pods` (the kubelet stand-in, for a cluster of its own) until
+/// `done` says so, for at most two minutes.
+async fn run_pods_until<F, Fut>(pods: &mut LocalPods, s: &Suite, what: &str, done: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Option<()>>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        pods.sync(&s.cp).await?;
+        if done().await?.is_some() {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "timed out after 120 s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Deleting the VssCluster: the garbage collector removes everything it

@@ -24,12 +24,14 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, field, info, info_span, warn};
 
+use crate::cert_manager::{self, Certificate};
 use crate::chaos::{self, ChaosStep};
 use crate::crd::{MeshTlsMode, PodConfigStatus, VssCluster, VssClusterStatus};
 use crate::diff::contains;
@@ -42,6 +44,10 @@ use crate::status::{self, Observed};
 
 /// Field manager of every write.
 pub const MANAGER: &str = "vss-operator";
+/// Field manager of the owner references the operator adds to the Secrets
+/// cert-manager writes: its own, so applying them takes nothing of
+/// cert-manager's.
+const OWNER_MANAGER: &str = "vss-operator-owner";
 
 /// Requeue while something is moving.
 const BUSY_REQUEUE: Duration = Duration::from_secs(5);
@@ -174,6 +180,8 @@ pub enum Error {
     Certs { cluster: String, source: CertError },
     #[error("mesh TLS client config of {cluster}: {source}")]
     Tls { cluster: String, source: PushError },
+    #[error("mesh certificates of {cluster} from cert-manager are not all usable yet: {pending}")]
+    CertificatesPending { cluster: String, pending: String },
 }
 
 fn kube_err(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -207,6 +215,19 @@ pub async fn run(
     .owns(scoped::<Role>(&client, ns), wc.clone())
     .owns(scoped::<RoleBinding>(&client, ns), wc.clone())
     .owns(scoped::<Secret>(&client, ns), wc)
+    // The Secrets cert-manager writes for a CertManager-mode cluster carry
+    // its name in a label (the Certificates' secretTemplate), so a renewal
+    // is gathered at once. Certificates are not watched: cert-manager may
+    // not be installed, and a watch on a missing kind only logs errors.
+    .watches(
+        scoped::<Secret>(&client, ns),
+        watcher::Config::default().labels(cert_manager::CLUSTER_LABEL),
+        |secret| {
+            let cluster = secret.labels().get(cert_manager::CLUSTER_LABEL)?;
+            let ns = secret.namespace()?;
+            Some(ObjectRef::<VssCluster>::new(cluster).within(&ns))
+        },
+    )
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)
     .for_each(|res| async move {
@@ -326,9 +347,22 @@ async fn reconcile_in(cluster: &VssCluster, ctx: &Context, ns: &str) -> Result<A
     .await?;
     // Before the StatefulSet: a pod must find its certificate in the
     // Secret when it starts, scaled up included.
-    let mesh_tls = match cluster.spec.mesh_tls_mode() {
-        MeshTlsMode::Operator => Some(mesh_certificates(cluster, ctx, ns, &mut changed).await?),
-        MeshTlsMode::Disabled => {
+    let issuer = cluster
+        .spec
+        .mesh_tls
+        .as_ref()
+        .and_then(|m| m.issuer_ref.as_ref());
+    let mesh_tls = match (cluster.spec.mesh_tls_mode(), issuer) {
+        (MeshTlsMode::Operator, _) => {
+            Some(mesh_certificates(cluster, ctx, ns, &mut changed).await?)
+        }
+        (MeshTlsMode::CertManager, Some(issuer)) => {
+            ctx.forget_operator_tls(&format!("{ns}/{}", cluster.name_any()));
+            Some(cert_manager_certificates(cluster, issuer, ctx, ns, &mut changed).await?)
+        }
+        // The schema refuses CertManager without an issuer; a cluster
+        // written before that rule is degraded by validation above.
+        (MeshTlsMode::CertManager, None) | (MeshTlsMode::Disabled, _) => {
             ctx.forget_operator_tls(&format!("{ns}/{}", cluster.name_any()));
             None
         }
@@ -656,6 +690,208 @@ async fn mesh_certificates(
         config,
         next_renewal,
     })
+}
+
+/// `meshTls.mode: CertManager`: applies the cluster's Certificates, drops
+/// those of pods scaled away, gathers what cert-manager issued into
+/// `<name>-mesh-tls` (see [`crate::cert_manager`]) and returns the
+/// operator's client config. While a pair is not usable yet the reconcile
+/// stops here, before the StatefulSet, with the Certificate's own reason:
+/// a pod started without its pair could not serve the mesh.
+async fn cert_manager_certificates(
+    cluster: &VssCluster,
+    issuer: &crate::crd::IssuerRef,
+    ctx: &Context,
+    ns: &str,
+    changed: &mut Vec<String>,
+) -> Result<ClusterTls, Error> {
+    let names = resources::Names::of(cluster);
+    let key = format!("{ns}/{}", cluster.name_any());
+    let wanted = cert_manager::certificates(cluster, issuer, ns);
+    let mut applied = Vec::with_capacity(wanted.len());
+    for certificate in &wanted {
+        applied.push(apply(&ctx.client, ns, certificate, changed).await?);
+    }
+
+    let certificates: Api<Certificate> = Api::namespaced(ctx.client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{}={}", cert_manager::CLUSTER_LABEL, cluster.name_any());
+    let listed = certificates
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_err(
+            "list",
+            format!("Certificates of {}", cluster.name_any()),
+        ))?;
+    for stale in listed
+        .items
+        .iter()
+        .filter(|c| !wanted.iter().any(|w| w.name_any() == c.name_any()))
+    {
+        let name = stale.name_any();
+        for (kind, result) in [
+            (
+                "Certificate",
+                certificates
+                    .delete(&name, &DeleteParams::default())
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "Secret",
+                secrets
+                    .delete(&stale.spec.secret_name, &DeleteParams::default())
+                    .await
+                    .map(|_| ()),
+            ),
+        ] {
+            match result {
+                Ok(()) => changed.push(format!("{kind}/{name} (deleted)")),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(kube_err("delete", format!("{kind}/{name}"))(e)),
+            }
+        }
+    }
+
+    // cert-manager leaves its Secrets behind when a Certificate goes; an
+    // owner reference (not a controller one: cert-manager may hold that)
+    // lets the garbage collector take them with the cluster.
+    let owner = cluster.owner_ref(&());
+    let mut issued = BTreeMap::new();
+    for certificate in &wanted {
+        let name = &certificate.spec.secret_name;
+        let Some(secret) = secrets
+            .get_opt(name)
+            .await
+            .map_err(kube_err("get", format!("Secret/{name}")))?
+        else {
+            continue;
+        };
+        if let Some(owner) = &owner
+            && !secret.owner_references().iter().any(|o| o.uid == owner.uid)
+        {
+            let patch = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "ownerReferences": [owner]},
+            });
+            secrets
+                .patch(
+                    name,
+                    &PatchParams::apply(OWNER_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await
+                .map_err(kube_err("patch", format!("Secret/{name}")))?;
+        }
+        issued.insert(name.clone(), secret_data(Some(&secret)));
+    }
+
+    let object = format!("Secret/{}", names.mesh_tls);
+    let held = secrets
+        .get_opt(&names.mesh_tls)
+        .await
+        .map_err(kube_err("get", &object))?;
+    let current = secret_data(held.as_ref());
+    let pods: Vec<(String, Vec<String>)> = resources::pod_names(cluster)
+        .into_iter()
+        .map(|pod| {
+            let sans = mesh_certs::pod_names(&pod, &names.headless, ns);
+            (pod, sans)
+        })
+        .collect();
+    let now = SystemTime::now();
+    let gathered = cert_manager::gather(
+        &pods,
+        &cert_manager::operator_certificate_name(cluster),
+        &issued,
+        &current,
+        now,
+    );
+    let differs = current
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .ne(gathered
+            .data
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes())));
+    if !gathered.data.is_empty() {
+        apply_over(
+            &ctx.client,
+            ns,
+            &resources::mesh_tls_secret(cluster, &gathered.data),
+            held,
+            differs,
+            changed,
+        )
+        .await?;
+    }
+    if !gathered.kept.is_empty() {
+        let note = format!(
+            "kept the pairs gathered before in {object} while cert-manager's are unusable: {}",
+            describe_pending(&gathered.kept, &applied)
+        );
+        warn!(%note, "mesh certificates kept");
+        event(
+            ctx,
+            cluster,
+            EventType::Warning,
+            "MeshCertificateInvalid",
+            "GatherCertificates",
+            note,
+        )
+        .await;
+    }
+    let Some(operator) = gathered.operator.filter(|_| gathered.pending.is_empty()) else {
+        let pending = describe_pending(&gathered.pending, &applied);
+        event(
+            ctx,
+            cluster,
+            EventType::Warning,
+            "MeshCertificatesPending",
+            "GatherCertificates",
+            format!("waiting for cert-manager: {pending}"),
+        )
+        .await;
+        return Err(Error::CertificatesPending {
+            cluster: key,
+            pending,
+        });
+    };
+    let config = crate::push::client_config(
+        operator.cert_pem.as_bytes(),
+        operator.key_pem.as_bytes(),
+        operator.ca_pem.as_bytes(),
+    )
+    .map_err(|source| Error::Tls {
+        cluster: key.clone(),
+        source,
+    })?;
+    Ok(ClusterTls {
+        config,
+        // cert-manager renews; the gathered Secret follows through the
+        // watch on its Secrets. Looking again by the earliest expiry is
+        // the fallback should a renewal be missed.
+        next_renewal: gathered.next_expiry.unwrap_or(now + IDLE_REQUEUE),
+    })
+}
+
+/// `who: why` for each, with the Certificate's `Ready` reason when it
+/// gives one.
+fn describe_pending(list: &[(String, String)], certificates: &[Certificate]) -> String {
+    list.iter()
+        .map(|(who, why)| {
+            let reason = certificates
+                .iter()
+                .find(|c| c.spec.common_name.as_deref() == Some(who.as_str()))
+                .and_then(Certificate::not_ready_because);
+            match reason {
+                Some(reason) => format!("{who}: {why} (Certificate: {reason})"),
+                None => format!("{who}: {why}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Reads each running pod's config generation and pushes the config to

@@ -351,18 +351,56 @@ pub struct Chaos {
 }
 
 /// How the mesh port is secured.
-#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("self.mode == 'CertManager' ? has(self.issuerRef) : !has(self.issuerRef)")
+        .message("meshTls.issuerRef is required with mode CertManager and allowed with no other mode")
+        .field_path(".issuerRef")
+        .reason(Reason::FieldValueInvalid),
+)]
 pub struct MeshTls {
     /// `Operator` (default): the operator keeps a CA for the cluster in the
     /// Secret `<name>-mesh-ca` and each pod's certificate in
     /// `<name>-mesh-tls`, renews them before they expire, and the pods
     /// require a certificate of that CA from every caller of the mesh
-    /// port. `Disabled`: the mesh port is plaintext, and anyone who can
-    /// reach it can act as a peer or as the operator; only for clusters
-    /// whose network keeps everyone else out.
+    /// port. `CertManager`: cert-manager issues a certificate per pod and
+    /// one for the operator from `issuerRef`, and renews them; the
+    /// operator gathers them into `<name>-mesh-tls`, with every CA they
+    /// name (`ca.crt`), so the pods trust each other across a CA change.
+    /// `Disabled`: the mesh port is plaintext, and anyone who can reach it
+    /// can act as a peer or as the operator; only for clusters whose
+    /// network keeps everyone else out.
     #[serde(default)]
     pub mode: MeshTlsMode,
+    /// With `mode: CertManager`: the cert-manager Issuer or ClusterIssuer
+    /// that signs the mesh certificates. It must put the CA in the
+    /// Secrets' `ca.crt` (the CA and Vault issuers do; ACME does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+/// A cert-manager issuer, as a `Certificate`'s `spec.issuerRef` names it.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IssuerRef {
+    /// The issuer's name; an `Issuer` must be in the cluster's namespace.
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(min = 1, max = 253)
+    )]
+    pub name: String,
+    /// `Issuer` (default) or `ClusterIssuer`, or an external issuer's kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Z][A-Za-z0-9]*$"), length(max = 63))]
+    pub kind: Option<String>,
+    /// The issuer's API group; `cert-manager.io` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
+    pub group: Option<String>,
 }
 
 /// TLS and tokens on the client port.
@@ -405,6 +443,7 @@ pub struct ClientAuth {
 pub enum MeshTlsMode {
     #[default]
     Operator,
+    CertManager,
     Disabled,
 }
 
@@ -412,6 +451,12 @@ impl VssClusterSpec {
     /// The mesh TLS mode in force (`Operator` when unset).
     pub fn mesh_tls_mode(&self) -> MeshTlsMode {
         self.mesh_tls.as_ref().map(|m| m.mode).unwrap_or_default()
+    }
+
+    /// Whether the pods mount `<name>-mesh-tls` and speak mTLS on the mesh
+    /// port (every mode but `Disabled`).
+    pub fn mesh_tls_enabled(&self) -> bool {
+        self.mesh_tls_mode() != MeshTlsMode::Disabled
     }
 }
 

@@ -33,6 +33,7 @@ pub fn cluster() -> VssCluster {
     let mut c = secure_cluster();
     c.spec.mesh_tls = Some(MeshTls {
         mode: MeshTlsMode::Disabled,
+        issuer_ref: None,
     });
     c
 }

@@ -7,6 +7,7 @@
 //! cluster's mesh certificates. The operator does not run slots itself
 //! and knows nothing about slot semantics beyond `vss-config`'s validation.
 
+pub mod cert_manager;
 pub mod chaos;
 pub mod controller;
 pub mod crd;

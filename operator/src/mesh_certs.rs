@@ -320,19 +320,7 @@ impl Ca {
         if cert.verify_signature(Some(ca.public_key())).is_err() {
             return Ok(Verdict::Renew(Renewal::OtherCa));
         }
-        let held: Vec<&str> = match cert.subject_alternative_name() {
-            Ok(Some(san)) => san
-                .value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::DNSName(d) => Some(*d),
-                    _ => None,
-                })
-                .collect(),
-            Ok(None) => Vec::new(),
-            Err(e) => return Err(invalid(cert_key, format!("bad subjectAltName: {e}"))),
-        };
+        let held = dns_names(cert_key, &cert)?;
         if let Some(missing) = names.iter().find(|n| !held.contains(&n.as_str())) {
             return Ok(Verdict::Renew(Renewal::Names(missing.clone())));
         }
@@ -343,6 +331,83 @@ impl Ca {
         );
         Ok(renewal_due(unix(from), unix(until), now))
     }
+}
+
+fn dns_names<'a>(key: &str, cert: &X509Certificate<'a>) -> Result<Vec<&'a str>, CertError> {
+    match cert.subject_alternative_name() {
+        Ok(Some(san)) => Ok(san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(d) => Some(*d),
+                _ => None,
+            })
+            .collect()),
+        Ok(None) => Ok(Vec::new()),
+        Err(e) => Err(invalid(key, format!("bad subjectAltName: {e}"))),
+    }
+}
+
+/// Checks a pair someone else issued (cert-manager): the first certificate
+/// of `cert_text` parses, `key_text` is its key, it names every one of
+/// `names` and it is valid at `now`. Returns when it expires.
+pub fn check_issued_pair(
+    cert_key: &str,
+    cert_text: &[u8],
+    key_key: &str,
+    key_text: &[u8],
+    names: &[String],
+    now: SystemTime,
+) -> Result<SystemTime, CertError> {
+    let pem = read_pem(cert_key, cert_text)?;
+    let cert = parse_cert(cert_key, &pem)?;
+    let key = read_key(key_key, key_text)?;
+    if !key_matches(&cert, &key) {
+        return Err(invalid(key_key, format!("is not the key of {cert_key}")));
+    }
+    let held = dns_names(cert_key, &cert)?;
+    if let Some(missing) = names.iter().find(|n| !held.contains(&n.as_str())) {
+        return Err(invalid(cert_key, format!("does not name {missing}")));
+    }
+    let validity = cert.validity();
+    let now_s = offset(now).unix_timestamp();
+    if now_s < validity.not_before.timestamp() {
+        return Err(invalid(cert_key, "not yet valid"));
+    }
+    if now_s >= validity.not_after.timestamp() {
+        return Err(invalid(cert_key, "expired"));
+    }
+    Ok(unix(validity.not_after.timestamp()))
+}
+
+/// The CA certificates of a `ca.crt` (one or more PEM blocks), each as a
+/// normalised PEM block; refuses text with none or one that does not parse.
+pub fn ca_blocks(key: &str, text: &[u8]) -> Result<Vec<(Vec<u8>, String)>, CertError> {
+    let text = std::str::from_utf8(text).map_err(|_| invalid(key, "not UTF-8 text"))?;
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    while let Some(start) = rest.find(BEGIN) {
+        let after = &rest[start..];
+        let end = after
+            .find(END)
+            .ok_or_else(|| invalid(key, "a certificate block has no END line"))?
+            + END.len();
+        let block = format!("{}\n", after[..end].trim());
+        let pem = read_pem(key, block.as_bytes())?;
+        let cert = parse_cert(key, &pem)?;
+        if !cert.is_ca() {
+            return Err(invalid(key, "holds a certificate that is not a CA"));
+        }
+        blocks.push((pem.contents, block));
+        rest = &after[end..];
+    }
+    if blocks.is_empty() {
+        return Err(invalid(key, "no PEM certificate"));
+    }
+    Ok(blocks)
 }
 
 /// Whether a certificate valid from `not_before` to `not_after` is kept at

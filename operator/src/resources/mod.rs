@@ -114,7 +114,7 @@ pub fn selector(cluster: &VssCluster) -> String {
 }
 
 /// Metadata of an owned object: name, namespace, labels, owner reference.
-fn owned_meta(cluster: &VssCluster, name: &str) -> ObjectMeta {
+pub(crate) fn owned_meta(cluster: &VssCluster, name: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_string()),
         namespace: cluster.namespace(),

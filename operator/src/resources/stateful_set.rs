@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{CONFIG_KEY, MESH_TLS_DIR, Names, labels, owned_meta, selector_labels};
-use crate::crd::{MeshTlsMode, VssCluster};
+use crate::crd::VssCluster;
 use crate::mesh_certs::CA_CERT_KEY;
 use crate::slots::MODULES_DIR;
 
@@ -134,7 +134,7 @@ fn container(cluster: &VssCluster, names: &Names, default_image: &str) -> Contai
             ..Default::default()
         });
     }
-    let mesh_tls = spec.mesh_tls_mode() == MeshTlsMode::Operator;
+    let mesh_tls = spec.mesh_tls_enabled();
     if mesh_tls {
         mounts.push(VolumeMount {
             name: MESH_TLS_VOLUME.into(),
@@ -276,7 +276,7 @@ fn volumes(cluster: &VssCluster, names: &Names) -> Vec<Volume> {
         }),
         ..Default::default()
     }];
-    if cluster.spec.mesh_tls_mode() == MeshTlsMode::Operator {
+    if cluster.spec.mesh_tls_enabled() {
         volumes.push(Volume {
             name: MESH_TLS_VOLUME.into(),
             secret: Some(SecretVolumeSource {
