@@ -1043,16 +1043,40 @@ apiVersion: cert-manager.io/v1
 kind: Issuer
 metadata: {name: mesh-ca}
 spec: {ca: {secretName: mesh-root}}
+---
+# The client port's certificate, from the same issuer, for the addresses
+# the suite's clients dial (the kubelet stand-in's loopback addresses).
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: certs-client}
+spec:
+  secretName: certs-client
+  dnsNames: [certs.vss-certs.svc]
+  ipAddresses: [127.0.78.10, 127.0.78.11]
+  usages: [digital signature, server auth]
+  privateKey: {algorithm: ECDSA, size: 256, encoding: PKCS8}
+  issuerRef: {name: mesh-ca, kind: Issuer, group: cert-manager.io}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: certs-tokens}
+stringData:
+  tokens.yaml: |
+    tokens:
+      - {name: e2e, token: e2e-token-0123456789, permissions: [acquire], slots: \"*\"}
 ",
     )
     .await?;
     wait::until(
-        "cert-manager's CA Issuer to be Ready",
+        "cert-manager's CA Issuer and the client port's Certificate to be Ready",
         Duration::from_secs(60),
         POLL,
         || async {
             let issuer = k.get("issuer", "mesh-ca").await?;
-            Ok((condition_status(&issuer, "Ready") == Some("True")).then_some(()))
+            let client = k.get_opt("certificate", "certs-client").await?;
+            Ok((condition_status(&issuer, "Ready") == Some("True")
+                && client.is_some_and(|c| condition_status(&c, "Ready") == Some("True")))
+            .then_some(()))
         },
     )
     .await?;
@@ -1066,6 +1090,9 @@ spec:
   meshTls:
     mode: CertManager
     issuerRef: {{name: mesh-ca}}
+  clientAuth:
+    tlsSecret: certs-client
+    tokensSecret: certs-tokens
   slots:
     - id: 0
       type: token-bucket
@@ -1102,6 +1129,7 @@ spec:
         },
     )
     .await?;
+    println!("  cert-manager issued {certificates:?}");
     let gathered = format!("{CM_CLUSTER}-mesh-tls");
     let data_keys = |secret: &Value| -> Vec<String> {
         let mut keys: Vec<String> = secret
@@ -1146,10 +1174,11 @@ spec:
         "the operator made a CA of its own in CertManager mode"
     );
     for name in &certificates {
+        let certificate = str_at(&k.get("certificate", name).await?, "/metadata/uid").to_string();
         let secret = k.get("secret", name).await?;
         ensure!(
-            is_owned_by(&secret, &uid),
-            "cert-manager's Secret {name} has no owner reference to the VssCluster"
+            is_owned_by(&secret, &certificate),
+            "cert-manager's Secret {name} has no owner reference to its Certificate"
         );
     }
 
@@ -1187,19 +1216,53 @@ spec:
     );
     let plaintext = scenarios::status_of(&mesh).await;
     let endpoints: Vec<String> = pods.endpoints().into_iter().map(|(_, e)| e).collect();
-    let acquired = match Client::with_timeout(&endpoints, Duration::from_secs(2)) {
-        Ok(client) => client
-            .acquire(0, Acquire::default())
-            .await
-            .map_err(anyhow::Error::from),
-        Err(e) => Err(e.into()),
+    // The client port: TLS from cert-manager's Secret, tokens from the
+    // user's, both mounted by the operator.
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(str_at(&root, "/data/ca.crt"))
+        .context("mesh-root's ca.crt")?;
+    let acquire_with = |security: vss_client::Security| {
+        let endpoints = endpoints.clone();
+        async move {
+            let client = Client::with_security(&endpoints, Duration::from_secs(2), &security)?;
+            client.acquire(0, Acquire::default()).await
+        }
     };
+    let acquired = acquire_with(vss_client::Security {
+        ca_pem: Some(ca.clone()),
+        identity_pem: None,
+        token: Some("e2e-token-0123456789".into()),
+    })
+    .await;
+    let tokenless = acquire_with(vss_client::Security {
+        ca_pem: Some(ca.clone()),
+        identity_pem: None,
+        token: None,
+    })
+    .await;
+    let plaintext_client = acquire_with(vss_client::Security {
+        token: Some("e2e-token-0123456789".into()),
+        ..Default::default()
+    })
+    .await;
     pods.stop_all().await;
+    match tokenless {
+        Err(e) if e.code() == Some(tonic::Code::Unauthenticated) => {}
+        other => anyhow::bail!("an acquire without a token over TLS: {other:?}"),
+    }
+    ensure!(
+        plaintext_client.is_err(),
+        "a plaintext client was served by the TLS client port"
+    );
     ensure!(
         plaintext.is_err(),
         "the mesh port {mesh} answered a plaintext call"
     );
     ensure!(acquired?.granted == 1, "slot 0 refused an acquire");
+    println!(
+        "  2 pods Ready on the gathered pairs, config pushed over mTLS, plaintext refused on the mesh port; \
+         client port: TLS from cert-manager, a token's acquire granted, none without a token or TLS"
+    );
 
     // A pair cert-manager issues again (here: its Secret deleted by hand)
     // reaches the gathered Secret; the pair gathered before is kept
@@ -1223,6 +1286,7 @@ spec:
     )
     .await?;
 
+    println!("  certs-1's pair issued again by cert-manager reached {gathered}");
     k.run(&["delete", "vsscluster", CM_CLUSTER, "--wait=false"])
         .await?;
     wait::until(

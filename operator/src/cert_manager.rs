@@ -257,13 +257,24 @@ impl std::fmt::Debug for OperatorPair {
     }
 }
 
+/// A CA certificate: its DER (to tell CAs apart) and its PEM block.
+type CaBlock = (Vec<u8>, String);
+
+/// An issued pair that passed the checks.
+struct Pair {
+    cert_pem: String,
+    key_pem: String,
+    cas: Vec<CaBlock>,
+    expires: SystemTime,
+}
+
 /// One issued pair, checked; `Err` says why it cannot be used.
 fn usable(
     secret: &str,
     data: Option<&BTreeMap<String, Vec<u8>>>,
     names: &[String],
     now: SystemTime,
-) -> Result<(String, String, Vec<(Vec<u8>, String)>, SystemTime), String> {
+) -> Result<Pair, String> {
     let data = data.ok_or_else(|| format!("Secret {secret} not issued yet"))?;
     let get = |key: &str| {
         data.get(key)
@@ -279,7 +290,12 @@ fn usable(
     let cas = mesh_certs::ca_blocks(CA_CERT_KEY, ca).map_err(describe)?;
     // check_issued_pair parsed both as UTF-8.
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    Ok((text(cert), text(key), cas, expires))
+    Ok(Pair {
+        cert_pem: text(cert),
+        key_pem: text(key),
+        cas,
+        expires,
+    })
 }
 
 /// Gathers the pairs of `pods` (name and the DNS names its certificate
@@ -294,8 +310,8 @@ pub fn gather(
     now: SystemTime,
 ) -> Gathered {
     let mut out = Gathered::default();
-    let mut cas: Vec<(Vec<u8>, String)> = Vec::new();
-    let add_cas = |found: Vec<(Vec<u8>, String)>, cas: &mut Vec<(Vec<u8>, String)>| {
+    let mut cas: Vec<CaBlock> = Vec::new();
+    let add_cas = |found: Vec<CaBlock>, cas: &mut Vec<CaBlock>| {
         for (der, pem) in found {
             if !cas.iter().any(|(d, _)| *d == der) {
                 cas.push((der, pem));
@@ -312,11 +328,11 @@ pub fn gather(
     for (pod, names) in pods {
         let secret = pod_certificate_name(pod);
         match usable(&secret, issued.get(&secret), names, now) {
-            Ok((cert, key, found, expires)) => {
-                add_cas(found, &mut cas);
-                expiry(expires, &mut out);
-                out.data.insert(cert_key(pod), cert);
-                out.data.insert(key_key(pod), key);
+            Ok(pair) => {
+                add_cas(pair.cas, &mut cas);
+                expiry(pair.expires, &mut out);
+                out.data.insert(cert_key(pod), pair.cert_pem);
+                out.data.insert(key_key(pod), pair.key_pem);
             }
             Err(why) => {
                 let (ck, kk) = (cert_key(pod), key_key(pod));
@@ -353,12 +369,12 @@ pub fn gather(
         &[OPERATOR_NAME.to_string()],
         now,
     ) {
-        Ok((cert_pem, key_pem, found, expires)) => {
-            add_cas(found, &mut cas);
-            expiry(expires, &mut out);
+        Ok(pair) => {
+            add_cas(pair.cas, &mut cas);
+            expiry(pair.expires, &mut out);
             out.operator = Some(OperatorPair {
-                cert_pem,
-                key_pem,
+                cert_pem: pair.cert_pem,
+                key_pem: pair.key_pem,
                 ca_pem: String::new(),
             });
         }

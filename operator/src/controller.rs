@@ -231,8 +231,14 @@ pub async fn run(
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)
     .for_each(|res| async move {
-        if let Err(e) = res {
-            warn!(error = %e, "reconcile failed");
+        match res {
+            Ok(_) => {}
+            // A Secret event of a cluster deleted since (its Secrets are
+            // garbage-collected after it): nothing to reconcile.
+            Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                tracing::debug!(object = %obj, "event for a VssCluster that is gone");
+            }
+            Err(e) => warn!(error = %e, "reconcile failed"),
         }
     })
     .await;
@@ -753,12 +759,14 @@ async fn cert_manager_certificates(
         }
     }
 
-    // cert-manager leaves its Secrets behind when a Certificate goes; an
-    // owner reference (not a controller one: cert-manager may hold that)
-    // lets the garbage collector take them with the cluster.
-    let owner = cluster.owner_ref(&());
+    // cert-manager leaves its Secrets behind when a Certificate goes. An
+    // owner reference to the Certificate (not a controller one:
+    // cert-manager may hold that) lets the garbage collector take each
+    // with its Certificate, so with the cluster too; the VssCluster as the
+    // owner would race cert-manager, which issues a deleted Secret again
+    // while its Certificate still exists.
     let mut issued = BTreeMap::new();
-    for certificate in &wanted {
+    for certificate in &applied {
         let name = &certificate.spec.secret_name;
         let Some(secret) = secrets
             .get_opt(name)
@@ -767,7 +775,7 @@ async fn cert_manager_certificates(
         else {
             continue;
         };
-        if let Some(owner) = &owner
+        if let Some(owner) = certificate.owner_ref(&())
             && !secret.owner_references().iter().any(|o| o.uid == owner.uid)
         {
             let patch = serde_json::json!({
