@@ -368,6 +368,15 @@ impl ApiServerVerifier {
         name
     }
 
+    /// A list at `path`; returns the query (for its label selector).
+    pub async fn list(&mut self, path: &str, items: Vec<Value>) -> String {
+        let seen = self.expect(Method::GET, path).await;
+        let query = seen.query.clone();
+        let list = json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items});
+        seen.reply(StatusCode::OK, &list);
+        query
+    }
+
     /// The list of the cluster's pods.
     pub async fn list_pods(&mut self, pods: Vec<Pod>) {
         let seen = self

@@ -732,3 +732,90 @@ fn the_requeue_comes_in_time_for_the_next_renewal() {
         Duration::from_secs(1)
     );
 }
+
+#[tokio::test]
+async fn a_cert_manager_cluster_gets_its_certificates_and_no_pods_until_they_are_issued() {
+    let mut c = cluster();
+    c.spec.mesh_tls = Some(crate::crd::MeshTls {
+        mode: crate::crd::MeshTlsMode::CertManager,
+        issuer_ref: Some(crate::crd::IssuerRef {
+            name: "mesh-ca".into(),
+            kind: Some("ClusterIssuer".into()),
+            group: None,
+        }),
+    });
+    let (ctx, mut api) = Context::test(Arc::new(FakePods::default()));
+    let reconciling = tokio::spawn(reconcile(Arc::new(c), ctx.clone()));
+    for (kind, path) in owned_paths() {
+        if kind == "StatefulSet" {
+            break;
+        }
+        api.get(&path, None).await;
+        api.apply(&path, None).await;
+    }
+    let certificates = format!("/apis/cert-manager.io/v1/namespaces/{NS}/certificates");
+    let names = [
+        "demo-0-mesh",
+        "demo-1-mesh",
+        "demo-2-mesh",
+        "demo-mesh-operator",
+    ];
+    let not_ready = json!({"conditions": [{"type": "Ready", "status": "False",
+        "reason": "DoesNotExist", "message": "Issuing certificate as Secret does not exist"}]});
+    let mut applied = Vec::new();
+    for name in names {
+        let path = format!("{certificates}/{name}");
+        api.get(&path, None).await;
+        let certificate = api.apply(&path, Some(not_ready.clone())).await;
+        assert_eq!(certificate["spec"]["secretName"], name);
+        assert_eq!(certificate["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+        assert_eq!(
+            certificate["metadata"]["ownerReferences"][0]["kind"],
+            "VssCluster"
+        );
+        applied.push(certificate);
+    }
+    let pod = &applied[1]["spec"];
+    assert_eq!(pod["dnsNames"][0], format!("demo-1.demo-peers.{NS}.svc"));
+    assert_eq!(
+        pod["secretTemplate"]["labels"]["vss.dev/mesh-certificates-of"],
+        "demo"
+    );
+    assert_eq!(applied[3]["spec"]["dnsNames"], json!(["vss-operator"]));
+    let query = api.list(&certificates, applied).await;
+    assert!(
+        query.contains("vss.dev%2Fmesh-certificates-of%3Ddemo"),
+        "{query}"
+    );
+    for name in names {
+        api.get(&format!("/api/v1/namespaces/{NS}/secrets/{name}"), None)
+            .await;
+    }
+    api.get(
+        &format!("/api/v1/namespaces/{NS}/secrets/demo-mesh-tls"),
+        None,
+    )
+    .await;
+    let event = api.event("MeshCertificatesPending").await;
+    let note = event["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("demo-0: Secret demo-0-mesh not issued yet (Certificate: DoesNotExist"),
+        "{note}"
+    );
+    let result = tokio::time::timeout(Duration::from_secs(10), reconciling)
+        .await
+        .expect("reconcile ended")
+        .expect("reconcile did not panic");
+    match result {
+        Err(Error::CertificatesPending { pending, .. }) => {
+            assert!(
+                pending.contains("vss-operator: Secret demo-mesh-operator not issued yet"),
+                "{pending}"
+            )
+        }
+        other => panic!("expected CertificatesPending, got {other:?}"),
+    }
+    drop(ctx);
+    // No StatefulSet, no status: the pods wait for their certificates.
+    api.done().await;
+}
