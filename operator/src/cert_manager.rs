@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crd::{IssuerRef, VssCluster};
 use crate::mesh_certs::{self, CA_CERT_KEY, CertError, cert_key, key_key};
-use crate::resources::{self, Names};
+use crate::resources;
 
 /// Label on the Certificates of a cluster and, through their
 /// `secretTemplate`, on the Secrets cert-manager writes: its value is the
@@ -151,11 +151,9 @@ pub fn operator_certificate_name(cluster: &VssCluster) -> String {
 /// The Certificates a cluster wants: one per pod (server and client auth:
 /// a pod is both to its peers) and the operator's (client auth).
 pub fn certificates(cluster: &VssCluster, issuer: &IssuerRef, ns: &str) -> Vec<Certificate> {
-    let headless = Names::of(cluster).headless;
-    let mut out: Vec<Certificate> = resources::pod_names(cluster)
+    let mut out: Vec<Certificate> = mesh_certs::cluster_pod_names(cluster, ns)
         .into_iter()
-        .map(|pod| {
-            let names = mesh_certs::pod_names(&pod, &headless, ns);
+        .map(|(pod, names)| {
             certificate(
                 cluster,
                 &pod_certificate_name(&pod),

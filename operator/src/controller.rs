@@ -631,13 +631,7 @@ async fn mesh_certificates(
         .await
         .map_err(kube_err("get", &object))?;
     let current = secret_data(held.as_ref());
-    let pods: Vec<(String, Vec<String>)> = resources::pod_names(cluster)
-        .into_iter()
-        .map(|pod| {
-            let sans = mesh_certs::pod_names(&pod, &names.headless, ns);
-            (pod, sans)
-        })
-        .collect();
+    let pods = mesh_certs::cluster_pod_names(cluster, ns);
     let certs = mesh_certs::pod_certs(&ca, &current, &pods, now).map_err(certs_err)?;
     // Keys of pods scaled away go too; `contains` alone would keep them.
     let stale = !current.keys().eq(certs.data.keys());
@@ -801,13 +795,7 @@ async fn cert_manager_certificates(
         .await
         .map_err(kube_err("get", &object))?;
     let current = secret_data(held.as_ref());
-    let pods: Vec<(String, Vec<String>)> = resources::pod_names(cluster)
-        .into_iter()
-        .map(|pod| {
-            let sans = mesh_certs::pod_names(&pod, &names.headless, ns);
-            (pod, sans)
-        })
-        .collect();
+    let pods = mesh_certs::cluster_pod_names(cluster, ns);
     let now = SystemTime::now();
     let gathered = cert_manager::gather(
         &pods,

@@ -130,6 +130,21 @@ fn read_key(key: &str, text: &[u8]) -> Result<KeyPair, CertError> {
     KeyPair::from_pem(text).map_err(|e| invalid(key, format!("no usable private key: {e}")))
 }
 
+/// The certificate of `pem`, refused unless `key_text` is its key.
+fn parse_pair<'a>(
+    cert_key: &str,
+    pem: &'a x509_parser::pem::Pem,
+    key_key: &str,
+    key_text: &[u8],
+) -> Result<X509Certificate<'a>, CertError> {
+    let cert = parse_cert(cert_key, pem)?;
+    let key = read_key(key_key, key_text)?;
+    if !key_matches(&cert, &key) {
+        return Err(invalid(key_key, format!("is not the key of {cert_key}")));
+    }
+    Ok(cert)
+}
+
 /// Whether `cert` carries the public half of `key`.
 fn key_matches(cert: &X509Certificate<'_>, key: &KeyPair) -> bool {
     cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
@@ -310,11 +325,7 @@ impl Ca {
         now: SystemTime,
     ) -> Result<Verdict, CertError> {
         let pem = read_pem(cert_key, cert_text)?;
-        let cert = parse_cert(cert_key, &pem)?;
-        let key = read_key(key_key, key_text)?;
-        if !key_matches(&cert, &key) {
-            return Err(invalid(key_key, format!("is not the key of {cert_key}")));
-        }
+        let cert = parse_pair(cert_key, &pem, key_key, key_text)?;
         let ca_pem = read_pem(CA_CERT_KEY, self.cert_pem.as_bytes())?;
         let ca = parse_cert(CA_CERT_KEY, &ca_pem)?;
         if cert.verify_signature(Some(ca.public_key())).is_err() {
@@ -361,11 +372,7 @@ pub fn check_issued_pair(
     now: SystemTime,
 ) -> Result<SystemTime, CertError> {
     let pem = read_pem(cert_key, cert_text)?;
-    let cert = parse_cert(cert_key, &pem)?;
-    let key = read_key(key_key, key_text)?;
-    if !key_matches(&cert, &key) {
-        return Err(invalid(key_key, format!("is not the key of {cert_key}")));
-    }
+    let cert = parse_pair(cert_key, &pem, key_key, key_text)?;
     let held = dns_names(cert_key, &cert)?;
     if let Some(missing) = names.iter().find(|n| !held.contains(&n.as_str())) {
         return Err(invalid(cert_key, format!("does not name {missing}")));
@@ -470,6 +477,19 @@ pub fn pod_names(pod: &str, headless: &str, namespace: &str) -> Vec<String> {
         format!("{pod}.{headless}.{namespace}.svc.cluster.local"),
         pod.to_string(),
     ]
+}
+
+/// Each pod of `cluster` (in namespace `ns`) with the names its
+/// certificate carries.
+pub fn cluster_pod_names(cluster: &crate::crd::VssCluster, ns: &str) -> Vec<(String, Vec<String>)> {
+    let headless = crate::resources::Names::of(cluster).headless;
+    crate::resources::pod_names(cluster)
+        .into_iter()
+        .map(|pod| {
+            let names = pod_names(&pod, &headless, ns);
+            (pod, names)
+        })
+        .collect()
 }
 
 /// The pod Secret's contents after one pass: each pod's certificate kept
