@@ -36,6 +36,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 use vss_config::MAX_SLOTS;
 
+use crate::hub::MAX_CLIENT_ID_BYTES;
 use crate::metrics::{AccessMetrics, RefusedLabels};
 
 /// Shortest token accepted: shorter ones are guessable.
@@ -129,6 +130,35 @@ pub struct Grant {
     pub name: String,
     permissions: u8,
     pub slots: Slots,
+    /// The client ids an event stream of this token may open under; none
+    /// means any.
+    clients: Option<Vec<ClientId>>,
+}
+
+/// One entry of a token's `clients`: an id, or every id with a prefix
+/// (`checkout-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ClientId {
+    Exact(String),
+    Prefix(String),
+}
+
+impl ClientId {
+    fn matches(&self, id: &str) -> bool {
+        match self {
+            ClientId::Exact(e) => e == id,
+            ClientId::Prefix(p) => id.starts_with(p.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientId::Exact(e) => write!(f, "{e}"),
+            ClientId::Prefix(p) => write!(f, "{p}*"),
+        }
+    }
 }
 
 impl Grant {
@@ -164,6 +194,23 @@ impl Grant {
             }
             (Slots::Some(set), true) => Ok(set.iter().copied().collect()),
             _ => Ok(asked),
+        }
+    }
+
+    /// Whether an event stream of this token may open under client `id`:
+    /// a token limited to some clients cannot take over another client's
+    /// stream by naming it.
+    pub fn stream_client(&self, id: &str) -> Result<(), Status> {
+        match &self.clients {
+            Some(allowed) if !allowed.iter().any(|c| c.matches(id)) => {
+                let names: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+                Err(Status::permission_denied(format!(
+                    "token {:?} may not subscribe as client {id:?}: it allows clients {}",
+                    self.name,
+                    names.join(", ")
+                )))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -207,6 +254,8 @@ struct Entry {
     permissions: Vec<String>,
     #[serde(default)]
     slots: Option<SlotsField>,
+    #[serde(default)]
+    clients: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +329,43 @@ fn parse_slots(field: &str, value: Option<SlotsField>) -> Result<Slots, String> 
     Ok(Slots::Some(set))
 }
 
+fn parse_clients(field: &str, value: Option<Vec<String>>) -> Result<Option<Vec<ClientId>>, String> {
+    let Some(items) = value else {
+        return Ok(None);
+    };
+    if items.is_empty() {
+        return Err(format!(
+            "{field}: empty (leave it out to allow every client id)"
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = format!("{field}[{i}]");
+            let (id, prefix) = match item.strip_suffix('*') {
+                Some(p) => (p.to_string(), true),
+                None => (item.clone(), false),
+            };
+            if id.contains('*') {
+                return Err(format!("{at}: {item:?} has a `*` before its end"));
+            }
+            if (id.is_empty() && !prefix) || id.len() > MAX_CLIENT_ID_BYTES {
+                return Err(format!(
+                    "{at}: {} bytes; a client id is 1-{MAX_CLIENT_ID_BYTES} bytes",
+                    id.len()
+                ));
+            }
+            Ok(if prefix {
+                ClientId::Prefix(id)
+            } else {
+                ClientId::Exact(id)
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 fn parse(yaml: &[u8]) -> Result<Tokens, String> {
     let file: File = serde_norway::from_slice(yaml).map_err(|e| e.to_string())?;
     let mut tokens = Tokens::default();
@@ -322,12 +408,14 @@ fn parse(yaml: &[u8]) -> Result<Tokens, String> {
             permissions |= known.bit();
         }
         let slots = parse_slots(&field("slots"), e.slots)?;
+        let clients = parse_clients(&field("clients"), e.clients)?;
         tokens.by_digest.insert(
             d,
             Arc::new(Grant {
                 name: e.name,
                 permissions,
                 slots,
+                clients,
             }),
         );
     }
@@ -593,6 +681,56 @@ mod tests {
         ];
         for (yaml, expected) in cases {
             assert_eq!(parse(yaml.as_bytes()).err().as_deref(), Some(expected));
+        }
+    }
+
+    #[test]
+    fn a_token_limited_to_some_clients_streams_only_under_their_ids() {
+        let tokens = parse(
+            b"tokens:
+  - name: checkout
+    token: s-0123456789abcdef
+    permissions: [subscribe]
+    clients: [checkout-*, audit]
+",
+        )
+        .expect("parses");
+        let s = grant(&tokens, "s-0123456789abcdef");
+        assert!(s.stream_client("checkout-7").is_ok());
+        assert!(s.stream_client("audit").is_ok());
+        let e = s.stream_client("audit-2").expect_err("not its client");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            e.message(),
+            "token \"checkout\" may not subscribe as client \"audit-2\": it allows clients checkout-*, audit"
+        );
+        let any = grant(
+            &parse(FILE.as_bytes()).expect("parses"),
+            "ops-0123456789abcdef",
+        );
+        assert!(any.stream_client("whoever").is_ok(), "no clients: any id");
+        for (clients, expected) in [
+            (
+                "[]",
+                "tokens[0].clients: empty (leave it out to allow every client id)",
+            ),
+            (
+                "[a*b]",
+                "tokens[0].clients[0]: \"a*b\" has a `*` before its end",
+            ),
+            (
+                "[\"\"]",
+                "tokens[0].clients[0]: 0 bytes; a client id is 1-128 bytes",
+            ),
+        ] {
+            let yaml = format!(
+                "tokens:\n  - {{name: a, token: aaaaaaaaaaaaaaaa, permissions: [subscribe], clients: {clients}}}\n"
+            );
+            assert_eq!(
+                parse(yaml.as_bytes()).err().as_deref(),
+                Some(expected),
+                "{clients}"
+            );
         }
     }
 

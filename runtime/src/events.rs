@@ -167,11 +167,10 @@ impl StreamingService<ClientMessage> for Events {
                 return Err(RequestError::NoHello.into());
             };
             let slots = match (&access, &grant) {
-                (Some(access), Some(grant)) => {
-                    grant.stream_slots(hello.slots).inspect_err(|_| {
-                        access.refused(Permission::Subscribe);
-                    })?
-                }
+                (Some(access), Some(grant)) => grant
+                    .stream_client(&hello.client_id)
+                    .and_then(|()| grant.stream_slots(hello.slots))
+                    .inspect_err(|_| access.refused(Permission::Subscribe))?,
                 _ => hello.slots,
             };
             let (conn, stream) = hub.connect(hello.client_id, slots)?;

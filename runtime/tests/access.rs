@@ -32,7 +32,7 @@ fn tokens(with_checkout: bool) -> String {
         "  - name: checkout\n    token: {CHECKOUT}\n    permissions: [acquire]\n    slots: [0]\n"
     );
     format!(
-        "tokens:\n{}  - name: notifier\n    token: {NOTIFIER}\n    permissions: [publish, subscribe]\n    slots: [10]\n  - name: ops\n    token: {OPS}\n    permissions: [admin]\n",
+        "tokens:\n{}  - name: notifier\n    token: {NOTIFIER}\n    permissions: [publish, subscribe]\n    slots: [10]\n    clients: [listener*]\n  - name: ops\n    token: {OPS}\n    permissions: [admin]\n",
         if with_checkout { checkout.as_str() } else { "" }
     )
 }
@@ -134,6 +134,14 @@ async fn a_token_may_do_what_it_grants_on_its_slots_and_nothing_else() {
     assert_eq!(reader.await.expect("reader"), b"hi");
     let (code, _) = refusal(notifier.subscribe("listener-2", &[11]).await);
     assert_eq!(code, Code::PermissionDenied);
+    // A token limited to its own client ids cannot take over another
+    // client's stream by naming it.
+    let (code, message) = refusal(notifier.subscribe("checkout-1", &[]).await);
+    assert_eq!(code, Code::PermissionDenied);
+    assert_eq!(
+        message,
+        "token \"notifier\" may not subscribe as client \"checkout-1\": it allows clients listener*"
+    );
 
     let ops = with_token(&server, OPS);
     assert!(ops.status().await[0].1.is_ok());
