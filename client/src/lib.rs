@@ -18,6 +18,8 @@
 mod batch;
 mod data;
 mod dedupe;
+#[cfg(feature = "clap")]
+mod flags;
 pub mod mesh_tls;
 mod routing;
 mod security;
@@ -47,6 +49,9 @@ pub use data::{
 pub use tonic::Code;
 pub use vss_proto::v1::service_change::Kind as ServiceChangeKind;
 pub use vss_proto::v1::{PeerStatus, RoutingTable, SlotRoute, SlotStatus, StatusReply};
+
+#[cfg(feature = "clap")]
+pub use crate::flags::{SecurityArgs, SecurityArgsError};
 
 use crate::batch::Batcher;
 use crate::dedupe::Seen;

@@ -11,9 +11,10 @@ use tonic::Status;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::ClientError;
+use crate::mesh_tls::MeshConnector;
 
 /// The channel to one instance, carrying the client's credentials on every
 /// call.
@@ -44,6 +45,32 @@ impl Security {
             None => None,
         };
         Ok(Credentials { authorization })
+    }
+
+    /// One connection to `endpoint`, made now, over TLS if it is on and
+    /// carrying the token: for tools that hold their own channels rather
+    /// than a [`crate::Client`] (vss-bench).
+    pub async fn connect(&self, endpoint: Endpoint) -> Result<Conn, ClientError> {
+        let credentials = self.credentials()?;
+        let channel = match self.tls()? {
+            Some(config) => {
+                endpoint
+                    .connect_with_connector(MeshConnector::fixed(config))
+                    .await
+            }
+            None => endpoint.connect().await,
+        };
+        let channel = channel.map_err(|e| {
+            // tonic's error says "transport error"; what failed is below.
+            let mut reason = format!("{}: {e}", endpoint.uri());
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                reason.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            ClientError::Unreachable(vec![reason])
+        })?;
+        Ok(InterceptedService::new(channel, credentials))
     }
 
     /// The TLS config for the client port, if TLS is on.

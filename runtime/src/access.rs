@@ -21,21 +21,26 @@
 //! logged and the tokens in force stay.
 //!
 //! Tokens are kept and looked up by their SHA-256, so a lookup's timing
-//! says nothing about how much of a guess was right.
+//! says nothing about how much of a guess was right. A connection keeps
+//! the grant its token last resolved to ([`GrantCache`]), so that its next
+//! calls skip the digest: the same token compared in constant time, and
+//! the same version of the file, or the token is looked up again.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tonic::metadata::MetadataMap;
 use vss_config::MAX_SLOTS;
 
+use crate::connections::ClientConnection;
 use crate::hub::MAX_CLIENT_ID_BYTES;
 use crate::metrics::{AccessMetrics, RefusedLabels};
 
@@ -281,7 +286,47 @@ fn digest(token: &str) -> Digest {
 /// The tokens of one version of the file.
 #[derive(Debug, Default)]
 struct Tokens {
+    /// Counts the versions loaded: a grant cached under another is stale.
+    generation: u64,
     by_digest: HashMap<Digest, Arc<Grant>>,
+}
+
+/// The grant a connection's token last resolved to.
+#[derive(Default)]
+pub(crate) struct GrantCache(ArcSwapOption<Cached>);
+
+struct Cached {
+    generation: u64,
+    token: Box<[u8]>,
+    grant: Arc<Grant>,
+}
+
+impl GrantCache {
+    fn get(&self, generation: u64, token: &str) -> Option<Arc<Grant>> {
+        let cached = self.0.load();
+        let cached = Option::as_ref(&cached)?;
+        let same =
+            cached.generation == generation && bool::from(cached.token.ct_eq(token.as_bytes()));
+        same.then(|| cached.grant.clone())
+    }
+
+    fn put(&self, generation: u64, token: &str, grant: Arc<Grant>) {
+        self.0.store(Some(Arc::new(Cached {
+            generation,
+            token: token.as_bytes().into(),
+            grant,
+        })));
+    }
+}
+
+impl fmt::Debug for GrantCache {
+    /// Never the token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cached = self.0.load();
+        f.debug_struct("GrantCache")
+            .field("grant", &Option::as_ref(&cached).map(|c| &c.grant.name))
+            .finish()
+    }
 }
 
 fn slot_in_range(field: &str, slot: u32) -> Result<u32, String> {
@@ -427,6 +472,8 @@ fn parse(yaml: &[u8]) -> Result<Tokens, String> {
 pub struct Access {
     path: PathBuf,
     tokens: ArcSwap<Tokens>,
+    /// The last generation given to a version of the file.
+    generations: AtomicU64,
     loaded: Mutex<Vec<u8>>,
     metrics: AccessMetrics,
 }
@@ -442,15 +489,16 @@ impl Access {
         Ok(Self {
             path,
             tokens: ArcSwap::from_pointee(tokens),
+            generations: AtomicU64::new(0),
             loaded: Mutex::new(bytes),
             metrics,
         })
     }
 
     /// The caller's grant, from its `authorization` metadata.
-    pub fn authenticate(
+    pub fn authenticate<T>(
         &self,
-        metadata: &MetadataMap,
+        req: &tonic::Request<T>,
         permission: Permission,
     ) -> Result<Arc<Grant>, Status> {
         let refuse = |reason, status: Status| {
@@ -463,7 +511,7 @@ impl Access {
                 .inc();
             status
         };
-        let Some(value) = metadata.get("authorization") else {
+        let Some(value) = req.metadata().get("authorization") else {
             return Err(refuse(
                 "unauthenticated",
                 Status::unauthenticated(
@@ -482,8 +530,21 @@ impl Access {
                 Status::unauthenticated("`authorization` is not `Bearer <token>`"),
             ));
         };
-        match self.tokens.load().by_digest.get(&digest(token)) {
-            Some(grant) => Ok(grant.clone()),
+        let tokens = self.tokens.load();
+        let cache = req
+            .extensions()
+            .get::<ClientConnection>()
+            .map(ClientConnection::grants);
+        if let Some(grant) = cache.and_then(|c| c.get(tokens.generation, token)) {
+            return Ok(grant);
+        }
+        match tokens.by_digest.get(&digest(token)) {
+            Some(grant) => {
+                if let Some(cache) = cache {
+                    cache.put(tokens.generation, token, grant.clone());
+                }
+                Ok(grant.clone())
+            }
             None => Err(refuse(
                 "unauthenticated",
                 Status::unauthenticated(
@@ -494,13 +555,13 @@ impl Access {
     }
 
     /// The caller's grant if it may do `permission` on `slot`.
-    pub fn check(
+    pub fn check<T>(
         &self,
-        metadata: &MetadataMap,
+        req: &tonic::Request<T>,
         permission: Permission,
         slot: u32,
     ) -> Result<Arc<Grant>, Status> {
-        let grant = self.authenticate(metadata, permission)?;
+        let grant = self.authenticate(req, permission)?;
         self.allow(&grant, permission, slot)?;
         Ok(grant)
     }
@@ -541,10 +602,11 @@ impl Access {
         if *self.lock() == bytes {
             return Ok(false);
         }
-        let tokens = parse(&bytes).map_err(|message| AccessError::Invalid {
+        let mut tokens = parse(&bytes).map_err(|message| AccessError::Invalid {
             path: self.path.clone(),
             message,
         })?;
+        tokens.generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         self.tokens.store(Arc::new(tokens));
         *self.lock() = bytes;
         Ok(true)
@@ -684,6 +746,18 @@ mod tests {
         }
     }
 
+    fn call(token: Option<&str>, connection: Option<&ClientConnection>) -> tonic::Request<()> {
+        let mut req = tonic::Request::new(());
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().expect("ascii");
+            req.metadata_mut().insert("authorization", value);
+        }
+        if let Some(connection) = connection {
+            req.extensions_mut().insert(connection.clone());
+        }
+        req
+    }
+
     #[test]
     fn a_token_limited_to_some_clients_streams_only_under_their_ids() {
         let tokens = parse(
@@ -739,32 +813,67 @@ mod tests {
         let access = Access {
             path: "tokens.yaml".into(),
             tokens: ArcSwap::from_pointee(parse(FILE.as_bytes()).expect("parses")),
+            generations: AtomicU64::new(0),
             loaded: Mutex::default(),
             metrics: AccessMetrics::default(),
         };
-        let mut metadata = MetadataMap::new();
         let e = access
-            .check(&metadata, Permission::Acquire, 0)
+            .check(&call(None, None), Permission::Acquire, 0)
             .expect_err("no token");
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        metadata.insert(
-            "authorization",
-            "Bearer not-a-token-anyone-has".parse().expect("ascii"),
-        );
         let e = access
-            .check(&metadata, Permission::Acquire, 0)
+            .check(
+                &call(Some("not-a-token-anyone-has"), None),
+                Permission::Acquire,
+                0,
+            )
             .expect_err("unknown");
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        metadata.insert(
-            "authorization",
-            "Bearer checkout-0123456789".parse().expect("ascii"),
-        );
-        assert_eq!(
+        let allowed = access
+            .check(
+                &call(Some("checkout-0123456789"), None),
+                Permission::Acquire,
+                1,
+            )
+            .expect("allowed");
+        assert_eq!(allowed.name, "checkout");
+    }
+
+    #[tokio::test]
+    async fn a_connection_keeps_its_grant_until_the_token_or_the_file_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.yaml");
+        std::fs::write(&path, FILE).expect("write");
+        let access = Access::load(path.clone(), AccessMetrics::default())
+            .await
+            .expect("loads");
+        let connection = ClientConnection::new(1_000);
+        let name = |token: &str| {
             access
-                .check(&metadata, Permission::Acquire, 1)
-                .expect("allowed")
-                .name,
-            "checkout"
+                .authenticate(&call(Some(token), Some(&connection)), Permission::Acquire)
+                .map(|g| g.name.clone())
+                .map_err(|e| e.code())
+        };
+        assert_eq!(name("checkout-0123456789").as_deref(), Ok("checkout"));
+        assert_eq!(name("checkout-0123456789").as_deref(), Ok("checkout"));
+        // Another token on the same connection is its own.
+        assert_eq!(name("ops-0123456789abcdef").as_deref(), Ok("ops"));
+        assert_eq!(
+            name("checkout-0123456789-and-more"),
+            Err(tonic::Code::Unauthenticated)
         );
+        assert_eq!(name("checkout-0123456789").as_deref(), Ok("checkout"));
+        // Revoked: refused from the reload on, though it was cached.
+        let without_checkout = FILE
+            .split_once("  - name: ops")
+            .map(|(_, ops)| format!("tokens:\n  - name: ops{ops}"))
+            .expect("two entries");
+        std::fs::write(&path, without_checkout).expect("write");
+        assert!(access.reload().await.expect("reloads"));
+        assert_eq!(
+            name("checkout-0123456789"),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(name("ops-0123456789abcdef").as_deref(), Ok("ops"));
     }
 }

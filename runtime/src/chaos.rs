@@ -8,13 +8,18 @@
 //!   (requests forwarded by a peer are not: the fault is the client's);
 //! - restarts: the process exits with code 75 at random intervals around a
 //!   mean, for a supervisor (`vss dev`, Kubernetes) to start it again.
+//!
+//! The faults of calls are applied by each port's
+//! [`crate::admission::Admission`].
 
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tonic::codegen::http::{Request, Response};
-use tonic::codegen::{BoxFuture, Service};
-use tonic::server::NamedService;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::SERVICE_NAME as RLS_SERVICE;
+use tonic::Status;
+use tonic::codegen::http::Request;
+use vss_proto::v1::vss_server::SERVICE_NAME as VSS_SERVICE;
+
+use crate::admission::Verdict;
 
 /// Exit code of a chaos restart (EX_TEMPFAIL).
 pub const RESTART_EXIT_CODE: i32 = 75;
@@ -70,95 +75,45 @@ impl ChaosOptions {
     }
 }
 
-/// Which calls a [`Faulty`] service may fail.
-#[derive(Debug, Clone, Copy)]
-enum Target {
-    Mesh,
-    Clients,
-}
-
-/// Wraps a gRPC service to fail or delay a fraction of its calls.
-#[derive(Debug, Clone)]
-pub struct Faulty<S> {
-    inner: S,
-    drop: f64,
-    delay_fraction: f64,
-    delay: Duration,
-    target: Target,
-}
-
-impl<S> Faulty<S> {
-    /// Mesh messages: dropped or delayed.
-    pub fn mesh(inner: S, chaos: &ChaosOptions) -> Self {
-        Self {
-            inner,
-            drop: chaos.mesh_drop,
-            delay_fraction: chaos.mesh_delay_fraction,
-            delay: chaos.mesh_delay,
-            target: Target::Mesh,
+impl ChaosOptions {
+    /// A refusal for `refuse_calls` of the client calls that may be
+    /// refused: those of the `vss.v1.Vss` and RLS services, but neither
+    /// forwarded calls (they come from a peer: refusing one is not a
+    /// refused client call) nor the long-lived streams.
+    pub fn client_fault<B>(&self, req: &Request<B>) -> Option<Status> {
+        if self.refuse_calls == 0.0 {
+            return None;
         }
+        let path = req.uri().path();
+        let service = path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .map(|(service, _)| service);
+        let refusable = matches!(service, Some(VSS_SERVICE | RLS_SERVICE))
+            && !req.headers().contains_key(crate::grpc::FORWARDED_HEADER)
+            && !path.ends_with("/Events")
+            && !path.ends_with("/WatchRouting");
+        (refusable && fastrand::f64() < self.refuse_calls).then(|| dropped(req))
     }
 
-    /// Client calls: refused.
-    pub fn clients(inner: S, chaos: &ChaosOptions) -> Self {
-        Self {
-            inner,
-            drop: chaos.refuse_calls,
-            delay_fraction: 0.0,
-            delay: Duration::ZERO,
-            target: Target::Clients,
+    /// A drop for `mesh_drop` of the incoming mesh messages, a delay for
+    /// `mesh_delay_fraction` of the others.
+    pub fn mesh_fault<B>(&self, req: &Request<B>) -> Verdict {
+        if self.mesh_drop > 0.0 && fastrand::f64() < self.mesh_drop {
+            return Verdict::Refuse(dropped(req));
         }
+        if self.mesh_delay_fraction > 0.0 && fastrand::f64() < self.mesh_delay_fraction {
+            return Verdict::Delay(self.mesh_delay);
+        }
+        Verdict::Pass
     }
 }
 
-impl<S: NamedService> NamedService for Faulty<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S, B> Service<Request<B>> for Faulty<S>
-where
-    S: Service<Request<B>, Response = Response<tonic::body::Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let exempt = match self.target {
-            Target::Mesh => false,
-            // Forwarded calls come from a peer, and streams are long-lived:
-            // refusing those is not a refused client call.
-            Target::Clients => {
-                req.headers().contains_key(crate::grpc::FORWARDED_HEADER)
-                    || req.uri().path().ends_with("/Events")
-                    || req.uri().path().ends_with("/WatchRouting")
-            }
-        };
-        if !exempt && self.drop > 0.0 && fastrand::f64() < self.drop {
-            let what = req.uri().path().to_string();
-            tracing::debug!(%what, "chaos: dropped");
-            let status = tonic::Status::unavailable(format!("chaos: {what} dropped"));
-            return Box::pin(async move { Ok(status.into_http()) });
-        }
-        let delay = (!exempt && self.delay_fraction > 0.0 && fastrand::f64() < self.delay_fraction)
-            .then_some(self.delay);
-        // The clone serves this call; `self.inner` stays ready for the next.
-        let mut inner = self.inner.clone();
-        std::mem::swap(&mut inner, &mut self.inner);
-        Box::pin(async move {
-            if let Some(d) = delay {
-                tokio::time::sleep(d).await;
-            }
-            inner.call(req).await
-        })
-    }
+/// `UNAVAILABLE`, as a lost message would end.
+fn dropped<B>(req: &Request<B>) -> Status {
+    let what = req.uri().path();
+    tracing::debug!(%what, "chaos: dropped");
+    Status::unavailable(format!("chaos: {what} dropped"))
 }
 
 #[cfg(test)]
@@ -192,5 +147,68 @@ mod tests {
             let next = chaos.next_restart().expect("restart due");
             assert!(next >= Duration::from_secs(5) && next <= Duration::from_secs(15));
         }
+    }
+
+    fn call(path: &str) -> Request<()> {
+        Request::builder()
+            .uri(path)
+            .body(())
+            .expect("a valid request")
+    }
+
+    #[test]
+    fn refused_calls_are_client_calls_of_the_vss_and_rls_services_only() {
+        let chaos = ChaosOptions {
+            refuse_calls: 1.0,
+            ..ChaosOptions::default()
+        };
+        for refused in [
+            "/vss.v1.Vss/Acquire",
+            "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+        ] {
+            let status = chaos.client_fault(&call(refused)).expect("refused");
+            assert_eq!(status.code(), tonic::Code::Unavailable);
+        }
+        for spared in [
+            "/vss.v1.Vss/Events",
+            "/vss.v1.Vss/WatchRouting",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert!(chaos.client_fault(&call(spared)).is_none(), "{spared}");
+        }
+        let mut forwarded = call("/vss.v1.Vss/Acquire");
+        forwarded.headers_mut().insert(
+            crate::grpc::FORWARDED_HEADER,
+            "vss-1".parse().expect("ascii"),
+        );
+        assert!(chaos.client_fault(&forwarded).is_none());
+        assert!(
+            ChaosOptions::default()
+                .client_fault(&call("/vss.v1.Vss/Acquire"))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn mesh_messages_are_dropped_or_delayed() {
+        let drop_all = ChaosOptions {
+            mesh_drop: 1.0,
+            ..ChaosOptions::default()
+        };
+        let msg = call("/vss.v1.Mesh/Heartbeat");
+        assert!(matches!(drop_all.mesh_fault(&msg), Verdict::Refuse(_)));
+        let delay_all = ChaosOptions {
+            mesh_delay_fraction: 1.0,
+            mesh_delay: Duration::from_millis(20),
+            ..ChaosOptions::default()
+        };
+        assert!(matches!(
+            delay_all.mesh_fault(&msg),
+            Verdict::Delay(d) if d == Duration::from_millis(20)
+        ));
+        assert!(matches!(
+            ChaosOptions::default().mesh_fault(&msg),
+            Verdict::Pass
+        ));
     }
 }

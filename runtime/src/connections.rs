@@ -7,12 +7,15 @@
 //! [`ConnectionGate::limit`] wraps the client port's accepted connections:
 //! one past the limit is closed at once (the client sees a reset and tries
 //! another instance), the others carry a [`ClientConnection`] that tonic
-//! hands to every request of that connection, where [`CallBudgetLayer`]
-//! takes one call from its budget or answers `RESOURCE_EXHAUSTED`.
+//! hands to every request of that connection: the client port's
+//! [`crate::admission::ClientPort`] takes one call from its budget or
+//! answers `RESOURCE_EXHAUSTED`, and [`crate::access`] keeps the
+//! connection's last resolved token there.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -21,11 +24,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::Status;
-use tonic::codegen::BoxFuture;
-use tonic::codegen::http::{Request, Response};
 use tonic::transport::server::Connected;
-use tower::{Layer, Service};
+
+use crate::access::GrantCache;
 
 /// Default of [`ClientLimits::max_connections`]: the default client cap.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
@@ -63,33 +64,99 @@ pub struct ConnectionMetrics {
     pub calls_refused: Counter,
 }
 
-/// A connection's calls budget: a token bucket refilled continuously.
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
+
+/// A connection's calls budget: a token bucket holding `rate` calls,
+/// refilled continuously at `rate` a second.
+///
+/// Kept as the time the bucket's schedule is next free (the "theoretical
+/// arrival time" of GCRA) rather than as a count of tokens and a refill
+/// time: one integer, so concurrent calls of a connection update it with
+/// a compare-and-swap instead of a lock. A call moves that time one
+/// interval on; it is allowed while the time stays within a second
+/// (`rate` intervals) of now, which is a full bucket's worth.
 #[derive(Debug)]
 struct Budget {
-    rate: f64,
-    state: Mutex<(f64, Instant)>,
+    opened: Instant,
+    /// Nanoseconds of refill per call; 0: a rate of 0, no call allowed.
+    interval: u64,
+    /// How far ahead of now the schedule may run: `rate` intervals.
+    window: u64,
+    /// Nanoseconds since `opened` from which the bucket is full again.
+    full_at: AtomicU64,
 }
 
 impl Budget {
+    fn new(rate: u32) -> Self {
+        // At most 1e9 a second: a rate above one call a nanosecond is
+        // refilled at that.
+        let interval = NANOS_PER_SECOND
+            .checked_div(u64::from(rate))
+            .map_or(0, |i| i.max(1));
+        Self {
+            opened: Instant::now(),
+            interval,
+            window: interval * u64::from(rate),
+            full_at: AtomicU64::new(0),
+        }
+    }
+
     fn take(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let (tokens, at) = *state;
-        let tokens = (tokens + now.duration_since(at).as_secs_f64() * self.rate).min(self.rate);
-        if tokens >= 1.0 {
-            *state = (tokens - 1.0, now);
-            true
-        } else {
-            *state = (tokens, now);
-            false
+        let now = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.take_at(now)
+    }
+
+    /// Takes a call at `now` nanoseconds after the connection opened.
+    fn take_at(&self, now: u64) -> bool {
+        if self.interval == 0 {
+            return false;
+        }
+        let mut full_at = self.full_at.load(Ordering::Relaxed);
+        loop {
+            let next = full_at.max(now).saturating_add(self.interval);
+            if next > now.saturating_add(self.window) {
+                return false;
+            }
+            match self.full_at.compare_exchange_weak(
+                full_at,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(current) => full_at = current,
+            }
         }
     }
 }
 
 /// What tonic hands each request of a client connection.
 #[derive(Debug, Clone)]
-pub struct ClientConnection {
-    budget: Arc<Budget>,
+pub struct ClientConnection(Arc<Connection>);
+
+#[derive(Debug)]
+struct Connection {
+    budget: Budget,
+    grants: GrantCache,
+}
+
+impl ClientConnection {
+    pub(crate) fn new(calls_per_second: u32) -> Self {
+        Self(Arc::new(Connection {
+            budget: Budget::new(calls_per_second),
+            grants: GrantCache::default(),
+        }))
+    }
+
+    /// Takes one call from the connection's budget; false: it is spent.
+    pub(crate) fn take_call(&self) -> bool {
+        self.0.budget.take()
+    }
+
+    /// The grant the connection's token last resolved to.
+    pub(crate) fn grants(&self) -> &GrantCache {
+        &self.0.grants
+    }
 }
 
 /// Counts the client port's connections against its limit.
@@ -135,15 +202,9 @@ impl ConnectionGate {
                     return None;
                 };
                 gate.metrics.open.inc();
-                let rate = f64::from(gate.limits.calls_per_second);
                 Some(Ok(Limited {
                     io,
-                    connection: ClientConnection {
-                        budget: Arc::new(Budget {
-                            rate,
-                            state: Mutex::new((rate, Instant::now())),
-                        }),
-                    },
+                    connection: ClientConnection::new(gate.limits.calls_per_second),
                     open: gate.metrics.open.clone(),
                     _permit: permit,
                 }))
@@ -215,81 +276,48 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Limited<IO> {
     }
 }
 
-/// Takes each call from its connection's budget.
-#[derive(Debug, Clone)]
-pub struct CallBudgetLayer {
-    calls_per_second: u32,
-    refused: Counter,
-}
-
-impl CallBudgetLayer {
-    pub fn new(limits: ClientLimits, metrics: &ConnectionMetrics) -> Self {
-        Self {
-            calls_per_second: limits.calls_per_second,
-            refused: metrics.calls_refused.clone(),
-        }
-    }
-}
-
-impl<S> Layer<S> for CallBudgetLayer {
-    type Service = CallBudget<S>;
-
-    fn layer(&self, inner: S) -> CallBudget<S> {
-        CallBudget {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct CallBudget<S> {
-    inner: S,
-    layer: CallBudgetLayer,
-}
-
-impl<S, B> Service<Request<B>> for CallBudget<S>
-where
-    S: Service<Request<B>, Response = Response<tonic::body::Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let spent = req
-            .extensions()
-            .get::<ClientConnection>()
-            .is_some_and(|c| !c.budget.take());
-        if spent {
-            self.layer.refused.inc();
-            let status = Status::resource_exhausted(format!(
-                "this connection started more than {} calls in the last second (--client-max-calls-per-second); slow down or spread the calls over connections",
-                self.layer.calls_per_second
-            ));
-            return Box::pin(async move { Ok(status.into_http()) });
-        }
-        Box::pin(self.inner.call(req))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const MS: u64 = 1_000_000;
+
     #[test]
     fn a_budget_allows_its_rate_as_a_burst_then_refuses() {
-        let budget = Budget {
-            rate: 5.0,
-            state: Mutex::new((5.0, Instant::now())),
-        };
-        let taken = (0..10).filter(|_| budget.take()).count();
+        let budget = Budget::new(5);
+        let taken = (0..10).filter(|_| budget.take_at(0)).count();
         assert_eq!(taken, 5);
+    }
+
+    #[test]
+    fn a_budget_refills_continuously_up_to_its_rate() {
+        let budget = Budget::new(5);
+        assert_eq!((0..5).filter(|_| budget.take_at(0)).count(), 5);
+        // One call's worth every 200 ms.
+        assert!(!budget.take_at(199 * MS));
+        assert!(budget.take_at(200 * MS));
+        assert!(!budget.take_at(200 * MS));
+        // Idle for long: full again, and no fuller.
+        assert_eq!((0..10).filter(|_| budget.take_at(60_000 * MS)).count(), 5);
+    }
+
+    #[test]
+    fn a_budget_of_zero_refuses_everything() {
+        assert!(!Budget::new(0).take_at(0));
+    }
+
+    #[test]
+    fn concurrent_calls_share_one_budget_exactly() {
+        let budget = Budget::new(10_000);
+        let taken: usize = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..5_000).filter(|_| budget.take_at(0)).count()))
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("no panic"))
+                .sum()
+        });
+        assert_eq!(taken, 10_000);
     }
 }

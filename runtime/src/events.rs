@@ -151,7 +151,7 @@ impl StreamingService<ClientMessage> for Events {
         } = self.clone();
         Box::pin(async move {
             let grant = match &access {
-                Some(access) => Some(access.authenticate(req.metadata(), Permission::Subscribe)?),
+                Some(access) => Some(access.authenticate(&req, Permission::Subscribe)?),
                 None => None,
             };
             let mut inbound = req.into_inner();

@@ -114,7 +114,7 @@ impl VssService {
     /// Refuses `req` unless its token may do `permission` on `slot`.
     fn allow<T>(&self, req: &Request<T>, permission: Permission, slot: u32) -> Result<(), Status> {
         match &self.access {
-            Some(access) => access.check(req.metadata(), permission, slot).map(drop),
+            Some(access) => access.check(req, permission, slot).map(drop),
             None => Ok(()),
         }
     }
@@ -399,10 +399,7 @@ impl Vss for VssService {
         // A batch mixes the acquires of a client's callers: a slot its
         // token may not acquire on fails those acquires, not the batch.
         let grant = match &self.access {
-            Some(access) => Some((
-                access,
-                access.authenticate(req.metadata(), Permission::Acquire)?,
-            )),
+            Some(access) => Some((access, access.authenticate(&req, Permission::Acquire)?)),
             None => None,
         };
         // Each slot's acquires keep their order; slots are served at once.
@@ -757,7 +754,7 @@ impl Vss for VssService {
     ) -> Result<Response<Self::WatchRoutingStream>, Status> {
         // Any caller with a valid token: clients route by the table.
         if let Some(access) = &self.access {
-            access.authenticate(req.metadata(), Permission::Subscribe)?;
+            access.authenticate(&req, Permission::Subscribe)?;
         }
         let mut tables = self.cluster.watch_routing();
         let instance = self.cluster.me().to_string();
@@ -790,7 +787,7 @@ impl Vss for VssService {
 
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         if let Some(access) = &self.access {
-            let grant = access.authenticate(req.metadata(), Permission::Admin)?;
+            let grant = access.authenticate(&req, Permission::Admin)?;
             access.allow_any(&grant, Permission::Admin)?;
         }
         let slots = self

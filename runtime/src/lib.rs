@@ -24,9 +24,11 @@
 //! certificate watchers of the ports that run TLS ([`tls`]), the client
 //! token watcher if tokens are asked ([`access`]), and the chaos restart
 //! timer if on. The client port's connections are counted and budgeted
-//! ([`connections`]). Slot threads end when their slot is dropped.
+//! ([`connections`]); each port's checks on a call run before its services
+//! ([`admission`]). Slot threads end when their slot is dropped.
 
 pub mod access;
+pub mod admission;
 pub mod chaos;
 pub mod cluster;
 pub mod connections;
@@ -68,12 +70,13 @@ use vss_proto::v1::vss_server::VssServer;
 use vss_slot_host::{HostLimits, SlotEngine};
 
 use crate::access::{Access, AccessError};
-use crate::chaos::{ChaosOptions, Faulty};
+use crate::admission::{Admit, AdmitLayer, ClientPort, MeshPort};
+use crate::chaos::ChaosOptions;
 use crate::cluster::service::{Audited, ControlService, MeshService};
 use crate::cluster::{
     Cluster, ClusterError, Election, Members, MembersError, MeshElection, WatchElection,
 };
-use crate::connections::{CallBudgetLayer, ClientLimits, ConnectionGate};
+use crate::connections::{ClientLimits, ConnectionGate};
 use crate::events::WithEvents;
 use crate::executor::QueueLimits;
 use crate::hub::{Hub, HubLimits};
@@ -403,21 +406,21 @@ impl Runtime {
         let gate = ConnectionGate::new(limits, self.metrics.connections.clone());
         let client_router = Server::builder()
             .max_concurrent_streams(self.options.client_max_streams)
-            .layer(CallBudgetLayer::new(limits, &self.metrics.connections))
+            .layer(AdmitLayer::new(ClientPort::new(
+                limits,
+                &self.metrics.connections,
+                chaos,
+            )))
             .add_service(reflection)
             .add_service(reflection_v1alpha)
-            .add_service(Faulty::clients(
-                WithEvents::new(
-                    VssServer::new(service.with_access(self.access.clone())),
-                    self.signals.hub().clone(),
-                    streams.clone(),
-                    self.access.clone(),
-                ),
-                &chaos,
+            .add_service(WithEvents::new(
+                VssServer::new(service.with_access(self.access.clone())),
+                self.signals.hub().clone(),
+                streams.clone(),
+                self.access.clone(),
             ))
-            .add_service(Faulty::clients(
-                RateLimitServiceServer::new(rate_limiter.with_access(self.access.clone())),
-                &chaos,
+            .add_service(RateLimitServiceServer::new(
+                rate_limiter.with_access(self.access.clone()),
             ));
         let client_shutdown = stop.clone().cancelled_owned();
         match &self.client_tls {
@@ -447,7 +450,7 @@ impl Runtime {
         if let Some(listener) = self.mesh {
             let router = Server::builder()
                 .add_service(Audited::new(
-                    Faulty::mesh(MeshServer::new(mesh), &chaos),
+                    Admit::new(MeshServer::new(mesh), MeshPort(chaos)),
                     self.metrics.clone(),
                 ))
                 .add_service(ControlServer::new(control))

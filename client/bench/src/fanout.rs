@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::time::Instant;
-use tonic::transport::Channel;
+use vss_client::{Conn, SecurityArgs};
 use vss_proto::v1::PublishRequest;
 use vss_proto::v1::vss_client::VssClient;
 
@@ -36,6 +36,8 @@ pub struct Layout {
     /// HTTP/2 connections per process, when clients share them.
     pub connections: usize,
     pub own_connections: bool,
+    /// The flags the subscriber processes connect with.
+    pub security: SecurityArgs,
 }
 
 impl Layout {
@@ -84,12 +86,12 @@ pub enum Until {
 /// Publishes one message at a time for the `publish` scenario.
 pub async fn publish(
     layout: &Layout,
-    publisher: Channel,
+    publisher: Conn,
     until: Until,
 ) -> anyhow::Result<FanoutSummary> {
     let shares = layout.shares();
     let connections = shares.iter().map(Share::tcp_connections).sum();
-    let processes = Processes::start(&shares).await?;
+    let processes = Processes::start(&shares, &layout.security).await?;
     let measured = measure(publisher, layout, until).await;
     processes.stop().await;
     let mut summary = measured?;
@@ -105,13 +107,13 @@ pub async fn publish(
 pub async fn connections(
     layout: &Layout,
     server_pid: u32,
-    publisher: Channel,
+    publisher: Conn,
     broadcasts: u64,
 ) -> anyhow::Result<ConnectionsSummary> {
     let before = rss_kib(server_pid)?;
     let shares = layout.shares();
     let started = Instant::now();
-    let processes = Processes::start(&shares).await?;
+    let processes = Processes::start(&shares, &layout.security).await?;
     let connect = started.elapsed();
     tokio::time::sleep(SETTLE).await;
     let after = rss_kib(server_pid);
@@ -148,11 +150,7 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// Publishes one message at a time and times each until its answer.
-async fn measure(
-    publisher: Channel,
-    layout: &Layout,
-    until: Until,
-) -> anyhow::Result<FanoutSummary> {
+async fn measure(publisher: Conn, layout: &Layout, until: Until) -> anyhow::Result<FanoutSummary> {
     let mut client = VssClient::new(publisher);
     let start = Instant::now();
     let (measure_from, end, most) = match until {
@@ -221,6 +219,7 @@ mod tests {
             processes: 3,
             connections: 4,
             own_connections: own,
+            security: SecurityArgs::default(),
         }
     }
 

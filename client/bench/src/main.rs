@@ -33,7 +33,8 @@ use fanout::{Layout, Until};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+use vss_client::{Conn, Security, SecurityArgs};
 use vss_proto::v1::AcquireRequest;
 use vss_proto::v1::vss_client::VssClient;
 
@@ -70,6 +71,10 @@ struct Cli {
     rate: Option<f64>,
     #[arg(long, short = 'o', value_enum, default_value = "text", global = true)]
     output: Format,
+    // TLS and token, as the `vss` CLI takes them: used on every
+    // connection, the subscriber processes' too.
+    #[command(flatten)]
+    security: SecurityArgs,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -181,18 +186,22 @@ struct Acquires {
 /// One connection's clients.
 #[derive(Clone)]
 struct Clients {
-    vss: VssClient<Channel>,
-    rls: RateLimitServiceClient<Channel>,
+    vss: VssClient<Conn>,
+    rls: RateLimitServiceClient<Conn>,
     /// The library client, for `acquire-batch`.
     library: vss_client::Client,
 }
 
 impl Clients {
-    fn new(channel: Channel, endpoints: &[String]) -> anyhow::Result<Self> {
+    fn new(channel: Conn, endpoints: &[String], security: &Security) -> anyhow::Result<Self> {
         Ok(Self {
             vss: VssClient::new(channel.clone()),
             rls: RateLimitServiceClient::new(channel),
-            library: vss_client::Client::new(endpoints)?,
+            library: vss_client::Client::with_security(
+                endpoints,
+                vss_client::DEFAULT_CALL_TIMEOUT,
+                security,
+            )?,
         })
     }
 }
@@ -243,10 +252,11 @@ async fn bench() -> anyhow::Result<()> {
     if let Some(rate) = cli.rate {
         anyhow::ensure!(rate > 0.0, "--rate must be more than 0");
     }
+    let security = cli.security.load()?;
     let (json, text) = match &cli.scenario {
         Scenario::Acquire(_) | Scenario::AcquireBatch(_) | Scenario::Rls { .. } => {
-            let channels = connect(&cli).await?;
-            let summary = run(&cli, channels).await?;
+            let channels = connect(&cli, &security).await?;
+            let summary = run(&cli, channels, &security).await?;
             (summary.json(), summary.text())
         }
         Scenario::Publish {
@@ -255,8 +265,8 @@ async fn bench() -> anyhow::Result<()> {
             processes,
         } => {
             raise_open_files_limit();
-            let layout = layout(&cli, *slot, *subscribers, *processes, false)?;
-            let publisher = connect_one(&layout.endpoint).await?;
+            let layout = layout(&cli, &security, *slot, *subscribers, *processes, false)?;
+            let publisher = connect_one(&layout.endpoint, &security).await?;
             let until = Until::Time {
                 warmup: cli.warmup,
                 measured: cli.duration,
@@ -271,8 +281,8 @@ async fn bench() -> anyhow::Result<()> {
             server_pid,
             broadcasts,
         } => {
-            let layout = layout(&cli, *slot, *clients, *processes, true)?;
-            let publisher = connect_one(&layout.endpoint).await?;
+            let layout = layout(&cli, &security, *slot, *clients, *processes, true)?;
+            let publisher = connect_one(&layout.endpoint, &security).await?;
             let summary = fanout::connections(&layout, *server_pid, publisher, *broadcasts).await?;
             (summary.json(), summary.text())
         }
@@ -292,7 +302,7 @@ async fn bench() -> anyhow::Result<()> {
                 source: *source,
                 id_prefix: id_prefix.clone(),
             };
-            return subscribers::serve(share).await;
+            return subscribers::serve(share, &security).await;
         }
     };
     match cli.output {
@@ -311,6 +321,7 @@ fn first_endpoint(cli: &Cli) -> anyhow::Result<&str> {
 
 fn layout(
     cli: &Cli,
+    security: &Security,
     slot: u32,
     subscribers: usize,
     processes: usize,
@@ -325,6 +336,13 @@ fn layout(
         processes,
         connections: cli.connections,
         own_connections,
+        // The token as read, so the subscriber processes need not read
+        // its file again.
+        security: SecurityArgs {
+            token: security.token.clone(),
+            token_file: None,
+            ..cli.security.clone()
+        },
     })
 }
 
@@ -345,39 +363,31 @@ pub(crate) fn raise_open_files_limit() {
     }
 }
 
-async fn connect_one(endpoint: &str) -> anyhow::Result<Channel> {
-    let uri = if endpoint.contains("://") {
-        endpoint.to_string()
+fn endpoint(at: &str) -> anyhow::Result<Endpoint> {
+    let uri = if at.contains("://") {
+        at.to_string()
     } else {
-        format!("http://{endpoint}")
+        format!("http://{at}")
     };
-    Endpoint::from_shared(uri)
-        .with_context(|| format!("endpoint {endpoint}"))?
-        .tcp_nodelay(true)
-        .connect()
+    Ok(Endpoint::from_shared(uri)
+        .with_context(|| format!("endpoint {at}"))?
+        .tcp_nodelay(true))
+}
+
+async fn connect_one(at: &str, security: &Security) -> anyhow::Result<Conn> {
+    security
+        .connect(endpoint(at)?)
         .await
-        .with_context(|| format!("cannot connect to {endpoint}"))
+        .with_context(|| format!("cannot connect to {at}"))
 }
 
 /// One channel (one HTTP/2 connection) per `--connections`, round-robin
 /// over the endpoints, each connected before the run starts.
-async fn connect(cli: &Cli) -> anyhow::Result<Vec<Channel>> {
+async fn connect(cli: &Cli, security: &Security) -> anyhow::Result<Vec<Conn>> {
     anyhow::ensure!(!cli.endpoints.is_empty(), "--endpoints is empty");
     let mut channels = Vec::new();
     for i in 0..cli.connections {
-        let endpoint = &cli.endpoints[i % cli.endpoints.len()];
-        let uri = if endpoint.contains("://") {
-            endpoint.clone()
-        } else {
-            format!("http://{endpoint}")
-        };
-        let channel = Endpoint::from_shared(uri)
-            .with_context(|| format!("endpoint {endpoint}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {endpoint}"))?;
-        channels.push(channel);
+        channels.push(connect_one(&cli.endpoints[i % cli.endpoints.len()], security).await?);
     }
     Ok(channels)
 }
@@ -471,7 +481,7 @@ impl Tally {
     }
 }
 
-async fn run(cli: &Cli, channels: Vec<Channel>) -> anyhow::Result<Summary> {
+async fn run(cli: &Cli, channels: Vec<Conn>, security: &Security) -> anyhow::Result<Summary> {
     let start = Instant::now();
     let measure_from = start + cli.warmup;
     let end = measure_from + cli.duration;
@@ -493,7 +503,7 @@ async fn run(cli: &Cli, channels: Vec<Channel>) -> anyhow::Result<Summary> {
     }
     let mut lanes = lanes.into_iter();
     for channel in channels {
-        let client = Clients::new(channel, &cli.endpoints)?;
+        let client = Clients::new(channel, &cli.endpoints, security)?;
         match lanes.next() {
             None => {
                 for _ in 0..cli.in_flight {
@@ -637,7 +647,47 @@ fn scenario_name(s: &Scenario) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory as _;
+
     use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_token_and_tls_flags_go_with_every_scenario() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret-0123456789\n").expect("write");
+        let cli = Cli::try_parse_from([
+            "vss-bench".as_ref(),
+            "-c".as_ref(),
+            "64".as_ref(),
+            "acquire".as_ref(),
+            "--slot".as_ref(),
+            "1".as_ref(),
+            "--token-file".as_ref(),
+            token.as_os_str(),
+        ])
+        .expect("parses");
+        let security = cli.security.load().expect("reads the token file");
+        assert_eq!(security.token.as_deref(), Some("s3cret-0123456789"));
+        assert!(security.ca_pem.is_none());
+        let missing = Cli::try_parse_from([
+            "vss-bench",
+            "--tls-ca",
+            "/nonexistent/ca.pem",
+            "acquire-batch",
+        ])
+        .expect("parses");
+        let e = missing.security.load().expect_err("no such file");
+        assert!(
+            e.to_string().starts_with("--tls-ca /nonexistent/ca.pem: "),
+            "{e}"
+        );
+    }
 
     #[test]
     fn durations_need_a_unit() {

@@ -22,7 +22,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use vss_client::{Conn, Security, SecurityArgs};
 use vss_proto::v1::client_message::Kind;
 use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::{Ack, ClientMessage, Hello};
@@ -87,20 +87,41 @@ impl Share {
     }
 }
 
+/// The TLS flags of `security`, for a child process.
+fn tls_args(security: &SecurityArgs) -> Vec<std::ffi::OsString> {
+    [
+        ("--tls-ca", &security.tls_ca),
+        ("--tls-cert", &security.tls_cert),
+        ("--tls-key", &security.tls_key),
+    ]
+    .into_iter()
+    .filter_map(|(flag, path)| Some([flag.into(), path.as_ref()?.into()]))
+    .flatten()
+    .collect()
+}
+
 /// Running subscriber processes, all ready.
 pub struct Processes {
     children: Vec<(Child, Option<ChildStdin>)>,
 }
 
 impl Processes {
-    /// Starts one child per share (those with clients) and waits until
-    /// every one has opened all its streams.
-    pub async fn start(shares: &[Share]) -> anyhow::Result<Self> {
+    /// Starts one child per share (those with clients), connecting as
+    /// `security` says, and waits until every one has opened all its
+    /// streams.
+    pub async fn start(shares: &[Share], security: &SecurityArgs) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find vss-bench's own executable")?;
         let mut children = Vec::new();
         for share in shares.iter().filter(|s| s.clients > 0) {
-            let mut child = Command::new(&exe)
-                .args(share.args())
+            let mut command = Command::new(&exe);
+            command.args(share.args()).args(tls_args(security));
+            // The token goes in the environment: arguments show in `ps`.
+            // The parent read the token file, if any.
+            command.env_remove("VSS_TOKEN_FILE");
+            if let Some(token) = &security.token {
+                command.env("VSS_TOKEN", token);
+            }
+            let mut child = command
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -151,9 +172,9 @@ impl Processes {
 
 /// The child's side: opens the share's streams, acknowledges every event,
 /// says `ready N` and runs until stdin closes.
-pub async fn serve(share: Share) -> anyhow::Result<()> {
+pub async fn serve(share: Share, security: &Security) -> anyhow::Result<()> {
     crate::raise_open_files_limit();
-    let channels = connect(&share).await?;
+    let channels = connect(&share, security).await?;
     let acked = Arc::new(AtomicU64::new(0));
     let mut streams = JoinSet::new();
     for i in 0..share.clients {
@@ -210,20 +231,13 @@ pub async fn serve(share: Share) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(share: &Share) -> anyhow::Result<Vec<Channel>> {
-    let uri = if share.endpoint.contains("://") {
-        share.endpoint.clone()
-    } else {
-        format!("http://{}", share.endpoint)
-    };
-    let endpoint = Endpoint::from_shared(uri)
-        .with_context(|| format!("endpoint {}", share.endpoint))?
-        .tcp_nodelay(true)
-        .local_address(share.source);
+async fn connect(share: &Share, security: &Security) -> anyhow::Result<Vec<Conn>> {
+    // Over TLS the connector dials itself, from any source address.
+    let endpoint = crate::endpoint(&share.endpoint)?.local_address(share.source);
     let mut channels = Vec::with_capacity(share.tcp_connections());
     for _ in 0..share.tcp_connections() {
-        let channel = endpoint
-            .connect()
+        let channel = security
+            .connect(endpoint.clone())
             .await
             .with_context(|| format!("cannot connect to {}", share.endpoint))?;
         channels.push(channel);
@@ -245,6 +259,17 @@ mod tests {
             source: None,
             id_prefix: "p0-".into(),
         }
+    }
+
+    #[test]
+    fn children_get_the_tls_files_as_flags_and_never_the_token() {
+        let security = SecurityArgs {
+            tls_ca: Some("/pki/ca.pem".into()),
+            token: Some("s3cret-0123456789".into()),
+            ..SecurityArgs::default()
+        };
+        let args = tls_args(&security);
+        assert_eq!(args, ["--tls-ca", "/pki/ca.pem"]);
     }
 
     #[test]

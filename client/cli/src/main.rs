@@ -11,10 +11,7 @@ mod scaffold;
 mod top;
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
-
-use anyhow::Context as _;
 
 use clap::{Parser, Subcommand};
 use output::Format;
@@ -38,42 +35,8 @@ struct Cli {
         global = true
     )]
     endpoints: Vec<String>,
-    /// TLS to the client port: the CA (PEM) the instances' certificates
-    /// are signed by.
-    #[arg(long, env = "VSS_TLS_CA", value_name = "FILE", global = true)]
-    tls_ca: Option<PathBuf>,
-    /// A client certificate (PEM), for instances that require one; with
-    /// --tls-key and --tls-ca.
-    #[arg(
-        long,
-        env = "VSS_TLS_CERT",
-        value_name = "FILE",
-        global = true,
-        requires = "tls_key"
-    )]
-    tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert (PEM).
-    #[arg(
-        long,
-        env = "VSS_TLS_KEY",
-        value_name = "FILE",
-        global = true,
-        requires = "tls_cert"
-    )]
-    tls_key: Option<PathBuf>,
-    /// A client token, sent as `authorization: Bearer <token>`. Prefer the
-    /// environment variable or --token-file: arguments show in `ps`.
-    #[arg(long, env = "VSS_TOKEN", global = true, hide_env_values = true)]
-    token: Option<String>,
-    /// A file holding the client token (a mounted Secret).
-    #[arg(
-        long,
-        env = "VSS_TOKEN_FILE",
-        value_name = "FILE",
-        global = true,
-        conflicts_with = "token"
-    )]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    security: vss_client::SecurityArgs,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text", global = true)]
     output: Format,
@@ -352,7 +315,7 @@ fn stdout_closed(error: &anyhow::Error) -> bool {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = cli.output;
-    let security = security(&cli)?;
+    let security = cli.security.load()?;
     let command = match cli.command {
         Command::Dev(args) => return dev::run(args).await,
         Command::Instance(args) => return dev::instance(args).await,
@@ -613,40 +576,11 @@ async fn print_events(
     Ok(())
 }
 
-/// The TLS and token settings of the command line, files read.
-fn security(cli: &Cli) -> anyhow::Result<vss_client::Security> {
-    let read = |flag: &str, path: &PathBuf| {
-        std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))
-    };
-    let token = match (&cli.token, &cli.token_file) {
-        (Some(token), _) => Some(token.clone()),
-        (None, Some(path)) => Some(
-            String::from_utf8(read("--token-file", path)?)
-                .with_context(|| format!("--token-file {}: not UTF-8", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-        (None, None) => None,
-    };
-    Ok(vss_client::Security {
-        ca_pem: cli
-            .tls_ca
-            .as_ref()
-            .map(|p| read("--tls-ca", p))
-            .transpose()?,
-        identity_pem: match (&cli.tls_cert, &cli.tls_key) {
-            (Some(cert), Some(key)) => Some((read("--tls-cert", cert)?, read("--tls-key", key)?)),
-            _ => None,
-        },
-        token,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory as _, Parser as _};
 
-    use super::{Cli, security};
+    use super::Cli;
 
     #[test]
     fn the_command_line_is_well_formed() {
@@ -670,12 +604,12 @@ mod tests {
             "alice".as_ref(),
         ])
         .expect("parses");
-        let settings = security(&cli).expect("reads the token file");
+        let settings = cli.security.load().expect("reads the token file");
         assert_eq!(settings.token.as_deref(), Some("s3cret-0123456789"));
         assert!(settings.ca_pem.is_none());
         let missing = Cli::try_parse_from(["vss", "--tls-ca", "/nonexistent/ca.pem", "status"])
             .expect("parses");
-        let e = security(&missing).expect_err("no such file");
+        let e = missing.security.load().expect_err("no such file");
         assert!(
             e.to_string().starts_with("--tls-ca /nonexistent/ca.pem"),
             "{e}"

@@ -362,7 +362,7 @@ impl RateLimitService for RateLimiter {
         let grant = self
             .access
             .as_ref()
-            .map(|access| access.authenticate(req.metadata(), Permission::Acquire));
+            .map(|access| access.authenticate(&req, Permission::Acquire));
         let answer = match grant {
             Some(Err(refused)) => Err(refused),
             Some(Ok(grant)) => self.decide(req.into_inner(), Some(&grant)).await,
