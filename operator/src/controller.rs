@@ -366,9 +366,15 @@ async fn reconcile_in(cluster: &VssCluster, ctx: &Context, ns: &str) -> Result<A
             ctx.forget_operator_tls(&format!("{ns}/{}", cluster.name_any()));
             Some(cert_manager_certificates(cluster, issuer, ctx, ns, &mut changed).await?)
         }
-        // The schema refuses CertManager without an issuer; a cluster
-        // written before that rule is degraded by validation above.
-        (MeshTlsMode::CertManager, None) | (MeshTlsMode::Disabled, _) => {
+        // The schema refuses it; an object stored before the rule would
+        // otherwise get pods that wait for pairs no one issues.
+        (MeshTlsMode::CertManager, None) => {
+            return Err(Error::CertificatesPending {
+                cluster: format!("{ns}/{}", cluster.name_any()),
+                pending: "spec.meshTls.issuerRef is required with mode CertManager".into(),
+            });
+        }
+        (MeshTlsMode::Disabled, _) => {
             ctx.forget_operator_tls(&format!("{ns}/{}", cluster.name_any()));
             None
         }
