@@ -627,12 +627,7 @@ spec:
 /// pod its own pair.
 async fn mesh_tls_is_mounted_with_a_certificate_per_pod(k: &Kubectl) -> Result<()> {
     let tls = k.get("secret", &format!("{CLUSTER}-mesh-tls")).await?;
-    let mut keys: Vec<&str> = tls
-        .get("data")
-        .and_then(Value::as_object)
-        .map(|d| d.keys().map(String::as_str).collect())
-        .unwrap_or_default();
-    keys.sort();
+    let keys = data_keys(&tls);
     ensure!(
         keys == [
             "ca.crt",
@@ -679,6 +674,17 @@ async fn mesh_tls_is_mounted_with_a_certificate_per_pod(k: &Kubectl) -> Result<(
         ensure!(args.contains(flag), "no {flag} in {args}");
     }
     Ok(())
+}
+
+/// The keys of a Secret's `data`, sorted.
+fn data_keys(secret: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = secret
+        .get("data")
+        .and_then(Value::as_object)
+        .map(|d| d.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
 }
 
 /// The pods (formed over mTLS in the scenario before, and taking the
@@ -1131,15 +1137,6 @@ spec:
     .await?;
     println!("  cert-manager issued {certificates:?}");
     let gathered = format!("{CM_CLUSTER}-mesh-tls");
-    let data_keys = |secret: &Value| -> Vec<String> {
-        let mut keys: Vec<String> = secret
-            .get("data")
-            .and_then(Value::as_object)
-            .map(|d| d.keys().cloned().collect())
-            .unwrap_or_default();
-        keys.sort();
-        keys
-    };
     let held = wait::until(
         "the issued pairs gathered into one Secret",
         Duration::from_secs(60),

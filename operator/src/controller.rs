@@ -570,6 +570,21 @@ fn secret_data(secret: Option<&Secret>) -> BTreeMap<String, Vec<u8>> {
         .unwrap_or_default()
 }
 
+/// `<name>-mesh-tls` as the server holds it (absent: nothing) and its
+/// data, with its name for messages.
+async fn held_mesh_tls(
+    secrets: &Api<Secret>,
+    names: &resources::Names,
+) -> Result<(String, Option<Secret>, BTreeMap<String, Vec<u8>>), Error> {
+    let object = format!("Secret/{}", names.mesh_tls);
+    let held = secrets
+        .get_opt(&names.mesh_tls)
+        .await
+        .map_err(kube_err("get", &object))?;
+    let current = secret_data(held.as_ref());
+    Ok((object, held, current))
+}
+
 /// Makes sure the cluster's CA and its pods' certificates exist, are
 /// usable and are not due for renewal (see [`crate::mesh_certs`]), and
 /// returns the operator's client config for the cluster.
@@ -631,12 +646,7 @@ async fn mesh_certificates(
     )
     .await?;
 
-    let object = format!("Secret/{}", names.mesh_tls);
-    let held = secrets
-        .get_opt(&names.mesh_tls)
-        .await
-        .map_err(kube_err("get", &object))?;
-    let current = secret_data(held.as_ref());
+    let (object, held, current) = held_mesh_tls(&secrets, &names).await?;
     let pods = mesh_certs::cluster_pod_names(cluster, ns);
     let certs = mesh_certs::pod_certs(&ca, &current, &pods, now).map_err(certs_err)?;
     // Keys of pods scaled away go too; `contains` alone would keep them.
@@ -795,12 +805,7 @@ async fn cert_manager_certificates(
         issued.insert(name.clone(), secret_data(Some(&secret)));
     }
 
-    let object = format!("Secret/{}", names.mesh_tls);
-    let held = secrets
-        .get_opt(&names.mesh_tls)
-        .await
-        .map_err(kube_err("get", &object))?;
-    let current = secret_data(held.as_ref());
+    let (object, held, current) = held_mesh_tls(&secrets, &names).await?;
     let pods = mesh_certs::cluster_pod_names(cluster, ns);
     let now = SystemTime::now();
     let gathered = cert_manager::gather(
