@@ -9,13 +9,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use vss_runtime::chaos::ChaosOptions;
-use vss_runtime::cluster::{Members, MembersError};
-use vss_runtime::connections::ClientLimits;
-use vss_runtime::executor::QueueLimits;
-use vss_runtime::hub::{DEFAULT_MAX_CLIENTS, HubLimits};
+use vss_runtime::ChaosOptions;
+use vss_runtime::ClientLimits;
+use vss_runtime::QueueLimits;
 use vss_runtime::telemetry::{self, LogFormat};
-use vss_runtime::tls::{ClientTlsFiles, TlsFiles};
+use vss_runtime::{ClientTlsFiles, TlsFiles};
+use vss_runtime::{DEFAULT_MAX_CLIENTS, HubLimits};
+use vss_runtime::{Members, MembersError};
 use vss_runtime::{Runtime, RuntimeOptions, WasmLimits, report};
 
 #[derive(Debug, Parser)]
@@ -89,12 +89,12 @@ struct Args {
     client_max_streams: u32,
     /// Most client connections the client port holds at once; one more is
     /// closed at once (its client tries another instance).
-    #[arg(long, default_value_t = vss_runtime::connections::DEFAULT_MAX_CONNECTIONS as u64,
+    #[arg(long, default_value_t = vss_runtime::DEFAULT_MAX_CONNECTIONS as u64,
         value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     client_max_connections: u64,
     /// Most calls one client connection may start per second; more are
     /// refused with RESOURCE_EXHAUSTED naming this limit.
-    #[arg(long, default_value_t = vss_runtime::connections::DEFAULT_CALLS_PER_SECOND,
+    #[arg(long, default_value_t = vss_runtime::DEFAULT_CALLS_PER_SECOND,
         value_parser = clap::value_parser!(u32).range(1..))]
     client_max_calls_per_second: u32,
     /// HTTP address for /healthz, /readyz and /metrics.
@@ -324,7 +324,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let runtime = Runtime::bind(options, &config).await?;
     let served =
-        vss_runtime::signal::run_until_signal(runtime, Duration::from_secs(args.drain_seconds))
+        vss_runtime::shutdown::run_until_signal(runtime, Duration::from_secs(args.drain_seconds))
             .await;
     if let Some(lease) = lease {
         // Vacate the Lease so another pod leads at once instead of after

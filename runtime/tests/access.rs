@@ -12,8 +12,8 @@ use common::{TestServer, http_get};
 use pki::{Ca, write_atomic};
 use tonic::Code;
 use vss_client::{Acquire, Client, ClientError, Security};
-use vss_runtime::connections::ClientLimits;
-use vss_runtime::tls::ClientTlsFiles;
+use vss_runtime::ClientLimits;
+use vss_runtime::ClientTlsFiles;
 
 const SLOTS: &str = "slots:
 - {id: 0, type: token-bucket, bucketSize: 1000, period: second, refreshRate: 1000,

@@ -11,7 +11,7 @@ use vss_config::SlotsConfig;
 use vss_proto::v1::client_message::Kind;
 use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::{ClientMessage, Hello};
-use vss_runtime::hub::HubLimits;
+use vss_runtime::HubLimits;
 use vss_runtime::{Runtime, RuntimeOptions};
 
 const CONFIG: &str = "slots:\n- {id: 10, type: broadcast, timeout: 1s}\n";

@@ -24,8 +24,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use vss_config::SlotsConfig;
-use vss_runtime::chaos::ChaosOptions;
-use vss_runtime::cluster::Members;
+use vss_runtime::ChaosOptions;
+use vss_runtime::Members;
 use vss_runtime::telemetry::{self, LogFormat};
 use vss_runtime::{Runtime, RuntimeOptions};
 
@@ -330,7 +330,7 @@ async fn supervise_until_stopped(
         ));
     }
     drop(events_tx);
-    let shutdown = vss_runtime::signal::shutdown_signal();
+    let shutdown = vss_runtime::shutdown::shutdown_signal();
     tokio::pin!(shutdown);
     let mut failure = None;
     loop {
@@ -468,7 +468,7 @@ fn describe_exit(status: ExitStatus) -> String {
         }
     }
     match status.code() {
-        Some(code) if code == vss_runtime::chaos::RESTART_EXIT_CODE => {
+        Some(code) if code == vss_runtime::RESTART_EXIT_CODE => {
             format!("exit {code}, chaos restart")
         }
         Some(code) => format!("exit {code}"),
@@ -664,7 +664,7 @@ pub async fn instance(args: InstanceArgs) -> anyhow::Result<()> {
     runtime
         .serve(async {
             tokio::select! {
-                () = vss_runtime::signal::shutdown_signal() => {}
+                () = vss_runtime::shutdown::shutdown_signal() => {}
                 _ = stop_rx => {}
             }
         })

@@ -10,7 +10,7 @@
 //!   mean, for a supervisor (`vss dev`, Kubernetes) to start it again.
 //!
 //! The faults of calls are applied by each port's
-//! [`crate::admission::Admission`].
+//! [`crate::edge::admission::Admission`].
 
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use tonic::Status;
 use tonic::codegen::http::Request;
 use vss_proto::v1::vss_server::SERVICE_NAME as VSS_SERVICE;
 
-use crate::admission::Verdict;
+use crate::edge::admission::Verdict;
 
 /// Exit code of a chaos restart (EX_TEMPFAIL).
 pub const RESTART_EXIT_CODE: i32 = 75;
@@ -90,7 +90,9 @@ impl ChaosOptions {
             .and_then(|p| p.split_once('/'))
             .map(|(service, _)| service);
         let refusable = matches!(service, Some(VSS_SERVICE | RLS_SERVICE))
-            && !req.headers().contains_key(crate::grpc::FORWARDED_HEADER)
+            && !req
+                .headers()
+                .contains_key(crate::edge::vss_service::FORWARDED_HEADER)
             && !path.ends_with("/Events")
             && !path.ends_with("/WatchRouting");
         (refusable && fastrand::f64() < self.refuse_calls).then(|| dropped(req))
@@ -178,7 +180,7 @@ mod tests {
         }
         let mut forwarded = call("/vss.v1.Vss/Acquire");
         forwarded.headers_mut().insert(
-            crate::grpc::FORWARDED_HEADER,
+            crate::edge::vss_service::FORWARDED_HEADER,
             "vss-1".parse().expect("ascii"),
         );
         assert!(chaos.client_fault(&forwarded).is_none());

@@ -26,9 +26,9 @@ use tonic_prost::ProstDecoder;
 use vss_proto::v1::client_message::Kind;
 use vss_proto::v1::{ClientMessage, Event};
 
-use crate::access::{Access, Permission};
-use crate::error::RequestError;
-use crate::hub::{EventStream, Hub};
+use crate::core::access::{Access, Permission};
+use crate::core::error::RequestError;
+use crate::core::hub::{EventStream, Hub};
 
 /// The method's path, as the generated service would route it.
 const EVENTS_PATH: &str = "/vss.v1.Vss/Events";

@@ -22,10 +22,10 @@ use vss_slot_registry::wire as registry;
 use vss_slot_sdk::codec::Wire;
 use vss_slot_tick::wire as tick;
 
-use crate::cluster::Cluster;
-use crate::error::RequestError;
-use crate::metrics::Verb;
-use crate::slots::SlotTable;
+use crate::core::cluster::Cluster;
+use crate::core::error::RequestError;
+use crate::core::slot_table::SlotTable;
+use crate::ops::metrics::Verb;
 
 /// How often a registry watch looks for changes (and expiries).
 pub const WATCH_POLL: Duration = Duration::from_millis(100);

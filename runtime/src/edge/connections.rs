@@ -8,8 +8,8 @@
 //! one past the limit is closed at once (the client sees a reset and tries
 //! another instance), the others carry a [`ClientConnection`] that tonic
 //! hands to every request of that connection: the client port's
-//! [`crate::admission::ClientPort`] takes one call from its budget or
-//! answers `RESOURCE_EXHAUSTED`, and [`crate::access`] keeps the
+//! [`crate::edge::admission::ClientPort`] takes one call from its budget or
+//! answers `RESOURCE_EXHAUSTED`, and [`crate::core::access`] keeps the
 //! connection's last resolved token there.
 
 use std::io;
@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::Connected;
 
-use crate::access::GrantCache;
+use crate::core::access::GrantCache;
 
 /// Default of [`ClientLimits::max_connections`]: the default client cap.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;

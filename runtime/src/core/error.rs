@@ -3,7 +3,7 @@
 use tonic::{Code, Status};
 use vss_slot_host::{CallError, SlotError};
 
-use crate::executor::QueueError;
+use crate::core::executor::QueueError;
 
 /// Why a client request failed. Messages name the field and the limit.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -2,7 +2,7 @@
 //!
 //! Each slot type is compiled once (built-ins from the embedded modules,
 //! custom types from their file, once per path) and every configured slot
-//! gets its own instance on its own worker thread ([`crate::executor`]), so
+//! gets its own instance on its own worker thread ([`crate::core::executor`]), so
 //! a slow or failing slot never holds up another, nor the reactor.
 
 use std::collections::HashMap;
@@ -17,9 +17,9 @@ use vss_slot_host::{
     Response, SlotEngine, SlotError, SlotInstance, SlotModule,
 };
 
-use crate::error::RequestError;
-use crate::executor::{QueueError, QueueLimits, SlotWorker};
-use crate::metrics::{Metrics, SlotMetrics, Verb};
+use crate::core::error::RequestError;
+use crate::core::executor::{QueueError, QueueLimits, SlotWorker};
+use crate::ops::metrics::{Metrics, SlotMetrics, Verb};
 
 /// Longest acquire key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;

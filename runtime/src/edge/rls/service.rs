@@ -21,10 +21,10 @@ use vss_slot_sdk::codec::Wire;
 use vss_slot_sdk::limiter::{OP_RELEASE, OP_TAKE_ALL, Take, Taken};
 
 use super::rules::{Rule, RuleIndex};
-use crate::access::{Access, Grant, Permission};
-use crate::grpc::VssService;
-use crate::metrics::{Metrics, OutcomeLabels, RlsRuleLabels};
-use crate::slots::SlotTable;
+use crate::core::access::{Access, Grant, Permission};
+use crate::core::slot_table::SlotTable;
+use crate::edge::vss_service::VssService;
+use crate::ops::metrics::{Metrics, OutcomeLabels, RlsRuleLabels};
 
 /// Most descriptors in one request.
 pub const MAX_DESCRIPTORS: usize = 32;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use vss_slot_host::{CallError, Context, Reply, Request, SlotInstance};
 
-use crate::metrics::SlotMetrics;
+use crate::ops::metrics::SlotMetrics;
 
 /// Bounds of every slot's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -433,7 +433,7 @@ mod tests {
     use vss_slot_host::{Custom, HostLimits, Response, SlotEngine};
 
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::ops::metrics::Metrics;
 
     fn worker(limits: QueueLimits) -> (Arc<SlotWorker>, SlotMetrics) {
         let engine = SlotEngine::new(HostLimits::default()).expect("engine");

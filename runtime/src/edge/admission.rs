@@ -1,7 +1,7 @@
 //! What a call must pass before it reaches its gRPC service: on the client
-//! port, its connection's call budget ([`crate::connections`]) and the
+//! port, its connection's call budget ([`crate::edge::connections`]) and the
 //! refused calls of fault injection; on the mesh port, the dropped and
-//! delayed messages of fault injection ([`crate::chaos`]).
+//! delayed messages of fault injection ([`crate::ops::chaos`]).
 //!
 //! Each port's checks are an [`Admission`], a plain function of the request
 //! that says whether the call goes on, waits first, or is answered with an
@@ -19,8 +19,8 @@ use tonic::codegen::http::{Request, Response};
 use tonic::server::NamedService;
 use tower::{Layer, Service};
 
-use crate::chaos::ChaosOptions;
-use crate::connections::{ClientConnection, ClientLimits, ConnectionMetrics};
+use crate::edge::connections::{ClientConnection, ClientLimits, ConnectionMetrics};
+use crate::ops::chaos::ChaosOptions;
 
 /// What becomes of a call.
 #[derive(Debug)]

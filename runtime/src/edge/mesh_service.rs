@@ -16,10 +16,10 @@ use vss_proto::v1::{
     ReplicateReply, ReplicateRequest, RoutingTable as WireTable,
 };
 
-use super::{Cluster, RoutingTable};
-use crate::signals::{Signals, Targets};
-use crate::slots::ReloadError;
-use crate::tls::x509;
+use crate::core::cluster::{Cluster, RoutingTable};
+use crate::core::signals::{Signals, Targets};
+use crate::core::slot_table::ReloadError;
+use crate::edge::tls::x509;
 
 /// Longest a peer may ask this instance to wait for acknowledgements.
 const MAX_DELIVER_TIMEOUT: Duration = Duration::from_secs(61);
@@ -296,11 +296,11 @@ impl Control for ControlService {
 #[derive(Debug, Clone)]
 pub struct Audited<S> {
     inner: S,
-    metrics: crate::metrics::Metrics,
+    metrics: crate::ops::metrics::Metrics,
 }
 
 impl<S> Audited<S> {
-    pub fn new(inner: S, metrics: crate::metrics::Metrics) -> Self {
+    pub fn new(inner: S, metrics: crate::ops::metrics::Metrics) -> Self {
         Self { inner, metrics }
     }
 }

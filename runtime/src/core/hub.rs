@@ -22,8 +22,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::error::RequestError;
-use crate::events::EncodedEvent;
+use crate::core::error::RequestError;
+use crate::edge::events::EncodedEvent;
 
 /// Longest client id, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
@@ -284,10 +284,12 @@ impl Hub {
     }
 
     /// Number of connected clients.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.read().len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 #[derive(Debug, Clone)]
 struct HttpState {

@@ -16,7 +16,7 @@
 //! A call without a token, or with one the file does not hold, is refused
 //! `UNAUTHENTICATED`; a token without the permission on the slot,
 //! `PERMISSION_DENIED` naming the token, the permission and the slot.
-//! The file is re-read every [`crate::reload::RELOAD_POLL`]; a removed token stops
+//! The file is re-read every [`crate::ops::reload::RELOAD_POLL`]; a removed token stops
 //! working from the next call. A changed file that does not parse is
 //! logged and the tokens in force stay.
 //!
@@ -40,9 +40,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use vss_config::MAX_SLOTS;
 
-use crate::connections::ClientConnection;
-use crate::hub::MAX_CLIENT_ID_BYTES;
-use crate::metrics::{AccessMetrics, RefusedLabels};
+use crate::core::hub::MAX_CLIENT_ID_BYTES;
+use crate::edge::connections::ClientConnection;
+use crate::ops::metrics::{AccessMetrics, RefusedLabels};
 
 /// Shortest token accepted: shorter ones are guessable.
 pub const MIN_TOKEN_BYTES: usize = 16;
@@ -614,7 +614,7 @@ impl Access {
 
     /// Reloads on every change of the file until `stop`.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
-        crate::reload::watch(
+        crate::ops::reload::watch(
             stop,
             || self.reload(),
             || {

@@ -20,12 +20,12 @@ use vss_proto::v1::deliver_request::Recipients as WireRecipients;
 use vss_proto::v1::{ClientList, DeliverRequest, Event};
 use vss_slot_host::{Delivery, DeliveryReport, Effect, Publish, Recipients, Request};
 
-use crate::cluster::Cluster;
-use crate::error::RequestError;
-use crate::events::EncodedEvent;
-use crate::hub::{Hub, check_client_id};
-use crate::metrics::{Metrics, Verb};
-use crate::slots::{SlotTable, check_len};
+use crate::core::cluster::Cluster;
+use crate::core::error::RequestError;
+use crate::core::hub::{Hub, check_client_id};
+use crate::core::slot_table::{SlotTable, check_len};
+use crate::edge::events::EncodedEvent;
+use crate::ops::metrics::{Metrics, Verb};
 
 /// Largest message, in bytes (a UUID in text fits).
 pub const MAX_MESSAGE_BYTES: usize = 36;

@@ -12,7 +12,7 @@
 //! CA. It allows TLS 1.2 as well, for clients that have nothing newer.
 //!
 //! Certificates are rotated without a restart: [`PortTls::watch`] re-reads
-//! the files every [`crate::reload::RELOAD_POLL`] and swaps in the configs built from
+//! the files every [`crate::ops::reload::RELOAD_POLL`] and swaps in the configs built from
 //! them. Each handshake reads the configs in force, so new connections
 //! use the new certificate and CA while established ones carry on. A file
 //! set that does not build (a key that does not match its certificate
@@ -38,7 +38,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::TlsMetrics;
+use crate::ops::metrics::TlsMetrics;
 
 pub use vss_client::mesh_tls::MeshConnector;
 
@@ -396,7 +396,7 @@ impl PortTls {
     /// Reloads on every change of the files until `stop`.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
         let port = self.files.port.name();
-        crate::reload::watch(
+        crate::ops::reload::watch(
             stop,
             || self.reload(),
             || {

@@ -23,14 +23,14 @@ use vss_proto::v1::{
 use vss_slot_counter::wire as counter;
 use vss_slot_register::wire as register;
 
-use crate::access::{Access, Permission};
-use crate::cluster::{Cluster, Peer, Placement};
+use crate::core::access::{Access, Permission};
+use crate::core::cluster::{Cluster, Peer, Placement};
 
-use crate::data::{self, DataSlots};
-use crate::error::RequestError;
-use crate::metrics::{Metrics, Verb};
-use crate::signals::Signals;
-use crate::slots::SlotTable;
+use crate::core::data::{self, DataSlots};
+use crate::core::error::RequestError;
+use crate::core::signals::Signals;
+use crate::core::slot_table::SlotTable;
+use crate::ops::metrics::{Metrics, Verb};
 
 /// Marks a request forwarded by another instance (over the mesh port); it
 /// is served where it lands, so a request crosses the mesh at most once.
@@ -517,7 +517,7 @@ impl Vss for VssService {
         Box<dyn tokio_stream::Stream<Item = Result<vss_proto::v1::Event, Status>> + Send>,
     >;
 
-    /// Event streams are served by [`crate::events::WithEvents`] on the
+    /// Event streams are served by [`crate::edge::events::WithEvents`] on the
     /// client port, so that an event is encoded once for all its streams;
     /// this is reached only on the mesh port, where clients have no stream.
     async fn events(

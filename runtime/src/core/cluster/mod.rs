@@ -17,10 +17,9 @@
 
 pub mod election;
 pub mod everywhere;
+pub mod members;
 pub mod peer;
-pub mod peers;
 pub mod routing;
-pub mod service;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,13 +33,13 @@ use tokio_util::task::TaskTracker;
 use vss_proto::v1::{HeartbeatRequest, ReplicateRequest, SlotState};
 
 pub use election::{Election, MeshElection, WatchElection};
-pub use peer::{Peer, PeerHealth};
-pub use peers::{Members, MembersError};
-pub use routing::{Route, RoutingError, RoutingTable};
+pub use members::{Members, MembersError};
+pub use peer::Peer;
+pub use routing::{RoutingError, RoutingTable};
 
-use crate::metrics::{Metrics, PeerLabels};
-use crate::slots::SlotTable;
-use crate::tls::MeshConnector;
+use crate::core::slot_table::SlotTable;
+use crate::edge::tls::MeshConnector;
+use crate::ops::metrics::{Metrics, PeerLabels};
 
 /// Time between two decision rounds.
 pub const DECIDE_EVERY: Duration = Duration::from_millis(100);
@@ -160,10 +159,6 @@ impl Cluster {
         self.started.elapsed()
     }
 
-    pub fn election_kind(&self) -> &'static str {
-        self.election.kind()
-    }
-
     /// The routing table in force, if one arrived yet.
     pub fn table(&self) -> Option<Arc<RoutingTable>> {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -215,11 +210,6 @@ impl Cluster {
             .filter(|p| p.healthy())
             .cloned()
             .collect()
-    }
-
-    /// Whether the last decision round found this instance leading.
-    pub fn is_leader(&self) -> bool {
-        self.leading.load(Ordering::Relaxed)
     }
 
     /// Installs `table` if it is newer than the one held. Re-installing the

@@ -11,7 +11,7 @@ use vss_client::AcquireLane;
 use vss_proto::v1::mesh_client::MeshClient;
 use vss_proto::v1::vss_client::VssClient;
 
-use crate::tls::MeshConnector;
+use crate::edge::tls::MeshConnector;
 
 /// Time between heartbeats to one peer.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(200);
@@ -99,7 +99,7 @@ impl Peer {
         self.lane.get_or_init(|| {
             let mut metadata = MetadataMap::new();
             if let Ok(me) = MetadataValue::try_from(me) {
-                metadata.insert(crate::grpc::FORWARDED_HEADER, me);
+                metadata.insert(crate::edge::vss_service::FORWARDED_HEADER, me);
             }
             AcquireLane::start(self.vss(), timeout, metadata)
         })

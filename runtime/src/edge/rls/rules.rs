@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use vss_config::{Period, SlotKind, ValidConfig};
 
-use crate::slots::MAX_KEY_BYTES;
+use crate::core::slot_table::MAX_KEY_BYTES;
 
 /// What Envoy is told about a rule's limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +137,7 @@ impl RuleIndex {
         &self.rules
     }
 
+    #[cfg(test)]
     pub fn has_domain(&self, domain: &str) -> bool {
         self.domains.contains_key(domain)
     }
