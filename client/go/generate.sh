@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PROTO=../../proto
 PKG=github.com/vss-dev/vss/client/go/vsspb
-PATH="$(go env GOPATH)/bin:$PATH"
+# Plugins already on PATH win (CI puts pinned ones first); then GOPATH/bin.
+PATH="$PATH:$(go env GOPATH)/bin"
 for tool in protoc protoc-gen-go protoc-gen-go-grpc; do
     command -v "$tool" >/dev/null || { echo "generate.sh: $tool not found (see the comment at the top)" >&2; exit 1; }
 done
