@@ -27,13 +27,21 @@ use vss_e2e::Process;
 use vss_e2e::process::binary;
 
 const RUNNER: &str = "rust client";
+/// Longest the whole suite may take.
+const WHOLE_RUN: Duration = Duration::from_secs(300);
 
 fn main() -> Result<()> {
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match rt.block_on(run()) {
+    // Every scenario bounds its own waits; this bounds the whole run.
+    let outcome = rt.block_on(async {
+        tokio::time::timeout(WHOLE_RUN, run())
+            .await
+            .unwrap_or_else(|_| Err(anyhow!("the suite did not finish within {WHOLE_RUN:?}")))
+    });
+    match outcome {
         Ok((passed, failed)) => {
             println!(
                 "conformance ({RUNNER}): {passed} passed, {failed} failed ({:.1?})",
@@ -87,7 +95,7 @@ async fn run() -> Result<(usize, usize)> {
     if logs.exists() {
         std::fs::remove_dir_all(&logs)?;
     }
-    let mut cluster = Cluster::start(bin.clone(), config, instances, logs)?;
+    let cluster = Cluster::start(bin.clone(), config, instances, logs)?;
     let t0 = Instant::now();
     if let Err(e) = cluster.settled(Duration::from_secs(30), slots).await {
         bail!("{e:#}\n{}", cluster.log_tails(20));
@@ -114,7 +122,10 @@ async fn run() -> Result<(usize, usize)> {
             }
             Err(e) => {
                 failed += 1;
-                println!("scenario {name} ... FAILED ({:.1?}): {e:#}", began.elapsed());
+                println!(
+                    "scenario {name} ... FAILED ({:.1?}): {e:#}",
+                    began.elapsed()
+                );
             }
         }
     }
@@ -369,7 +380,11 @@ impl Runner {
                 let began = Instant::now();
                 let p = self
                     .client
-                    .publish(slot, payload.as_bytes(), &format!("{}/publisher", self.run_id))
+                    .publish(
+                        slot,
+                        payload.as_bytes(),
+                        &format!("{}/publisher", self.run_id),
+                    )
                     .await
                     .with_context(|| format!("publish {j}"))?;
                 println!(
@@ -389,7 +404,12 @@ impl Runner {
                 );
                 payloads.push(payload);
             }
-            wait_seen(&listeners, &payloads, u(expect, "copies_seen_by_application")?).await
+            wait_seen(
+                &listeners,
+                &payloads,
+                u(expect, "copies_seen_by_application")?,
+            )
+            .await
         }
         .await;
         close_all(listeners).await;
@@ -517,7 +537,10 @@ impl Runner {
         tokio::time::timeout(limit, async {
             let mut last = None;
             for k in 0..count {
-                let tick = watch.next().await.with_context(|| format!("tick {k}: the watch ended"))?;
+                let tick = watch
+                    .next()
+                    .await
+                    .with_context(|| format!("tick {k}: the watch ended"))?;
                 if expect["consecutive"] == true
                     && let Some(l) = last
                 {
@@ -544,7 +567,10 @@ impl Runner {
         let slot = u(params, "slot")? as u32;
         let key = params["key"].as_str().context("`key`")?.to_string();
         let ms = |name: &str| u(params, name).map(Duration::from_millis);
-        let table = self.cluster.settled(ms("rejoin_timeout_ms")?, self.slots).await?;
+        let table = self
+            .cluster
+            .settled(ms("rejoin_timeout_ms")?, self.slots)
+            .await?;
         let target = match params["target"].as_str() {
             Some("leader") => table.leader.clone(),
             Some("owner") => table
@@ -610,7 +636,10 @@ impl Runner {
         for w in workers {
             w.await?;
         }
-        let (n, f) = (calls.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+        let (n, f) = (
+            calls.load(Ordering::Relaxed),
+            failed.load(Ordering::Relaxed),
+        );
         println!(
             "  conformance ({RUNNER}) failover: SIGKILL of the {} ({target}): {n} calls ({at_kill} before the kill, {} while it was down, {} after its restart), {f} failed, {} tokens granted",
             params["target"].as_str().unwrap_or("?"),
@@ -796,7 +825,11 @@ async fn call(client: &Client, verb: &str, args: &Value) -> Result<Value, Client
         }
         "list_keys" => {
             let l = client
-                .list_keys(slot, &string(args, "prefix"), num("limit").unwrap_or(0) as u32)
+                .list_keys(
+                    slot,
+                    &string(args, "prefix"),
+                    num("limit").unwrap_or(0) as u32,
+                )
                 .await?;
             let keys: Vec<String> = l.entries.into_iter().map(|e| e.key).collect();
             json!({"keys": keys, "truncated": l.truncated})
@@ -872,8 +905,14 @@ fn matches(field: &str, want: &Value, got: &Value) -> bool {
     match want {
         Value::Object(bounds) => {
             let Some(g) = got.as_f64() else { return false };
-            bounds.get("min").and_then(Value::as_f64).is_none_or(|lo| g >= lo)
-                && bounds.get("max").and_then(Value::as_f64).is_none_or(|hi| g <= hi)
+            bounds
+                .get("min")
+                .and_then(Value::as_f64)
+                .is_none_or(|lo| g >= lo)
+                && bounds
+                    .get("max")
+                    .and_then(Value::as_f64)
+                    .is_none_or(|hi| g <= hi)
         }
         Value::Number(n) => got.as_f64() == n.as_f64(),
         Value::Array(items) if field == "services" => {
