@@ -3,6 +3,7 @@ package vss
 import (
 	"context"
 	"fmt"
+	"runtime"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -87,6 +88,9 @@ func (b *batcher) run(inst *instance, lane chan pending) {
 			return
 		case permits <- struct{}{}:
 		}
+		// Acquirers woken by the last answers are runnable now: let them
+		// queue their next acquire before the batch is gathered.
+		runtime.Gosched()
 		batch := []pending{first}
 	gather:
 		for len(batch) < maxBatch {

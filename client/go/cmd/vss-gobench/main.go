@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,7 @@ func main() {
 	concurrency := flag.Int("concurrency", 64, "goroutines acquiring at once")
 	duration := flag.Duration("duration", 10*time.Second, "measured time")
 	warmup := flag.Duration("warmup", 2*time.Second, "time before measuring")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the measured time to this file")
 	flag.Parse()
 	if *concurrency < 1 {
 		fmt.Fprintln(os.Stderr, "vss-gobench: --concurrency must be at least 1")
@@ -63,10 +65,24 @@ func main() {
 		})
 	}
 	time.Sleep(*warmup)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "vss-gobench: --cpuprofile:", err)
+			os.Exit(2)
+		}
+		defer f.Close()
+	}
 	measuring.Store(true)
 	began := time.Now()
 	time.Sleep(*duration)
 	measuring.Store(false)
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	elapsed := time.Since(began)
 	stopping.Store(true)
 	wg.Wait()
