@@ -55,18 +55,26 @@ func main() {
 		log.Fatal(err)
 	}
 	defer publisher.Close()
+	// Acknowledge while the publish waits: it returns once every delivery
+	// is acknowledged (or the slot's timeout passed).
+	received := make(chan *vss.Delivery, 1)
+	go func() {
+		d, err := sub.Next(ctx)
+		if err != nil {
+			log.Print(err)
+			close(received)
+			return
+		}
+		_ = d.Ack(ctx)
+		received <- d
+	}()
 	published, err := publisher.Publish(ctx, 10, []byte("hello from Go"), "example-publisher")
 	if err != nil {
 		log.Fatal(err)
 	}
-	delivery, err := sub.Next(ctx)
-	if err != nil {
-		log.Fatal(err)
+	if d, ok := <-received; ok {
+		fmt.Printf("received %q on slot %d from %s\n", d.Payload, d.Slot, d.Publisher)
 	}
-	if err := delivery.Ack(ctx); err != nil {
-		log.Fatal(err)
-	}
-	fmt.Printf("received %q on slot %d from %s\n", delivery.Payload, delivery.Slot, delivery.Publisher)
 	fmt.Printf("published: delivered %d, failed %d\n", published.Delivered, published.Failed)
 
 	// Slot 20 is a counter, kept on every instance.
