@@ -102,7 +102,7 @@ run_go() {
 }
 run_python() {
     $python_bench --endpoints "$endpoint_list" --slot "$SLOT" --concurrency "$CONCURRENCY" \
-        --duration "${SECONDS_PER_ROUND}s" \
+        --duration "${SECONDS_PER_ROUND}s" --warmup "$WARMUP" \
         | python3 -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()[-1]); print(d["decisions_per_s"], d["calls"], d["errors"])'
 }
 
