@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -337,4 +339,59 @@ func equalInts(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+// restartFake stops f's server and serves the same fake again on the
+// same address, as an instance restarted on its ports.
+func restartFake(t *testing.T, f *fake) {
+	t.Helper()
+	f.srv.Stop()
+	f.mu.Lock()
+	f.streams = nil
+	f.mu.Unlock()
+	var l net.Listener
+	var err error
+	for range 50 {
+		if l, err = net.Listen("tcp", f.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = grpc.NewServer()
+	vsspb.RegisterVssServer(f.srv, f)
+	go func() { _ = f.srv.Serve(l) }()
+	t.Cleanup(f.srv.Stop)
+}
+
+func TestASubscriptionReopensAfterARestart(t *testing.T) {
+	a := startFake(t, "a")
+	c := newClient(t, WithEndpoints(a.addr))
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sub, err := c.Subscribe(ctx, "worker-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	restartFake(t, a)
+	reopened := func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.streams) > 0
+	}
+	for !reopened() {
+		if ctx.Err() != nil {
+			t.Fatal("the stream was not reopened")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	a.deliver(&vsspb.Event{Slot: 10, MessageId: 7, Payload: []byte("after the restart")})
+	d, err := sub.Next(ctx)
+	if err != nil || string(d.Payload) != "after the restart" {
+		t.Fatalf("got %v, %v", d, err)
+	}
 }

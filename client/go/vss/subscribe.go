@@ -237,7 +237,6 @@ func (s *Subscription) read(ctx context.Context, stream vsspb.Vss_EventsClient) 
 		return stream.Send(&vsspb.ClientMessage{Kind: &vsspb.ClientMessage_Ack{Ack: &vsspb.Ack{MessageId: id}}})
 	}
 	done := make(chan struct{})
-	defer close(done)
 	var closer sync.WaitGroup
 	closer.Go(func() {
 		select {
@@ -250,7 +249,10 @@ func (s *Subscription) read(ctx context.Context, stream vsspb.Vss_EventsClient) 
 		case <-ctx.Done():
 		}
 	})
-	defer closer.Wait()
+	defer func() {
+		close(done) // first: the closer waits for it
+		closer.Wait()
+	}()
 	for {
 		e, err := stream.Recv()
 		if err == io.EOF {
