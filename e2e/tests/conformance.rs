@@ -293,6 +293,7 @@ impl Runner {
             "multicast_deregistration" => self.multicast_deregistration(params, expect).await,
             "random_single_delivery" => self.random_single_delivery(params, expect).await,
             "ticks" => self.ticks(params, expect).await,
+            "subscription_reopens_after_restart" => self.subscription_reopens(params, expect).await,
             "failover" => self.failover(params, expect).await,
             other => bail!("unknown scenario kind {other:?}: this runner must learn it"),
         }
@@ -563,6 +564,84 @@ impl Runner {
         .with_context(|| format!("{count} ticks did not come within {limit:?}"))?
     }
 
+    async fn subscription_reopens(&mut self, params: &Value, expect: &Value) -> Result<()> {
+        let slot = u(params, "slot")? as u32;
+        let victim = u(params, "instance")? as usize;
+        ensure!(
+            victim < self.cluster.nodes.len(),
+            "instance {victim}: the cluster has {}",
+            self.cluster.nodes.len()
+        );
+        let ms = |name: &str| u(params, name).map(Duration::from_millis);
+        let client = Client::new(&self.cluster.endpoints())?;
+        let listener = Listener::open(&client, format!("{}/reopen", self.run_id), slot).await?;
+        let result = async {
+            tokio::time::sleep(ms("settle_ms")?).await;
+            self.cluster.kill(victim).await;
+            self.cluster.spawn(victim)?;
+            self.cluster
+                .settled(ms("rejoin_timeout_ms")?, self.slots)
+                .await
+                .context("the restarted instance did not rejoin")?;
+            let want = u(expect, "restarted_instance_connected_clients_min")? as f64;
+            let http = self.cluster.nodes[victim].http.clone();
+            let id = self.cluster.nodes[victim].id.clone();
+            let connected = vss_e2e::wait::until(
+                "the subscription's stream to the restarted instance",
+                ms("reopen_timeout_ms")?,
+                Duration::from_millis(50),
+                || {
+                    let (http, id) = (http.clone(), id.clone());
+                    async move {
+                        let n = metric(&http, "vss_connected_clients").await?;
+                        ensure!(
+                            n >= want,
+                            "{id} reports vss_connected_clients {n}, expected at least {want}"
+                        );
+                        Ok(Some(n))
+                    }
+                },
+            )
+            .await?;
+            println!(
+                "  {} counts {connected} connected client(s) after its restart",
+                self.cluster.nodes[victim].id
+            );
+            let mut payloads = Vec::new();
+            for j in 0..u(params, "messages")? {
+                let payload = format!("{}/reopen{j}", self.run_id);
+                let p = self
+                    .client
+                    .publish(
+                        slot,
+                        payload.as_bytes(),
+                        &format!("{}/publisher", self.run_id),
+                    )
+                    .await
+                    .with_context(|| format!("publish {j}"))?;
+                ensure!(
+                    u64::from(p.delivered) == u(expect, "delivered")?
+                        && u64::from(p.failed) == u(expect, "failed")?,
+                    "publish {j}: delivered {}, failed {}; expected {} and {}",
+                    p.delivered,
+                    p.failed,
+                    expect["delivered"],
+                    expect["failed"]
+                );
+                payloads.push(payload);
+            }
+            wait_seen(
+                std::slice::from_ref(&listener),
+                &payloads,
+                u(expect, "copies_seen_by_application")?,
+            )
+            .await
+        }
+        .await;
+        close_all(vec![listener]).await;
+        result
+    }
+
     async fn failover(&mut self, params: &Value, expect: &Value) -> Result<()> {
         let slot = u(params, "slot")? as u32;
         let key = params["key"].as_str().context("`key`")?.to_string();
@@ -749,6 +828,27 @@ async fn wait_seen(listeners: &[Listener], payloads: &[String], want: u64) -> Re
         }
     }
     Ok(())
+}
+
+/// One unlabelled value of the `/metrics` an instance serves at `addr`.
+async fn metric(addr: &str, name: &str) -> Result<f64> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let get = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await?;
+        anyhow::Ok(body)
+    };
+    let body = tokio::time::timeout(Duration::from_secs(1), get)
+        .await
+        .with_context(|| format!("GET http://{addr}/metrics: no answer in 1 s"))??;
+    body.lines()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .with_context(|| format!("no {name} in http://{addr}/metrics"))
 }
 
 /// A string argument; `{"repeat": "k", "times": N}` included.

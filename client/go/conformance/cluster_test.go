@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -207,4 +210,25 @@ func (c *cluster) settled(within time.Duration, slots int) (*vsspb.RoutingTable,
 		fmt.Fprintf(&b, "%s: err=%v routing=%v\n", s.Endpoint, s.Err, s.Reply.GetRouting())
 	}
 	return nil, errors.New("routing did not settle within " + within.String() + ":\n" + b.String())
+}
+
+// metric reads one unlabelled value from instance i's /metrics.
+func (c *cluster) metric(i int, name string) (float64, error) {
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + c.nodes[i].http + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 2 && fields[0] == name {
+			return strconv.ParseFloat(fields[1], 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /metrics", name)
 }

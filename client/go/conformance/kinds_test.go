@@ -356,3 +356,58 @@ func (r *runner) failover(t *testing.T, params, expect map[string]any) error {
 	}
 	return nil
 }
+
+func (r *runner) subscriptionReopens(t *testing.T, params, expect map[string]any) error {
+	ctx := context.Background()
+	slot := uint32(p(params, "slot"))
+	victim := p(params, "instance")
+	if victim < 0 || victim >= len(r.c.nodes) {
+		return fmt.Errorf("instance %d: the cluster has %d", victim, len(r.c.nodes))
+	}
+	ms := func(name string) time.Duration { return time.Duration(p(params, name)) * time.Millisecond }
+	c, err := vss.New(vss.WithEndpoints(r.c.endpoints()...))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	l, err := listen(ctx, c, r.runID+"/reopen", slot)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	time.Sleep(ms("settle_ms"))
+	r.c.kill(victim)
+	r.c.start(victim)
+	if _, err := r.c.settled(ms("rejoin_timeout_ms"), r.slots); err != nil {
+		return fmt.Errorf("the restarted instance did not rejoin: %w", err)
+	}
+	want := toFloat(expect["restarted_instance_connected_clients_min"])
+	deadline := time.Now().Add(ms("reopen_timeout_ms"))
+	var connected float64
+	for {
+		connected, err = r.c.metric(victim, "vss_connected_clients")
+		if err == nil && connected >= want {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s reports vss_connected_clients %v (%v) %v after it rejoined, expected at least %v: the stream to it was not reopened",
+				r.c.nodes[victim].id, connected, err, ms("reopen_timeout_ms"), want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("%s counts %v connected client(s) after its restart", r.c.nodes[victim].id, connected)
+	var payloads []string
+	for j := range p(params, "messages") {
+		payload := fmt.Sprintf("%s/reopen%d", r.runID, j)
+		payloads = append(payloads, payload)
+		pub, err := r.client(t).Publish(ctx, slot, []byte(payload), r.runID+"/publisher")
+		if err != nil {
+			return fmt.Errorf("publish %d: %w", j, err)
+		}
+		if int(pub.Delivered) != p(expect, "delivered") || int(pub.Failed) != p(expect, "failed") {
+			return fmt.Errorf("publish %d: delivered %d, failed %d; expected %d and %d", j, pub.Delivered, pub.Failed,
+				p(expect, "delivered"), p(expect, "failed"))
+		}
+	}
+	return waitSeen([]*listener{l}, payloads, p(expect, "copies_seen_by_application"))
+}

@@ -51,6 +51,8 @@ func (r *runner) run(t *testing.T, sc scenario) error {
 		return r.randomSingleDelivery(t, sc.Params, sc.Expect)
 	case "ticks":
 		return r.ticks(t, sc.Params, sc.Expect)
+	case "subscription_reopens_after_restart":
+		return r.subscriptionReopens(t, sc.Params, sc.Expect)
 	case "failover":
 		return r.failover(t, sc.Params, sc.Expect)
 	}
