@@ -12,7 +12,8 @@ the same for code without an event loop. The generated protobuf and gRPC
 stubs are in `vss.v1`.
 """
 
-from .client import DEFAULT_CALL_TIMEOUT, MAX_PUBLISH_WAIT, Client, Grant, Published
+from .client import DEFAULT_CALL_TIMEOUT, MAX_PUBLISH_WAIT, Client
+from .replies import Grant, Published
 from .errors import (
     ConfigurationError,
     FailedPreconditionError,

@@ -22,6 +22,7 @@ from grpc import aio
 
 from ._rpc import VssCalls
 from .errors import status_code
+from .replies import Grant
 from .v1 import vss_pb2 as pb
 
 # Most acquires in one call (the server takes up to 1,000).
@@ -33,7 +34,7 @@ LANE_DEPTH = 4096
 
 # What one acquire of a batch got: the reply, or the code and message it
 # failed with (the server's `AcquireFailure`, or the whole call's status).
-Outcome = Union[pb.AcquireReply, tuple[grpc.StatusCode, str]]
+Outcome = Union[Grant, tuple[grpc.StatusCode, str]]
 
 _Pending = tuple[int, str, Union[int, None], "asyncio.Future[Outcome]"]
 
@@ -121,7 +122,8 @@ class AcquireLane:
                     continue
                 outcome = outcomes[i]
                 if outcome.HasField("reply"):
-                    answer.set_result(outcome.reply)
+                    r = outcome.reply
+                    answer.set_result(Grant(r.granted, r.remaining, r.reset_ms))
                 else:
                     f = outcome.failure
                     answer.set_result((status_code(f.code), f.message))

@@ -34,6 +34,7 @@ from grpc import aio
 
 from ._rpc import VssCalls
 from .batch import AcquireLane, Batcher
+from .replies import Grant, Published
 from .errors import (
     ConfigurationError,
     UnreachableError,
@@ -73,35 +74,6 @@ _random = random.SystemRandom()
 def new_id() -> int:
     """A message or request id: random, never 0 (which means "none")."""
     return _random.randrange(1, 1 << 64)
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """What an acquire got."""
-
-    # Tokens granted; 0 when refused.
-    granted: int
-    # Tokens left right after this call.
-    remaining: int
-    # Milliseconds until the next refill, or until there is room.
-    reset_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    """What a publish achieved."""
-
-    message_id: int
-    # Deliveries acknowledged in time.
-    delivered: int
-    # Deliveries that failed or timed out.
-    failed: int
-    # Random slots: the client that took the message.
-    taken_by: str | None
-
-
-def _grant(reply: pb.AcquireReply) -> Grant:
-    return Grant(reply.granted, reply.remaining, reply.reset_ms)
 
 
 def target_of(endpoint: str) -> str:
@@ -284,8 +256,8 @@ class Client:
                 answer = self._batcher.submit(owner, slot, key, tokens, self._start_lanes)
                 if answer is not None:
                     outcome = await answer
-                    if isinstance(outcome, pb.AcquireReply):
-                        return _grant(outcome)
+                    if isinstance(outcome, Grant):
+                        return outcome
                     code, message = outcome
                     if not is_instance_failure(code):
                         raise server_error(
@@ -309,7 +281,7 @@ class Client:
                 timeout=timeout,
                 skip=failed_at,
             )
-            return _grant(reply)
+            return Grant(reply.granted, reply.remaining, reply.reset_ms)
         finally:
             self._acquiring -= 1
 

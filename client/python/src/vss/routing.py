@@ -33,14 +33,20 @@ class Routing:
     def __init__(self, instances: int) -> None:
         self.table: cluster_pb2.RoutingTable | None = None
         self.ids: list[str | None] = [None] * instances
+        # slot -> owner position, filled as asked; emptied on any change
+        # (every acquire asks, so it must not scan the table each time).
+        self._owners: dict[int, int] = {}
 
     def offer(self, position: int, update: vss_pb2.RoutingUpdate) -> None:
         """Takes what endpoint `position` sent: its id, and its table if
         newer than the one held."""
         if 0 <= position < len(self.ids) and update.instance:
-            self.ids[position] = update.instance
+            if self.ids[position] != update.instance:
+                self.ids[position] = update.instance
+                self._owners.clear()
         if update.HasField("table") and newer(update.table, self.table):
             self.table = update.table
+            self._owners.clear()
 
     def _position(self, instance_id: str) -> int | None:
         if not instance_id:
@@ -73,11 +79,14 @@ class Routing:
 
     def first(self, slot: int) -> int:
         """The endpoint position of `slot`'s owner when known, else 0."""
+        held = self._owners.get(slot)
+        if held is not None:
+            return held
         route = self._route(slot)
-        if route is None:
-            return 0
-        i = self._position(route.owner)
-        return 0 if i is None else i
+        i = self._position(route.owner) if route is not None else None
+        first = 0 if i is None else i
+        self._owners[slot] = first
+        return first
 
 
 async def watch(

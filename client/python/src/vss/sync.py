@@ -18,6 +18,7 @@ from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from . import client as aclient
+from .replies import Grant, Published
 from .security import Security
 from .subscription import Delivery as AsyncDelivery
 from .subscription import Subscription as AsyncSubscription
@@ -175,7 +176,7 @@ class Client:
         key: str | None = None,
         tokens: int | None = None,
         timeout: float | None = None,
-    ) -> aclient.Grant:
+    ) -> Grant:
         return self._run(self._inner.acquire(slot, key=key, tokens=tokens, timeout=timeout))
 
     def call(self, slot: int, op: str, payload: bytes = b"", *, timeout: float | None = None) -> bytes:
@@ -183,7 +184,7 @@ class Client:
 
     def publish(
         self, slot: int, message: bytes | str, client_id: str = "", *, timeout: float | None = None
-    ) -> aclient.Published:
+    ) -> Published:
         return self._run(self._inner.publish(slot, message, client_id, timeout=timeout))
 
     def register(self, slot: int, client_id: str, *, timeout: float | None = None) -> None:
