@@ -19,6 +19,7 @@ and which codes mean "this instance cannot answer now" in
 from __future__ import annotations
 
 import grpc
+from grpc import aio
 
 # Codes that say "this instance cannot answer now", not "this request is
 # wrong": the Rust client's `is_instance_failure`.
@@ -153,3 +154,20 @@ def server_error(
     classes."""
     cls = _BY_CODE.get(code, ServerError)
     return cls(message, code=code, endpoint=endpoint, slot=slot)
+
+
+async def refusal(call: aio.Call) -> tuple[grpc.StatusCode, str] | None:
+    """How the instance answered the opening of a stream: None when it
+    accepted it, else the code and message it refused it with (an
+    instance that is down answers UNAVAILABLE). A refusal comes as the
+    response's headers and status at once (trailers-only), so it is known
+    as soon as the headers are."""
+    try:
+        await call.initial_metadata()
+    except aio.AioRpcError as e:
+        return e.code(), e.details() or ""
+    if call.done():
+        code = await call.code()
+        if code is not grpc.StatusCode.OK:
+            return code, (await call.details()) or ""
+    return None

@@ -12,7 +12,7 @@ reopened every `RESUBSCRIBE_AFTER` until the instance is back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -20,7 +20,7 @@ from grpc import aio
 
 from ._rpc import VssCalls
 from .dedupe import Seen
-from .errors import UnreachableError, is_instance_failure
+from .errors import UnreachableError, is_instance_failure, refusal
 from .v1 import vss_pb2 as pb
 
 # Message ids a subscription remembers to drop repeats.
@@ -55,12 +55,17 @@ class Outbox:
             self.closed = True
             self._queue.put_nowait(None)
 
-    async def messages(self) -> AsyncIterator[pb.ClientMessage]:
-        while True:
-            msg = await self._queue.get()
-            if msg is None:
-                return
-            yield msg
+    # An async iterator rather than an async generator: gRPC cancels the
+    # task reading it when the call ends, and an async generator suspended
+    # in `get` would then be closed while running.
+    def __aiter__(self) -> Outbox:
+        return self
+
+    async def __anext__(self) -> pb.ClientMessage:
+        msg = await self._queue.get()
+        if msg is None:
+            raise StopAsyncIteration
+        return msg
 
 
 @dataclass
@@ -192,14 +197,13 @@ class Subscription:
             while not self._closing.is_set():
                 outbox = Outbox(hello)
                 self._outboxes[position] = outbox
-                call = calls.events(outbox.messages(), metadata=metadata)
+                call = calls.events(outbox, metadata=metadata)
                 try:
-                    try:
-                        await call.wait_for_connection()
-                    except aio.AioRpcError as e:
+                    refused = await refusal(call)
+                    if refused is not None:
                         if not first.done():
-                            first.set_result((e.code(), e.details() or ""))
-                        if not is_instance_failure(e.code()):
+                            first.set_result(refused)
+                        if not is_instance_failure(refused[0]):
                             return
                     else:
                         if not first.done():
@@ -240,8 +244,11 @@ class Subscription:
                 await self._events.put(
                     Delivery(e.slot, e.message_id, e.payload, e.publisher, endpoint, outbox)
                 )
-        except aio.AioRpcError:
-            return self._closing.is_set()
+        except aio.AioRpcError as e:
+            # A refusal now (the instance dropped this client, or its token
+            # was revoked) ends the stream for good, as a clean end does;
+            # an instance failure is a break, reopened.
+            return self._closing.is_set() or not is_instance_failure(e.code())
         return True
 
 

@@ -13,7 +13,7 @@ import grpc
 from grpc import aio
 
 from ._rpc import VssCalls
-from .errors import UnreachableError, is_instance_failure, server_error
+from .errors import UnreachableError, is_instance_failure, refusal, server_error
 from .subscription import RESUBSCRIBE_AFTER
 from .v1 import vss_pb2 as pb
 
@@ -55,11 +55,17 @@ class Streams(Generic[T]):
             while True:
                 call = open_stream(calls)
                 try:
-                    await call.wait_for_connection()
-                    if not first.done():
-                        first.set_result(None)
-                    async for item in call:
-                        await self.items.put(item)
+                    refused = await refusal(call)
+                    if refused is not None:
+                        if not first.done():
+                            first.set_result(refused)
+                        if not is_instance_failure(refused[0]):
+                            return
+                    else:
+                        if not first.done():
+                            first.set_result(None)
+                        async for item in call:
+                            await self.items.put(item)
                 except aio.AioRpcError as e:
                     if not first.done():
                         first.set_result((e.code(), e.details() or ""))

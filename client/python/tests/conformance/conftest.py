@@ -20,9 +20,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import BIN_VAR, ProcessCluster  # noqa: E402
+from harness import ProcessCluster, runtime_binary  # noqa: E402
 
-SKIP_VAR = "VSS_CONFORMANCE_SKIP"
 DIR_VAR = "VSS_CONFORMANCE_DIR"
 # How long a fresh cluster may take to agree on a routing table.
 SETTLE_TIMEOUT = 60.0
@@ -47,23 +46,6 @@ def load_suite() -> dict[str, Any]:
     if suite.get("format") != 1:
         raise pytest.UsageError(f"{path}: format {suite.get('format')!r}, this runner reads 1")
     return suite
-
-
-def runtime_binary() -> str:
-    """The binary, or a failure (or a loud skip, when opted out)."""
-    if os.environ.get(SKIP_VAR) == "1":
-        pytest.skip(f"conformance suite turned off by {SKIP_VAR}=1 (not run, not passed)")
-    binary = os.environ.get(BIN_VAR)
-    if not binary:
-        pytest.fail(
-            f"{BIN_VAR} is not set: the conformance suite needs a vss-runtime binary "
-            f"(e.g. {BIN_VAR}=target/x86_64-unknown-linux-musl/release/vss-runtime); "
-            f"{SKIP_VAR}=1 turns the suite off",
-            pytrace=False,
-        )
-    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
-        pytest.fail(f"{BIN_VAR}={binary} is not an executable file", pytrace=False)
-    return binary
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import pytest
 import yaml
 
 from vss.v1 import cluster_pb2
@@ -24,6 +25,8 @@ from vss.v1 import vss_pb2_grpc
 
 # Env var naming the runtime binary; CI sets it to the release musl build.
 BIN_VAR = "VSS_RUNTIME_BIN"
+# The one way to turn the process tests off (they then show as skipped).
+SKIP_VAR = "VSS_CONFORMANCE_SKIP"
 
 _next_port = 0
 _live: dict[int, subprocess.Popen[bytes]] = {}
@@ -49,6 +52,24 @@ def free_port() -> int:
                 continue
         return port
     raise OSError(f"no free loopback port in {first}..{first + span}")
+
+
+def runtime_binary() -> str:
+    """The binary, or a failure (or a loud skip, when opted out)."""
+    if os.environ.get(SKIP_VAR) == "1":
+        pytest.skip(f"tests against real processes turned off by {SKIP_VAR}=1 (not run, not passed)")
+    binary = os.environ.get(BIN_VAR)
+    if not binary:
+        pytest.fail(
+            f"{BIN_VAR} is not set: the tests against real processes (conformance, "
+            f"integration) need a vss-runtime binary (e.g. "
+            f"{BIN_VAR}=target/x86_64-unknown-linux-musl/release/vss-runtime); "
+            f"{SKIP_VAR}=1 turns them off",
+            pytrace=False,
+        )
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        pytest.fail(f"{BIN_VAR}={binary} is not an executable file", pytrace=False)
+    return binary
 
 
 def _kill_all_at_exit() -> None:
@@ -83,6 +104,10 @@ class ProcessCluster:
     config_yaml: str
     instances: int = 3
     extra: list[str] = field(default_factory=list)
+    # How the harness itself calls Status: a token (admin) and TLS, for
+    # clusters that require them.
+    status_token: str | None = None
+    status_tls: grpc.ChannelCredentials | None = None
 
     def __post_init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="vss-py-conformance-"))
@@ -160,10 +185,18 @@ class ProcessCluster:
         raise KeyError(f"{instance_id!r} is not an instance of this cluster")
 
     def status(self, i: int, timeout: float = 2.0) -> pb.StatusReply | None:
+        target = self.nodes[i].endpoint
+        metadata = [("authorization", f"Bearer {self.status_token}")] if self.status_token else []
         try:
-            with grpc.insecure_channel(self.nodes[i].endpoint) as channel:
+            with (
+                grpc.secure_channel(target, self.status_tls)
+                if self.status_tls is not None
+                else grpc.insecure_channel(target)
+            ) as channel:
                 stub = vss_pb2_grpc.VssStub(channel)
-                reply: pb.StatusReply = stub.Status(pb.StatusRequest(), timeout=timeout)
+                reply: pb.StatusReply = stub.Status(
+                    pb.StatusRequest(), timeout=timeout, metadata=metadata
+                )
                 return reply
         except grpc.RpcError:
             return None

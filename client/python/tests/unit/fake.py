@@ -108,6 +108,11 @@ class FakeVss(vss_pb2_grpc.VssServicer):  # type: ignore[misc]
         first = await request_iterator.__anext__()
         if not first.HasField("hello"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no Hello")
+        if first.hello.client_id.startswith("refused"):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f'token "t" may not subscribe as client "{first.hello.client_id}"',
+            )
         self.hellos.append(first.hello.client_id)
 
         async def read_acks() -> None:

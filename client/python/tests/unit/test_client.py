@@ -224,6 +224,19 @@ async def test_a_message_from_every_instance_is_handed_out_once_and_acked_to_eac
         await cluster.stop()
 
 
+async def test_a_refused_stream_is_a_request_error_not_a_subscription() -> None:
+    cluster = await started(3)
+    try:
+        async with vss.Client(cluster.endpoints) as client:
+            with pytest.raises(vss.PermissionDeniedError, match='may not subscribe as client "refused-1"'):
+                await client.subscribe("refused-1")
+            # Not reopened: each instance was asked once.
+            await asyncio.sleep(0.5)
+            assert [f.calls["Events"] for f in cluster.fakes] == [1, 1, 1]
+    finally:
+        await cluster.stop()
+
+
 async def test_subscribe_fails_when_no_instance_is_up() -> None:
     cluster = await started(2)
     endpoints = cluster.endpoints
