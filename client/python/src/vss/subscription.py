@@ -12,6 +12,7 @@ reopened every `RESUBSCRIBE_AFTER` until the instance is back.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ from ._rpc import VssCalls
 from .dedupe import Seen
 from .errors import UnreachableError, is_instance_failure, refusal
 from .v1 import vss_pb2 as pb
+
+log = logging.getLogger("vss.subscription")
 
 # Message ids a subscription remembers to drop repeats.
 DEDUPE_WINDOW = 16_384
@@ -204,12 +207,16 @@ class Subscription:
                         if not first.done():
                             first.set_result(refused)
                         if not is_instance_failure(refused[0]):
+                            log.debug("%s refused the event stream: %s", endpoint, refused)
                             return
                     else:
                         if not first.done():
                             first.set_result(None)
+                        log.debug("%s: event stream open", endpoint)
                         if await self._read(call, endpoint, outbox):
+                            log.debug("%s ended the event stream", endpoint)
                             return
+                        log.debug("%s: event stream broke; reopening", endpoint)
                 finally:
                     outbox.closed = True
                     call.cancel()

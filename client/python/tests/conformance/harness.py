@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,6 +227,20 @@ class ProcessCluster:
                     f"no settled routing table after {within:g} s: {tables}\n" + self.logs_tail()
                 )
             time.sleep(0.05)
+
+    def metric(self, i: int, name: str) -> float | None:
+        """The value of the first sample of metric `name` on instance `i`'s
+        /metrics, or None if it cannot be read."""
+        url = f"http://127.0.0.1:{self.nodes[i].http}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                return float(line.rsplit(" ", 1)[1])
+        return None
 
     def logs_tail(self, lines: int = 30) -> str:
         out = []
