@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Union
 
 import grpc
 from grpc import aio
 
 from ._rpc import VssCalls
-from .errors import status_code
+from .errors import ConfigurationError, status_code
 from .replies import Grant
 from .v1 import vss_pb2 as pb
 
@@ -98,9 +98,8 @@ class AcquireLane:
                     request, timeout=self._timeout, metadata=self._metadata
                 )
             except asyncio.CancelledError:
-                # The lane is closing: its waiting acquires fail the same way.
-                for *_, answer in batch:
-                    answer.cancel()
+                # The lane is closing: its acquires fail, saying why.
+                _fail_closed(answer for *_, answer in batch)
                 raise
             except aio.AioRpcError as e:
                 failed: Outcome = (e.code(), e.details() or "")
@@ -131,14 +130,20 @@ class AcquireLane:
             permits.release()
 
     async def close(self) -> None:
-        """Stops the lane; acquires still waiting fail as cancelled."""
+        """Stops the lane; acquires still waiting fail with a
+        `ConfigurationError` saying the client closed."""
         tasks = [self._task, *self._sending]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        while self._pending:
-            *_, answer = self._pending.popleft()
-            answer.cancel()
+        _fail_closed(answer for *_, answer in self._pending)
+        self._pending.clear()
+
+
+def _fail_closed(answers: Iterable[asyncio.Future[Outcome]]) -> None:
+    for answer in answers:
+        if not answer.done():
+            answer.set_exception(ConfigurationError("client", "closed"))
 
 
 class Batcher:

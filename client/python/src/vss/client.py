@@ -76,6 +76,14 @@ def new_id() -> int:
     return _random.randrange(1, 1 << 64)
 
 
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (always assumed on
+    Python 3.10, which cannot tell)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return task is None or cancelling is None or bool(cancelling())
+
+
 def target_of(endpoint: str) -> str:
     """The gRPC target of `host:port` or `http(s)://host:port`; a
     `ConfigurationError` names an endpoint that is neither."""
@@ -213,8 +221,16 @@ class Client:
                 if attempt == 0 and skip == i:
                     continue
                 inst = instances[i]
+                if self._closed:
+                    raise ConfigurationError("client", "closed")
                 try:
                     return await call(inst.calls, limit)
+                except asyncio.CancelledError:
+                    # Closing the client cancels its calls in flight: say so,
+                    # unless the caller's own task is being cancelled.
+                    if self._closed and not _cancelling():
+                        raise ConfigurationError("client", "closed") from None
+                    raise
                 except aio.AioRpcError as e:
                     code = e.code()
                     if not is_instance_failure(code):

@@ -267,6 +267,25 @@ async def test_close_leaves_no_task_behind() -> None:
         await cluster.stop()
 
 
+async def test_acquires_waiting_when_the_client_closes_fail_saying_so() -> None:
+    cluster = await started(1)
+    cluster.fakes[0].behaviour.delay = 1.0
+    try:
+        client = vss.Client(cluster.endpoints)
+        pending = [asyncio.ensure_future(client.acquire(4)) for _ in range(20)]
+        await asyncio.sleep(0.2)
+        await client.close()
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        # The first went alone and its call was cut; the batched ones were
+        # failed by the closing lanes.
+        assert isinstance(results[0], vss.VssError), repr(results[0])
+        batched = results[1:]
+        assert all(isinstance(r, vss.ConfigurationError) for r in batched), batched
+        assert all(str(r) == "client: closed" for r in batched)
+    finally:
+        await cluster.stop()
+
+
 async def test_status_asks_every_instance_at_once() -> None:
     cluster = await started(3)
     cluster.fakes[1].behaviour.fail = (grpc.StatusCode.UNAVAILABLE, "down")
