@@ -29,17 +29,25 @@ async def tour(endpoints: list[str]) -> None:
         grant = await client.acquire(0)
         print(f"acquire slot 0: granted {grant.granted}, {grant.remaining} left")
         grants = await asyncio.gather(*(client.acquire(1, key="user-42") for _ in range(12)))
-        print(f"12 concurrent acquires for user-42 (one AcquireBatch): "
+        print(f"12 concurrent acquires for user-42 (coalesced into AcquireBatch): "
               f"{sum(g.granted for g in grants)} granted")
 
+        # The listener acknowledges as messages come: a publish returns when
+        # every delivery is acknowledged (or the slot's timeout passed).
         events = await client.subscribe("quickstart-listener", slots=[10])
-        message = str(uuid.uuid4())
-        published = await client.publish(10, message, client_id="quickstart")
-        event = await events.next(timeout=2)
-        if event is not None:
+
+        async def listen() -> bytes | None:
+            event = await events.next(timeout=2)
+            if event is None:
+                return None
             await event.ack()
-            print(f"broadcast {event.payload.decode()} received once "
-                  f"(publish: {published.delivered} delivered, {published.failed} failed)")
+            return event.payload
+
+        listener = asyncio.create_task(listen())
+        published = await client.publish(10, str(uuid.uuid4()), client_id="quickstart")
+        payload = await listener
+        print(f"broadcast {payload!r} received once "
+              f"(publish: {published.delivered} delivered, {published.failed} failed)")
         await events.close()
 
         value = await client.increment(20, 3)
