@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -176,8 +177,14 @@ class ProcessCluster:
         n.proc = None
 
     def stop(self) -> None:
+        """Kills every instance; removes the config and logs unless
+        VSS_KEEP_LOGS=1 (then says where they are)."""
         for i in range(len(self.nodes)):
             self.kill(i)
+        if os.environ.get("VSS_KEEP_LOGS") == "1":
+            print(f"instance logs kept in {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def index_of(self, instance_id: str) -> int:
         for i, n in enumerate(self.nodes):
