@@ -122,7 +122,7 @@ class Subscription:
                     delivery = await asyncio.wait_for(
                         self._events.get(), max(deadline - loop.time(), 0)
                     )
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 return None
             if delivery is _END:
                 return None
@@ -222,7 +222,7 @@ class Subscription:
                     call.cancel()
                 try:
                     await asyncio.wait_for(self._closing.wait(), RESUBSCRIBE_AFTER)
-                except TimeoutError:
+                except asyncio.TimeoutError:
                     pass
         finally:
             if not first.done():

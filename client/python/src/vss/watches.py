@@ -105,7 +105,7 @@ class TickWatch:
                     tick = await asyncio.wait_for(
                         self._streams.items.get(), max(deadline - loop.time(), 0)
                     )
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 return None
             if self._last is None or tick.number > self._last:
                 self._last = tick.number
@@ -185,7 +185,7 @@ class ServiceWatch:
                     change = await asyncio.wait_for(
                         self._streams.items.get(), max(deadline - loop.time(), 0)
                     )
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 return None
             out = self._fresh(change)
             if out is not None:
@@ -228,7 +228,7 @@ async def first_openings(
             outcome = await asyncio.wait_for(
                 asyncio.shield(first), max(deadline - loop.time(), 0)
             )
-        except TimeoutError:
+        except asyncio.TimeoutError:
             failures.append(f"{endpoint}: no answer within {timeout:g} s")
             continue
         if outcome is None:
