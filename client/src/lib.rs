@@ -20,7 +20,6 @@ mod data;
 mod dedupe;
 #[cfg(feature = "clap")]
 mod flags;
-pub mod mesh_tls;
 mod routing;
 mod security;
 
@@ -41,7 +40,6 @@ use vss_proto::v1::{
     PublishRequest, StatusRequest,
 };
 
-pub use batch::AcquireLane;
 pub use data::{
     AnnounceReply, CounterValue, GetReply, KeyValue, ListKeysReply, Service, ServiceChange,
     ServiceWatch, Tick, TickWatch, Version, WithdrawReply, WriteReply,
@@ -332,7 +330,7 @@ impl Client {
                     .connect_timeout(timeout)
                     .tcp_nodelay(true);
                 let channel = match &tls {
-                    Some(config) => at.connect_with_connector_lazy(mesh_tls::MeshConnector::fixed(
+                    Some(config) => at.connect_with_connector_lazy(vss_wire::MeshConnector::fixed(
                         config.clone(),
                     )),
                     None => at.connect_lazy(),

@@ -14,7 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::ClientError;
-use crate::mesh_tls::MeshConnector;
+use vss_wire::MeshConnector;
 
 /// The channel to one instance, carrying the client's credentials on every
 /// call.
@@ -126,13 +126,6 @@ impl Security {
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     authorization: Option<MetadataValue<Ascii>>,
-}
-
-impl Credentials {
-    /// No token: for the mesh port, where the certificate is the identity.
-    pub fn none() -> Self {
-        Self::default()
-    }
 }
 
 impl Interceptor for Credentials {

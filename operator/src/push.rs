@@ -17,10 +17,10 @@ use futures_util::future::BoxFuture;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::Endpoint;
-use vss_client::mesh_tls::MeshConnector;
 use vss_proto::v1::control_client::ControlClient;
 use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::{ApplyConfigRequest, StatusRequest};
+use vss_wire::MeshConnector;
 
 /// What a pod reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,9 +17,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Channel, Endpoint};
 use vss_client::Acquire;
-use vss_client::mesh_tls::MeshConnector;
 use vss_proto::v1::StatusRequest;
 use vss_proto::v1::vss_client::VssClient;
+use vss_wire::MeshConnector;
 
 /// Slot 2 of the test config: 1,000 tokens a minute, 20 per acquire.
 const LIMITER: u32 = 2;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
-use vss_client::AcquireLane;
 use vss_proto::v1::mesh_client::MeshClient;
 use vss_proto::v1::vss_client::VssClient;
+use vss_wire::AcquireLane;
 
 use crate::edge::tls::MeshConnector;
 
@@ -117,8 +117,8 @@ impl Peer {
         MeshClient::new(self.channel.clone())
     }
 
-    pub fn vss(&self) -> VssClient<vss_client::Conn> {
-        VssClient::with_interceptor(self.channel.clone(), vss_client::Credentials::none())
+    pub fn vss(&self) -> VssClient<Channel> {
+        VssClient::new(self.channel.clone())
     }
 
     pub fn health(&self) -> PeerHealth {

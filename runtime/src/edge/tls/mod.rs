@@ -20,7 +20,7 @@
 //! certificate) is logged and the configs in force stay.
 //!
 //! [`accept`] turns a listener into a stream of TLS connections for
-//! tonic; [`MeshConnector`] (in `vss-client`, which the operator shares)
+//! tonic; [`MeshConnector`] (in `vss-wire`, which the operator and clients share)
 //! is the connector peers dial through.
 
 pub mod accept;
@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ops::metrics::TlsMetrics;
 
-pub use vss_client::mesh_tls::MeshConnector;
+pub use vss_wire::MeshConnector;
 
 /// The three PEM files of `--mesh-tls-cert`, `--mesh-tls-key` and
 /// `--mesh-tls-ca`.
