@@ -1,5 +1,11 @@
 //! One runtime instance: binds its ports, wires the core to the edge and
 //! the operations side, and serves until told to stop.
+//!
+//! [`Runtime::bind`] builds the [`Node`] (slots, hub, cluster over gRPC
+//! links) and binds the ports; [`Runtime::serve`] starts each part as a
+//! task of its own (the `spawn_*` functions below), and on shutdown turns
+//! not-ready, stops accepting, drains in-flight requests and streams, and
+//! returns.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,9 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic_reflection::server::v1::ServerReflectionServer;
 use vss_config::ValidConfig;
 use vss_proto::v1::control_server::ControlServer;
 use vss_proto::v1::mesh_server::MeshServer;
@@ -23,26 +29,27 @@ use vss_slot_host::{HostLimits, SlotEngine};
 
 use crate::core::access::{Access, AccessError};
 use crate::core::cluster::{
-    Cluster, ClusterError, Election, Members, MembersError, MeshElection, WatchElection,
+    Cluster, ClusterError, Election, Members, MembersError, MeshElection, PeerLink, WatchElection,
 };
 use crate::core::executor::QueueLimits;
 use crate::core::hub::{Hub, HubLimits};
-use crate::core::signals::Signals;
+use crate::core::node::Node;
 use crate::core::slot_table::{ReloadError, SlotTable};
-use crate::edge::admission::{Admit, AdmitLayer, ClientPort, MeshPort};
+use crate::edge::admission::{self, Admit, AdmitLayer, MeshPort};
 use crate::edge::connections::{ClientLimits, ConnectionGate};
+use crate::edge::control_service::ControlService;
 use crate::edge::events::WithEvents;
-use crate::edge::mesh_service::{Audited, ControlService, MeshService};
+use crate::edge::grpc_link::GrpcLink;
+use crate::edge::mesh_service::{Audited, MeshService};
+use crate::edge::rls::RateLimiter;
 use crate::edge::tls::{ClientTlsFiles, PortTls, TlsError, TlsFiles};
-use crate::edge::{http, rls, tls, vss_service};
-use crate::ops::chaos;
-use crate::ops::chaos::ChaosOptions;
+use crate::edge::vss_service::VssService;
+use crate::edge::{http, tls};
+use crate::ops::chaos::{self, ChaosOptions};
 use crate::ops::metrics::Metrics;
+use crate::ops::reload;
 
 pub use vss_slot_host::HostLimits as WasmLimits;
-
-/// How often every slot's `tick` export is called.
-pub const TICK_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often the config file is checked for changes.
 pub const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -172,9 +179,8 @@ pub struct Runtime {
     grpc: TcpListener,
     mesh: Option<TcpListener>,
     http: Option<TcpListener>,
-    slots: Arc<SlotTable>,
-    signals: Arc<Signals>,
-    cluster: Arc<Cluster>,
+    node: Arc<Node>,
+    election: Box<dyn Election>,
     metrics: Metrics,
     mesh_tls: Option<Arc<PortTls>>,
     client_tls: Option<Arc<PortTls>>,
@@ -184,6 +190,9 @@ pub struct Runtime {
     // Keeps the epoch ticker alive as long as the runtime.
     _engine: SlotEngine,
 }
+
+/// The tasks `serve` owns; each ends when the runtime stops.
+type Tasks = JoinSet<Result<(), RuntimeError>>;
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RuntimeError> {
     TcpListener::bind(addr)
@@ -258,27 +267,42 @@ impl Runtime {
             Some(holds) => Box::new(WatchElection::new(holds.clone())),
             None => Box::new(MeshElection::default()),
         };
+        let connector = mesh_tls.as_ref().and_then(|tls| tls.connector());
+        let dial = |id: &str, addr: &str| -> Result<Arc<dyn PeerLink>, String> {
+            // A pod dialed at an address its certificate cannot name (a
+            // `--peers` IP) is checked for its pod DNS name instead.
+            let tls = connector.as_ref().map(|c| {
+                match members
+                    .tls_name(id)
+                    .and_then(|n| rustls::pki_types::ServerName::try_from(n).ok())
+                {
+                    Some(name) => c.clone().verifying_as(name),
+                    None => c.clone(),
+                }
+            });
+            let link = GrpcLink::dial(members.me(), addr, tls).map_err(|e| e.to_string())?;
+            Ok(link)
+        };
         let cluster = Arc::new(Cluster::new(
-            members,
-            election,
+            members.clone(),
             slots.clone(),
             metrics.clone(),
-            mesh_tls.as_ref().and_then(|tls| tls.connector()),
+            dial,
         )?);
-        let signals = Arc::new(Signals::new(
-            slots.clone(),
+        let node = Arc::new(Node::new(
+            slots,
+            cluster,
             hub,
-            cluster.clone(),
             metrics.clone(),
+            stop.clone(),
         ));
         Ok(Self {
             options,
             grpc,
             mesh,
             http,
-            slots,
-            signals,
-            cluster,
+            node,
+            election,
             metrics,
             mesh_tls,
             client_tls,
@@ -308,259 +332,337 @@ impl Runtime {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), RuntimeError> {
-        let stop = self.stop.clone();
-        let streams = TaskTracker::new();
+        let (grpc_addr, mesh_addr, http_addr) =
+            (self.grpc_addr(), self.mesh_addr(), self.http_addr());
+        let Runtime {
+            options,
+            grpc,
+            mesh,
+            http,
+            node,
+            election,
+            metrics,
+            mesh_tls,
+            client_tls,
+            access,
+            stop,
+            _engine,
+        } = self;
+        if !options.chaos.is_off() {
+            tracing::warn!(chaos = ?options.chaos, "fault injection is on");
+        }
         let ready = Arc::new(AtomicBool::new(false));
-        // v1 and v1alpha both: grpcurl before 1.9 (the one PyPI ships),
-        // Postman and Evans only ask for v1alpha.
-        let described = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(vss_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(vss_proto::ENVOY_RLS_FILE_DESCRIPTOR_SET)
+        let service = VssService::new(node.clone());
+        let mut tasks = Tasks::new();
+        let client_port = ClientPort {
+            listener: grpc,
+            tls: client_tls.clone(),
+            access: access.clone(),
         };
-        let reflection = described()
-            .build_v1()
-            .map_err(|e| RuntimeError::Reflection(e.to_string()))?;
-        let reflection_v1alpha = described()
-            .build_v1alpha()
-            .map_err(|e| RuntimeError::Reflection(e.to_string()))?;
-        let service = vss_service::VssService::new(
-            self.slots.clone(),
-            self.signals.clone(),
-            self.cluster.clone(),
-            self.metrics.clone(),
-            streams.clone(),
-            stop.clone(),
-        );
-        let rate_limiter =
-            rls::RateLimiter::new(service.clone(), self.slots.clone(), self.metrics.clone());
-        let mesh = MeshService::new(self.cluster.clone(), self.signals.clone());
-        let control = ControlService::new(
-            self.cluster.clone(),
-            self.options
-                .module_root
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(".")),
-        );
-        let grpc_addr = self.grpc_addr();
-        let mesh_addr = self.mesh_addr();
-        let http_addr = self.http_addr();
-        let chaos = self.options.chaos;
-        if !chaos.is_off() {
-            tracing::warn!(?chaos, "fault injection is on");
+        client_port.spawn(&mut tasks, &node, &service, &options, &stop)?;
+        if let Some(listener) = mesh {
+            spawn_mesh_port(
+                &mut tasks,
+                listener,
+                &node,
+                &service,
+                &options,
+                mesh_tls.as_ref(),
+                &stop,
+            );
         }
-
-        let mut tasks: JoinSet<Result<(), RuntimeError>> = JoinSet::new();
-        // Two planes: clients on one port, peers and the operator on the
-        // other, so a client cannot reach the mesh or the control API, nor
-        // pass for a peer forwarding a request.
-        // The RLS endpoint checks tokens itself, then calls the slots
-        // through the service as the instance.
-        let limits = self.options.client_limits;
-        let gate = ConnectionGate::new(limits, self.metrics.connections.clone());
-        let client_router = Server::builder()
-            .max_concurrent_streams(self.options.client_max_streams)
-            .layer(AdmitLayer::new(ClientPort::new(
-                limits,
-                &self.metrics.connections,
-                chaos,
-            )))
-            .add_service(reflection)
-            .add_service(reflection_v1alpha)
-            .add_service(WithEvents::new(
-                VssServer::new(service.with_access(self.access.clone())),
-                self.signals.hub().clone(),
-                streams.clone(),
-                self.access.clone(),
-            ))
-            .add_service(RateLimitServiceServer::new(
-                rate_limiter.with_access(self.access.clone()),
-            ));
-        let client_shutdown = stop.clone().cancelled_owned();
-        match &self.client_tls {
-            Some(tls) => {
-                let incoming = gate.limit(tls::accept::incoming(self.grpc, tls.clone()));
-                let server = client_router.serve_with_incoming_shutdown(incoming, client_shutdown);
-                tasks.spawn(async move { server.await.map_err(RuntimeError::from) });
-                let (tls, watch_stop) = (tls.clone(), stop.clone());
-                tasks.spawn(async move {
-                    tls.watch(watch_stop).await;
-                    Ok(())
-                });
-            }
-            None => {
-                let incoming = gate.limit(TcpIncoming::from(self.grpc).with_nodelay(Some(true)));
-                let server = client_router.serve_with_incoming_shutdown(incoming, client_shutdown);
-                tasks.spawn(async move { server.await.map_err(RuntimeError::from) });
-            }
+        if let Some(listener) = http {
+            spawn_http(&mut tasks, listener, &metrics, &ready, &stop);
         }
-        if let Some(access) = &self.access {
-            let (access, watch_stop) = (access.clone(), stop.clone());
-            tasks.spawn(async move {
-                access.watch(watch_stop).await;
-                Ok(())
-            });
+        for tls in [&mesh_tls, &client_tls].into_iter().flatten() {
+            spawn_watch(&mut tasks, tls.clone().watch(stop.clone()));
         }
-        if let Some(listener) = self.mesh {
-            let router = Server::builder()
-                .add_service(Audited::new(
-                    Admit::new(MeshServer::new(mesh), MeshPort(chaos)),
-                    self.metrics.clone(),
-                ))
-                .add_service(ControlServer::new(control))
-                .add_service(VssServer::new(service.for_peers()));
-            let shutdown = stop.clone().cancelled_owned();
-            match &self.mesh_tls {
-                Some(tls) => {
-                    let incoming = tls::accept::incoming(listener, tls.clone());
-                    let mesh_server = router.serve_with_incoming_shutdown(incoming, shutdown);
-                    tasks.spawn(async move { mesh_server.await.map_err(RuntimeError::from) });
-                    let (tls, watch_stop) = (tls.clone(), stop.clone());
-                    tasks.spawn(async move {
-                        tls.watch(watch_stop).await;
-                        Ok(())
-                    });
-                }
-                None => {
-                    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-                    let mesh_server = router.serve_with_incoming_shutdown(incoming, shutdown);
-                    tasks.spawn(async move { mesh_server.await.map_err(RuntimeError::from) });
-                }
-            }
+        if let Some(access) = &access {
+            spawn_watch(&mut tasks, access.clone().watch(stop.clone()));
         }
-        if let Some(listener) = self.http {
-            let app = http::router(self.metrics.clone(), ready.clone());
-            let server =
-                axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
-            tasks.spawn(async move { server.await.map_err(RuntimeError::Http) });
+        spawn_node(&mut tasks, &node, election, &stop);
+        if let Some(path) = options.watch_config.clone() {
+            let root = options.module_root.clone();
+            spawn_watch(
+                &mut tasks,
+                watch_config(path, root, node.clone(), stop.clone()),
+            );
         }
-        let signals = self.signals.clone();
-        let ticker_stop = stop.clone();
-        tasks.spawn(async move {
-            let mut every = tokio::time::interval(TICK_PERIOD);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tokio::select! {
-                    () = ticker_stop.cancelled() => return Ok(()),
-                    _ = every.tick() => {}
-                }
-                // One round at a time: a round still delivering delays the next.
-                tokio::select! {
-                    () = ticker_stop.cancelled() => return Ok(()),
-                    () = signals.tick() => {}
-                }
-            }
-        });
-        let cluster = self.cluster.clone();
-        let cluster_stop = stop.clone();
-        tasks.spawn(async move {
-            cluster.run(cluster_stop).await;
-            Ok(())
-        });
-        if let Some(path) = self.options.watch_config.clone() {
-            let (slots, watch_stop) = (self.slots.clone(), stop.clone());
-            let root = self.options.module_root.clone();
-            tasks.spawn(async move {
-                watch_config(path, root, slots, watch_stop).await;
-                Ok(())
-            });
-        }
-        if let Some(after) = chaos.next_restart() {
-            let restart_stop = stop.clone();
-            tasks.spawn(async move {
-                tokio::select! {
-                    () = restart_stop.cancelled() => {}
-                    () = tokio::time::sleep(after) => {
-                        tracing::warn!(after = ?after, "chaos: restarting (exit {})", chaos::RESTART_EXIT_CODE);
-                        std::process::exit(chaos::RESTART_EXIT_CODE);
-                    }
-                }
-                Ok(())
-            });
+        if let Some(after) = options.chaos.next_restart() {
+            spawn_chaos_restart(&mut tasks, after, &stop);
         }
         ready.store(true, Ordering::Relaxed);
         tracing::info!(
-            instance = %self.cluster.me(),
+            instance = %node.me(),
             grpc = %grpc_addr,
             mesh = ?mesh_addr,
-            mesh_tls = self.mesh_tls.is_some(),
-            client_tls = self.client_tls.is_some(),
-            client_tokens = self.access.is_some(),
+            mesh_tls = mesh_tls.is_some(),
+            client_tls = client_tls.is_some(),
+            client_tokens = access.is_some(),
             http = ?http_addr,
             "serving"
         );
-
         let early = tokio::select! {
             () = shutdown => None,
             done = tasks.join_next() => done,
         };
         ready.store(false, Ordering::Relaxed);
-        stop.cancel();
-        tracing::info!("draining");
-        let mut result = match early {
-            Some(Ok(Ok(()))) | None => Ok(()),
-            Some(Ok(Err(e))) => Err(e),
-            Some(Err(e)) => Err(RuntimeError::Task(e)),
-        };
-        while let Some(done) = tasks.join_next().await {
-            let outcome = done.map_err(RuntimeError::Task).and_then(|r| r);
-            if let (Ok(()), Err(e)) = (&result, outcome) {
-                result = Err(e);
-            }
-        }
-        streams.close();
-        streams.wait().await;
-        tracing::info!("stopped");
-        result
+        drain(early, tasks, &node, &stop).await
     }
 }
 
-/// Applies changes of the config file while serving. A file that fails to
-/// parse or validate is reported and the configuration in force stays.
+/// Stops every task (the first one that ended may have failed), then waits
+/// for the open streams to end.
+async fn drain(
+    early: Option<Result<Result<(), RuntimeError>, tokio::task::JoinError>>,
+    mut tasks: Tasks,
+    node: &Node,
+    stop: &CancellationToken,
+) -> Result<(), RuntimeError> {
+    stop.cancel();
+    tracing::info!("draining");
+    let mut result = match early {
+        Some(Ok(Ok(()))) | None => Ok(()),
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(e)) => Err(RuntimeError::Task(e)),
+    };
+    while let Some(done) = tasks.join_next().await {
+        let outcome = done.map_err(RuntimeError::Task).and_then(|r| r);
+        if let (Ok(()), Err(e)) = (&result, outcome) {
+            result = Err(e);
+        }
+    }
+    node.streams().close();
+    node.streams().wait().await;
+    tracing::info!("stopped");
+    result
+}
+
+/// gRPC server reflection, v1 and v1alpha both: grpcurl before 1.9 (the
+/// one PyPI ships), Postman and Evans only ask for v1alpha.
+fn reflection() -> Result<
+    (
+        ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    RuntimeError,
+> {
+    let described = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(vss_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(vss_proto::ENVOY_RLS_FILE_DESCRIPTOR_SET)
+    };
+    let v1 = described()
+        .build_v1()
+        .map_err(|e| RuntimeError::Reflection(e.to_string()))?;
+    let v1alpha = described()
+        .build_v1alpha()
+        .map_err(|e| RuntimeError::Reflection(e.to_string()))?;
+    Ok((v1, v1alpha))
+}
+
+/// The client port and what its services check.
+struct ClientPort {
+    listener: TcpListener,
+    tls: Option<Arc<PortTls>>,
+    access: Option<Arc<Access>>,
+}
+
+impl ClientPort {
+    /// Serves `vss.v1.Vss` (event streams beside it), Envoy's rate limit
+    /// service and reflection, behind the connection gate and the client
+    /// port's admission. Peers and the operator use the other port, so a
+    /// client can reach neither the mesh nor the control API, nor pass for
+    /// a peer forwarding a request.
+    fn spawn(
+        self,
+        tasks: &mut Tasks,
+        node: &Arc<Node>,
+        service: &VssService,
+        options: &RuntimeOptions,
+        stop: &CancellationToken,
+    ) -> Result<(), RuntimeError> {
+        let (reflection, reflection_v1alpha) = reflection()?;
+        let limits = options.client_limits;
+        let metrics = node.metrics();
+        let gate = ConnectionGate::new(limits, metrics.connections.clone());
+        // The RLS endpoint checks tokens itself, then calls the slots
+        // through the node.
+        let rate_limiter =
+            RateLimiter::new(node.clone(), metrics.clone()).with_access(self.access.clone());
+        let router = Server::builder()
+            .max_concurrent_streams(options.client_max_streams)
+            .layer(AdmitLayer::new(admission::ClientPort::new(
+                limits,
+                &metrics.connections,
+                options.chaos,
+            )))
+            .add_service(reflection)
+            .add_service(reflection_v1alpha)
+            .add_service(WithEvents::new(
+                VssServer::new(service.with_access(self.access.clone())),
+                node.hub().clone(),
+                node.streams().clone(),
+                self.access,
+            ))
+            .add_service(RateLimitServiceServer::new(rate_limiter));
+        let shutdown = stop.clone().cancelled_owned();
+        match &self.tls {
+            Some(tls) => {
+                let incoming = gate.limit(tls::accept::incoming(self.listener, tls.clone()));
+                let server = router.serve_with_incoming_shutdown(incoming, shutdown);
+                tasks.spawn(async move { server.await.map_err(RuntimeError::from) });
+            }
+            None => {
+                let incoming =
+                    gate.limit(TcpIncoming::from(self.listener).with_nodelay(Some(true)));
+                let server = router.serve_with_incoming_shutdown(incoming, shutdown);
+                tasks.spawn(async move { server.await.map_err(RuntimeError::from) });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The mesh port: `vss.v1.Mesh` for peers (audited, with the mesh's
+/// faults), `vss.v1.Control` for the operator, and `vss.v1.Vss` for the
+/// requests peers forward.
+fn spawn_mesh_port(
+    tasks: &mut Tasks,
+    listener: TcpListener,
+    node: &Arc<Node>,
+    service: &VssService,
+    options: &RuntimeOptions,
+    mesh_tls: Option<&Arc<PortTls>>,
+    stop: &CancellationToken,
+) {
+    let module_root = options
+        .module_root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("."));
+    let router = Server::builder()
+        .add_service(Audited::new(
+            Admit::new(
+                MeshServer::new(MeshService::new(node.clone())),
+                MeshPort(options.chaos),
+            ),
+            node.metrics().clone(),
+        ))
+        .add_service(ControlServer::new(ControlService::new(
+            node.clone(),
+            module_root,
+        )))
+        .add_service(VssServer::new(service.for_peers()));
+    let shutdown = stop.clone().cancelled_owned();
+    match mesh_tls {
+        Some(tls) => {
+            let incoming = tls::accept::incoming(listener, tls.clone());
+            let server = router.serve_with_incoming_shutdown(incoming, shutdown);
+            tasks.spawn(async move { server.await.map_err(RuntimeError::from) });
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let server = router.serve_with_incoming_shutdown(incoming, shutdown);
+            tasks.spawn(async move { server.await.map_err(RuntimeError::from) });
+        }
+    }
+}
+
+/// The HTTP side port: probes and `/metrics`.
+fn spawn_http(
+    tasks: &mut Tasks,
+    listener: TcpListener,
+    metrics: &Metrics,
+    ready: &Arc<AtomicBool>,
+    stop: &CancellationToken,
+) {
+    let app = http::router(metrics.clone(), ready.clone());
+    let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+    tasks.spawn(async move { server.await.map_err(RuntimeError::Http) });
+}
+
+/// The node's own loops: the cluster (heartbeats, decisions, replication)
+/// and the slots' ticks.
+fn spawn_node(
+    tasks: &mut Tasks,
+    node: &Arc<Node>,
+    election: Box<dyn Election>,
+    stop: &CancellationToken,
+) {
+    let running = node.clone().run(election, stop.clone());
+    tasks.spawn(async move {
+        running.await;
+        Ok(())
+    });
+}
+
+/// A watcher of files reloaded at run time; it ends with the runtime.
+fn spawn_watch(tasks: &mut Tasks, watching: impl Future<Output = ()> + Send + 'static) {
+    tasks.spawn(async move {
+        watching.await;
+        Ok(())
+    });
+}
+
+/// Exits with [`chaos::RESTART_EXIT_CODE`] after `after`, for the
+/// supervisor to start the instance again.
+fn spawn_chaos_restart(tasks: &mut Tasks, after: std::time::Duration, stop: &CancellationToken) {
+    let stop = stop.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = tokio::time::sleep(after) => {
+                tracing::warn!(after = ?after, "chaos: restarting (exit {})", chaos::RESTART_EXIT_CODE);
+                std::process::exit(chaos::RESTART_EXIT_CODE);
+            }
+        }
+        Ok(())
+    });
+}
+
+/// Applies changes of the config file while serving, each under the next
+/// generation. A file that fails to parse or validate is reported and the
+/// configuration in force stays.
 async fn watch_config(
     path: PathBuf,
     module_root: Option<PathBuf>,
-    slots: Arc<SlotTable>,
+    node: Arc<Node>,
     stop: CancellationToken,
 ) {
-    let mut last = tokio::fs::read(&path).await.ok();
-    let mut every = tokio::time::interval(CONFIG_POLL);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = every.tick() => {}
-        }
+    let last = std::sync::Mutex::new(tokio::fs::read(&path).await.ok());
+    let apply = || async {
+        // An unreadable file (being replaced) is looked at again next time.
         let Ok(now) = tokio::fs::read(&path).await else {
-            continue;
+            return Ok(false);
         };
-        if last.as_ref() == Some(&now) {
-            continue;
+        {
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            if last.as_ref() == Some(&now) {
+                return Ok(false);
+            }
+            *last = Some(now);
         }
-        last = Some(now);
         let loaded = match &module_root {
             Some(root) => vss_config::load_file_with_base(&path, root),
             None => vss_config::load_file(&path),
         };
-        let config = match loaded {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "config file changed but is invalid; keeping the configuration in force");
-                continue;
-            }
-        };
-        let slots = slots.clone();
-        let applied = tokio::task::spawn_blocking(move || {
-            let next = slots.generation() + 1;
-            slots.reload(&config, next)
-        })
-        .await;
-        match applied {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(path = %path.display(), error = %e, "config file change not applied")
-            }
-            Err(e) => tracing::error!(error = %e, "config reload task failed"),
-        }
-    }
+        let config = loaded.map_err(|e| e.to_string())?;
+        let next = node.slots().generation() + 1;
+        node.apply_config(config, next)
+            .await
+            .map(|_| true)
+            .map_err(|e| e.to_string())
+    };
+    reload::watch(
+        CONFIG_POLL,
+        stop,
+        apply,
+        || {},
+        |e: &String| {
+            tracing::error!(path = %path.display(), error = %e, "config file changed but was not applied; keeping the configuration in force");
+        },
+    )
+    .await;
 }

@@ -37,11 +37,10 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
 use vss_config::MAX_SLOTS;
 
+use crate::core::error::RequestError;
 use crate::core::hub::MAX_CLIENT_ID_BYTES;
-use crate::edge::connections::ClientConnection;
 use crate::ops::metrics::{AccessMetrics, RefusedLabels};
 
 /// Shortest token accepted: shorter ones are guessable.
@@ -186,7 +185,7 @@ impl Grant {
 
     /// The slots an event stream of this token may take broadcasts of, as
     /// the Hello's slot filter: empty is every slot.
-    pub fn stream_slots(&self, asked: Vec<u32>) -> Result<Vec<u32>, Status> {
+    pub fn stream_slots(&self, asked: Vec<u32>) -> Result<Vec<u32>, RequestError> {
         if !self.has(Permission::Subscribe) {
             return Err(self.denied(Permission::Subscribe, None));
         }
@@ -205,11 +204,11 @@ impl Grant {
     /// Whether an event stream of this token may open under client `id`:
     /// a token limited to some clients cannot take over another client's
     /// stream by naming it.
-    pub fn stream_client(&self, id: &str) -> Result<(), Status> {
+    pub fn stream_client(&self, id: &str) -> Result<(), RequestError> {
         match &self.clients {
             Some(allowed) if !allowed.iter().any(|c| c.matches(id)) => {
                 let names: Vec<String> = allowed.iter().map(ToString::to_string).collect();
-                Err(Status::permission_denied(format!(
+                Err(RequestError::PermissionDenied(format!(
                     "token {:?} may not subscribe as client {id:?}: it allows clients {}",
                     self.name,
                     names.join(", ")
@@ -219,13 +218,13 @@ impl Grant {
         }
     }
 
-    fn denied(&self, permission: Permission, slot: Option<u32>) -> Status {
+    fn denied(&self, permission: Permission, slot: Option<u32>) -> RequestError {
         let on = slot.map(|s| format!(" on slot {s}")).unwrap_or_default();
         let grants = match self.permission_names() {
             names if names.is_empty() => "it grants nothing".to_string(),
             names => format!("it grants {names} on {}", self.slots),
         };
-        Status::permission_denied(format!(
+        RequestError::PermissionDenied(format!(
             "token {:?} may not {}{on}: {grants}",
             self.name,
             permission.name()
@@ -293,7 +292,7 @@ struct Tokens {
 
 /// The grant a connection's token last resolved to.
 #[derive(Default)]
-pub(crate) struct GrantCache(ArcSwapOption<Cached>);
+pub struct GrantCache(ArcSwapOption<Cached>);
 
 struct Cached {
     generation: u64,
@@ -495,13 +494,15 @@ impl Access {
         })
     }
 
-    /// The caller's grant, from its `authorization` metadata.
-    pub fn authenticate<T>(
+    /// The caller's grant, from the value of its `authorization` header
+    /// (`Bearer <token>`); `cache` is its connection's, if it has one.
+    pub fn authenticate(
         &self,
-        req: &tonic::Request<T>,
+        authorization: Option<&[u8]>,
+        cache: Option<&GrantCache>,
         permission: Permission,
-    ) -> Result<Arc<Grant>, Status> {
-        let refuse = |reason, status: Status| {
+    ) -> Result<Arc<Grant>, RequestError> {
+        let refuse = |reason, message: &str| {
             self.metrics
                 .refused
                 .get_or_create(&RefusedLabels {
@@ -509,32 +510,21 @@ impl Access {
                     permission: permission.name(),
                 })
                 .inc();
-            status
+            RequestError::Unauthenticated(message.to_string())
         };
-        let Some(value) = req.metadata().get("authorization") else {
+        let Some(value) = authorization else {
             return Err(refuse(
                 "unauthenticated",
-                Status::unauthenticated(
-                    "no token: this port takes `authorization: Bearer <token>` on every call (vss --token, vss_client::Client::with_token)",
-                ),
+                "no token: this port takes `authorization: Bearer <token>` on every call (vss --token; vss-client's Client::with_token)",
             ));
         };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(token) = token else {
+        let Some(token) = bearer(value) else {
             return Err(refuse(
                 "unauthenticated",
-                Status::unauthenticated("`authorization` is not `Bearer <token>`"),
+                "`authorization` is not `Bearer <token>`",
             ));
         };
         let tokens = self.tokens.load();
-        let cache = req
-            .extensions()
-            .get::<ClientConnection>()
-            .map(ClientConnection::grants);
         if let Some(grant) = cache.and_then(|c| c.get(tokens.generation, token)) {
             return Ok(grant);
         }
@@ -547,27 +537,18 @@ impl Access {
             }
             None => Err(refuse(
                 "unauthenticated",
-                Status::unauthenticated(
-                    "unknown token: not in this instance's --client-tokens file (revoked, or never issued)",
-                ),
+                "unknown token: not in this instance's --client-tokens file (revoked, or never issued)",
             )),
         }
     }
 
-    /// The caller's grant if it may do `permission` on `slot`.
-    pub fn check<T>(
+    /// Whether an authenticated caller may do `permission` on `slot`.
+    pub fn allow(
         &self,
-        req: &tonic::Request<T>,
+        grant: &Grant,
         permission: Permission,
         slot: u32,
-    ) -> Result<Arc<Grant>, Status> {
-        let grant = self.authenticate(req, permission)?;
-        self.allow(&grant, permission, slot)?;
-        Ok(grant)
-    }
-
-    /// Whether an authenticated caller may do `permission` on `slot`.
-    pub fn allow(&self, grant: &Grant, permission: Permission, slot: u32) -> Result<(), Status> {
+    ) -> Result<(), RequestError> {
         if grant.allows(permission, slot) {
             return Ok(());
         }
@@ -577,7 +558,7 @@ impl Access {
 
     /// Whether an authenticated caller has `permission` on any slot
     /// (Status is not about a slot).
-    pub fn allow_any(&self, grant: &Grant, permission: Permission) -> Result<(), Status> {
+    pub fn allow_any(&self, grant: &Grant, permission: Permission) -> Result<(), RequestError> {
         if grant.has(permission) {
             return Ok(());
         }
@@ -615,6 +596,7 @@ impl Access {
     /// Reloads on every change of the file until `stop`.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
         crate::ops::reload::watch(
+            crate::ops::reload::RELOAD_POLL,
             stop,
             || self.reload(),
             || {
@@ -629,9 +611,33 @@ impl Access {
         .await;
     }
 
+    /// Tokens from `yaml`, as if read from a file named `tokens.yaml`.
+    #[cfg(test)]
+    pub fn from_yaml(yaml: &str, metrics: AccessMetrics) -> Self {
+        Self {
+            path: "tokens.yaml".into(),
+            tokens: ArcSwap::from_pointee(parse(yaml.as_bytes()).expect("test tokens parse")),
+            generations: AtomicU64::new(0),
+            loaded: Mutex::default(),
+            metrics,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The token of an `authorization` header value, `Bearer <token>`: printable
+/// ASCII, as HTTP header text is.
+fn bearer(value: &[u8]) -> Option<&str> {
+    if !value.iter().all(|b| (32..127).contains(b) || *b == b'\t') {
+        return None;
+    }
+    std::str::from_utf8(value)
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 async fn read(path: &Path) -> Result<Vec<u8>, AccessError> {
@@ -644,10 +650,11 @@ async fn read(path: &Path) -> Result<Vec<u8>, AccessError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::core::error::Code;
 
-    const FILE: &str = "tokens:
+    pub(crate) const FILE: &str = "tokens:
   - name: checkout
     token: checkout-0123456789
     permissions: [acquire]
@@ -677,9 +684,9 @@ mod tests {
     fn a_refusal_names_the_token_the_permission_and_the_slot() {
         let tokens = parse(FILE.as_bytes()).expect("parses");
         let status = grant(&tokens, "checkout-0123456789").denied(Permission::Publish, Some(10));
-        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert_eq!(status.code(), Code::PermissionDenied);
         assert_eq!(
-            status.message(),
+            status.to_string(),
             "token \"checkout\" may not publish on slot 10: it grants acquire on slots 0-1, 20-22"
         );
     }
@@ -699,7 +706,7 @@ mod tests {
         assert_eq!(s.stream_slots(vec![]).expect("allowed"), vec![10, 11]);
         assert_eq!(s.stream_slots(vec![11]).expect("allowed"), vec![11]);
         let e = s.stream_slots(vec![12]).expect_err("not its slot");
-        assert!(e.message().contains("on slot 12"), "{}", e.message());
+        assert!(e.to_string().contains("on slot 12"), "{e}");
         let checkout = grant(
             &parse(FILE.as_bytes()).expect("parses"),
             "checkout-0123456789",
@@ -709,7 +716,7 @@ mod tests {
                 .stream_slots(vec![])
                 .expect_err("no subscribe")
                 .code(),
-            tonic::Code::PermissionDenied
+            Code::PermissionDenied
         );
     }
 
@@ -746,18 +753,6 @@ mod tests {
         }
     }
 
-    fn call(token: Option<&str>, connection: Option<&ClientConnection>) -> tonic::Request<()> {
-        let mut req = tonic::Request::new(());
-        if let Some(token) = token {
-            let value = format!("Bearer {token}").parse().expect("ascii");
-            req.metadata_mut().insert("authorization", value);
-        }
-        if let Some(connection) = connection {
-            req.extensions_mut().insert(connection.clone());
-        }
-        req
-    }
-
     #[test]
     fn a_token_limited_to_some_clients_streams_only_under_their_ids() {
         let tokens = parse(
@@ -773,9 +768,9 @@ mod tests {
         assert!(s.stream_client("checkout-7").is_ok());
         assert!(s.stream_client("audit").is_ok());
         let e = s.stream_client("audit-2").expect_err("not its client");
-        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert_eq!(e.code(), Code::PermissionDenied);
         assert_eq!(
-            e.message(),
+            e.to_string(),
             "token \"checkout\" may not subscribe as client \"audit-2\": it allows clients checkout-*, audit"
         );
         let any = grant(
@@ -806,74 +801,5 @@ mod tests {
                 "{clients}"
             );
         }
-    }
-
-    #[test]
-    fn a_missing_or_unknown_token_is_unauthenticated() {
-        let access = Access {
-            path: "tokens.yaml".into(),
-            tokens: ArcSwap::from_pointee(parse(FILE.as_bytes()).expect("parses")),
-            generations: AtomicU64::new(0),
-            loaded: Mutex::default(),
-            metrics: AccessMetrics::default(),
-        };
-        let e = access
-            .check(&call(None, None), Permission::Acquire, 0)
-            .expect_err("no token");
-        assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        let e = access
-            .check(
-                &call(Some("not-a-token-anyone-has"), None),
-                Permission::Acquire,
-                0,
-            )
-            .expect_err("unknown");
-        assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        let allowed = access
-            .check(
-                &call(Some("checkout-0123456789"), None),
-                Permission::Acquire,
-                1,
-            )
-            .expect("allowed");
-        assert_eq!(allowed.name, "checkout");
-    }
-
-    #[tokio::test]
-    async fn a_connection_keeps_its_grant_until_the_token_or_the_file_changes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("tokens.yaml");
-        std::fs::write(&path, FILE).expect("write");
-        let access = Access::load(path.clone(), AccessMetrics::default())
-            .await
-            .expect("loads");
-        let connection = ClientConnection::new(1_000);
-        let name = |token: &str| {
-            access
-                .authenticate(&call(Some(token), Some(&connection)), Permission::Acquire)
-                .map(|g| g.name.clone())
-                .map_err(|e| e.code())
-        };
-        assert_eq!(name("checkout-0123456789").as_deref(), Ok("checkout"));
-        assert_eq!(name("checkout-0123456789").as_deref(), Ok("checkout"));
-        // Another token on the same connection is its own.
-        assert_eq!(name("ops-0123456789abcdef").as_deref(), Ok("ops"));
-        assert_eq!(
-            name("checkout-0123456789-and-more"),
-            Err(tonic::Code::Unauthenticated)
-        );
-        assert_eq!(name("checkout-0123456789").as_deref(), Ok("checkout"));
-        // Revoked: refused from the reload on, though it was cached.
-        let without_checkout = FILE
-            .split_once("  - name: ops")
-            .map(|(_, ops)| format!("tokens:\n  - name: ops{ops}"))
-            .expect("two entries");
-        std::fs::write(&path, without_checkout).expect("write");
-        assert!(access.reload().await.expect("reloads"));
-        assert_eq!(
-            name("checkout-0123456789"),
-            Err(tonic::Code::Unauthenticated)
-        );
-        assert_eq!(name("ops-0123456789abcdef").as_deref(), Ok("ops"));
     }
 }

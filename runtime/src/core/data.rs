@@ -6,7 +6,7 @@
 //! the slot crate defines (`vss_slot_counter::wire` and so on); this module
 //! encodes them, checks that the slot has the right type, refuses service
 //! until a starting instance has its peers' state, and pushes every write
-//! to the peers before answering ([`Cluster::spread`]).
+//! to the peers before answering ([`Everywhere::spread`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,15 +14,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use vss_proto::v1::service_change::Kind as ChangeKind;
-use vss_proto::v1::{Service, ServiceChange, Tick};
 use vss_slot_counter::wire as counter;
 use vss_slot_register::wire as register;
 use vss_slot_registry::wire as registry;
 use vss_slot_sdk::codec::Wire;
 use vss_slot_tick::wire as tick;
 
-use crate::core::cluster::Cluster;
+use crate::core::cluster::{Cluster, Everywhere};
 use crate::core::error::RequestError;
 use crate::core::slot_table::SlotTable;
 use crate::ops::metrics::Verb;
@@ -35,20 +33,53 @@ const MAX_CATCH_UP: u64 = 1_000;
 /// is dropped (it reconnects and starts from the current entries).
 const STREAM_BUFFER: usize = 256;
 
+/// What changed in a registry slot, as a watch reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added = 1,
+    Renewed = 2,
+    /// Expired or withdrawn.
+    Expired = 3,
+}
+
+/// One change of a registry slot's entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceChange {
+    pub kind: ChangeKind,
+    pub service: registry::Service,
+}
+
+/// One tick of a tick slot, as this instance sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tick {
+    pub slot: u32,
+    pub number: u64,
+    /// When the tick was due (ms since the Unix epoch).
+    pub due_ms: u64,
+    /// When this instance sent it, by its own clock.
+    pub sent_ms: u64,
+    pub instance: String,
+}
+
 /// The data slot types' operations on this instance.
 #[derive(Debug, Clone)]
 pub struct DataSlots {
     slots: Arc<SlotTable>,
     cluster: Arc<Cluster>,
+    everywhere: Arc<Everywhere>,
 }
 
 impl DataSlots {
-    pub fn new(slots: Arc<SlotTable>, cluster: Arc<Cluster>) -> Self {
-        Self { slots, cluster }
+    pub fn new(slots: Arc<SlotTable>, cluster: Arc<Cluster>, everywhere: Arc<Everywhere>) -> Self {
+        Self {
+            slots,
+            cluster,
+            everywhere,
+        }
     }
 
     fn ready(&self) -> Result<(), RequestError> {
-        if self.cluster.everywhere_ready() {
+        if self.everywhere.ready() {
             return Ok(());
         }
         Err(RequestError::Syncing {
@@ -98,7 +129,7 @@ impl DataSlots {
     ) -> Result<(R, u32), RequestError> {
         self.ready()?;
         let (id, reply) = self.run(slot, verb, type_name, op, payload).await?;
-        Ok((reply, self.cluster.spread(id).await))
+        Ok((reply, self.everywhere.spread(id).await))
     }
 
     /// A custom call (`Call`) on a slot served where it arrives: refused
@@ -115,7 +146,7 @@ impl DataSlots {
         }
         let reply = self.slots.call(slot, op, payload).await?;
         if let (true, Ok(id)) = (self.slots.is_everywhere(slot), u8::try_from(slot)) {
-            self.cluster.spread(id).await;
+            self.everywhere.spread(id).await;
         }
         Ok(reply)
     }
@@ -416,19 +447,10 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-pub fn service(s: &registry::Service) -> Service {
-    Service {
-        app: s.app.clone(),
-        address: s.address.clone(),
-        updated_ms: s.updated_ms,
-        expires_ms: s.expires_ms,
-    }
-}
-
 fn change(kind: ChangeKind, s: &registry::Service) -> ServiceChange {
     ServiceChange {
-        kind: kind as i32,
-        service: Some(service(s)),
+        kind,
+        service: s.clone(),
     }
 }
 
@@ -474,7 +496,7 @@ mod tests {
         let after = [svc("api", "a:1", 20), svc("web", "c:1", 20)];
         let kinds: Vec<_> = diff(&before, &after)
             .into_iter()
-            .map(|c| (c.kind, c.service.map(|s| s.address).unwrap_or_default()))
+            .map(|c| (c.kind as i32, c.service.address))
             .collect();
         assert_eq!(
             kinds,

@@ -1,9 +1,33 @@
-//! Request errors and their one mapping to gRPC status codes.
+//! Why a request failed, and the class of each failure ([`Code`]). The
+//! edge maps a [`Code`] to its transport's status in one place.
 
-use tonic::{Code, Status};
 use vss_slot_host::{CallError, SlotError};
 
 use crate::core::executor::QueueError;
+
+/// The class of a failure: gRPC's canonical codes, which clients and
+/// forwarding instances act on (an `Unavailable` instance is skipped, an
+/// `InvalidArgument` is not retried elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    Ok,
+    Cancelled,
+    Unknown,
+    InvalidArgument,
+    DeadlineExceeded,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    ResourceExhausted,
+    FailedPrecondition,
+    Aborted,
+    OutOfRange,
+    Unimplemented,
+    Internal,
+    Unavailable,
+    DataLoss,
+    Unauthenticated,
+}
 
 /// Why a client request failed. Messages name the field and the limit.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -55,6 +79,22 @@ pub enum RequestError {
     /// The slot's queue refused or dropped the request before it ran.
     #[error("slot {slot}: {source}")]
     Queue { slot: u8, source: QueueError },
+    #[error(
+        "this instance is joining the cluster and has no routing table yet; try another instance"
+    )]
+    Joining,
+    /// The instance a request was forwarded to refused it: its answer, as
+    /// it gave it.
+    #[error("{message}")]
+    Remote { code: Code, message: String },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A peer's message that contradicts what this instance holds (a
+    /// stale table, state from an instance that does not own the slot).
+    #[error("{0}")]
+    Contradicts(String),
 }
 
 impl RequestError {
@@ -72,8 +112,13 @@ impl RequestError {
             | Self::TooLong { .. }
             | Self::BadClientId { .. }
             | Self::NoHello => Code::InvalidArgument,
-            Self::NotASignalSlot { .. } | Self::WrongType { .. } => Code::FailedPrecondition,
-            Self::Syncing { .. } | Self::Behind { .. } => Code::Unavailable,
+            Self::NotASignalSlot { .. } | Self::WrongType { .. } | Self::Contradicts(_) => {
+                Code::FailedPrecondition
+            }
+            Self::Syncing { .. } | Self::Behind { .. } | Self::Joining => Code::Unavailable,
+            Self::Remote { code, .. } => *code,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::BadReply { .. } => Code::Internal,
             Self::TooManyClients(_) => Code::ResourceExhausted,
             Self::SlotNotConfigured(_) => Code::NotFound,
@@ -109,11 +154,5 @@ impl RequestError {
             Code::Unavailable => "unavailable",
             _ => "internal",
         }
-    }
-}
-
-impl From<RequestError> for Status {
-    fn from(e: RequestError) -> Self {
-        Status::new(e.code(), e.to_string())
     }
 }

@@ -159,7 +159,7 @@ impl SlotWorker {
             queued: Instant::now(),
             answer,
         })?;
-        reply.await.unwrap_or(Err(QueueError::Stopped))
+        answered(reply).await.unwrap_or(Err(QueueError::Stopped))
     }
 
     /// Runs `reqs` in their turn, in order, handed to the module
@@ -174,7 +174,7 @@ impl SlotWorker {
             queued: Instant::now(),
             answer,
         })?;
-        replies.await.map_err(|_| QueueError::Stopped)
+        answered(replies).await.ok_or(QueueError::Stopped)
     }
 
     /// Runs `f` on the instance in its turn, alone.
@@ -190,7 +190,7 @@ impl SlotWorker {
             work,
             queued: Instant::now(),
         })?;
-        reply.await.unwrap_or(Err(QueueError::Stopped))
+        answered(reply).await.unwrap_or(Err(QueueError::Stopped))
     }
 
     fn enqueue(&self, job: Job) -> Result<(), QueueError> {
@@ -223,6 +223,24 @@ impl Drop for SlotWorker {
             let _ = thread.join();
         }
     }
+}
+
+/// The slot thread's answer; None if it dropped the job unanswered.
+///
+/// Under `cfg(test)` a task of tokio's blocking pool waits as long as the
+/// caller does: a paused test clock does not advance while a blocking task
+/// runs, so a Wasm call takes no virtual time in the in-process cluster
+/// tests (otherwise the clock would jump to the next timer while the slot
+/// thread works, and fire deadlines that real time never reached). A
+/// caller that leaves still closes its receiver, as in production.
+async fn answered<T>(reply: oneshot::Receiver<T>) -> Option<T> {
+    #[cfg(test)]
+    let (_waiting, still) = std::sync::mpsc::channel::<()>();
+    #[cfg(test)]
+    drop(tokio::task::spawn_blocking(move || {
+        let _ = still.recv();
+    }));
+    reply.await.ok()
 }
 
 struct Waiting {

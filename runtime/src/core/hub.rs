@@ -14,16 +14,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
 
 use crate::core::error::RequestError;
-use crate::edge::events::EncodedEvent;
+use crate::ops::metrics::Gauge;
 
 /// Longest client id, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
@@ -59,7 +57,41 @@ impl Default for HubLimits {
 }
 
 /// The event stream a client receives: encoded `Event`s.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+
+/// An event encoded once, in the client API's `Event` message, and shared
+/// by every stream it is delivered on: a broadcast to S clients is one
+/// encoding, each stream only copying the bytes into its frame.
+#[derive(Debug, Clone)]
+pub struct EncodedEvent {
+    message_id: u64,
+    bytes: Bytes,
+}
+
+impl EncodedEvent {
+    pub fn new(slot: u32, message_id: u64, payload: Vec<u8>, publisher: &str) -> Self {
+        use prost::Message as _;
+        let event = vss_proto::v1::Event {
+            slot,
+            message_id,
+            payload,
+            publisher: publisher.to_string(),
+        };
+        Self {
+            message_id,
+            bytes: event.encode_to_vec().into(),
+        }
+    }
+
+    pub fn message_id(&self) -> u64 {
+        self.message_id
+    }
+
+    /// The encoded `Event`; cloning it shares the bytes.
+    pub fn bytes(&self) -> Bytes {
+        self.bytes.clone()
+    }
+}
 
 /// The acknowledgements of one event delivered to many clients. An ack
 /// marks its delivery, and only the last one wakes the publisher, rather
@@ -120,7 +152,7 @@ pub struct Deliveries {
     message_id: u64,
     acks: Arc<Acks>,
     /// Each recipient, and its connection if the event was queued for it.
-    to: Vec<(String, Option<Arc<Connection>>)>,
+    to: Vec<(String, Option<Arc<Subscriber>>)>,
 }
 
 impl Deliveries {
@@ -146,19 +178,19 @@ impl Deliveries {
     }
 }
 
-/// One open event stream.
+/// A client's open event stream.
 #[derive(Debug)]
-pub struct Connection {
+pub struct Subscriber {
     id: String,
     seq: u64,
     slots: Option<HashSet<u32>>,
-    tx: mpsc::Sender<Result<Bytes, Status>>,
+    tx: mpsc::Sender<Bytes>,
     pending: Mutex<HashMap<u64, Waiter>>,
     failures: AtomicU32,
     closed: CancellationToken,
 }
 
-impl Connection {
+impl Subscriber {
     pub fn client_id(&self) -> &str {
         &self.id
     }
@@ -183,7 +215,7 @@ pub fn check_client_id(id: &str) -> Result<(), RequestError> {
 /// Every client connected to this instance.
 #[derive(Debug)]
 pub struct Hub {
-    clients: RwLock<HashMap<String, Arc<Connection>>>,
+    clients: RwLock<HashMap<String, Arc<Subscriber>>>,
     next_seq: AtomicU64,
     limits: HubLimits,
     stop: CancellationToken,
@@ -203,11 +235,11 @@ impl Hub {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Connection>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Subscriber>>> {
         self.clients.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Connection>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Subscriber>>> {
         self.clients.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -217,10 +249,10 @@ impl Hub {
         &self,
         client_id: String,
         slots: Vec<u32>,
-    ) -> Result<(Arc<Connection>, EventStream), RequestError> {
+    ) -> Result<(Arc<Subscriber>, EventStream), RequestError> {
         check_client_id(&client_id)?;
         let (tx, rx) = mpsc::channel(self.limits.queue.max(1));
-        let conn = Arc::new(Connection {
+        let conn = Arc::new(Subscriber {
             id: client_id.clone(),
             seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
             slots: (!slots.is_empty()).then(|| slots.into_iter().collect()),
@@ -246,7 +278,7 @@ impl Hub {
     }
 
     /// Drops a connection (if it is still the client's current one).
-    pub fn disconnect(&self, conn: &Connection) {
+    pub fn disconnect(&self, conn: &Subscriber) {
         let mut clients = self.write();
         if clients.get(&conn.id).is_some_and(|c| c.seq == conn.seq) {
             clients.remove(&conn.id);
@@ -257,7 +289,7 @@ impl Hub {
     }
 
     /// An acknowledgement from `conn`.
-    pub fn ack(&self, conn: &Connection, message_id: u64) {
+    pub fn ack(&self, conn: &Subscriber, message_id: u64) {
         let waiter = conn
             .pending
             .lock()
@@ -330,7 +362,7 @@ impl Hub {
 
     /// Records how a delivery ended: an ack clears the client's failures;
     /// none (deadline passed) drops its waiter and counts a failure.
-    fn settle(&self, conn: &Connection, message_id: u64, acked: bool) {
+    fn settle(&self, conn: &Subscriber, message_id: u64, acked: bool) {
         if acked {
             conn.failures.store(0, Ordering::Relaxed);
             return;
@@ -346,7 +378,7 @@ impl Hub {
     /// client's record) if its queue or its pending acks are full.
     fn enqueue(
         &self,
-        conn: &Connection,
+        conn: &Subscriber,
         event: &EncodedEvent,
         acks: &Arc<Acks>,
         delivery: usize,
@@ -367,7 +399,7 @@ impl Hub {
                 },
             );
         }
-        if conn.tx.try_send(Ok(event.bytes())).is_err() {
+        if conn.tx.try_send(event.bytes()).is_err() {
             conn.pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -379,7 +411,7 @@ impl Hub {
     }
 
     /// Counts a failed delivery; too many in a row disconnects the client.
-    fn failed(&self, conn: &Connection) {
+    fn failed(&self, conn: &Subscriber) {
         let in_a_row = conn.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if in_a_row >= self.limits.max_failures {
             tracing::info!(client = %conn.id, failures = in_a_row, "disconnecting a client that does not take its events");
@@ -402,12 +434,7 @@ mod tests {
     }
 
     fn event(message_id: u64) -> EncodedEvent {
-        EncodedEvent::new(&Event {
-            slot: 10,
-            message_id,
-            payload: b"m".to_vec(),
-            publisher: String::new(),
-        })
+        EncodedEvent::new(10, message_id, b"m".to_vec(), "")
     }
 
     fn soon() -> Instant {
@@ -428,8 +455,21 @@ mod tests {
     }
 
     async fn next_id(stream: &mut EventStream) -> u64 {
-        let bytes = stream.next().await.expect("event").expect("ok");
+        let bytes = stream.next().await.expect("event");
         Event::decode(bytes).expect("an encoded event").message_id
+    }
+
+    #[test]
+    fn an_encoded_event_is_the_event_on_the_wire() {
+        let event = Event {
+            slot: 10,
+            message_id: 7,
+            payload: vec![0, 159, 146, 150],
+            publisher: "p".into(),
+        };
+        let encoded = EncodedEvent::new(10, 7, vec![0, 159, 146, 150], "p");
+        assert_eq!(encoded.message_id(), 7);
+        assert_eq!(Event::decode(encoded.bytes()).expect("decodes"), event);
     }
 
     #[tokio::test]

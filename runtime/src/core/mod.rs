@@ -1,11 +1,15 @@
 //! The domain: slots, signals, data, access policy and the cluster, with
-//! no transport in it.
+//! no transport in it. Every operation a client, a peer or the operator
+//! asks of an instance is a method of [`node::Node`]; the cluster talks to
+//! its peers only through [`cluster::PeerLink`].
 
 pub mod access;
+pub mod calls;
 pub mod cluster;
 pub mod data;
 pub mod error;
 pub mod executor;
 pub mod hub;
+pub mod node;
 pub mod signals;
 pub mod slot_table;

@@ -16,29 +16,17 @@ use futures_util::FutureExt as _;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use vss_proto::v1::deliver_request::Recipients as WireRecipients;
-use vss_proto::v1::{ClientList, DeliverRequest, Event};
-use vss_slot_host::{Delivery, DeliveryReport, Effect, Publish, Recipients, Request};
+use vss_slot_host::{DeliveryReport, Effect, Publish, Recipients, Request};
 
-use crate::core::cluster::Cluster;
+use crate::core::calls::{Delivery, PublishOutcome, Targets};
+use crate::core::cluster::state::Cluster;
 use crate::core::error::RequestError;
-use crate::core::hub::{Hub, check_client_id};
+use crate::core::hub::{EncodedEvent, Hub, check_client_id};
 use crate::core::slot_table::{SlotTable, check_len};
-use crate::edge::events::EncodedEvent;
 use crate::ops::metrics::{Metrics, Verb};
 
 /// Largest message, in bytes (a UUID in text fits).
 pub const MAX_MESSAGE_BYTES: usize = 36;
-
-/// What a publish achieved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishOutcome {
-    pub message_id: u64,
-    pub delivered: u32,
-    pub failed: u32,
-    /// Random slots: the client that took the message.
-    pub taken_by: Option<String>,
-}
 
 /// How one set of deliveries is carried out.
 struct Plan<'a> {
@@ -49,15 +37,6 @@ struct Plan<'a> {
     publisher: &'a str,
     /// One taker per message (random): remember who took it.
     single_taker: bool,
-}
-
-/// Who a delivery is for, as seen by one instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Targets {
-    /// Every connected client taking the slot's broadcasts, but these.
-    AllExcept(Vec<String>),
-    /// These clients, wherever they are connected.
-    Clients(Vec<String>),
 }
 
 /// Client-chosen message ids remembered, so a retried publish is carried
@@ -312,11 +291,11 @@ impl Signals {
     async fn deliver_everywhere(
         &self,
         slot: u8,
-        delivery: Delivery,
+        delivery: vss_slot_host::Delivery,
         publisher: &str,
         deadline: Instant,
     ) -> Vec<Outcome> {
-        let Delivery {
+        let vss_slot_host::Delivery {
             message_id,
             payload,
             recipients,
@@ -327,30 +306,22 @@ impl Signals {
         };
         let peers = self.cluster.healthy_peers();
         let remote = peers.into_iter().map(|peer| {
-            let wire = match &targets {
-                Targets::AllExcept(ids) => WireRecipients::AllExcept(ClientList { ids: ids.clone() }),
-                Targets::Clients(ids) => WireRecipients::Clients(ClientList { ids: ids.clone() }),
-            };
             let left = deadline.saturating_duration_since(Instant::now());
-            let request = DeliverRequest {
+            let delivery = Delivery {
                 slot: u32::from(slot),
                 message_id,
                 payload: payload.clone(),
                 publisher: publisher.to_string(),
-                timeout_ms: u32::try_from(left.as_millis()).unwrap_or(u32::MAX),
-                recipients: Some(wire),
+                targets: targets.clone(),
+                timeout: left,
             };
             async move {
-                let mut client = peer.mesh();
-                match tokio::time::timeout(left + PEER_ANSWER_MARGIN, client.deliver(request)).await {
-                    Ok(Ok(reply)) => reply
-                        .into_inner()
-                        .outcomes
-                        .into_iter()
-                        .map(|o| (o.client, o.delivered))
-                        .collect(),
-                    Ok(Err(status)) => {
-                        tracing::warn!(peer = peer.id(), slot, error = %status.message(), "peer delivery failed");
+                match tokio::time::timeout(left + PEER_ANSWER_MARGIN, peer.link().deliver(delivery))
+                    .await
+                {
+                    Ok(Ok(outcomes)) => outcomes,
+                    Ok(Err(e)) => {
+                        tracing::warn!(peer = peer.id(), slot, error = %e, "peer delivery failed");
                         Vec::new()
                     }
                     Err(_) => {
@@ -407,12 +378,7 @@ impl Signals {
         };
         // One encoding and one deadline for the whole fan-out rather than
         // an encoding and a timer per delivery.
-        let event = EncodedEvent::new(&Event {
-            slot,
-            message_id,
-            payload,
-            publisher: publisher.to_string(),
-        });
+        let event = EncodedEvent::new(slot, message_id, payload, publisher);
         self.hub.send(clients, &event).wait(deadline).await
     }
 

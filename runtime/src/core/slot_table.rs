@@ -57,6 +57,8 @@ pub enum ReloadError {
     Conflict { generation: u64 },
     #[error(transparent)]
     Load(#[from] SlotLoadError),
+    #[error("reload task failed: {0}")]
+    Interrupted(String),
 }
 
 struct SlotEntry {
@@ -108,7 +110,7 @@ pub struct SlotTable {
     slots: ArcSwap<Entries>,
     engine: SlotEngine,
     /// Compiled built-in modules, reused across reloads.
-    modules: Mutex<HashMap<ModuleKey, SlotModule>>,
+    compiled: Arc<Compiled>,
     /// The configuration in force and its generation; the lock also
     /// serialises reloads.
     config: Mutex<(ValidConfig, u64)>,
@@ -138,12 +140,26 @@ impl SlotTable {
         metrics: Metrics,
         instance: &str,
     ) -> Result<Self, ReloadError> {
+        Self::load_sharing(engine, Arc::default(), config, queue, metrics, instance)
+    }
+
+    /// [`SlotTable::load`] with the built-in modules `compiled` holds for
+    /// `engine`, adding those it compiles: instances of one process (the
+    /// in-process cluster of the tests) compile each type once.
+    pub fn load_sharing(
+        engine: &SlotEngine,
+        compiled: Arc<Compiled>,
+        config: &ValidConfig,
+        queue: QueueLimits,
+        metrics: Metrics,
+        instance: &str,
+    ) -> Result<Self, ReloadError> {
         let table = Self {
             instance: instance.to_string(),
             queue,
             slots: ArcSwap::from_pointee(Vec::new()),
             engine: engine.clone(),
-            modules: Mutex::new(HashMap::new()),
+            compiled,
             config: Mutex::new((ValidConfig::default(), 0)),
             generation: AtomicU64::new(0),
             metrics,
@@ -232,25 +248,16 @@ impl SlotTable {
         };
         // Custom modules are read again on every start: the file at the
         // path may have been replaced along with the config.
-        let cached = match key {
-            ModuleKey::Builtin(_) => self
-                .modules
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-                .cloned(),
-            ModuleKey::File(_) => None,
-        };
-        let module = match cached {
-            Some(m) => m,
-            None => {
-                let m = compile(&self.engine, &key, slot)?;
-                self.modules
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key, m.clone());
-                m
-            }
+        let module = match key {
+            ModuleKey::Builtin(name) => match self.compiled.get(name) {
+                Some(m) => m,
+                None => {
+                    let m = compile(&self.engine, &key, slot)?;
+                    self.compiled.insert(name, m.clone());
+                    m
+                }
+            },
+            ModuleKey::File(_) => compile(&self.engine, &key, slot)?,
         };
         let mut module_config = def.kind.module_config();
         if def.kind.everywhere() {
@@ -615,7 +622,31 @@ impl SlotTable {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Built-in modules compiled for one engine, by type name.
+#[derive(Default)]
+pub struct Compiled(Mutex<HashMap<&'static str, SlotModule>>);
+
+impl Compiled {
+    fn get(&self, name: &str) -> Option<SlotModule> {
+        self.lock().get(name).cloned()
+    }
+
+    fn insert(&self, name: &'static str, module: SlotModule) {
+        self.lock().insert(name, module);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, SlotModule>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.lock().keys()).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
 enum ModuleKey {
     Builtin(&'static str),
     File(PathBuf),

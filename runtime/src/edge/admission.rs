@@ -19,8 +19,13 @@ use tonic::codegen::http::{Request, Response};
 use tonic::server::NamedService;
 use tower::{Layer, Service};
 
-use crate::edge::connections::{ClientConnection, ClientLimits, ConnectionMetrics};
-use crate::ops::chaos::ChaosOptions;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::SERVICE_NAME as RLS_SERVICE;
+use vss_proto::v1::vss_server::SERVICE_NAME as VSS_SERVICE;
+
+use crate::edge::connections::{ClientConnection, ClientLimits};
+use crate::edge::grpc_link::FORWARDED_HEADER;
+use crate::ops::chaos::{ChaosOptions, MeshFault};
+use crate::ops::metrics::ConnectionMetrics;
 
 /// What becomes of a call.
 #[derive(Debug)]
@@ -153,5 +158,114 @@ pub struct MeshPort(pub ChaosOptions);
 impl Admission for MeshPort {
     fn admit<B>(&self, req: &Request<B>) -> Verdict {
         self.0.mesh_fault(req)
+    }
+}
+
+/// The faults chaos injects into calls, as verdicts on gRPC requests.
+pub trait ChaosFaults {
+    fn client_fault<B>(&self, req: &Request<B>) -> Option<Status>;
+    fn mesh_fault<B>(&self, req: &Request<B>) -> Verdict;
+}
+
+impl ChaosFaults for ChaosOptions {
+    /// A refusal for `refuse_calls` of the client calls that may be
+    /// refused: those of the `vss.v1.Vss` and RLS services, but neither
+    /// forwarded calls (they come from a peer: refusing one is not a
+    /// refused client call) nor the long-lived streams.
+    fn client_fault<B>(&self, req: &Request<B>) -> Option<Status> {
+        let path = req.uri().path();
+        let service = path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .map(|(service, _)| service);
+        let refusable = matches!(service, Some(VSS_SERVICE | RLS_SERVICE))
+            && !req.headers().contains_key(FORWARDED_HEADER)
+            && !path.ends_with("/Events")
+            && !path.ends_with("/WatchRouting");
+        (refusable && self.draws_refusal()).then(|| dropped(req))
+    }
+
+    /// A drop for `mesh_drop` of the incoming mesh messages, a delay for
+    /// `mesh_delay_fraction` of the others.
+    fn mesh_fault<B>(&self, req: &Request<B>) -> Verdict {
+        match self.draws_mesh_fault() {
+            Some(MeshFault::Drop) => Verdict::Refuse(dropped(req)),
+            Some(MeshFault::Delay(delay)) => Verdict::Delay(delay),
+            None => Verdict::Pass,
+        }
+    }
+}
+
+/// `UNAVAILABLE`, as a lost message would end.
+fn dropped<B>(req: &Request<B>) -> Status {
+    let what = req.uri().path();
+    tracing::debug!(%what, "chaos: dropped");
+    Status::unavailable(format!("chaos: {what} dropped"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(path: &str) -> Request<()> {
+        Request::builder()
+            .uri(path)
+            .body(())
+            .expect("a valid request")
+    }
+
+    #[test]
+    fn refused_calls_are_client_calls_of_the_vss_and_rls_services_only() {
+        let chaos = ChaosOptions {
+            refuse_calls: 1.0,
+            ..ChaosOptions::default()
+        };
+        for refused in [
+            "/vss.v1.Vss/Acquire",
+            "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+        ] {
+            let status = chaos.client_fault(&call(refused)).expect("refused");
+            assert_eq!(status.code(), tonic::Code::Unavailable);
+        }
+        for spared in [
+            "/vss.v1.Vss/Events",
+            "/vss.v1.Vss/WatchRouting",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert!(chaos.client_fault(&call(spared)).is_none(), "{spared}");
+        }
+        let mut forwarded = call("/vss.v1.Vss/Acquire");
+        forwarded
+            .headers_mut()
+            .insert(FORWARDED_HEADER, "vss-1".parse().expect("ascii"));
+        assert!(chaos.client_fault(&forwarded).is_none());
+        assert!(
+            ChaosOptions::default()
+                .client_fault(&call("/vss.v1.Vss/Acquire"))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn mesh_messages_are_dropped_or_delayed() {
+        let drop_all = ChaosOptions {
+            mesh_drop: 1.0,
+            ..ChaosOptions::default()
+        };
+        let msg = call("/vss.v1.Mesh/Heartbeat");
+        assert!(matches!(drop_all.mesh_fault(&msg), Verdict::Refuse(_)));
+        let delay_all = ChaosOptions {
+            mesh_delay_fraction: 1.0,
+            mesh_delay: Duration::from_millis(20),
+            ..ChaosOptions::default()
+        };
+        assert!(matches!(
+            delay_all.mesh_fault(&msg),
+            Verdict::Delay(d) if d == Duration::from_millis(20)
+        ));
+        assert!(matches!(
+            ChaosOptions::default().mesh_fault(&msg),
+            Verdict::Pass
+        ));
     }
 }

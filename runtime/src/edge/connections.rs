@@ -20,13 +20,13 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::stream::{Stream, StreamExt as _};
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::Connected;
 
 use crate::core::access::GrantCache;
+use crate::ops::metrics::ConnectionMetrics;
 
 /// Default of [`ClientLimits::max_connections`]: the default client cap.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
@@ -51,17 +51,6 @@ impl Default for ClientLimits {
             calls_per_second: DEFAULT_CALLS_PER_SECOND,
         }
     }
-}
-
-/// Series of the client port's connection limits.
-#[derive(Debug, Clone, Default)]
-pub struct ConnectionMetrics {
-    /// Client connections open now.
-    pub open: Gauge,
-    /// Connections closed at once because the port held its maximum.
-    pub refused: Counter,
-    /// Calls refused because their connection spent its budget.
-    pub calls_refused: Counter,
 }
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;

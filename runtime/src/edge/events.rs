@@ -4,10 +4,12 @@
 //! The generated service encodes every event of every stream with prost,
 //! each from its own copy, and gives each stream tonic's default 8 KiB
 //! encode and decode buffers up front. A broadcast to S clients is one
-//! event: here it is encoded once ([`EncodedEvent`]) and each stream only
+//! event: it is encoded once ([`EncodedEvent`]) and each stream only
 //! copies the bytes into its frame, and a stream's buffers start small,
 //! since events and acks are a few dozen bytes and an idle client should
 //! cost little.
+//!
+//! [`EncodedEvent`]: crate::core::hub::EncodedEvent
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,7 +17,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes};
-use prost::Message as _;
 use tokio_util::task::TaskTracker;
 use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::codegen::http::{Request, Response};
@@ -23,12 +24,13 @@ use tonic::codegen::{Body, BoxFuture, Service, StdError};
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Status, Streaming};
 use tonic_prost::ProstDecoder;
+use vss_proto::v1::ClientMessage;
 use vss_proto::v1::client_message::Kind;
-use vss_proto::v1::{ClientMessage, Event};
 
 use crate::core::access::{Access, Permission};
 use crate::core::error::RequestError;
-use crate::core::hub::{EventStream, Hub};
+use crate::core::hub::Hub;
+use crate::edge::auth;
 
 /// The method's path, as the generated service would route it.
 const EVENTS_PATH: &str = "/vss.v1.Vss/Events";
@@ -43,31 +45,6 @@ const STREAM_BUFFER_BYTES: usize = 256;
 fn stream_buffers() -> BufferSettings {
     // A stream yields what it has encoded once it holds this much.
     BufferSettings::new(STREAM_BUFFER_BYTES, 32 * 1024)
-}
-
-/// An event encoded once, shared by every stream it is delivered on.
-#[derive(Debug, Clone)]
-pub struct EncodedEvent {
-    message_id: u64,
-    bytes: Bytes,
-}
-
-impl EncodedEvent {
-    pub fn new(event: &Event) -> Self {
-        Self {
-            message_id: event.message_id,
-            bytes: event.encode_to_vec().into(),
-        }
-    }
-
-    pub fn message_id(&self) -> u64 {
-        self.message_id
-    }
-
-    /// The encoded `Event`; cloning it shares the bytes.
-    pub fn bytes(&self) -> Bytes {
-        self.bytes.clone()
-    }
 }
 
 /// Serves `vss.v1.Vss/Events` from the hub and every other method of the
@@ -138,10 +115,13 @@ struct Events {
     access: Option<Arc<Access>>,
 }
 
+/// A client's encoded events, as the gRPC stream sends them.
+type WireEvents = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Bytes, Status>> + Send>>;
+
 impl StreamingService<ClientMessage> for Events {
     type Response = Bytes;
-    type ResponseStream = EventStream;
-    type Future = BoxFuture<tonic::Response<EventStream>, Status>;
+    type ResponseStream = WireEvents;
+    type Future = BoxFuture<tonic::Response<WireEvents>, Status>;
 
     fn call(&mut self, req: tonic::Request<Streaming<ClientMessage>>) -> Self::Future {
         let Events {
@@ -151,7 +131,7 @@ impl StreamingService<ClientMessage> for Events {
         } = self.clone();
         Box::pin(async move {
             let grant = match &access {
-                Some(access) => Some(access.authenticate(&req, Permission::Subscribe)?),
+                Some(access) => Some(auth::authenticate(access, &req, Permission::Subscribe)?),
                 None => None,
             };
             let mut inbound = req.into_inner();
@@ -189,6 +169,7 @@ impl StreamingService<ClientMessage> for Events {
                 hub.disconnect(&conn);
                 tracing::debug!(client = %conn.client_id(), "event stream closed");
             });
+            let stream: WireEvents = Box::pin(tokio_stream::StreamExt::map(stream, Ok));
             Ok(tonic::Response::new(stream))
         })
     }
@@ -227,23 +208,5 @@ impl Encoder for Encoded {
 
     fn buffer_settings(&self) -> BufferSettings {
         stream_buffers()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_encoded_event_is_the_event_on_the_wire() {
-        let event = Event {
-            slot: 10,
-            message_id: 7,
-            payload: vec![0, 159, 146, 150],
-            publisher: "p".into(),
-        };
-        let encoded = EncodedEvent::new(&event);
-        assert_eq!(encoded.message_id(), 7);
-        assert_eq!(Event::decode(encoded.bytes()).expect("decodes"), event);
     }
 }

@@ -9,20 +9,20 @@
 //! - restarts: the process exits with code 75 at random intervals around a
 //!   mean, for a supervisor (`vss dev`, Kubernetes) to start it again.
 //!
-//! The faults of calls are applied by each port's
-//! [`crate::edge::admission::Admission`].
+//! The faults of calls are drawn here and applied by each port's admission
+//! check at the edge.
 
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::SERVICE_NAME as RLS_SERVICE;
-use tonic::Status;
-use tonic::codegen::http::Request;
-use vss_proto::v1::vss_server::SERVICE_NAME as VSS_SERVICE;
-
-use crate::edge::admission::Verdict;
-
 /// Exit code of a chaos restart (EX_TEMPFAIL).
 pub const RESTART_EXIT_CODE: i32 = 75;
+
+/// A fault injected into a mesh message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeshFault {
+    Drop,
+    Delay(Duration),
+}
 
 /// What faults to inject.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -67,55 +67,30 @@ impl ChaosOptions {
             && self.restart_every.is_none()
     }
 
+    /// Whether this client call is refused: a draw against
+    /// `refuse_calls`.
+    pub fn draws_refusal(&self) -> bool {
+        self.refuse_calls > 0.0 && fastrand::f64() < self.refuse_calls
+    }
+
+    /// What becomes of an incoming mesh message: dropped for `mesh_drop`
+    /// of them, delayed for `mesh_delay_fraction` of the others.
+    pub fn draws_mesh_fault(&self) -> Option<MeshFault> {
+        if self.mesh_drop > 0.0 && fastrand::f64() < self.mesh_drop {
+            return Some(MeshFault::Drop);
+        }
+        if self.mesh_delay_fraction > 0.0 && fastrand::f64() < self.mesh_delay_fraction {
+            return Some(MeshFault::Delay(self.mesh_delay));
+        }
+        None
+    }
+
     /// When the next self-restart is due: uniformly between half and one
     /// and a half times the mean.
     pub fn next_restart(&self) -> Option<Duration> {
         self.restart_every
             .map(|mean| mean.mul_f64(0.5 + fastrand::f64()))
     }
-}
-
-impl ChaosOptions {
-    /// A refusal for `refuse_calls` of the client calls that may be
-    /// refused: those of the `vss.v1.Vss` and RLS services, but neither
-    /// forwarded calls (they come from a peer: refusing one is not a
-    /// refused client call) nor the long-lived streams.
-    pub fn client_fault<B>(&self, req: &Request<B>) -> Option<Status> {
-        if self.refuse_calls == 0.0 {
-            return None;
-        }
-        let path = req.uri().path();
-        let service = path
-            .strip_prefix('/')
-            .and_then(|p| p.split_once('/'))
-            .map(|(service, _)| service);
-        let refusable = matches!(service, Some(VSS_SERVICE | RLS_SERVICE))
-            && !req
-                .headers()
-                .contains_key(crate::edge::vss_service::FORWARDED_HEADER)
-            && !path.ends_with("/Events")
-            && !path.ends_with("/WatchRouting");
-        (refusable && fastrand::f64() < self.refuse_calls).then(|| dropped(req))
-    }
-
-    /// A drop for `mesh_drop` of the incoming mesh messages, a delay for
-    /// `mesh_delay_fraction` of the others.
-    pub fn mesh_fault<B>(&self, req: &Request<B>) -> Verdict {
-        if self.mesh_drop > 0.0 && fastrand::f64() < self.mesh_drop {
-            return Verdict::Refuse(dropped(req));
-        }
-        if self.mesh_delay_fraction > 0.0 && fastrand::f64() < self.mesh_delay_fraction {
-            return Verdict::Delay(self.mesh_delay);
-        }
-        Verdict::Pass
-    }
-}
-
-/// `UNAVAILABLE`, as a lost message would end.
-fn dropped<B>(req: &Request<B>) -> Status {
-    let what = req.uri().path();
-    tracing::debug!(%what, "chaos: dropped");
-    Status::unavailable(format!("chaos: {what} dropped"))
 }
 
 #[cfg(test)]
@@ -149,68 +124,5 @@ mod tests {
             let next = chaos.next_restart().expect("restart due");
             assert!(next >= Duration::from_secs(5) && next <= Duration::from_secs(15));
         }
-    }
-
-    fn call(path: &str) -> Request<()> {
-        Request::builder()
-            .uri(path)
-            .body(())
-            .expect("a valid request")
-    }
-
-    #[test]
-    fn refused_calls_are_client_calls_of_the_vss_and_rls_services_only() {
-        let chaos = ChaosOptions {
-            refuse_calls: 1.0,
-            ..ChaosOptions::default()
-        };
-        for refused in [
-            "/vss.v1.Vss/Acquire",
-            "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
-        ] {
-            let status = chaos.client_fault(&call(refused)).expect("refused");
-            assert_eq!(status.code(), tonic::Code::Unavailable);
-        }
-        for spared in [
-            "/vss.v1.Vss/Events",
-            "/vss.v1.Vss/WatchRouting",
-            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-        ] {
-            assert!(chaos.client_fault(&call(spared)).is_none(), "{spared}");
-        }
-        let mut forwarded = call("/vss.v1.Vss/Acquire");
-        forwarded.headers_mut().insert(
-            crate::edge::vss_service::FORWARDED_HEADER,
-            "vss-1".parse().expect("ascii"),
-        );
-        assert!(chaos.client_fault(&forwarded).is_none());
-        assert!(
-            ChaosOptions::default()
-                .client_fault(&call("/vss.v1.Vss/Acquire"))
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn mesh_messages_are_dropped_or_delayed() {
-        let drop_all = ChaosOptions {
-            mesh_drop: 1.0,
-            ..ChaosOptions::default()
-        };
-        let msg = call("/vss.v1.Mesh/Heartbeat");
-        assert!(matches!(drop_all.mesh_fault(&msg), Verdict::Refuse(_)));
-        let delay_all = ChaosOptions {
-            mesh_delay_fraction: 1.0,
-            mesh_delay: Duration::from_millis(20),
-            ..ChaosOptions::default()
-        };
-        assert!(matches!(
-            delay_all.mesh_fault(&msg),
-            Verdict::Delay(d) if d == Duration::from_millis(20)
-        ));
-        assert!(matches!(
-            ChaosOptions::default().mesh_fault(&msg),
-            Verdict::Pass
-        ));
     }
 }

@@ -8,11 +8,9 @@ use std::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::edge::connections::ConnectionMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
@@ -809,4 +807,15 @@ mod tests {
             "{text}"
         );
     }
+}
+
+/// Series of the client port's connection limits.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionMetrics {
+    /// Client connections open now.
+    pub open: Gauge,
+    /// Connections closed at once because the port held its maximum.
+    pub refused: Counter,
+    /// Calls refused because their connection spent its budget.
+    pub calls_refused: Counter,
 }

@@ -31,7 +31,7 @@ pub async fn shutdown_signal() {
 /// Serves `runtime` until SIGINT/SIGTERM, then gives in-flight requests
 /// `drain` to finish.
 pub async fn run_until_signal(
-    runtime: crate::Runtime,
+    runtime: crate::server::Runtime,
     drain: std::time::Duration,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

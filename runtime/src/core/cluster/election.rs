@@ -1,18 +1,42 @@
 //! Who leads: one trait, two ways to decide.
 //!
-//! The cluster asks its [`Election`] every decision round whether this
-//! instance leads. The leader is the only one that computes routing tables;
-//! everyone learns who leads from the table it installs.
+//! The decision loop asks its [`Election`] every round whether this
+//! instance leads, showing it what this instance sees ([`ElectionView`]).
+//! The leader is the only one that computes routing tables; everyone
+//! learns who leads from the table it installs.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::Cluster;
+use super::routing::RoutingTable;
+
+/// What this instance sees of the cluster, as an election reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct ElectionView<'a> {
+    pub me: &'a str,
+    /// Instances in the cluster, this one included.
+    pub size: usize,
+    /// This instance and every peer it is in contact with both ways.
+    pub in_contact: &'a BTreeSet<String>,
+    /// Time since this instance started.
+    pub uptime: Duration,
+    /// The routing table in force, if any.
+    pub table: Option<&'a RoutingTable>,
+}
+
+impl ElectionView<'_> {
+    /// Whether this instance is in contact with more than half of the
+    /// cluster, itself included.
+    pub fn sees_majority(&self) -> bool {
+        self.in_contact.len() * 2 > self.size
+    }
+}
 
 /// Decides whether this instance is the leader right now.
 pub trait Election: Send + Sync + std::fmt::Debug + 'static {
-    fn is_leader(&self, cluster: &Cluster) -> bool;
+    fn is_leader(&self, view: &ElectionView<'_>) -> bool;
     /// Shown in status and logs.
     fn kind(&self) -> &'static str;
 }
@@ -30,11 +54,9 @@ pub trait Election: Send + Sync + std::fmt::Debug + 'static {
 /// over if it is healthy, otherwise the lowest healthy id. Every instance
 /// applies the same rule to what its heartbeats show; if two views differ
 /// for a moment, both may publish (under different epochs, see
-/// [`Cluster::next_epoch`]), and [`RoutingTable::is_newer_than`] makes
-/// every instance settle on the same table, after which the other one sees
-/// a healthy leader that is not itself and steps down.
-///
-/// [`RoutingTable::is_newer_than`]: super::RoutingTable::is_newer_than
+/// [`super::routing::next_epoch`]), and [`RoutingTable::is_newer_than`]
+/// makes every instance settle on the same table, after which the other
+/// one sees a healthy leader that is not itself and steps down.
 #[derive(Debug, Clone)]
 pub struct MeshElection {
     /// How long a starting instance listens before it may claim the role,
@@ -51,32 +73,26 @@ impl Default for MeshElection {
 }
 
 impl Election for MeshElection {
-    fn is_leader(&self, cluster: &Cluster) -> bool {
-        let me = cluster.me();
-        if cluster.peers().is_empty() {
+    fn is_leader(&self, view: &ElectionView<'_>) -> bool {
+        let me = view.me;
+        if view.size <= 1 {
             return true;
         }
-        if cluster.uptime() < self.grace || !cluster.sees_majority() {
+        if view.uptime < self.grace || !view.sees_majority() {
             return false;
         }
-        let healthy = |id: &str| id == me || cluster.peer(id).is_some_and(|p| p.in_contact());
-        let table = cluster.table();
-        if let Some(t) = &table
+        let healthy = |id: &str| view.in_contact.contains(id);
+        if let Some(t) = view.table
             && healthy(&t.leader)
         {
             return t.leader == me;
         }
-        let fallback = table
-            .as_ref()
-            .and_then(|t| t.fallback_leader.clone())
+        let fallback = view
+            .table
+            .and_then(|t| t.fallback_leader.as_deref())
             .filter(|f| healthy(f));
-        let candidate = fallback.unwrap_or_else(|| {
-            cluster
-                .healthy_ids()
-                .into_iter()
-                .next()
-                .unwrap_or_else(|| me.to_string())
-        });
+        let candidate =
+            fallback.unwrap_or_else(|| view.in_contact.iter().next().map_or(me, String::as_str));
         candidate == me
     }
 
@@ -99,7 +115,7 @@ impl WatchElection {
 }
 
 impl Election for WatchElection {
-    fn is_leader(&self, _cluster: &Cluster) -> bool {
+    fn is_leader(&self, _view: &ElectionView<'_>) -> bool {
         *self.holds.borrow()
     }
 

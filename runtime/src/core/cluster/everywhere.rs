@@ -24,9 +24,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vss_proto::v1::{FetchStateRequest, ReplicateRequest, SlotState};
+use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, MESH_CALL_TIMEOUT, Peer};
+use super::link::{MESH_CALL_TIMEOUT, Replicate, SlotState};
+use super::peer::Peer;
+use super::state::Cluster;
 
 /// Longest a write waits for its push to the peers.
 pub const SPREAD_TIMEOUT: Duration = Duration::from_millis(500);
@@ -36,14 +38,17 @@ pub const SPREAD_TIMEOUT: Duration = Duration::from_millis(500);
 const FRESH_START_WAIT: Duration = Duration::from_secs(10);
 /// A push that failed is tried once more within the same write.
 const SPREAD_ATTEMPTS: usize = 2;
+/// Time between two attempts to take the peers' state after a start.
+const SYNC_EVERY: Duration = Duration::from_millis(100);
 
 /// The slot version the last push of a slot covered, and how many peers
 /// took it; the lock around it serialises the slot's pushes.
 type LastPush = Arc<tokio::sync::Mutex<(u64, u32)>>;
 
-/// State of the slots kept on every instance, as far as the mesh goes.
-#[derive(Debug, Default)]
+/// The slots kept on every instance, as far as the mesh goes.
+#[derive(Debug)]
 pub struct Everywhere {
+    cluster: Arc<Cluster>,
     pushes: Mutex<HashMap<u8, LastPush>>,
     /// (slot, peer) → hash of the state last sent to or received from it.
     exchanged: Mutex<HashMap<(u8, String), u64>>,
@@ -56,8 +61,26 @@ pub struct Everywhere {
     fetched: Mutex<BTreeSet<String>>,
 }
 
+fn hash_of(state: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    state.hash(&mut h);
+    h.finish()
+}
+
 impl Everywhere {
-    pub fn synced(&self) -> bool {
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        Self {
+            cluster,
+            pushes: Mutex::default(),
+            exchanged: Mutex::default(),
+            reconciled: Mutex::default(),
+            synced: AtomicBool::new(false),
+            fetched: Mutex::default(),
+        }
+    }
+
+    /// Whether this instance may serve the slots kept on every instance.
+    pub fn ready(&self) -> bool {
         self.synced.load(Ordering::Acquire)
     }
 
@@ -84,37 +107,25 @@ impl Everywhere {
             .get(&(slot, peer.to_string()))
             .copied()
     }
-}
-
-fn hash_of(state: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    state.hash(&mut h);
-    h.finish()
-}
-
-impl Cluster {
-    /// Whether this instance may serve the slots kept on every instance.
-    pub fn everywhere_ready(&self) -> bool {
-        self.everywhere.synced()
-    }
 
     /// Pushes `slot`'s state, which includes a write just applied here, to
     /// every healthy peer; returns how many took it. Never fails: the
     /// write is applied, and anti-entropy carries it to the peers missed.
     pub async fn spread(&self, slot: u8) -> u32 {
-        let Some(written) = self.slots.version(slot) else {
+        let slots = self.cluster.slots();
+        let Some(written) = slots.version(slot) else {
             return 0;
         };
-        let lock = self.everywhere.push_lock(slot);
+        let lock = self.push_lock(slot);
         let mut last = lock.lock().await;
         if last.0 >= written {
             // A push that started after this write was applied covered it.
             return last.1;
         }
-        let Some(version) = self.slots.version(slot) else {
+        let Some(version) = slots.version(slot) else {
             return 0;
         };
-        let state = match self.slots.snapshot(slot).await {
+        let state = match slots.snapshot(slot).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(slot, error = %e, "snapshot for a write's push failed");
@@ -127,7 +138,7 @@ impl Cluster {
             for _ in 0..SPREAD_ATTEMPTS {
                 if self.push(&peer, slot, state.clone(), SPREAD_TIMEOUT).await {
                     took += 1;
-                    self.everywhere.remember(slot, peer.id(), hash);
+                    self.remember(slot, peer.id(), hash);
                     break;
                 }
             }
@@ -143,28 +154,29 @@ impl Cluster {
     /// list, so the client's retry lands first on a peer that has it and
     /// the counter's request id makes the retry a no-op there.
     fn spread_order(&self) -> Vec<Arc<Peer>> {
+        let me = self.cluster.me();
         let (before, after): (Vec<_>, Vec<_>) = self
+            .cluster
             .healthy_peers()
             .into_iter()
-            .partition(|p| p.id() < self.me());
+            .partition(|p| p.id() < me);
         after.into_iter().chain(before).collect()
     }
 
     /// One push of a slot's state to a peer.
     async fn push(&self, peer: &Peer, slot: u8, state: Vec<u8>, limit: Duration) -> bool {
-        let request = ReplicateRequest {
-            from: self.me().to_string(),
-            epoch: self.epoch(),
+        let request = Replicate {
+            from: self.cluster.me().to_string(),
+            epoch: self.cluster.epoch(),
             slots: vec![SlotState {
                 slot: u32::from(slot),
                 state,
             }],
         };
-        let mut client = peer.mesh();
-        match tokio::time::timeout(limit, client.replicate(request)).await {
-            Ok(Ok(_)) => true,
-            Ok(Err(status)) => {
-                tracing::debug!(peer = peer.id(), slot, error = %status.message(), "push refused");
+        match tokio::time::timeout(limit, peer.link().replicate(request)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = peer.id(), slot, error = %e, "push refused");
                 false
             }
             Err(_) => {
@@ -175,46 +187,42 @@ impl Cluster {
     }
 
     /// A peer's state of `slot`, merged into this instance's copy.
-    pub(crate) async fn take_everywhere(
-        &self,
-        from: &str,
-        slot: u8,
-        state: Vec<u8>,
-    ) -> Result<(), String> {
+    pub async fn take(&self, from: &str, slot: u8, state: Vec<u8>) -> Result<(), String> {
         let hash = hash_of(&state);
-        self.slots
+        self.cluster
+            .slots()
             .merge(slot, state)
             .await
             .map_err(|e| e.to_string())?;
-        self.everywhere.remember(slot, from, hash);
+        self.remember(slot, from, hash);
         Ok(())
     }
 
     /// Anti-entropy round: pushes every slot kept on every instance to
     /// each healthy peer whose last exchange differs from the state now.
-    pub(super) async fn reconcile_everywhere(&self) {
-        let slots = self.slots.everywhere();
-        if slots.is_empty() || !self.everywhere_ready() {
+    pub async fn reconcile(&self) {
+        let slots = self.cluster.slots();
+        let everywhere = slots.everywhere();
+        if everywhere.is_empty() || !self.ready() {
             return;
         }
-        let peers = self.healthy_peers();
-        for slot in slots {
+        let peers = self.cluster.healthy_peers();
+        for slot in everywhere {
             let known = self
-                .everywhere
                 .reconciled
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&slot)
                 .copied();
-            if let (Some(v), Some((seen, hash))) = (self.slots.version(slot), known)
+            if let (Some(v), Some((seen, hash))) = (slots.version(slot), known)
                 && v == seen
                 && peers
                     .iter()
-                    .all(|p| self.everywhere.exchanged_with(slot, p.id()) == Some(hash))
+                    .all(|p| self.exchanged_with(slot, p.id()) == Some(hash))
             {
                 continue;
             }
-            let state = match self.slots.snapshot(slot).await {
+            let state = match slots.snapshot(slot).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(slot, error = %e, "snapshot failed");
@@ -223,16 +231,15 @@ impl Cluster {
             };
             let hash = hash_of(&state);
             // Read after the snapshot, which itself counts as a call.
-            if let Some(v) = self.slots.version(slot) {
-                self.everywhere
-                    .reconciled
+            if let Some(v) = slots.version(slot) {
+                self.reconciled
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(slot, (v, hash));
             }
             let behind: Vec<_> = peers
                 .iter()
-                .filter(|p| self.everywhere.exchanged_with(slot, p.id()) != Some(hash))
+                .filter(|p| self.exchanged_with(slot, p.id()) != Some(hash))
                 .collect();
             let pushes = behind
                 .iter()
@@ -242,18 +249,19 @@ impl Cluster {
                 .zip(futures_util::future::join_all(pushes).await)
             {
                 if ok {
-                    self.everywhere.remember(slot, peer.id(), hash);
+                    self.remember(slot, peer.id(), hash);
                 }
             }
         }
     }
 
-    /// What [`Cluster::fetch_state`] answers a peer: every slot kept on
-    /// every instance, and whether this copy is trustworthy (synced).
-    pub(crate) async fn everywhere_states(&self) -> (Vec<SlotState>, bool) {
+    /// What a peer fetching state is answered: every slot kept on every
+    /// instance, and whether this copy is trustworthy (synced).
+    pub async fn states(&self) -> (Vec<SlotState>, bool) {
+        let slots = self.cluster.slots();
         let mut states = Vec::new();
-        for slot in self.slots.everywhere() {
-            match self.slots.snapshot(slot).await {
+        for slot in slots.everywhere() {
+            match slots.snapshot(slot).await {
                 Ok(state) => states.push(SlotState {
                     slot: u32::from(slot),
                     state,
@@ -261,7 +269,24 @@ impl Cluster {
                 Err(e) => tracing::warn!(slot, error = %e, "snapshot for a peer failed"),
             }
         }
-        (states, self.everywhere_ready())
+        (states, self.ready())
+    }
+
+    /// Takes the peers' state after a start, every [`SYNC_EVERY`], until
+    /// this instance may serve; then ends.
+    pub async fn run_sync(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval(SYNC_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.ready() {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.sync() => {}
+            }
+        }
     }
 
     /// Takes the state of every peer in contact until this instance may
@@ -269,18 +294,19 @@ impl Cluster {
     /// acknowledged while it was reachable), or once every member has
     /// answered and none was synced (the whole cluster started afresh),
     /// or at once when this instance is alone or has no such slots.
-    pub(super) async fn sync_everywhere(&self) {
-        if self.everywhere_ready() {
+    pub async fn sync(&self) {
+        if self.ready() {
             return;
         }
-        if self.peers.is_empty() || self.slots.everywhere().is_empty() {
+        let cluster = &self.cluster;
+        let slots = cluster.slots();
+        if cluster.peers().is_empty() || slots.everywhere().is_empty() {
             self.mark_synced("no peers or no replicated slots");
             return;
         }
         let mut trusted = false;
-        for peer in self.peers.values().filter(|p| p.in_contact()) {
+        for peer in cluster.peers().values().filter(|p| p.in_contact()) {
             if self
-                .everywhere
                 .fetched
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -288,16 +314,15 @@ impl Cluster {
             {
                 continue;
             }
-            let request = FetchStateRequest {
-                from: self.me().to_string(),
-            };
-            let mut client = peer.mesh();
-            let reply = match tokio::time::timeout(MESH_CALL_TIMEOUT, client.fetch_state(request))
-                .await
+            let reply = match tokio::time::timeout(
+                MESH_CALL_TIMEOUT,
+                peer.link().fetch_state(cluster.me()),
+            )
+            .await
             {
-                Ok(Ok(r)) => r.into_inner(),
-                Ok(Err(status)) => {
-                    tracing::debug!(peer = peer.id(), error = %status.message(), "state fetch refused");
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = peer.id(), error = %e, "state fetch refused");
                     continue;
                 }
                 Err(_) => continue,
@@ -306,15 +331,14 @@ impl Cluster {
                 let Ok(slot) = u8::try_from(state.slot) else {
                     continue;
                 };
-                if !self.slots.is_everywhere(state.slot) {
+                if !slots.is_everywhere(state.slot) {
                     continue;
                 }
-                if let Err(e) = self.take_everywhere(peer.id(), slot, state.state).await {
+                if let Err(e) = self.take(peer.id(), slot, state.state).await {
                     tracing::warn!(peer = peer.id(), slot, error = %e, "peer state not merged");
                 }
             }
-            self.everywhere
-                .fetched
+            self.fetched
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(peer.id().to_string());
@@ -325,20 +349,15 @@ impl Cluster {
                 "took a peer's state of the replicated slots"
             );
         }
-        let fetched = self
-            .everywhere
-            .fetched
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len();
+        let fetched = self.fetched.lock().unwrap_or_else(|p| p.into_inner()).len();
         if trusted {
             self.mark_synced("took the state of a synced peer");
-        } else if fetched == self.peers.len() {
+        } else if fetched == cluster.peers().len() {
             self.mark_synced("every member answered and none held older state");
-        } else if self.uptime() > FRESH_START_WAIT && (fetched + 1) * 2 > self.size() {
+        } else if cluster.uptime() > FRESH_START_WAIT && (fetched + 1) * 2 > cluster.size() {
             tracing::warn!(
                 fetched,
-                members = self.size(),
+                members = cluster.size(),
                 "no synced peer answered and some members are unreachable; serving the replicated slots from what a majority holds"
             );
             self.mark_synced("a majority answered and no synced peer is reachable");
@@ -346,9 +365,9 @@ impl Cluster {
     }
 
     fn mark_synced(&self, why: &str) {
-        if !self.everywhere.synced.swap(true, Ordering::AcqRel) {
+        if !self.synced.swap(true, Ordering::AcqRel) {
             tracing::info!(why, "replicated slots ready to serve");
-            self.metrics.cluster.everywhere_synced.set(1);
+            self.cluster.metrics().cluster.everywhere_synced.set(1);
         }
     }
 }

@@ -1,17 +1,11 @@
-//! One connection to another instance, and what its heartbeats tell.
+//! Another instance: its link, and what its heartbeats tell.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
-use vss_proto::v1::mesh_client::MeshClient;
-use vss_proto::v1::vss_client::VssClient;
-use vss_wire::AcquireLane;
 
-use crate::edge::tls::MeshConnector;
+use super::link::PeerLink;
 
 /// Time between heartbeats to one peer.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(200);
@@ -36,73 +30,24 @@ pub struct PeerHealth {
     pub last_push: Option<Instant>,
 }
 
-/// A peer instance: a lazily connected channel shared by the mesh, the
-/// forwarding path and deliveries.
+/// A peer instance: the link shared by the mesh loops, the forwarding path
+/// and deliveries, and its health.
 #[derive(Debug)]
 pub struct Peer {
     id: String,
     addr: String,
-    channel: Channel,
+    link: Arc<dyn PeerLink>,
     health: Mutex<PeerHealth>,
-    /// Acquires forwarded to this peer, coalesced into `AcquireBatch`
-    /// calls; started on the first forward that has company.
-    lane: OnceLock<AcquireLane>,
-    /// Acquires being forwarded to this peer.
-    forwarding: AtomicUsize,
-}
-
-/// Counts an acquire being forwarded until dropped.
-pub struct Forwarding<'a>(&'a AtomicUsize);
-
-impl Drop for Forwarding<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl Peer {
-    /// A peer at `addr` (`host:port`), dialed over mTLS with `tls` if given.
-    pub fn new(
-        id: &str,
-        addr: &str,
-        tls: Option<&MeshConnector>,
-    ) -> Result<Self, tonic::transport::Error> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(HEARTBEAT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10));
-        let channel = match tls {
-            Some(tls) => endpoint.connect_with_connector_lazy(tls.clone()),
-            None => endpoint.connect_lazy(),
-        };
-        Ok(Self {
+    pub fn new(id: &str, addr: &str, link: Arc<dyn PeerLink>) -> Self {
+        Self {
             id: id.to_string(),
             addr: addr.to_string(),
-            channel,
+            link,
             health: Mutex::new(PeerHealth::default()),
-            lane: OnceLock::new(),
-            forwarding: AtomicUsize::new(0),
-        })
-    }
-
-    /// Counts one more acquire forwarded to this peer, with how many were
-    /// already on their way: a lone one goes alone, the others share
-    /// [`Peer::acquire_lane`].
-    pub fn forwarding(&self) -> (usize, Forwarding<'_>) {
-        let others = self.forwarding.fetch_add(1, Ordering::Relaxed);
-        (others, Forwarding(&self.forwarding))
-    }
-
-    /// Batches of acquires forwarded to this peer, marked as forwarded by
-    /// `me` so the peer serves them where they land.
-    pub fn acquire_lane(&self, me: &str, timeout: Duration) -> &AcquireLane {
-        self.lane.get_or_init(|| {
-            let mut metadata = MetadataMap::new();
-            if let Ok(me) = MetadataValue::try_from(me) {
-                metadata.insert(crate::edge::vss_service::FORWARDED_HEADER, me);
-            }
-            AcquireLane::start(self.vss(), timeout, metadata)
-        })
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -113,12 +58,8 @@ impl Peer {
         &self.addr
     }
 
-    pub fn mesh(&self) -> MeshClient<Channel> {
-        MeshClient::new(self.channel.clone())
-    }
-
-    pub fn vss(&self) -> VssClient<Channel> {
-        VssClient::new(self.channel.clone())
+    pub fn link(&self) -> &dyn PeerLink {
+        self.link.as_ref()
     }
 
     pub fn health(&self) -> PeerHealth {

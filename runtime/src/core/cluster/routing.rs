@@ -8,8 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use vss_proto::v1 as pb;
-
 /// Who serves one slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -166,12 +164,18 @@ impl RoutingTable {
         self.routes.get(&slot)
     }
 
-    /// Checks a table from a peer against the cluster's members.
-    pub fn from_proto(
-        table: pb::RoutingTable,
+    /// Checks a table another instance offers against the cluster's
+    /// members: `routes` are (slot, owner, standby), with "" for no
+    /// fallback leader or standby, as they come from the wire.
+    pub fn offered(
+        epoch: u64,
+        leader: String,
+        fallback_leader: String,
+        members: Vec<String>,
+        routes: impl IntoIterator<Item = (u32, String, String)>,
         known: &HashSet<String>,
     ) -> Result<RoutingTable, RoutingError> {
-        if table.epoch == 0 {
+        if epoch == 0 {
             return Err(RoutingError::ZeroEpoch);
         }
         let check = |role: &'static str, id: &str| {
@@ -184,61 +188,39 @@ impl RoutingTable {
                 })
             }
         };
-        check("leader", &table.leader)?;
-        let fallback_leader = (!table.fallback_leader.is_empty()).then_some(table.fallback_leader);
+        check("leader", &leader)?;
+        let fallback_leader = (!fallback_leader.is_empty()).then_some(fallback_leader);
         if let Some(f) = &fallback_leader {
             check("fallback leader", f)?;
         }
-        for m in &table.members {
+        for m in &members {
             check("member", m)?;
         }
-        let mut routes = BTreeMap::new();
-        for r in table.routes {
-            let slot = u8::try_from(r.slot)
+        let mut checked = BTreeMap::new();
+        for (slot, owner, standby) in routes {
+            let id = u8::try_from(slot)
                 .ok()
                 .filter(|s| usize::from(*s) < vss_config::MAX_SLOTS)
-                .ok_or(RoutingError::SlotOutOfRange(r.slot))?;
-            check("owner", &r.owner)?;
-            let standby = (!r.standby.is_empty()).then_some(r.standby);
+                .ok_or(RoutingError::SlotOutOfRange(slot))?;
+            check("owner", &owner)?;
+            let standby = (!standby.is_empty()).then_some(standby);
             if let Some(s) = &standby {
                 check("standby", s)?;
-                if *s == r.owner {
-                    return Err(RoutingError::OwnerIsStandby(r.owner, slot));
+                if *s == owner {
+                    return Err(RoutingError::OwnerIsStandby(owner, id));
                 }
             }
-            let route = Route {
-                owner: r.owner,
-                standby,
-            };
-            if routes.insert(slot, route).is_some() {
-                return Err(RoutingError::DuplicateSlot(slot));
+            if checked.insert(id, Route { owner, standby }).is_some() {
+                return Err(RoutingError::DuplicateSlot(id));
             }
         }
         Ok(RoutingTable {
-            epoch: table.epoch,
-            leader: table.leader,
+            epoch,
+            leader,
             fallback_leader,
-            members: table.members.into_iter().collect(),
-            routes,
+            members: members.into_iter().collect(),
+            routes: checked,
         })
-    }
-
-    pub fn to_proto(&self) -> pb::RoutingTable {
-        pb::RoutingTable {
-            epoch: self.epoch,
-            leader: self.leader.clone(),
-            fallback_leader: self.fallback_leader.clone().unwrap_or_default(),
-            members: self.members.iter().cloned().collect(),
-            routes: self
-                .routes
-                .iter()
-                .map(|(slot, r)| pb::SlotRoute {
-                    slot: u32::from(*slot),
-                    owner: r.owner.clone(),
-                    standby: r.standby.clone().unwrap_or_default(),
-                })
-                .collect(),
-        }
     }
 }
 
@@ -380,47 +362,6 @@ mod tests {
         a.epoch = 5;
         assert!(a.is_newer_than(&b));
         assert!(!a.is_newer_than(&a.clone()));
-    }
-
-    #[test]
-    fn proto_round_trip_and_refusals() {
-        let known: HashSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        let t = table(None, "a", &["a", "b", "c"]);
-        assert_eq!(
-            RoutingTable::from_proto(t.to_proto(), &known),
-            Ok(t.clone())
-        );
-
-        let mut p = t.to_proto();
-        p.leader = "mallory".into();
-        assert!(matches!(
-            RoutingTable::from_proto(p, &known),
-            Err(RoutingError::UnknownInstance { role: "leader", .. })
-        ));
-        let mut p = t.to_proto();
-        p.routes[0].slot = 100;
-        assert_eq!(
-            RoutingTable::from_proto(p, &known),
-            Err(RoutingError::SlotOutOfRange(100))
-        );
-        let mut p = t.to_proto();
-        p.routes[1].slot = p.routes[0].slot;
-        assert!(matches!(
-            RoutingTable::from_proto(p, &known),
-            Err(RoutingError::DuplicateSlot(_))
-        ));
-        let mut p = t.to_proto();
-        p.epoch = 0;
-        assert_eq!(
-            RoutingTable::from_proto(p, &known),
-            Err(RoutingError::ZeroEpoch)
-        );
-        let mut p = t.to_proto();
-        p.routes[0].standby = p.routes[0].owner.clone();
-        assert!(matches!(
-            RoutingTable::from_proto(p, &known),
-            Err(RoutingError::OwnerIsStandby(..))
-        ));
     }
 
     #[test]

@@ -15,15 +15,14 @@ use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
 use prometheus_client::metrics::counter::Counter;
 use tonic::{Request, Response, Status};
 use vss_config::Period;
-use vss_proto::v1::CallRequest;
-use vss_proto::v1::vss_server::Vss;
 use vss_slot_sdk::codec::Wire;
 use vss_slot_sdk::limiter::{OP_RELEASE, OP_TAKE_ALL, Take, Taken};
 
 use super::rules::{Rule, RuleIndex};
 use crate::core::access::{Access, Grant, Permission};
-use crate::core::slot_table::SlotTable;
-use crate::edge::vss_service::VssService;
+use crate::core::calls::CustomCall;
+use crate::core::node::{Node, Origin};
+use crate::edge::auth;
 use crate::ops::metrics::{Metrics, OutcomeLabels, RlsRuleLabels};
 
 /// Most descriptors in one request.
@@ -44,8 +43,7 @@ struct Rules {
 /// Serves `ShouldRateLimit` from the limiter slots.
 #[derive(Clone)]
 pub struct RateLimiter {
-    vss: VssService,
-    slots: Arc<SlotTable>,
+    node: Arc<Node>,
     rules: Arc<ArcSwap<Rules>>,
     metrics: Metrics,
     /// Client tokens, as on the rest of the client port.
@@ -73,15 +71,14 @@ const OVER_LIMIT: usize = 1;
 const SHADOWED: usize = 2;
 
 impl RateLimiter {
-    pub fn new(vss: VssService, slots: Arc<SlotTable>, metrics: Metrics) -> Self {
+    pub fn new(node: Arc<Node>, metrics: Metrics) -> Self {
         let rules = Arc::new(ArcSwap::from_pointee(Rules {
             generation: u64::MAX,
             index: RuleIndex::default(),
             decisions: Vec::new(),
         }));
         Self {
-            vss,
-            slots,
+            node,
             rules,
             metrics,
             access: None,
@@ -98,10 +95,10 @@ impl RateLimiter {
     /// reload.
     fn rules(&self) -> Arc<Rules> {
         let current = self.rules.load_full();
-        if current.generation == self.slots.generation() {
+        if current.generation == self.node.slots().generation() {
             return current;
         }
-        let (config, generation) = self.slots.config();
+        let (config, generation) = self.node.slots().config();
         let index = RuleIndex::build(&config);
         let decisions = index
             .rules()
@@ -131,13 +128,13 @@ impl RateLimiter {
 
     /// Calls `take-all` or `release` on the rule's slot, at its owner.
     async fn call(&self, slot: u8, op: &str, take: &Take) -> Result<Taken, Status> {
-        let request = Request::new(CallRequest {
+        let call = CustomCall {
             slot: u32::from(slot),
             op: op.to_string(),
             payload: take.to_bytes(),
-        });
-        let reply = Vss::call(&self.vss, request).await?.into_inner();
-        Taken::from_bytes(&reply.payload)
+        };
+        let payload = self.node.call(Origin::Client, call).await?;
+        Taken::from_bytes(&payload)
             .map_err(|e| Status::internal(format!("slot {slot} answered `{op}` with {e}")))
     }
 
@@ -362,7 +359,7 @@ impl RateLimitService for RateLimiter {
         let grant = self
             .access
             .as_ref()
-            .map(|access| access.authenticate(&req, Permission::Acquire));
+            .map(|access| auth::authenticate(access, &req, Permission::Acquire));
         let answer = match grant {
             Some(Err(refused)) => Err(refused),
             Some(Ok(grant)) => self.decide(req.into_inner(), Some(&grant)).await,

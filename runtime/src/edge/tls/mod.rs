@@ -397,6 +397,7 @@ impl PortTls {
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
         let port = self.files.port.name();
         crate::ops::reload::watch(
+            crate::ops::reload::RELOAD_POLL,
             stop,
             || self.reload(),
             || {

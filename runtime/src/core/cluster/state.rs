@@ -1,0 +1,275 @@
+//! What this instance knows of the cluster: its members and their links,
+//! the routing table in force, and whether it leads.
+//!
+//! The loops that keep it current (heartbeats, decisions, replication)
+//! live beside it and share it; the node reads it to place requests.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::election::ElectionView;
+use super::link::PeerLink;
+use super::members::Members;
+use super::peer::Peer;
+use super::routing::{self, RoutingError, RoutingTable};
+use crate::core::slot_table::SlotTable;
+use crate::ops::metrics::{Metrics, PeerLabels};
+
+/// Where a request for a slot is served.
+#[derive(Debug, Clone)]
+pub enum Placement {
+    Local,
+    Remote(Arc<Peer>),
+}
+
+/// Why the cluster could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("peer {id} at {addr}: {reason}")]
+    PeerAddress {
+        id: String,
+        addr: String,
+        reason: String,
+    },
+}
+
+/// This instance's part of the cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    members: Members,
+    known: HashSet<String>,
+    peers: BTreeMap<String, Arc<Peer>>,
+    table: RwLock<Option<Arc<RoutingTable>>>,
+    leading: AtomicBool,
+    started: Instant,
+    slots: Arc<SlotTable>,
+    metrics: Metrics,
+    /// Every installed table, for clients watching the routing.
+    installed: tokio::sync::watch::Sender<Option<Arc<RoutingTable>>>,
+}
+
+impl Cluster {
+    /// The cluster of `members`, reaching each peer through the link
+    /// `dial(id, address)` makes.
+    pub fn new(
+        members: Members,
+        slots: Arc<SlotTable>,
+        metrics: Metrics,
+        dial: impl Fn(&str, &str) -> Result<Arc<dyn PeerLink>, String>,
+    ) -> Result<Self, ClusterError> {
+        let mut peers = BTreeMap::new();
+        for (id, addr) in members.peers() {
+            let link = dial(id, addr).map_err(|reason| ClusterError::PeerAddress {
+                id: id.to_string(),
+                addr: addr.to_string(),
+                reason,
+            })?;
+            peers.insert(id.to_string(), Arc::new(Peer::new(id, addr, link)));
+        }
+        Ok(Self {
+            known: members.ids().map(str::to_string).collect(),
+            members,
+            peers,
+            table: RwLock::new(None),
+            leading: AtomicBool::new(false),
+            started: Instant::now(),
+            slots,
+            metrics,
+            installed: tokio::sync::watch::Sender::new(None),
+        })
+    }
+
+    pub fn me(&self) -> &str {
+        self.members.me()
+    }
+
+    pub fn peers(&self) -> &BTreeMap<String, Arc<Peer>> {
+        &self.peers
+    }
+
+    pub fn is_member(&self, id: &str) -> bool {
+        self.known.contains(id)
+    }
+
+    /// Every member's id, this instance's included.
+    pub fn known(&self) -> &HashSet<String> {
+        &self.known
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn slots(&self) -> &Arc<SlotTable> {
+        &self.slots
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The routing table in force, if one arrived yet.
+    pub fn table(&self) -> Option<Arc<RoutingTable>> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.table().map_or(0, |t| t.epoch)
+    }
+
+    /// This instance and every peer it is in contact with both ways
+    /// ([`Peer::in_contact`]), sorted: who the election counts and who
+    /// the leader routes slots to.
+    pub fn healthy_ids(&self) -> BTreeSet<String> {
+        let mut ids: BTreeSet<String> = self
+            .peers
+            .values()
+            .filter(|p| p.in_contact())
+            .map(|p| p.id().to_string())
+            .collect();
+        ids.insert(self.me().to_string());
+        ids
+    }
+
+    /// Instances in the cluster, this one included.
+    pub fn size(&self) -> usize {
+        self.peers.len() + 1
+    }
+
+    /// Asks `decide` whether this instance leads, showing it what this
+    /// instance sees now.
+    pub fn elect(&self, decide: impl FnOnce(&ElectionView<'_>) -> bool) -> bool {
+        let in_contact = self.healthy_ids();
+        let table = self.table();
+        decide(&ElectionView {
+            me: self.me(),
+            size: self.size(),
+            in_contact: &in_contact,
+            uptime: self.uptime(),
+            table: table.as_deref(),
+        })
+    }
+
+    /// Records whether this instance leads; true when that changed.
+    pub fn set_leading(&self, leading: bool) -> bool {
+        leading != self.leading.swap(leading, Ordering::Relaxed)
+    }
+
+    /// The first epoch above `seen` that this instance may publish
+    /// ([`routing::next_epoch`]).
+    pub fn next_epoch(&self, seen: u64) -> u64 {
+        let index = self
+            .peers
+            .keys()
+            .filter(|id| id.as_str() < self.me())
+            .count();
+        routing::next_epoch(seen, index, self.size())
+    }
+
+    pub fn healthy_peers(&self) -> Vec<Arc<Peer>> {
+        self.peers
+            .values()
+            .filter(|p| p.healthy())
+            .cloned()
+            .collect()
+    }
+
+    /// Installs `table` if it is newer than the one held. Re-installing the
+    /// held table is accepted and changes nothing.
+    pub fn install(&self, table: RoutingTable) -> Result<bool, RoutingError> {
+        let mut held = self.table.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = held.as_deref()
+            && !table.is_newer_than(current)
+        {
+            if *current == table {
+                return Ok(false);
+            }
+            return Err(RoutingError::Stale {
+                offered: table.epoch,
+                offered_leader: table.leader,
+                held: current.epoch,
+                held_leader: current.leader.clone(),
+            });
+        }
+        tracing::info!(
+            epoch = table.epoch,
+            leader = %table.leader,
+            fallback = ?table.fallback_leader,
+            members = ?table.members,
+            "routing table installed"
+        );
+        self.metrics
+            .cluster
+            .routing_epoch
+            .set(i64::try_from(table.epoch).unwrap_or(i64::MAX));
+        let table = Arc::new(table);
+        *held = Some(table.clone());
+        drop(held);
+        self.installed.send_replace(Some(table));
+        Ok(true)
+    }
+
+    /// Where a request for `slot` may be served, best first: the owner,
+    /// then the standby (it holds the freshest copy of the state while the
+    /// leader has not yet noticed a lost owner), skipping peers that do
+    /// not answer heartbeats. Ends with [`Placement::Local`]: if this
+    /// instance is in line it serves, and if nobody else can, it serves
+    /// rather than fail the call.
+    ///
+    /// None while this instance, one of several, holds no routing table
+    /// yet: it cannot know the owner, and serving from its fresh state
+    /// could grant what the owner already gave out.
+    pub fn placement(&self, slot: u32) -> Option<Vec<Placement>> {
+        if self.slots.served_locally(slot) {
+            return Some(vec![Placement::Local]);
+        }
+        let table = self.table();
+        if table.is_none() && !self.peers.is_empty() {
+            return None;
+        }
+        let mut line = Vec::new();
+        let route = u8::try_from(slot)
+            .ok()
+            .and_then(|s| table.as_deref()?.route(s).cloned());
+        if let Some(route) = route {
+            for id in std::iter::once(route.owner.as_str()).chain(route.standby.as_deref()) {
+                if id == self.me() {
+                    break;
+                }
+                if let Some(peer) = self.peers.get(id).filter(|p| p.healthy()) {
+                    line.push(Placement::Remote(peer.clone()));
+                }
+            }
+        }
+        line.push(Placement::Local);
+        Some(line)
+    }
+
+    /// The table in force now and every one installed after it.
+    pub fn watch_routing(&self) -> tokio::sync::watch::Receiver<Option<Arc<RoutingTable>>> {
+        self.installed.subscribe()
+    }
+
+    /// Whether this instance executes `slot` (also before any table).
+    pub fn owns(&self, slot: u8) -> bool {
+        self.table()
+            .as_deref()
+            .and_then(|t| t.route(slot))
+            .is_none_or(|r| r.owner == self.me())
+    }
+
+    /// Counts a request forwarded to `peer`.
+    pub fn record_forward(&self, peer: &str) {
+        self.metrics
+            .cluster
+            .forwarded
+            .get_or_create(&PeerLabels {
+                peer: peer.to_string(),
+            })
+            .inc();
+    }
+}
