@@ -13,3 +13,8 @@ pub mod hub;
 pub mod node;
 pub mod signals;
 pub mod slot_table;
+
+#[cfg(test)]
+pub mod harness;
+#[cfg(test)]
+mod tests;
