@@ -201,7 +201,7 @@ class ProcessCluster:
                 if self.status_tls is not None
                 else grpc.insecure_channel(target)
             ) as channel:
-                stub = vss_pb2_grpc.VssStub(channel)
+                stub = vss_pb2_grpc.VssStub(channel)  # type: ignore[no-untyped-call]
                 reply: pb.StatusReply = stub.Status(
                     pb.StatusRequest(), timeout=timeout, metadata=metadata
                 )
@@ -245,7 +245,8 @@ class ProcessCluster:
         except OSError:
             return None
         for line in text.splitlines():
-            if line.startswith(name) and not line.startswith("#"):
+            # `name value` or `name{labels} value`; not `name_other ...`.
+            if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
                 return float(line.rsplit(" ", 1)[1])
         return None
 
