@@ -177,6 +177,22 @@ impl SlotWorker {
         answered(replies).await.ok_or(QueueError::Stopped)
     }
 
+    /// Runs `f` on the instance in its turn, alone, and answers with the
+    /// version the instance had for it: every later call's is higher.
+    pub async fn run_versioned<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SlotInstance, Context) -> Result<T, CallError> + Send + 'static,
+    ) -> Result<(u64, T), QueueError> {
+        let version = self.version.clone();
+        // Read on the slot's thread, inside the job: no other call runs
+        // between the version's bump for this job and the read.
+        self.run(move |instance, ctx| {
+            let at = version.load(Ordering::Relaxed);
+            f(instance, ctx).map(|t| (at, t))
+        })
+        .await
+    }
+
     /// Runs `f` on the instance in its turn, alone.
     pub async fn run<T: Send + 'static>(
         &self,

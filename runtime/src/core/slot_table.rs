@@ -365,6 +365,16 @@ impl SlotTable {
         run.await.map_err(|e| RequestError::queue(id, e))
     }
 
+    /// The slot's state and the version it was taken at: the slot changed
+    /// since only if its version is above that.
+    pub async fn snapshot_versioned(&self, slot: u8) -> Result<(u64, Vec<u8>), RequestError> {
+        let (id, entry) = self.entry(u32::from(slot))?;
+        let run = entry
+            .worker
+            .run_versioned(|instance, _| instance.snapshot());
+        run.await.map_err(|e| RequestError::queue(id, e))
+    }
+
     /// Folds a snapshot from the slot's owner into this instance's copy.
     pub async fn merge(&self, slot: u8, state: Vec<u8>) -> Result<(), RequestError> {
         let (id, entry) = self.entry(u32::from(slot))?;

@@ -61,7 +61,8 @@ pub struct Everywhere {
     fetched: Mutex<BTreeSet<String>>,
 }
 
-fn hash_of(state: &[u8]) -> u64 {
+/// A state's fingerprint, to tell whether a peer already holds it.
+pub fn hash_of(state: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
     state.hash(&mut h);
     h.finish()

@@ -9,22 +9,35 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::everywhere::Everywhere;
+use super::everywhere::{Everywhere, hash_of};
 use super::link::{MESH_CALL_TIMEOUT, Replicate, SlotState};
 use super::state::Cluster;
 use crate::ops::metrics::PeerLabels;
 
 /// Time between two replication rounds; the most updates a failover loses.
 pub const REPLICATE_EVERY: Duration = Duration::from_millis(100);
+/// Longest a standby goes without its slots' state even when nothing
+/// changed: a standby that restarted (and lost its copy) has it again
+/// within this.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
-/// A slot's snapshot and the slot version it was taken at.
-type SnapshotAt = (u8, u64, Vec<u8>);
+/// A slot's snapshot, the slot version it was taken at, and its hash.
+type SnapshotAt = (u8, Pushed, Vec<u8>);
+
+/// What a standby holds of a slot: the slot's version then, the hash of
+/// its state, and when it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pushed {
+    version: u64,
+    hash: u64,
+    at: tokio::time::Instant,
+}
 
 /// What this instance has pushed to the standbys of the slots it owns.
 #[derive(Debug, Default)]
 pub struct Replication {
-    /// (slot, standby) → slot version last replicated there.
-    replicated: Mutex<HashMap<(u8, String), u64>>,
+    /// (slot, standby) → what was last replicated there.
+    replicated: Mutex<HashMap<(u8, String), Pushed>>,
 }
 
 impl Replication {
@@ -35,7 +48,7 @@ impl Replication {
         self.lock().contains_key(&(slot, standby.to_string()))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u8, String), u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u8, String), Pushed>> {
         self.replicated.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -84,14 +97,34 @@ impl Replication {
             let Some(version) = slots.version(*slot) else {
                 continue;
             };
-            if sent.get(&(*slot, standby.to_string())) == Some(&version) {
+            let held = sent.get(&(*slot, standby.to_string())).copied();
+            if held.is_some_and(|h| h.version == version) {
                 continue;
             }
-            match slots.snapshot(*slot).await {
-                Ok(state) => batches
-                    .entry(standby)
-                    .or_default()
-                    .push((*slot, version, state)),
+            // Every call moves the version, ticks and the snapshot itself
+            // included: a state the standby got less than REFRESH_EVERY ago
+            // is not sent again, only the version it was seen at is noted.
+            match slots.snapshot_versioned(*slot).await {
+                Ok((version, state)) => {
+                    let hash = hash_of(&state);
+                    if let Some(h) = held
+                        && h.hash == hash
+                        && h.at.elapsed() < REFRESH_EVERY
+                    {
+                        let seen = Pushed { version, ..h };
+                        self.lock().insert((*slot, standby.to_string()), seen);
+                        continue;
+                    }
+                    let pushed = Pushed {
+                        version,
+                        hash,
+                        at: tokio::time::Instant::now(),
+                    };
+                    batches
+                        .entry(standby)
+                        .or_default()
+                        .push((*slot, pushed, state))
+                }
                 Err(e) => {
                     behind.insert(standby.to_string());
                     tracing::warn!(slot, error = %e, "snapshot failed")
@@ -129,8 +162,8 @@ impl Replication {
                         })
                         .inc();
                     let mut sent = self.lock();
-                    for (slot, version, _) in states {
-                        sent.insert((slot, peer.id().to_string()), version);
+                    for (slot, pushed, _) in states {
+                        sent.insert((slot, peer.id().to_string()), pushed);
                     }
                 }
                 Ok(Err(e)) => {

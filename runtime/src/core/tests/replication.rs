@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::core::cluster::Replication;
 use crate::core::cluster::link::{Heartbeat, Replicate, SlotState};
 use crate::core::error::{Code, RequestError};
-use crate::core::harness::{Fault, TestCluster};
+use crate::core::harness::{Fault, TestCluster, acquire};
+use crate::core::node::Origin;
 
 #[tokio::test(start_paused = true)]
 async fn a_standby_counts_as_synced_only_once_it_took_the_state() {
@@ -28,6 +29,36 @@ async fn a_standby_counts_as_synced_only_once_it_took_the_state() {
         .replicate_once(cluster.node(&owner).cluster())
         .await;
     assert!(replication.synced(0, &standby));
+    cluster.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_owner_refreshes_its_standby_once_a_second_and_pushes_a_change_at_once() {
+    let cluster = TestCluster::start(&["a", "b", "c"]);
+    let table = cluster.settled(&["a", "b", "c"]).await.expect("a table");
+    let route = table.routes.get(&0).expect("slot 0 routed").clone();
+    let (owner, standby) = (route.owner, route.standby.expect("a standby"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = cluster.net.calls(&owner, &standby, "replicate");
+    assert!(before > 0, "the standby got the state");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = cluster.net.calls(&owner, &standby, "replicate") - before;
+    assert!(
+        idle <= 6,
+        "fifty rounds of an idle owner send a refresh a second, not a push a round: {idle}"
+    );
+    let before = cluster.net.calls(&owner, &standby, "replicate");
+    cluster
+        .node(&owner)
+        .acquire(Origin::Client, acquire(0, "", None))
+        .await
+        .expect("granted");
+    let pushed = cluster
+        .until(Duration::from_millis(300), |c| {
+            c.net.calls(&owner, &standby, "replicate") > before
+        })
+        .await;
+    assert!(pushed, "the change went to the standby within a few rounds");
     cluster.stop().await;
 }
 
