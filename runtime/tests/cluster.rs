@@ -366,6 +366,7 @@ async fn peers_refuse_stale_epochs_foreign_ids_and_garbage() {
         slot: 99,
         owner: "a".into(),
         standby: String::new(),
+        partitions: Vec::new(),
     });
     let refused = mesh
         .install_routing(same_epoch)

@@ -215,6 +215,16 @@ impl SlotKind {
         self.everywhere() || matches!(self, Self::Tick(_))
     }
 
+    /// A limiter's bound on its keys: the types whose keys are split into
+    /// partitions across the cluster.
+    pub fn max_keys(&self) -> Option<u64> {
+        match self {
+            Self::TokenBucket(t) => Some(t.max_keys),
+            Self::LeakyBucket(l) => Some(l.max_keys),
+            _ => None,
+        }
+    }
+
     /// The flat name/value pairs passed to the slot module's `init`.
     pub fn module_config(&self) -> Vec<(String, String)> {
         let pair = |k: &str, v: String| (k.to_string(), v);

@@ -207,7 +207,7 @@ impl Node {
     async fn at_owner<T, F, Fut>(
         &self,
         origin: Origin<'_>,
-        slot: u32,
+        (slot, partition): (u32, u16),
         timeout: Duration,
         forward: F,
     ) -> Option<Result<T, RequestError>>
@@ -218,7 +218,7 @@ impl Node {
         if let Origin::Peer(_) = origin {
             return None;
         }
-        let Some(line) = self.cluster.placement(slot) else {
+        let Some(line) = self.cluster.placement(slot, partition) else {
             return Some(Err(RequestError::Joining));
         };
         for target in line {
@@ -252,8 +252,9 @@ impl Node {
         call: AcquireCall,
     ) -> Result<Acquired, RequestError> {
         let started = Instant::now();
+        let part = (call.slot, self.slots.partition_for(call.slot, &call.key));
         let forwarded = self
-            .at_owner(origin, call.slot, FORWARD_TIMEOUT, |peer| {
+            .at_owner(origin, part, FORWARD_TIMEOUT, |peer| {
                 let call = call.clone();
                 async move { peer.link().forward_acquire(call, FORWARD_TIMEOUT).await }
             })
@@ -266,10 +267,10 @@ impl Node {
         answer.inspect_err(|e| tracing::debug!(error = %e, "acquire refused"))
     }
 
-    /// Many acquires at once, one answer each, in order. Each slot's
-    /// acquires keep their order and go to that slot's owner together;
-    /// slots are served at once. `allow` refuses the slots the caller may
-    /// not acquire on: that fails their acquires, not the batch.
+    /// Many acquires at once, one answer each, in order. The acquires of
+    /// each slot's partition keep their order and go to its owner together;
+    /// partitions are served at once. `allow` refuses the slots the caller
+    /// may not acquire on: that fails their acquires, not the batch.
     pub async fn acquire_batch(
         &self,
         origin: Origin<'_>,
@@ -278,20 +279,25 @@ impl Node {
     ) -> Vec<Result<Acquired, RequestError>> {
         let started = Instant::now();
         let count = calls.len();
-        let mut groups: std::collections::BTreeMap<u32, (Vec<usize>, Vec<AcquireCall>)> =
-            Default::default();
+        type Group = (Vec<usize>, Vec<AcquireCall>);
+        let mut groups: std::collections::BTreeMap<(u32, u16), Group> = Default::default();
         for (i, call) in calls.into_iter().enumerate() {
-            let group = groups.entry(call.slot).or_default();
+            let partition = match origin {
+                // Served here as a whole: the slot table splits it.
+                Origin::Peer(_) => 0,
+                Origin::Client => self.slots.partition_for(call.slot, &call.key),
+            };
+            let group = groups.entry((call.slot, partition)).or_default();
             group.0.push(i);
             group.1.push(call);
         }
         let answered =
-            futures_util::future::join_all(groups.into_iter().map(|(slot, (at, calls))| {
-                let denied = allow(slot).err();
+            futures_util::future::join_all(groups.into_iter().map(|(part, (at, calls))| {
+                let denied = allow(part.0).err();
                 async move {
                     match denied {
                         Some(e) => (at, calls.iter().map(|_| Err(e.clone())).collect()),
-                        None => (at, self.acquire_group(origin, slot, calls).await),
+                        None => (at, self.acquire_group(origin, part, calls).await),
                     }
                 }
             }))
@@ -308,16 +314,16 @@ impl Node {
         outcomes
     }
 
-    /// One slot's share of a batch, at the slot's owner.
+    /// One partition's share of a batch, at its owner.
     async fn acquire_group(
         &self,
         origin: Origin<'_>,
-        slot: u32,
+        (slot, partition): (u32, u16),
         calls: Vec<AcquireCall>,
     ) -> Vec<Result<Acquired, RequestError>> {
         let count = calls.len();
         let forwarded = self
-            .at_owner(origin, slot, FORWARD_TIMEOUT, |peer| {
+            .at_owner(origin, (slot, partition), FORWARD_TIMEOUT, |peer| {
                 let calls = calls.clone();
                 async move {
                     let answers = peer.link().forward_acquires(calls, FORWARD_TIMEOUT).await?;
@@ -355,8 +361,11 @@ impl Node {
         call: CustomCall,
     ) -> Result<Vec<u8>, RequestError> {
         let started = Instant::now();
+        let partition = self
+            .slots
+            .partition_for_call(call.slot, &call.op, &call.payload);
         let forwarded = self
-            .at_owner(origin, call.slot, FORWARD_TIMEOUT, |peer| {
+            .at_owner(origin, (call.slot, partition), FORWARD_TIMEOUT, |peer| {
                 let call = call.clone();
                 async move { peer.link().forward_call(call, FORWARD_TIMEOUT).await }
             })
@@ -385,7 +394,7 @@ impl Node {
             .unwrap_or_default()
             + FORWARD_TIMEOUT;
         let forwarded = self
-            .at_owner(origin, call.slot, wait, |peer| {
+            .at_owner(origin, (call.slot, 0), wait, |peer| {
                 let call = call.clone();
                 async move { peer.link().forward_publish(call, wait).await }
             })
@@ -410,7 +419,7 @@ impl Node {
         call: MembershipCall,
     ) -> Result<(), RequestError> {
         let forwarded = self
-            .at_owner(origin, call.slot, FORWARD_TIMEOUT, |peer| {
+            .at_owner(origin, (call.slot, 0), FORWARD_TIMEOUT, |peer| {
                 let call = call.clone();
                 async move { peer.link().forward_membership(call, FORWARD_TIMEOUT).await }
             })
@@ -676,20 +685,26 @@ impl Node {
                 }
                 continue;
             }
+            let partition = state.partition;
             let owner = u8::try_from(state.slot).ok().and_then(|s| {
                 table
                     .as_ref()?
-                    .route(s)
+                    .route_of(s, partition)
                     .map(|route| (s, route.owner.clone()))
             });
+            let what = |slot| match self.slots.partitions(slot) {
+                Some(n) if n > 1 => format!("slot {slot} partition {partition}"),
+                _ => format!("slot {slot}"),
+            };
             match owner {
                 Some((slot, owner)) if owner == pushed.from => {
-                    if let Err(e) = self.slots.merge(slot, state.state).await {
-                        refused.push(format!("slot {slot}: {e}"));
+                    if let Err(e) = self.slots.merge(slot, partition, state.state).await {
+                        refused.push(format!("{}: {e}", what(slot)));
                     }
                 }
                 Some((slot, owner)) => refused.push(format!(
-                    "slot {slot}: owned by {owner:?} in epoch {}, not by the sender",
+                    "{}: owned by {owner:?} in epoch {}, not by the sender",
+                    what(slot),
                     table.as_ref().map_or(0, |t| t.epoch)
                 )),
                 None => refused.push(format!("slot {}: not routed here", state.slot)),

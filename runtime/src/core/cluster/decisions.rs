@@ -69,8 +69,13 @@ pub fn decide(cluster: &Cluster, election: &dyn Election, replication: &Replicat
         cluster.me(),
         &healthy,
         cluster.slots().configured(),
-        |slot, standby| replication.synced(slot, standby),
+        |slot, standby| replication.synced(slot, 0, standby),
         0,
+    );
+    next.assign_partitions(
+        current.as_deref(),
+        &cluster.slots().partitioned(),
+        |slot, partition, standby| replication.synced(slot, partition, standby),
     );
     if current.as_deref().is_some_and(|c| c.same_assignment(&next)) {
         return;

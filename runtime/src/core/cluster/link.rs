@@ -40,10 +40,12 @@ pub struct HeartbeatReply {
     pub hears: Vec<String>,
 }
 
-/// One slot's state, as its module's `snapshot` gave it.
+/// One slot's state (one partition's, for a split slot), as its module's
+/// `snapshot` gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotState {
     pub slot: u32,
+    pub partition: u16,
     pub state: Vec<u8>,
 }
 

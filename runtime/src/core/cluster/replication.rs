@@ -21,8 +21,11 @@ pub const REPLICATE_EVERY: Duration = Duration::from_millis(100);
 /// within this.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
-/// A slot's snapshot, the slot version it was taken at, and its hash.
-type SnapshotAt = (u8, Pushed, Vec<u8>);
+/// A slot's (or partition's) snapshot, and what it was taken at.
+type SnapshotAt = (Part, Pushed, Vec<u8>);
+
+/// A slot, or one partition of a split slot (partition 0 otherwise).
+type Part = (u8, u16);
 
 /// What a standby holds of a slot: the slot's version then, the hash of
 /// its state, and when it was sent.
@@ -36,19 +39,21 @@ struct Pushed {
 /// What this instance has pushed to the standbys of the slots it owns.
 #[derive(Debug, Default)]
 pub struct Replication {
-    /// (slot, standby) → what was last replicated there.
-    replicated: Mutex<HashMap<(u8, String), Pushed>>,
+    /// (slot, partition, standby) → what was last replicated there.
+    replicated: Mutex<HashMap<(u8, u16, String), Pushed>>,
 }
 
 impl Replication {
-    /// Whether this instance has pushed `slot`'s state to `standby`. Under
-    /// load the state changes all the time, so "pushed at least once" is
-    /// the bar: what the standby misses is the replication window.
-    pub fn synced(&self, slot: u8, standby: &str) -> bool {
-        self.lock().contains_key(&(slot, standby.to_string()))
+    /// Whether this instance has pushed the state of `slot`'s `partition`
+    /// (0 for a slot that is not split) to `standby`. Under load the state
+    /// changes all the time, so "pushed at least once" is the bar: what
+    /// the standby misses is the replication window.
+    pub fn synced(&self, slot: u8, partition: u16, standby: &str) -> bool {
+        self.lock()
+            .contains_key(&(slot, partition, standby.to_string()))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u8, String), Pushed>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u8, u16, String), Pushed>> {
         self.replicated.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -77,8 +82,8 @@ impl Replication {
         }
     }
 
-    /// One round: pushes every changed slot this instance owns to its
-    /// standby, one call per standby.
+    /// One round: pushes every changed slot (and partition) this instance
+    /// owns to its standby, one call per standby.
     pub async fn replicate_once(&self, cluster: &Cluster) {
         let sent = self.lock().clone();
         let Some(table) = cluster.table() else { return };
@@ -86,25 +91,39 @@ impl Replication {
         let mut batches: BTreeMap<&str, Vec<SnapshotAt>> = BTreeMap::new();
         // Standbys left without some slot's latest state by this round.
         let mut behind = BTreeSet::new();
-        for (slot, route) in &table.routes {
-            let (true, Some(standby)) = (route.owner == cluster.me(), route.standby.as_deref())
-            else {
-                continue;
-            };
-            if slots.is_everywhere(u32::from(*slot)) {
+        let whole = table
+            .routes
+            .iter()
+            .filter(|(slot, _)| !table.partitions.contains_key(slot))
+            .map(|(slot, route)| ((*slot, 0), route));
+        let parts = table.partitions.iter().flat_map(|(slot, parts)| {
+            parts
+                .iter()
+                .enumerate()
+                .map(|(p, route)| ((*slot, u16::try_from(p).unwrap_or(u16::MAX)), route))
+        });
+        // Mine, with a standby; taken out of the table before any await.
+        let mine: Vec<(Part, &str)> = whole
+            .chain(parts)
+            .filter(|(_, route)| route.owner == cluster.me())
+            .filter_map(|(part, route)| Some((part, route.standby.as_deref()?)))
+            .collect();
+        for ((slot, partition), standby) in mine {
+            if slots.is_everywhere(u32::from(slot)) {
                 continue;
             }
-            let Some(version) = slots.version(*slot) else {
+            let Some(version) = slots.version(slot, partition) else {
                 continue;
             };
-            let held = sent.get(&(*slot, standby.to_string())).copied();
+            let key = (slot, partition, standby.to_string());
+            let held = sent.get(&key).copied();
             if held.is_some_and(|h| h.version == version) {
                 continue;
             }
             // Every call moves the version, ticks and the snapshot itself
             // included: a state the standby got less than REFRESH_EVERY ago
             // is not sent again, only the version it was seen at is noted.
-            match slots.snapshot_versioned(*slot).await {
+            match slots.snapshot_versioned(slot, partition).await {
                 Ok((version, state)) => {
                     let hash = hash_of(&state);
                     if let Some(h) = held
@@ -112,7 +131,7 @@ impl Replication {
                         && h.at.elapsed() < REFRESH_EVERY
                     {
                         let seen = Pushed { version, ..h };
-                        self.lock().insert((*slot, standby.to_string()), seen);
+                        self.lock().insert(key, seen);
                         continue;
                     }
                     let pushed = Pushed {
@@ -123,7 +142,7 @@ impl Replication {
                     batches
                         .entry(standby)
                         .or_default()
-                        .push((*slot, pushed, state))
+                        .push(((slot, partition), pushed, state))
                 }
                 Err(e) => {
                     behind.insert(standby.to_string());
@@ -138,8 +157,9 @@ impl Replication {
                 epoch: table.epoch,
                 slots: states
                     .iter()
-                    .map(|(slot, _, state)| SlotState {
+                    .map(|((slot, partition), _, state)| SlotState {
                         slot: u32::from(*slot),
+                        partition: *partition,
                         state: state.clone(),
                     })
                     .collect(),
@@ -162,8 +182,8 @@ impl Replication {
                         })
                         .inc();
                     let mut sent = self.lock();
-                    for (slot, pushed, _) in states {
-                        sent.insert((slot, peer.id().to_string()), pushed);
+                    for ((slot, partition), pushed, _) in states {
+                        sent.insert((slot, partition, peer.id().to_string()), pushed);
                     }
                 }
                 Ok(Err(e)) => {

@@ -223,7 +223,9 @@ impl Cluster {
     /// None while this instance, one of several, holds no routing table
     /// yet: it cannot know the owner, and serving from its fresh state
     /// could grant what the owner already gave out.
-    pub fn placement(&self, slot: u32) -> Option<Vec<Placement>> {
+    ///
+    /// A slot split into partitions is placed by `partition`'s route.
+    pub fn placement(&self, slot: u32, partition: u16) -> Option<Vec<Placement>> {
         if self.slots.served_locally(slot) {
             return Some(vec![Placement::Local]);
         }
@@ -234,7 +236,7 @@ impl Cluster {
         let mut line = Vec::new();
         let route = u8::try_from(slot)
             .ok()
-            .and_then(|s| table.as_deref()?.route(s).cloned());
+            .and_then(|s| table.as_deref()?.route_of(s, partition).cloned());
         if let Some(route) = route {
             for id in std::iter::once(route.owner.as_str()).chain(route.standby.as_deref()) {
                 if id == self.me() {

@@ -14,6 +14,7 @@ async fn a_standby_counts_as_synced_only_once_it_took_the_state() {
     let table = cluster.settled(&["a", "b", "c"]).await.expect("a table");
     let route = table.routes.get(&0).expect("slot 0 routed").clone();
     let (owner, standby) = (route.owner, route.standby.expect("a standby"));
+    let partition = cluster.node("a").slots().partition_for(0, "");
     let replication = Replication::default();
     cluster
         .net
@@ -21,14 +22,17 @@ async fn a_standby_counts_as_synced_only_once_it_took_the_state() {
     replication
         .replicate_once(cluster.node(&owner).cluster())
         .await;
-    assert!(!replication.synced(0, &standby), "a lost push is no sync");
+    assert!(
+        !replication.synced(0, partition, &standby),
+        "a lost push is no sync"
+    );
     cluster
         .net
         .set_for(&owner, &standby, "replicate", Fault::None);
     replication
         .replicate_once(cluster.node(&owner).cluster())
         .await;
-    assert!(replication.synced(0, &standby));
+    assert!(replication.synced(0, partition, &standby));
     cluster.stop().await;
 }
 
@@ -79,6 +83,7 @@ async fn a_standby_refuses_state_from_an_instance_that_does_not_own_the_slot() {
             epoch: table.epoch,
             slots: vec![SlotState {
                 slot: 0,
+                partition: cluster.node(&standby).slots().partition_for(0, ""),
                 state: vec![1, 2, 3],
             }],
         })

@@ -54,14 +54,24 @@ class RoutingTable(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., leader: _Optional[str] = ..., fallback_leader: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[SlotRoute, _Mapping]]] = ...) -> None: ...
 
 class SlotRoute(_message.Message):
-    __slots__ = ("slot", "owner", "standby")
+    __slots__ = ("slot", "owner", "standby", "partitions")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     STANDBY_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     slot: int
     owner: str
     standby: str
-    def __init__(self, slot: _Optional[int] = ..., owner: _Optional[str] = ..., standby: _Optional[str] = ...) -> None: ...
+    partitions: _containers.RepeatedCompositeFieldContainer[PartitionRoute]
+    def __init__(self, slot: _Optional[int] = ..., owner: _Optional[str] = ..., standby: _Optional[str] = ..., partitions: _Optional[_Iterable[_Union[PartitionRoute, _Mapping]]] = ...) -> None: ...
+
+class PartitionRoute(_message.Message):
+    __slots__ = ("owner", "standby")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    STANDBY_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    standby: str
+    def __init__(self, owner: _Optional[str] = ..., standby: _Optional[str] = ...) -> None: ...
 
 class InstallRoutingReply(_message.Message):
     __slots__ = ("epoch",)
@@ -79,12 +89,14 @@ class ReplicateRequest(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., slots: _Optional[_Iterable[_Union[SlotState, _Mapping]]] = ..., **kwargs) -> None: ...
 
 class SlotState(_message.Message):
-    __slots__ = ("slot", "state")
+    __slots__ = ("slot", "state", "partition")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
     slot: int
     state: bytes
-    def __init__(self, slot: _Optional[int] = ..., state: _Optional[bytes] = ...) -> None: ...
+    partition: int
+    def __init__(self, slot: _Optional[int] = ..., state: _Optional[bytes] = ..., partition: _Optional[int] = ...) -> None: ...
 
 class ReplicateReply(_message.Message):
     __slots__ = ()
