@@ -41,6 +41,32 @@ mod tests {
         assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
     }
 
+    /// The vectors every client tests its own implementation against.
+    #[test]
+    fn the_shared_vectors_hold() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../client/conformance/partitions.json"
+        );
+        let text = std::fs::read_to_string(path).expect("client/conformance/partitions.json");
+        let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let vectors = doc["vectors"].as_array().expect("vectors");
+        assert!(vectors.len() >= 9);
+        for v in vectors {
+            let key = v["key"].as_str().expect("key");
+            let hash = v["fnv1a64"].as_str().expect("fnv1a64");
+            assert_eq!(format!("{:016x}", fnv1a64(key.as_bytes())), hash, "{key:?}");
+            for (count, partition) in v["partition"].as_object().expect("partition") {
+                let count: u16 = count.parse().expect("a count");
+                assert_eq!(
+                    Some(u64::from(partition_of(key, count))),
+                    partition.as_u64(),
+                    "{key:?} among {count}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn keys_spread_over_every_partition_and_stay_put() {
         let mut counts = [0u32; MAX_PARTITIONS as usize];
