@@ -22,6 +22,8 @@ use vss_slot_counter::wire as counter;
 use vss_slot_host::Acquired;
 use vss_slot_register::wire as register;
 use vss_slot_registry::wire as registry;
+use vss_slot_sdk::codec::Wire as _;
+use vss_slot_sdk::limiter::{OP_RELEASE, OP_TAKE_ALL, Take, Taken};
 
 use crate::core::calls::{
     AcquireCall, CustomCall, Delivery, MembershipCall, PublishCall, PublishOutcome,
@@ -33,11 +35,13 @@ use crate::core::cluster::{
     self, Cluster, Election, Everywhere, Peer, Placement, RoutingError, RoutingTable,
 };
 use crate::core::data::{DataSlots, ServiceChange, Tick};
+use crate::core::denials::Denials;
 use crate::core::error::RequestError;
 use crate::core::hub::Hub;
+use crate::core::leases::{LEASE_FOR, Leases, Unused, Want};
 use crate::core::signals::Signals;
 use crate::core::slot_table::{ReloadError, SlotTable};
-use crate::ops::metrics::{Metrics, Verb};
+use crate::ops::metrics::{Metrics, SlotLabels, Verb};
 
 /// Longest wait for the owner of a slot to answer a forwarded request
 /// (publishes wait for their slot's timeout on top).
@@ -48,6 +52,12 @@ const MAX_DELIVER_TIMEOUT: Duration = Duration::from_secs(61);
 
 /// How often every slot's `tick` export is called.
 pub const TICK_PERIOD: Duration = Duration::from_secs(1);
+
+/// Longest a lease is waited for, or a lease's tokens given back for.
+const LEASE_CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Leases asked for and not yet sent for.
+const WANTED_LEASES: usize = 256;
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +110,13 @@ pub struct Node {
     signals: Arc<Signals>,
     data: DataSlots,
     metrics: Metrics,
+    /// Buckets known empty until their refill ([`crate::core::denials`]).
+    denials: Denials,
+    /// Tokens leased from hot buckets' owners ([`crate::core::leases`]).
+    leases: Leases,
+    /// Leases to ask for, taken by [`Node::run`]'s lease loop.
+    wants: mpsc::Sender<Want>,
+    wanted: std::sync::Mutex<Option<mpsc::Receiver<Want>>>,
     /// Owns the tasks of long-lived streams (watches, event streams).
     streams: TaskTracker,
     /// Cancelled when the instance stops: ends every stream.
@@ -122,6 +139,7 @@ impl Node {
             metrics.clone(),
         ));
         let data = DataSlots::new(slots.clone(), cluster.clone(), everywhere.clone());
+        let (wants, wanted) = mpsc::channel(WANTED_LEASES);
         Self {
             slots,
             cluster,
@@ -129,6 +147,10 @@ impl Node {
             signals,
             data,
             metrics,
+            denials: Denials::default(),
+            leases: Leases::default(),
+            wants,
+            wanted: std::sync::Mutex::new(Some(wanted)),
             streams: TaskTracker::new(),
             stop,
         }
@@ -164,7 +186,8 @@ impl Node {
         &self.stop
     }
 
-    /// Runs the cluster's loops and the slots' ticks until `stop`.
+    /// Runs the cluster's loops, the slots' ticks and the leases until
+    /// `stop`; then gives back the leases' unused tokens.
     pub async fn run(self: Arc<Self>, election: Box<dyn Election>, stop: CancellationToken) {
         let mut tasks = JoinSet::new();
         tasks.spawn(cluster::run(
@@ -173,8 +196,143 @@ impl Node {
             self.everywhere.clone(),
             stop.clone(),
         ));
-        tasks.spawn(self.clone().run_ticks(stop));
+        tasks.spawn(self.clone().run_ticks(stop.clone()));
+        let wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(wanted) = wanted {
+            tasks.spawn(self.clone().run_leases(wanted, stop));
+        }
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Asks owners for the leases hot buckets want, and gives back what
+    /// expired leases did not spend; at the end, every lease's unused tokens.
+    async fn run_leases(
+        self: Arc<Self>,
+        mut wanted: mpsc::Receiver<Want>,
+        stop: CancellationToken,
+    ) {
+        let mut every = tokio::time::interval(LEASE_FOR / 5);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                want = wanted.recv() => match want {
+                    Some(want) => self.fetch_lease(want).await,
+                    None => break,
+                },
+                _ = every.tick() => self.give_back(self.leases.expire()).await,
+            }
+        }
+        self.give_back(self.leases.end_all()).await;
+    }
+
+    /// Asks the bucket's owner for a lease; answers come back to the
+    /// leases. Never from this instance's own copy: a lease must come out
+    /// of the bucket its owner keeps.
+    async fn fetch_lease(&self, want: Want) {
+        let partition = self.slots.partition_for(want.slot, &want.key);
+        let owner = match self.cluster.placement(want.slot, partition).as_deref() {
+            Some([Placement::Remote(peer), ..]) => peer.clone(),
+            _ => {
+                self.leases.refused(want.slot, &want.key);
+                return;
+            }
+        };
+        let call = AcquireCall {
+            slot: want.slot,
+            key: want.key.clone(),
+            tokens: Some(u32::try_from(want.tokens).unwrap_or(u32::MAX)),
+        };
+        let asked = owner.link().forward_acquire(call, LEASE_CALL_TIMEOUT);
+        match tokio::time::timeout(LEASE_CALL_TIMEOUT, asked).await {
+            Ok(Ok(granted)) => {
+                let labels = SlotLabels { slot: want.slot };
+                self.metrics.cluster.leases.get_or_create(&labels).inc();
+                self.metrics
+                    .cluster
+                    .leased_tokens
+                    .get_or_create(&labels)
+                    .inc_by(u64::from(granted.granted));
+                if let Some(unused) = self.leases.granted(want.slot, &want.key, &granted) {
+                    self.give_back(vec![unused]).await;
+                }
+            }
+            _ => self.leases.refused(want.slot, &want.key),
+        }
+    }
+
+    /// Gives unused leased tokens back to their buckets (`release`), best
+    /// effort: tokens that cannot be given back are under-admission.
+    async fn give_back(&self, unused: Vec<Unused>) {
+        for u in unused {
+            let call = CustomCall {
+                slot: u.slot,
+                op: OP_RELEASE.to_string(),
+                payload: Take {
+                    key: u.key.clone(),
+                    tokens: u.tokens,
+                }
+                .to_bytes(),
+            };
+            match tokio::time::timeout(LEASE_CALL_TIMEOUT, self.call(Origin::Client, call)).await {
+                Ok(Ok(_)) => {
+                    self.metrics
+                        .cluster
+                        .returned_tokens
+                        .get_or_create(&SlotLabels { slot: u.slot })
+                        .inc_by(u.tokens);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(slot = u.slot, error = %e, "unused leased tokens not given back")
+                }
+                Err(_) => tracing::debug!(slot = u.slot, "giving back leased tokens timed out"),
+            }
+        }
+    }
+
+    /// An acquire this instance answers without asking the slot: the
+    /// bucket is known empty until its refill, or (for a client's acquire)
+    /// a lease covers it.
+    fn answer_here(&self, origin: Origin<'_>, call: &AcquireCall) -> Option<Acquired> {
+        let labels = SlotLabels { slot: call.slot };
+        if let Some(denied) = self.denials.denied(call.slot, &call.key) {
+            self.metrics
+                .cluster
+                .local_denials
+                .get_or_create(&labels)
+                .inc();
+            return Some(denied);
+        }
+        if origin != Origin::Client {
+            return None;
+        }
+        let per_req = self.slots.lease_tokens(call.slot)?;
+        let asked = call.tokens.map_or(per_req, u64::from);
+        let got = self.leases.take(call.slot, &call.key, asked)?;
+        self.metrics
+            .cluster
+            .lease_decisions
+            .get_or_create(&labels)
+            .inc();
+        Some(got)
+    }
+
+    /// What a forwarded acquire's answer teaches: an empty bucket, and a
+    /// bucket hot enough here to lease.
+    fn learn_forwarded(&self, call: &AcquireCall, answer: &Acquired) {
+        if self.slots.lease_tokens(call.slot).is_none() {
+            return;
+        }
+        let instances = self.cluster.table().map_or(1, |t| t.members.len());
+        if let Some(want) = self
+            .leases
+            .forwarded(call.slot, &call.key, answer, instances)
+        {
+            let (slot, key) = (want.slot, want.key.clone());
+            if self.wants.try_send(want).is_err() {
+                self.leases.refused(slot, &key);
+            }
+        }
     }
 
     /// Calls every slot's `tick` each [`TICK_PERIOD`], one round at a time:
@@ -252,6 +410,10 @@ impl Node {
         call: AcquireCall,
     ) -> Result<Acquired, RequestError> {
         let started = Instant::now();
+        if let Some(answer) = self.answer_here(origin, &call) {
+            self.observe(Verb::Acquire, started);
+            return Ok(answer);
+        }
         let part = (call.slot, self.slots.partition_for(call.slot, &call.key));
         let forwarded = self
             .at_owner(origin, part, FORWARD_TIMEOUT, |peer| {
@@ -260,9 +422,17 @@ impl Node {
             })
             .await;
         let answer = match forwarded {
-            Some(answer) => answer,
+            Some(answer) => {
+                if let Ok(a) = &answer {
+                    self.learn_forwarded(&call, a);
+                }
+                answer
+            }
             None => self.slots.acquire(call.slot, &call.key, call.tokens).await,
         };
+        if let Ok(a) = &answer {
+            self.denials.learn(call.slot, &call.key, a);
+        }
         self.observe(Verb::Acquire, started);
         answer.inspect_err(|e| tracing::debug!(error = %e, "acquire refused"))
     }
@@ -281,7 +451,16 @@ impl Node {
         let count = calls.len();
         type Group = (Vec<usize>, Vec<AcquireCall>);
         let mut groups: std::collections::BTreeMap<(u32, u16), Group> = Default::default();
+        let mut here: Vec<(usize, Result<Acquired, RequestError>)> = Vec::new();
         for (i, call) in calls.into_iter().enumerate() {
+            let local = match allow(call.slot) {
+                Err(e) => Some(Err(e)),
+                Ok(()) => self.answer_here(origin, &call).map(Ok),
+            };
+            if let Some(answer) = local {
+                here.push((i, answer));
+                continue;
+            }
             let partition = match origin {
                 // Served here as a whole: the slot table splits it.
                 Origin::Peer(_) => 0,
@@ -291,23 +470,21 @@ impl Node {
             group.0.push(i);
             group.1.push(call);
         }
-        let answered =
-            futures_util::future::join_all(groups.into_iter().map(|(part, (at, calls))| {
-                let denied = allow(part.0).err();
-                async move {
-                    match denied {
-                        Some(e) => (at, calls.iter().map(|_| Err(e.clone())).collect()),
-                        None => (at, self.acquire_group(origin, part, calls).await),
-                    }
-                }
-            }))
-            .await;
+        let answered = futures_util::future::join_all(
+            groups.into_iter().map(|(part, (at, calls))| async move {
+                (at, self.acquire_group(origin, part, calls).await)
+            }),
+        )
+        .await;
         let mut outcomes: Vec<Result<Acquired, RequestError>> =
             (0..count).map(|_| Err(RequestError::Joining)).collect();
         for (at, group) in answered {
             for (i, outcome) in at.into_iter().zip(group) {
                 outcomes[i] = outcome;
             }
+        }
+        for (i, outcome) in here {
+            outcomes[i] = outcome;
         }
         self.metrics
             .observe_acquire_batch(started.elapsed().as_secs_f64());
@@ -342,15 +519,28 @@ impl Node {
                 }
             })
             .await;
-        match forwarded {
-            Some(Ok(answers)) => answers,
-            Some(Err(e)) => (0..count).map(|_| Err(e.clone())).collect(),
+        let answers = match forwarded {
+            Some(Ok(answers)) => {
+                for (call, answer) in calls.iter().zip(&answers) {
+                    if let Ok(a) = answer {
+                        self.learn_forwarded(call, a);
+                    }
+                }
+                answers
+            }
+            Some(Err(e)) => return (0..count).map(|_| Err(e.clone())).collect(),
             None => {
                 let items: Vec<(String, Option<u32>)> =
-                    calls.into_iter().map(|c| (c.key, c.tokens)).collect();
+                    calls.iter().map(|c| (c.key.clone(), c.tokens)).collect();
                 self.slots.acquire_many(slot, &items).await
             }
+        };
+        for (call, answer) in calls.iter().zip(&answers) {
+            if let Ok(a) = answer {
+                self.denials.learn(slot, &call.key, a);
+            }
         }
+        answers
     }
 
     /// A custom operation, at the slot's owner (or here, for the slots
@@ -361,6 +551,30 @@ impl Node {
         call: CustomCall,
     ) -> Result<Vec<u8>, RequestError> {
         let started = Instant::now();
+        let take = (call.op == OP_TAKE_ALL || call.op == OP_RELEASE)
+            .then(|| Take::from_bytes(&call.payload).ok())
+            .flatten();
+        if let Some(take) = &take {
+            if call.op == OP_RELEASE {
+                // Tokens come back: the bucket is no longer empty here.
+                self.denials.forget(call.slot, &take.key);
+            } else if origin == Origin::Client
+                && let Some(denied) = self.denials.denied(call.slot, &take.key)
+            {
+                self.metrics
+                    .cluster
+                    .local_denials
+                    .get_or_create(&SlotLabels { slot: call.slot })
+                    .inc();
+                self.observe(Verb::Call, started);
+                let taken = Taken {
+                    granted: false,
+                    remaining: 0,
+                    reset_ms: denied.reset_ms,
+                };
+                return Ok(taken.to_bytes());
+            }
+        }
         let partition = self
             .slots
             .partition_for_call(call.slot, &call.op, &call.payload);
@@ -374,6 +588,17 @@ impl Node {
             Some(answer) => answer,
             None => self.data.call(call.slot, &call.op, call.payload).await,
         };
+        if let (Some(take), Ok(bytes)) = (&take, &answer)
+            && call.op == OP_TAKE_ALL
+            && let Ok(taken) = Taken::from_bytes(bytes)
+        {
+            let seen = Acquired {
+                granted: u32::from(taken.granted),
+                remaining: taken.remaining,
+                reset_ms: taken.reset_ms,
+            };
+            self.denials.learn(call.slot, &take.key, &seen);
+        }
         self.observe(Verb::Call, started);
         answer.inspect_err(|e| tracing::debug!(error = %e, "call refused"))
     }
@@ -618,6 +843,9 @@ impl Node {
         tokio::task::spawn_blocking(move || slots.reload(&config, generation))
             .await
             .map_err(|e| ReloadError::Interrupted(e.to_string()))??;
+        // What was learned of the old buckets does not hold for new ones.
+        self.denials.clear();
+        drop(self.leases.end_all());
         Ok(self.slots.generation())
     }
 

@@ -602,6 +602,15 @@ impl SlotTable {
         .await
     }
 
+    /// A token bucket's tokens per acquire (the default ask): the slots
+    /// whose hot buckets may be leased out. None for any other type.
+    pub fn lease_tokens(&self, slot: u32) -> Option<u64> {
+        match &self.entry(slot).ok()?.1.def.kind {
+            SlotKind::TokenBucket(t) => Some(u64::from(t.tokens_per_req)),
+            _ => None,
+        }
+    }
+
     /// The signal config of a slot, or why it is not a signal slot.
     pub fn signal(&self, slot: u32) -> Result<(u8, SignalSlot), RequestError> {
         let (id, entry) = self.entry(slot)?;

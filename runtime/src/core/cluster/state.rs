@@ -206,6 +206,16 @@ impl Cluster {
             .cluster
             .routing_epoch
             .set(i64::try_from(table.epoch).unwrap_or(i64::MAX));
+        let owned = table
+            .partitions
+            .values()
+            .flatten()
+            .filter(|r| r.owner == self.me())
+            .count();
+        self.metrics
+            .cluster
+            .partitions_owned
+            .set(i64::try_from(owned).unwrap_or(i64::MAX));
         let table = Arc::new(table);
         *held = Some(table.clone());
         drop(held);

@@ -9,6 +9,7 @@ mod everywhere;
 mod forwarding;
 mod partitions;
 mod replication;
+mod scale;
 mod signals;
 
 use std::sync::{Arc, Mutex};
