@@ -22,62 +22,13 @@ SECONDS_PER_POINT=${SECONDS_PER_POINT:-5}
 BENCH=${VSS_BENCH_BIN:-target/release/vss-bench}
 [[ -x "$BENCH" ]] || { echo "no vss-bench at $BENCH: cargo build --release -p vss-bench, or set VSS_BENCH_BIN" >&2; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 work=$(mktemp -d)
-pids=()
-stop_all() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    pids=()
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 trap 'stop_all; rm -rf "$work"' EXIT
 
-# CPU seconds (user + system) of the given PIDs so far.
-cpu_of() {
-    python3 - "$@" <<'PY'
-import os, sys
-tick = os.sysconf("SC_CLK_TCK")
-total = 0
-for pid in sys.argv[1:]:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    total += int(fields[11]) + int(fields[12])
-print(total / tick)
-PY
-}
-
-# start BIN N: N instances of BIN as one cluster; prints each client
-# address, one per line, and records the PIDs in $work/pids.
-start() {
-    local bin=$1 n=$2 peers="" i
-    local -a listen mesh http
-    for ((i = 0; i < n; i++)); do
-        listen[i]=$(free_port); mesh[i]=$(free_port); http[i]=$(free_port)
-        peers+="${peers:+,}vss-$i=127.0.0.1:${mesh[i]}"
-    done
-    : >"$work/pids"
-    for ((i = 0; i < n; i++)); do
-        local args=(--config examples/slots.yaml --id "vss-$i" --listen "127.0.0.1:${listen[i]}"
-            --mesh-listen "127.0.0.1:${mesh[i]}" --http-listen "127.0.0.1:${http[i]}")
-        ((n > 1)) && args+=(--peers "$peers")
-        "$bin" "${args[@]}" >>"$work/runtime.log" 2>&1 &
-        pids+=($!)
-        echo $! >>"$work/pids"
-        echo "127.0.0.1:${listen[i]} 127.0.0.1:${http[i]}"
-    done
-}
-
-# An instance that is ready, and (in a cluster) holds a routing table.
-wait_ready() {
-    local addr=$1 i
-    for i in $(seq 200); do
-        if "$BENCH" -e "$addr" -c 1 -i 1 -d 100ms --warmup 0ms acquire --slot 1 >/dev/null 2>&1; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "instance at $addr never answered (log: $work/runtime.log)" >&2
-    return 1
-}
+# CPU seconds (user + system) of the given PIDs so far, summed.
+cpu_of() { cpu_each "$@" | python3 -c 'import sys; print(sum(float(l) for l in sys.stdin))'; }
 
 # The client address of an instance of the cluster that neither owns slot
 # 1 nor leads (the status lists the routing table).
@@ -108,7 +59,7 @@ point() {
         batched) args=(-c 1 -i 256 acquire-batch --slot 1) ;;
         forwarded) n=3; args=(-c 4 -i 16 acquire --slot 1) ;;
     esac
-    mapfile -t lines < <(start "$bin" "$n")
+    mapfile -t lines < <(start "$bin" "$n" examples/slots.yaml)
     local clients=() line
     for line in "${lines[@]}"; do clients+=("${line%% *}"); done
     for line in "${clients[@]}"; do wait_ready "$line"; done

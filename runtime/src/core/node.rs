@@ -290,31 +290,31 @@ impl Node {
         }
     }
 
-    /// An acquire this instance answers without asking the slot: the
-    /// bucket is known empty until its refill, or (for a client's acquire)
-    /// a lease covers it.
+    /// An acquire this instance answers without asking the slot: a lease
+    /// covers it (a client's acquire; the leased tokens go first, they are
+    /// the bucket's), or the bucket is known empty until its refill.
     fn answer_here(&self, origin: Origin<'_>, call: &AcquireCall) -> Option<Acquired> {
         let labels = SlotLabels { slot: call.slot };
-        if let Some(denied) = self.denials.denied(call.slot, &call.key) {
-            self.metrics
-                .cluster
-                .local_denials
-                .get_or_create(&labels)
-                .inc();
-            return Some(denied);
+        if origin == Origin::Client
+            && let Some(per_req) = self.slots.lease_tokens(call.slot)
+        {
+            let asked = call.tokens.map_or(per_req, u64::from);
+            if let Some(got) = self.leases.take(call.slot, &call.key, asked) {
+                self.metrics
+                    .cluster
+                    .lease_decisions
+                    .get_or_create(&labels)
+                    .inc();
+                return Some(got);
+            }
         }
-        if origin != Origin::Client {
-            return None;
-        }
-        let per_req = self.slots.lease_tokens(call.slot)?;
-        let asked = call.tokens.map_or(per_req, u64::from);
-        let got = self.leases.take(call.slot, &call.key, asked)?;
+        let denied = self.denials.denied(call.slot, &call.key)?;
         self.metrics
             .cluster
-            .lease_decisions
+            .local_denials
             .get_or_create(&labels)
             .inc();
-        Some(got)
+        Some(denied)
     }
 
     /// What a forwarded acquire's answer teaches: an empty bucket, and a

@@ -251,6 +251,11 @@ impl ProcessCluster {
         }
     }
 
+    /// The PID of instance `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
     pub fn id(&self, i: usize) -> &str {
         &self.nodes[i].id
     }
