@@ -182,7 +182,13 @@ type HeartbeatReply struct {
 	// Peers the responder hears from (they answered its heartbeats within
 	// the health window). The caller counts the responder as in contact only
 	// if it is listed: a one-way link is no link for the election.
-	Hears         []string `protobuf:"bytes,5,rep,name=hears,proto3" json:"hears,omitempty"`
+	Hears []string `protobuf:"bytes,5,rep,name=hears,proto3" json:"hears,omitempty"`
+	// The slots (and partitions) whose state the responder holds as their
+	// standby, pushed by the owner the responder's table names: a slot or
+	// partition moves to an instance only once it holds its state.
+	Held []*SlotPart `protobuf:"bytes,6,rep,name=held,proto3" json:"held,omitempty"`
+	// The responder is stopping: it hands what it owns over and serves none.
+	Leaving       bool `protobuf:"varint,7,opt,name=leaving,proto3" json:"leaving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -252,6 +258,73 @@ func (x *HeartbeatReply) GetHears() []string {
 	return nil
 }
 
+func (x *HeartbeatReply) GetHeld() []*SlotPart {
+	if x != nil {
+		return x.Held
+	}
+	return nil
+}
+
+func (x *HeartbeatReply) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
+	}
+	return false
+}
+
+// One slot, or one partition of a split slot (partition 0 otherwise).
+type SlotPart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Slot          uint32                 `protobuf:"varint,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	Partition     uint32                 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotPart) Reset() {
+	*x = SlotPart{}
+	mi := &file_vss_v1_cluster_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotPart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotPart) ProtoMessage() {}
+
+func (x *SlotPart) ProtoReflect() protoreflect.Message {
+	mi := &file_vss_v1_cluster_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotPart.ProtoReflect.Descriptor instead.
+func (*SlotPart) Descriptor() ([]byte, []int) {
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SlotPart) GetSlot() uint32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
+func (x *SlotPart) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
 // Who serves each slot, decided by the leader.
 type RoutingTable struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -272,7 +345,7 @@ type RoutingTable struct {
 
 func (x *RoutingTable) Reset() {
 	*x = RoutingTable{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[4]
+	mi := &file_vss_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +357,7 @@ func (x *RoutingTable) String() string {
 func (*RoutingTable) ProtoMessage() {}
 
 func (x *RoutingTable) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[4]
+	mi := &file_vss_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +370,7 @@ func (x *RoutingTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingTable.ProtoReflect.Descriptor instead.
 func (*RoutingTable) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RoutingTable) GetEpoch() uint64 {
@@ -354,7 +427,7 @@ type SlotRoute struct {
 
 func (x *SlotRoute) Reset() {
 	*x = SlotRoute{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[5]
+	mi := &file_vss_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +439,7 @@ func (x *SlotRoute) String() string {
 func (*SlotRoute) ProtoMessage() {}
 
 func (x *SlotRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[5]
+	mi := &file_vss_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +452,7 @@ func (x *SlotRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRoute.ProtoReflect.Descriptor instead.
 func (*SlotRoute) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SlotRoute) GetSlot() uint32 {
@@ -420,7 +493,7 @@ type PartitionRoute struct {
 
 func (x *PartitionRoute) Reset() {
 	*x = PartitionRoute{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[6]
+	mi := &file_vss_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +505,7 @@ func (x *PartitionRoute) String() string {
 func (*PartitionRoute) ProtoMessage() {}
 
 func (x *PartitionRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[6]
+	mi := &file_vss_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,7 +518,7 @@ func (x *PartitionRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRoute.ProtoReflect.Descriptor instead.
 func (*PartitionRoute) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PartitionRoute) GetOwner() string {
@@ -472,7 +545,7 @@ type InstallRoutingReply struct {
 
 func (x *InstallRoutingReply) Reset() {
 	*x = InstallRoutingReply{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[7]
+	mi := &file_vss_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +557,7 @@ func (x *InstallRoutingReply) String() string {
 func (*InstallRoutingReply) ProtoMessage() {}
 
 func (x *InstallRoutingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[7]
+	mi := &file_vss_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +570,7 @@ func (x *InstallRoutingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallRoutingReply.ProtoReflect.Descriptor instead.
 func (*InstallRoutingReply) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InstallRoutingReply) GetEpoch() uint64 {
@@ -520,7 +593,7 @@ type ReplicateRequest struct {
 
 func (x *ReplicateRequest) Reset() {
 	*x = ReplicateRequest{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[8]
+	mi := &file_vss_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +605,7 @@ func (x *ReplicateRequest) String() string {
 func (*ReplicateRequest) ProtoMessage() {}
 
 func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[8]
+	mi := &file_vss_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +618,7 @@ func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateRequest) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReplicateRequest) GetFrom() string {
@@ -582,7 +655,7 @@ type SlotState struct {
 
 func (x *SlotState) Reset() {
 	*x = SlotState{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[9]
+	mi := &file_vss_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +667,7 @@ func (x *SlotState) String() string {
 func (*SlotState) ProtoMessage() {}
 
 func (x *SlotState) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[9]
+	mi := &file_vss_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +680,7 @@ func (x *SlotState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotState.ProtoReflect.Descriptor instead.
 func (*SlotState) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SlotState) GetSlot() uint32 {
@@ -639,7 +712,7 @@ type ReplicateReply struct {
 
 func (x *ReplicateReply) Reset() {
 	*x = ReplicateReply{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[10]
+	mi := &file_vss_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +724,7 @@ func (x *ReplicateReply) String() string {
 func (*ReplicateReply) ProtoMessage() {}
 
 func (x *ReplicateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[10]
+	mi := &file_vss_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +737,7 @@ func (x *ReplicateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateReply.ProtoReflect.Descriptor instead.
 func (*ReplicateReply) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 type DeliverRequest struct {
@@ -686,7 +759,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[11]
+	mi := &file_vss_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +771,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[11]
+	mi := &file_vss_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +784,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeliverRequest) GetSlot() uint32 {
@@ -801,7 +874,7 @@ type ClientList struct {
 
 func (x *ClientList) Reset() {
 	*x = ClientList{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[12]
+	mi := &file_vss_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +886,7 @@ func (x *ClientList) String() string {
 func (*ClientList) ProtoMessage() {}
 
 func (x *ClientList) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[12]
+	mi := &file_vss_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +899,7 @@ func (x *ClientList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientList.ProtoReflect.Descriptor instead.
 func (*ClientList) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ClientList) GetIds() []string {
@@ -846,7 +919,7 @@ type DeliverReply struct {
 
 func (x *DeliverReply) Reset() {
 	*x = DeliverReply{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[13]
+	mi := &file_vss_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +931,7 @@ func (x *DeliverReply) String() string {
 func (*DeliverReply) ProtoMessage() {}
 
 func (x *DeliverReply) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[13]
+	mi := &file_vss_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +944,7 @@ func (x *DeliverReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverReply.ProtoReflect.Descriptor instead.
 func (*DeliverReply) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeliverReply) GetOutcomes() []*DeliveryOutcome {
@@ -891,7 +964,7 @@ type DeliveryOutcome struct {
 
 func (x *DeliveryOutcome) Reset() {
 	*x = DeliveryOutcome{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[14]
+	mi := &file_vss_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +976,7 @@ func (x *DeliveryOutcome) String() string {
 func (*DeliveryOutcome) ProtoMessage() {}
 
 func (x *DeliveryOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[14]
+	mi := &file_vss_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +989,7 @@ func (x *DeliveryOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveryOutcome.ProtoReflect.Descriptor instead.
 func (*DeliveryOutcome) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeliveryOutcome) GetClient() string {
@@ -947,7 +1020,7 @@ type ApplyConfigRequest struct {
 
 func (x *ApplyConfigRequest) Reset() {
 	*x = ApplyConfigRequest{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[15]
+	mi := &file_vss_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1032,7 @@ func (x *ApplyConfigRequest) String() string {
 func (*ApplyConfigRequest) ProtoMessage() {}
 
 func (x *ApplyConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[15]
+	mi := &file_vss_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1045,7 @@ func (x *ApplyConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyConfigRequest.ProtoReflect.Descriptor instead.
 func (*ApplyConfigRequest) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApplyConfigRequest) GetConfigYaml() string {
@@ -999,7 +1072,7 @@ type ApplyConfigReply struct {
 
 func (x *ApplyConfigReply) Reset() {
 	*x = ApplyConfigReply{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[16]
+	mi := &file_vss_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1084,7 @@ func (x *ApplyConfigReply) String() string {
 func (*ApplyConfigReply) ProtoMessage() {}
 
 func (x *ApplyConfigReply) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[16]
+	mi := &file_vss_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1097,7 @@ func (x *ApplyConfigReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyConfigReply.ProtoReflect.Descriptor instead.
 func (*ApplyConfigReply) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{16}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ApplyConfigReply) GetGeneration() uint64 {
@@ -1046,13 +1119,18 @@ const file_vss_v1_cluster_proto_rawDesc = "" +
 	"\x06synced\x18\x02 \x01(\bR\x06synced\"<\n" +
 	"\x10HeartbeatRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\x95\x01\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xd5\x01\n" +
 	"\x0eHeartbeatReply\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06leader\x18\x03 \x01(\tR\x06leader\x12+\n" +
 	"\x11config_generation\x18\x04 \x01(\x04R\x10configGeneration\x12\x14\n" +
-	"\x05hears\x18\x05 \x03(\tR\x05hears\"\xaa\x01\n" +
+	"\x05hears\x18\x05 \x03(\tR\x05hears\x12$\n" +
+	"\x04held\x18\x06 \x03(\v2\x10.vss.v1.SlotPartR\x04held\x12\x18\n" +
+	"\aleaving\x18\a \x01(\bR\aleaving\"<\n" +
+	"\bSlotPart\x12\x12\n" +
+	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\rR\tpartition\"\xaa\x01\n" +
 	"\fRoutingTable\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12'\n" +
@@ -1133,51 +1211,53 @@ func file_vss_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_vss_v1_cluster_proto_rawDescData
 }
 
-var file_vss_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_vss_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_vss_v1_cluster_proto_goTypes = []any{
 	(*FetchStateRequest)(nil),   // 0: vss.v1.FetchStateRequest
 	(*FetchStateReply)(nil),     // 1: vss.v1.FetchStateReply
 	(*HeartbeatRequest)(nil),    // 2: vss.v1.HeartbeatRequest
 	(*HeartbeatReply)(nil),      // 3: vss.v1.HeartbeatReply
-	(*RoutingTable)(nil),        // 4: vss.v1.RoutingTable
-	(*SlotRoute)(nil),           // 5: vss.v1.SlotRoute
-	(*PartitionRoute)(nil),      // 6: vss.v1.PartitionRoute
-	(*InstallRoutingReply)(nil), // 7: vss.v1.InstallRoutingReply
-	(*ReplicateRequest)(nil),    // 8: vss.v1.ReplicateRequest
-	(*SlotState)(nil),           // 9: vss.v1.SlotState
-	(*ReplicateReply)(nil),      // 10: vss.v1.ReplicateReply
-	(*DeliverRequest)(nil),      // 11: vss.v1.DeliverRequest
-	(*ClientList)(nil),          // 12: vss.v1.ClientList
-	(*DeliverReply)(nil),        // 13: vss.v1.DeliverReply
-	(*DeliveryOutcome)(nil),     // 14: vss.v1.DeliveryOutcome
-	(*ApplyConfigRequest)(nil),  // 15: vss.v1.ApplyConfigRequest
-	(*ApplyConfigReply)(nil),    // 16: vss.v1.ApplyConfigReply
+	(*SlotPart)(nil),            // 4: vss.v1.SlotPart
+	(*RoutingTable)(nil),        // 5: vss.v1.RoutingTable
+	(*SlotRoute)(nil),           // 6: vss.v1.SlotRoute
+	(*PartitionRoute)(nil),      // 7: vss.v1.PartitionRoute
+	(*InstallRoutingReply)(nil), // 8: vss.v1.InstallRoutingReply
+	(*ReplicateRequest)(nil),    // 9: vss.v1.ReplicateRequest
+	(*SlotState)(nil),           // 10: vss.v1.SlotState
+	(*ReplicateReply)(nil),      // 11: vss.v1.ReplicateReply
+	(*DeliverRequest)(nil),      // 12: vss.v1.DeliverRequest
+	(*ClientList)(nil),          // 13: vss.v1.ClientList
+	(*DeliverReply)(nil),        // 14: vss.v1.DeliverReply
+	(*DeliveryOutcome)(nil),     // 15: vss.v1.DeliveryOutcome
+	(*ApplyConfigRequest)(nil),  // 16: vss.v1.ApplyConfigRequest
+	(*ApplyConfigReply)(nil),    // 17: vss.v1.ApplyConfigReply
 }
 var file_vss_v1_cluster_proto_depIdxs = []int32{
-	9,  // 0: vss.v1.FetchStateReply.slots:type_name -> vss.v1.SlotState
-	5,  // 1: vss.v1.RoutingTable.routes:type_name -> vss.v1.SlotRoute
-	6,  // 2: vss.v1.SlotRoute.partitions:type_name -> vss.v1.PartitionRoute
-	9,  // 3: vss.v1.ReplicateRequest.slots:type_name -> vss.v1.SlotState
-	12, // 4: vss.v1.DeliverRequest.all_except:type_name -> vss.v1.ClientList
-	12, // 5: vss.v1.DeliverRequest.clients:type_name -> vss.v1.ClientList
-	14, // 6: vss.v1.DeliverReply.outcomes:type_name -> vss.v1.DeliveryOutcome
-	2,  // 7: vss.v1.Mesh.Heartbeat:input_type -> vss.v1.HeartbeatRequest
-	4,  // 8: vss.v1.Mesh.InstallRouting:input_type -> vss.v1.RoutingTable
-	8,  // 9: vss.v1.Mesh.Replicate:input_type -> vss.v1.ReplicateRequest
-	11, // 10: vss.v1.Mesh.Deliver:input_type -> vss.v1.DeliverRequest
-	0,  // 11: vss.v1.Mesh.FetchState:input_type -> vss.v1.FetchStateRequest
-	15, // 12: vss.v1.Control.ApplyConfig:input_type -> vss.v1.ApplyConfigRequest
-	3,  // 13: vss.v1.Mesh.Heartbeat:output_type -> vss.v1.HeartbeatReply
-	7,  // 14: vss.v1.Mesh.InstallRouting:output_type -> vss.v1.InstallRoutingReply
-	10, // 15: vss.v1.Mesh.Replicate:output_type -> vss.v1.ReplicateReply
-	13, // 16: vss.v1.Mesh.Deliver:output_type -> vss.v1.DeliverReply
-	1,  // 17: vss.v1.Mesh.FetchState:output_type -> vss.v1.FetchStateReply
-	16, // 18: vss.v1.Control.ApplyConfig:output_type -> vss.v1.ApplyConfigReply
-	13, // [13:19] is the sub-list for method output_type
-	7,  // [7:13] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	10, // 0: vss.v1.FetchStateReply.slots:type_name -> vss.v1.SlotState
+	4,  // 1: vss.v1.HeartbeatReply.held:type_name -> vss.v1.SlotPart
+	6,  // 2: vss.v1.RoutingTable.routes:type_name -> vss.v1.SlotRoute
+	7,  // 3: vss.v1.SlotRoute.partitions:type_name -> vss.v1.PartitionRoute
+	10, // 4: vss.v1.ReplicateRequest.slots:type_name -> vss.v1.SlotState
+	13, // 5: vss.v1.DeliverRequest.all_except:type_name -> vss.v1.ClientList
+	13, // 6: vss.v1.DeliverRequest.clients:type_name -> vss.v1.ClientList
+	15, // 7: vss.v1.DeliverReply.outcomes:type_name -> vss.v1.DeliveryOutcome
+	2,  // 8: vss.v1.Mesh.Heartbeat:input_type -> vss.v1.HeartbeatRequest
+	5,  // 9: vss.v1.Mesh.InstallRouting:input_type -> vss.v1.RoutingTable
+	9,  // 10: vss.v1.Mesh.Replicate:input_type -> vss.v1.ReplicateRequest
+	12, // 11: vss.v1.Mesh.Deliver:input_type -> vss.v1.DeliverRequest
+	0,  // 12: vss.v1.Mesh.FetchState:input_type -> vss.v1.FetchStateRequest
+	16, // 13: vss.v1.Control.ApplyConfig:input_type -> vss.v1.ApplyConfigRequest
+	3,  // 14: vss.v1.Mesh.Heartbeat:output_type -> vss.v1.HeartbeatReply
+	8,  // 15: vss.v1.Mesh.InstallRouting:output_type -> vss.v1.InstallRoutingReply
+	11, // 16: vss.v1.Mesh.Replicate:output_type -> vss.v1.ReplicateReply
+	14, // 17: vss.v1.Mesh.Deliver:output_type -> vss.v1.DeliverReply
+	1,  // 18: vss.v1.Mesh.FetchState:output_type -> vss.v1.FetchStateReply
+	17, // 19: vss.v1.Control.ApplyConfig:output_type -> vss.v1.ApplyConfigReply
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_vss_v1_cluster_proto_init() }
@@ -1185,7 +1265,7 @@ func file_vss_v1_cluster_proto_init() {
 	if File_vss_v1_cluster_proto != nil {
 		return
 	}
-	file_vss_v1_cluster_proto_msgTypes[11].OneofWrappers = []any{
+	file_vss_v1_cluster_proto_msgTypes[12].OneofWrappers = []any{
 		(*DeliverRequest_AllExcept)(nil),
 		(*DeliverRequest_Clients)(nil),
 	}
@@ -1195,7 +1275,7 @@ func file_vss_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vss_v1_cluster_proto_rawDesc), len(file_vss_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -885,6 +885,8 @@ impl Node {
                 .iter()
                 .map(|p| p.id().to_string())
                 .collect(),
+            held: self.cluster.held_now(),
+            leaving: self.cluster.is_leaving(),
         })
     }
 
@@ -926,8 +928,9 @@ impl Node {
             };
             match owner {
                 Some((slot, owner)) if owner == pushed.from => {
-                    if let Err(e) = self.slots.merge(slot, partition, state.state).await {
-                        refused.push(format!("{}: {e}", what(slot)));
+                    match self.slots.merge(slot, partition, state.state).await {
+                        Ok(()) => self.cluster.note_held(slot, partition, &pushed.from),
+                        Err(e) => refused.push(format!("{}: {e}", what(slot))),
                     }
                 }
                 Some((slot, owner)) => refused.push(format!(

@@ -235,6 +235,15 @@ pub fn heartbeat_reply(r: HeartbeatReply) -> pb::HeartbeatReply {
         leader: r.leader,
         config_generation: r.config_generation,
         hears: r.hears,
+        held: r
+            .held
+            .into_iter()
+            .map(|(slot, partition)| pb::SlotPart {
+                slot: u32::from(slot),
+                partition: u32::from(partition),
+            })
+            .collect(),
+        leaving: r.leaving,
     }
 }
 
@@ -245,6 +254,12 @@ pub fn heartbeat_answer(r: pb::HeartbeatReply) -> HeartbeatReply {
         leader: r.leader,
         config_generation: r.config_generation,
         hears: r.hears,
+        held: r
+            .held
+            .into_iter()
+            .filter_map(|p| Some((u8::try_from(p.slot).ok()?, u16::try_from(p.partition).ok()?)))
+            .collect(),
+        leaving: r.leaving,
     }
 }
 

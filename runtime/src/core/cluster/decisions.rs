@@ -69,13 +69,13 @@ pub fn decide(cluster: &Cluster, election: &dyn Election, replication: &Replicat
         cluster.me(),
         &healthy,
         cluster.slots().configured(),
-        |slot, standby| replication.synced(slot, 0, standby),
+        |slot, standby| synced(cluster, replication, slot, 0, standby),
         0,
     );
     next.assign_partitions(
         current.as_deref(),
         &cluster.slots().partitioned(),
-        |slot, partition, standby| replication.synced(slot, partition, standby),
+        |slot, partition, standby| synced(cluster, replication, slot, partition, standby),
     );
     if current.as_deref().is_some_and(|c| c.same_assignment(&next)) {
         return;
@@ -98,6 +98,19 @@ pub fn decide(cluster: &Cluster, election: &dyn Election, replication: &Replicat
     for peer in cluster.peers().values() {
         peer.update(|h| h.last_push = None);
     }
+}
+
+/// Whether `target` holds the state of `slot`'s `partition`: this leader
+/// pushed it there (the leader's own slots), or the target says it took it
+/// from the owner (everyone else's).
+fn synced(
+    cluster: &Cluster,
+    replication: &Replication,
+    slot: u8,
+    partition: u16,
+    target: &str,
+) -> bool {
+    replication.synced(slot, partition, target) || cluster.holds(target, slot, partition)
 }
 
 /// Pushes the held table to every healthy peer that holds an older one.

@@ -4,7 +4,7 @@
 //! The loops that keep it current (heartbeats, decisions, replication)
 //! live beside it and share it; the node reads it to place requests.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -50,6 +50,11 @@ pub struct Cluster {
     metrics: Metrics,
     /// Every installed table, for clients watching the routing.
     installed: tokio::sync::watch::Sender<Option<Arc<RoutingTable>>>,
+    /// (slot, partition) → the owner whose state this instance took for
+    /// it as standby.
+    held: std::sync::Mutex<HashMap<(u8, u16), String>>,
+    /// Set once this instance is stopping: it hands what it owns over.
+    leaving: AtomicBool,
 }
 
 impl Cluster {
@@ -80,6 +85,8 @@ impl Cluster {
             slots,
             metrics,
             installed: tokio::sync::watch::Sender::new(None),
+            held: std::sync::Mutex::default(),
+            leaving: AtomicBool::new(false),
         })
     }
 
@@ -272,6 +279,56 @@ impl Cluster {
             .as_deref()
             .and_then(|t| t.route(slot))
             .is_none_or(|r| r.owner == self.me())
+    }
+
+    /// Records that this instance, as standby, took the state of `slot`'s
+    /// `partition` from its owner `from`.
+    pub fn note_held(&self, slot: u8, partition: u16, from: &str) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((slot, partition), from.to_string());
+    }
+
+    /// The slots and partitions whose state this instance holds from the
+    /// owner its table names now.
+    pub fn held_now(&self) -> Vec<(u8, u16)> {
+        let Some(table) = self.table() else {
+            return Vec::new();
+        };
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((slot, partition), from)| {
+                table
+                    .route_of(*slot, *partition)
+                    .is_some_and(|r| r.owner == **from)
+            })
+            .map(|(part, _)| *part)
+            .collect()
+    }
+
+    /// Whether instance `id` holds the state of `slot`'s `partition` (as
+    /// its heartbeats report, or this instance's own record).
+    pub fn holds(&self, id: &str, slot: u8, partition: u16) -> bool {
+        if id == self.me() {
+            return self.held_now().contains(&(slot, partition));
+        }
+        self.peers
+            .get(id)
+            .is_some_and(|p| p.health().held.contains(&(slot, partition)))
+    }
+
+    /// Marks this instance as stopping: the leader routes its slots away.
+    pub fn leave(&self) {
+        if !self.leaving.swap(true, Ordering::AcqRel) {
+            tracing::info!("leaving the cluster: handing slots over");
+        }
+    }
+
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
     }
 
     /// Counts a request forwarded to `peer`.

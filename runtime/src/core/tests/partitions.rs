@@ -151,3 +151,64 @@ async fn every_node_agrees_on_each_keys_owner_in_an_epoch() {
     }
     cluster.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_joining_instance_gets_its_share_of_partitions_with_their_state() {
+    let cluster = TestCluster::start(&["a", "b", "c", "d"]);
+    cluster.isolate("d");
+    let before = cluster.settled(&["a", "b", "c"]).await.expect("a table");
+    // Spend from every partition's bucket of one key each, so the state
+    // that moves is not a fresh one.
+    for p in 0..16u16 {
+        let key = (0..)
+            .map(|i| format!("key-{i}"))
+            .find(|k| cluster.node("a").slots().partition_for(1, k) == p)
+            .expect("a key of each partition");
+        for _ in 0..4 {
+            cluster
+                .node("a")
+                .acquire(Origin::Client, acquire(1, &key, None))
+                .await
+                .expect("granted");
+        }
+    }
+    for other in ["a", "b", "c"] {
+        cluster.heal("d", other);
+    }
+    let after = cluster
+        .settled(&["a", "b", "c", "d"])
+        .await
+        .expect("a table with d");
+    let moved = cluster
+        .until(Duration::from_secs(10), |c| {
+            c.node("a")
+                .cluster()
+                .table()
+                .is_some_and(|t| t.partitions[&1].iter().any(|r| r.owner == "d"))
+        })
+        .await;
+    let last = cluster.node("a").cluster().table().expect("a table");
+    assert!(
+        moved,
+        "d owns partitions of slot 1 after joining: {:?} (before {:?}, at join {:?})",
+        last.partitions[&1], before.partitions[&1], after.partitions[&1]
+    );
+    // The buckets moved with their state: 6 left of 10 in each.
+    for p in 0..16u16 {
+        let key = (0..)
+            .map(|i| format!("key-{i}"))
+            .find(|k| cluster.node("a").slots().partition_for(1, k) == p)
+            .expect("a key of each partition");
+        let got = cluster
+            .node("b")
+            .acquire(Origin::Client, acquire(1, &key, None))
+            .await
+            .expect("granted");
+        assert!(
+            got.remaining <= 5,
+            "partition {p}: {key} continued, {} left",
+            got.remaining
+        );
+    }
+    cluster.stop().await;
+}

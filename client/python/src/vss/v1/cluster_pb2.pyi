@@ -27,17 +27,29 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., **kwargs) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("epoch", "leader", "config_generation", "hears")
+    __slots__ = ("epoch", "leader", "config_generation", "hears", "held", "leaving")
     FROM_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     CONFIG_GENERATION_FIELD_NUMBER: _ClassVar[int]
     HEARS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     leader: str
     config_generation: int
     hears: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, epoch: _Optional[int] = ..., leader: _Optional[str] = ..., config_generation: _Optional[int] = ..., hears: _Optional[_Iterable[str]] = ..., **kwargs) -> None: ...
+    held: _containers.RepeatedCompositeFieldContainer[SlotPart]
+    leaving: bool
+    def __init__(self, epoch: _Optional[int] = ..., leader: _Optional[str] = ..., config_generation: _Optional[int] = ..., hears: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[_Union[SlotPart, _Mapping]]] = ..., leaving: _Optional[bool] = ..., **kwargs) -> None: ...
+
+class SlotPart(_message.Message):
+    __slots__ = ("slot", "partition")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    slot: int
+    partition: int
+    def __init__(self, slot: _Optional[int] = ..., partition: _Optional[int] = ...) -> None: ...
 
 class RoutingTable(_message.Message):
     __slots__ = ("epoch", "leader", "fallback_leader", "members", "routes")
