@@ -32,7 +32,7 @@ use crate::core::cluster::link::{
     FetchedState, Forwarded, Heartbeat, HeartbeatReply, PeerError, Replicate,
 };
 use crate::core::cluster::{
-    self, Cluster, Election, Everywhere, Peer, Placement, RoutingError, RoutingTable,
+    self, Cluster, Election, Everywhere, Peer, Placement, Replication, RoutingError, RoutingTable,
 };
 use crate::core::data::{DataSlots, ServiceChange, Tick};
 use crate::core::denials::Denials;
@@ -107,6 +107,7 @@ pub struct Node {
     slots: Arc<SlotTable>,
     cluster: Arc<Cluster>,
     everywhere: Arc<Everywhere>,
+    replication: Arc<Replication>,
     signals: Arc<Signals>,
     data: DataSlots,
     metrics: Metrics,
@@ -144,6 +145,7 @@ impl Node {
             slots,
             cluster,
             everywhere,
+            replication: Arc::default(),
             signals,
             data,
             metrics,
@@ -194,6 +196,7 @@ impl Node {
             self.cluster.clone(),
             election,
             self.everywhere.clone(),
+            self.replication.clone(),
             stop.clone(),
         ));
         tasks.spawn(self.clone().run_ticks(stop.clone()));
@@ -202,6 +205,50 @@ impl Node {
             tasks.spawn(self.clone().run_leases(wanted, stop));
         }
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Hands what this instance owns over before it stops: it tells its
+    /// peers it is leaving, the leader routes its slots and partitions to
+    /// their standbys, and each goes with its final state (the new owner
+    /// serves it once that is in). Returns once the table in force names
+    /// this instance for nothing and every final state is delivered, or
+    /// after `within`.
+    pub async fn hand_over(&self, within: Duration) {
+        if self.cluster.peers().is_empty() {
+            return;
+        }
+        self.cluster.leave();
+        // Leased tokens go back first, so they are in the final states.
+        self.give_back(self.leases.end_all()).await;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let table = self.cluster.table();
+            let owns = table.as_deref().is_none_or(|t| {
+                t.leader == self.me() || t.parts().any(|(_, r)| r.owner == self.me())
+            });
+            if !owns && !self.replication.handing_over() {
+                tracing::info!("handed every slot over");
+                return;
+            }
+            let staying = self
+                .cluster
+                .peers()
+                .values()
+                .any(|p| p.healthy() && !p.health().leaving);
+            if !staying {
+                // The whole cluster is stopping (or alone): nobody to take over.
+                tracing::info!("no instance stays to take the slots over");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    seconds = within.as_secs_f64(),
+                    "hand-over not finished in time; stopping anyway"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Asks owners for the leases hot buckets want, and gives back what
@@ -320,7 +367,7 @@ impl Node {
     /// What a forwarded acquire's answer teaches: an empty bucket, and a
     /// bucket hot enough here to lease.
     fn learn_forwarded(&self, call: &AcquireCall, answer: &Acquired) {
-        if self.slots.lease_tokens(call.slot).is_none() {
+        if self.slots.lease_tokens(call.slot).is_none() || self.cluster.is_leaving() {
             return;
         }
         let instances = self.cluster.table().map_or(1, |t| t.members.len());
@@ -349,6 +396,14 @@ impl Node {
                 () = stop.cancelled() => return,
                 () = self.signals.tick() => {}
             }
+        }
+    }
+
+    /// Waits, if `part` was just taken over from a live owner, for that
+    /// owner's final state.
+    async fn ready_to_serve(&self, (slot, partition): (u32, u16)) {
+        if let Ok(slot) = u8::try_from(slot) {
+            self.cluster.ready_to_serve(slot, partition).await;
         }
     }
 
@@ -428,7 +483,10 @@ impl Node {
                 }
                 answer
             }
-            None => self.slots.acquire(call.slot, &call.key, call.tokens).await,
+            None => {
+                self.ready_to_serve(part).await;
+                self.slots.acquire(call.slot, &call.key, call.tokens).await
+            }
         };
         if let Ok(a) = &answer {
             self.denials.learn(call.slot, &call.key, a);
@@ -530,6 +588,21 @@ impl Node {
             }
             Some(Err(e)) => return (0..count).map(|_| Err(e.clone())).collect(),
             None => {
+                if origin == Origin::Client {
+                    self.ready_to_serve((slot, partition)).await;
+                } else {
+                    // A peer's batch is served here as a whole: every
+                    // partition it names must be ready.
+                    let mut parts: Vec<u16> = calls
+                        .iter()
+                        .map(|c| self.slots.partition_for(slot, &c.key))
+                        .collect();
+                    parts.sort_unstable();
+                    parts.dedup();
+                    for p in parts {
+                        self.ready_to_serve((slot, p)).await;
+                    }
+                }
                 let items: Vec<(String, Option<u32>)> =
                     calls.iter().map(|c| (c.key.clone(), c.tokens)).collect();
                 self.slots.acquire_many(slot, &items).await
@@ -586,7 +659,10 @@ impl Node {
             .await;
         let answer = match forwarded {
             Some(answer) => answer,
-            None => self.data.call(call.slot, &call.op, call.payload).await,
+            None => {
+                self.ready_to_serve((call.slot, partition)).await;
+                self.data.call(call.slot, &call.op, call.payload).await
+            }
         };
         if let (Some(take), Ok(bytes)) = (&take, &answer)
             && call.op == OP_TAKE_ALL
@@ -627,6 +703,7 @@ impl Node {
         let answer = match forwarded {
             Some(answer) => answer,
             None => {
+                self.ready_to_serve((call.slot, 0)).await;
                 self.signals
                     .publish(call.slot, call.message, &call.publisher, call.message_id)
                     .await
@@ -652,6 +729,7 @@ impl Node {
         if let Some(answer) = forwarded {
             return answer;
         }
+        self.ready_to_serve((call.slot, 0)).await;
         let started = Instant::now();
         let (verb, answer) = if call.join {
             let answer = self.signals.register(call.slot, &call.client).await;
@@ -929,7 +1007,19 @@ impl Node {
             match owner {
                 Some((slot, owner)) if owner == pushed.from => {
                     match self.slots.merge(slot, partition, state.state).await {
-                        Ok(()) => self.cluster.note_held(slot, partition, &pushed.from),
+                        Ok(()) => {
+                            self.cluster
+                                .note_held(slot, partition, &pushed.from, pushed.epoch)
+                        }
+                        Err(e) => refused.push(format!("{}: {e}", what(slot))),
+                    }
+                }
+                // The previous owner's final state of what moved here.
+                Some((slot, owner))
+                    if owner == self.me() && self.cluster.awaits(slot, partition, &pushed.from) =>
+                {
+                    match self.slots.merge(slot, partition, state.state).await {
+                        Ok(()) => self.cluster.handed_over(slot, partition),
                         Err(e) => refused.push(format!("{}: {e}", what(slot))),
                     }
                 }

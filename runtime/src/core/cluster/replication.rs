@@ -41,18 +41,14 @@ struct Pushed {
 pub struct Replication {
     /// (slot, partition, standby) → what was last replicated there.
     replicated: Mutex<HashMap<(u8, u16, String), Pushed>>,
+    /// What this instance owned as of its last round.
+    owned: Mutex<BTreeSet<Part>>,
+    /// What moved from here to another instance that is alive, and still
+    /// waits for its final state: part → its new owner.
+    handing: Mutex<BTreeMap<Part, String>>,
 }
 
 impl Replication {
-    /// Whether this instance has pushed the state of `slot`'s `partition`
-    /// (0 for a slot that is not split) to `standby`. Under load the state
-    /// changes all the time, so "pushed at least once" is the bar: what
-    /// the standby misses is the replication window.
-    pub fn synced(&self, slot: u8, partition: u16, standby: &str) -> bool {
-        self.lock()
-            .contains_key(&(slot, partition, standby.to_string()))
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u8, u16, String), Pushed>> {
         self.replicated.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -67,19 +63,109 @@ impl Replication {
     ) {
         let mut every = tokio::time::interval(REPLICATE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A new table may move slots away: their final state goes at once.
+        let mut tables = cluster.watch_routing();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = every.tick() => {}
+                _ = tables.changed() => {}
             }
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = async {
+                    self.hand_over(&cluster).await;
                     everywhere.reconcile().await;
                     self.replicate_once(&cluster).await;
                 } => {}
             }
         }
+    }
+
+    /// Whether some slot or partition that moved away still waits to be
+    /// handed over.
+    pub fn handing_over(&self) -> bool {
+        !self
+            .handing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Hands what moved from here to a live instance over: its final state,
+    /// taken after every request queued here before the move (the slot's
+    /// queue is in order), pushed under the table's epoch. The new owner
+    /// serves it once that is in.
+    pub async fn hand_over(&self, cluster: &Cluster) {
+        let Some(table) = cluster.table() else { return };
+        let now: BTreeSet<Part> = table
+            .parts()
+            .filter(|(_, r)| r.owner == cluster.me())
+            .map(|(part, _)| part)
+            .collect();
+        let before = std::mem::replace(
+            &mut *self.owned.lock().unwrap_or_else(|p| p.into_inner()),
+            now.clone(),
+        );
+        let mut handing = self
+            .handing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for part in before.difference(&now) {
+            if let Some(route) = table.route_of(part.0, part.1)
+                && route.owner != cluster.me()
+            {
+                handing.insert(*part, route.owner.clone());
+            }
+        }
+        // Gone or unreachable: the new owner serves from its copy.
+        handing.retain(|_, to| cluster.peers().get(to).is_some_and(|p| p.healthy()));
+        let slots = cluster.slots();
+        let mut batches: BTreeMap<String, Vec<SlotState>> = BTreeMap::new();
+        for ((slot, partition), to) in &handing {
+            match slots.snapshot(*slot, *partition).await {
+                Ok(state) => batches.entry(to.clone()).or_default().push(SlotState {
+                    slot: u32::from(*slot),
+                    partition: *partition,
+                    state,
+                }),
+                Err(e) => {
+                    tracing::warn!(slot, partition, error = %e, "snapshot for a hand-over failed")
+                }
+            }
+        }
+        for (to, states) in batches {
+            let Some(peer) = cluster.peers().get(&to) else {
+                continue;
+            };
+            let parts: Vec<Part> = states
+                .iter()
+                .map(|s| (u8::try_from(s.slot).unwrap_or(u8::MAX), s.partition))
+                .collect();
+            let request = Replicate {
+                from: cluster.me().to_string(),
+                epoch: table.epoch,
+                slots: states,
+            };
+            match tokio::time::timeout(MESH_CALL_TIMEOUT, peer.link().replicate(request)).await {
+                Ok(Ok(())) => {
+                    tracing::info!(to = %to, handed = parts.len(), "handed slots over with their final state");
+                    for part in parts {
+                        handing.remove(&part);
+                    }
+                }
+                // Best effort: the new owner's wait for it is bounded.
+                Ok(Err(e)) => {
+                    tracing::warn!(to = %to, error = %e, "hand-over refused");
+                    for part in parts {
+                        handing.remove(&part);
+                    }
+                }
+                Err(_) => tracing::warn!(to = %to, "hand-over timed out; trying again"),
+            }
+        }
+        *self.handing.lock().unwrap_or_else(|p| p.into_inner()) = handing;
     }
 
     /// One round: pushes every changed slot (and partition) this instance
@@ -91,20 +177,9 @@ impl Replication {
         let mut batches: BTreeMap<&str, Vec<SnapshotAt>> = BTreeMap::new();
         // Standbys left without some slot's latest state by this round.
         let mut behind = BTreeSet::new();
-        let whole = table
-            .routes
-            .iter()
-            .filter(|(slot, _)| !table.partitions.contains_key(slot))
-            .map(|(slot, route)| ((*slot, 0), route));
-        let parts = table.partitions.iter().flat_map(|(slot, parts)| {
-            parts
-                .iter()
-                .enumerate()
-                .map(|(p, route)| ((*slot, u16::try_from(p).unwrap_or(u16::MAX)), route))
-        });
         // Mine, with a standby; taken out of the table before any await.
-        let mine: Vec<(Part, &str)> = whole
-            .chain(parts)
+        let mine: Vec<(Part, &str)> = table
+            .parts()
             .filter(|(_, route)| route.owner == cluster.me())
             .filter_map(|(part, route)| Some((part, route.standby.as_deref()?)))
             .collect();

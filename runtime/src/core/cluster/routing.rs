@@ -297,6 +297,23 @@ impl RoutingTable {
         }
     }
 
+    /// Every route with what it routes: each slot that is not split (as
+    /// partition 0) and each partition of those that are.
+    pub fn parts(&self) -> impl Iterator<Item = ((u8, u16), &Route)> {
+        let whole = self
+            .routes
+            .iter()
+            .filter(|(slot, _)| !self.partitions.contains_key(slot))
+            .map(|(slot, route)| ((*slot, 0), route));
+        let split = self.partitions.iter().flat_map(|(slot, parts)| {
+            parts
+                .iter()
+                .enumerate()
+                .map(|(p, route)| ((*slot, u16::try_from(p).unwrap_or(u16::MAX)), route))
+        });
+        whole.chain(split)
+    }
+
     /// Checks a table another instance offers against the cluster's
     /// members: `routes` are (slot, owner, standby), with "" for no
     /// fallback leader or standby, as they come from the wire.

@@ -51,11 +51,30 @@ pub struct Cluster {
     /// Every installed table, for clients watching the routing.
     installed: tokio::sync::watch::Sender<Option<Arc<RoutingTable>>>,
     /// (slot, partition) → the owner whose state this instance took for
-    /// it as standby.
-    held: std::sync::Mutex<HashMap<(u8, u16), String>>,
+    /// it as standby, and that owner's epoch then.
+    held: std::sync::Mutex<HashMap<(u8, u16), (String, u64)>>,
     /// Set once this instance is stopping: it hands what it owns over.
     leaving: AtomicBool,
+    /// Slots and partitions this instance took over from an owner that is
+    /// still alive: served once that owner's final state is in (or after
+    /// [`HANDOVER_WAIT`]).
+    awaiting: std::sync::Mutex<HashMap<(u8, u16), Awaited>>,
+    /// How many are awaited, read on every request without the lock.
+    awaited: std::sync::atomic::AtomicUsize,
+    handed: tokio::sync::Notify,
 }
+
+/// A slot or partition taken over from a live owner, waiting for its
+/// final state.
+#[derive(Debug, Clone)]
+struct Awaited {
+    from: String,
+    until: Instant,
+}
+
+/// Longest a new owner waits for the previous, live owner's final state of
+/// a slot or partition before serving it from its replicated copy.
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(1);
 
 impl Cluster {
     /// The cluster of `members`, reaching each peer through the link
@@ -87,6 +106,9 @@ impl Cluster {
             installed: tokio::sync::watch::Sender::new(None),
             held: std::sync::Mutex::default(),
             leaving: AtomicBool::new(false),
+            awaiting: std::sync::Mutex::default(),
+            awaited: std::sync::atomic::AtomicUsize::new(0),
+            handed: tokio::sync::Notify::new(),
         })
     }
 
@@ -131,14 +153,19 @@ impl Cluster {
     /// This instance and every peer it is in contact with both ways
     /// ([`Peer::in_contact`]), sorted: who the election counts and who
     /// the leader routes slots to.
+    ///
+    /// Instances that are leaving are left out: they lead nothing and own
+    /// nothing while they hand their slots over.
     pub fn healthy_ids(&self) -> BTreeSet<String> {
         let mut ids: BTreeSet<String> = self
             .peers
             .values()
-            .filter(|p| p.in_contact())
+            .filter(|p| p.in_contact() && !p.health().leaving)
             .map(|p| p.id().to_string())
             .collect();
-        ids.insert(self.me().to_string());
+        if !self.is_leaving() {
+            ids.insert(self.me().to_string());
+        }
         ids
     }
 
@@ -223,6 +250,7 @@ impl Cluster {
             .cluster
             .partitions_owned
             .set(i64::try_from(owned).unwrap_or(i64::MAX));
+        self.await_handovers(held.as_deref(), &table);
         let table = Arc::new(table);
         *held = Some(table.clone());
         drop(held);
@@ -282,12 +310,100 @@ impl Cluster {
     }
 
     /// Records that this instance, as standby, took the state of `slot`'s
-    /// `partition` from its owner `from`.
-    pub fn note_held(&self, slot: u8, partition: u16, from: &str) {
+    /// `partition` from its owner `from`, as of `from`'s `epoch`.
+    pub fn note_held(&self, slot: u8, partition: u16, from: &str, epoch: u64) {
         self.held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((slot, partition), from.to_string());
+            .insert((slot, partition), (from.to_string(), epoch));
+    }
+
+    /// Notes the slots and partitions `next` moves here from an owner that
+    /// is alive: their requests wait for that owner's final state, unless
+    /// it already came (pushed under `next`'s epoch or later).
+    fn await_handovers(&self, prev: Option<&RoutingTable>, next: &RoutingTable) {
+        let Some(prev) = prev else { return };
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut awaiting = self.awaiting.lock().unwrap_or_else(|p| p.into_inner());
+        let until = Instant::now() + HANDOVER_WAIT;
+        for (part, route) in next.parts() {
+            if route.owner != self.me() {
+                awaiting.remove(&part);
+                continue;
+            }
+            let Some(from) = prev
+                .route_of(part.0, part.1)
+                .map(|r| r.owner.as_str())
+                .filter(|o| *o != self.me())
+            else {
+                continue;
+            };
+            let alive = self.peers.get(from).is_some_and(|p| p.healthy());
+            let final_in = held
+                .get(&part)
+                .is_some_and(|(f, epoch)| f == from && *epoch >= next.epoch);
+            if alive && !final_in {
+                awaiting.insert(
+                    part,
+                    Awaited {
+                        from: from.to_string(),
+                        until,
+                    },
+                );
+            }
+        }
+        self.awaited.store(awaiting.len(), Ordering::Release);
+    }
+
+    /// Whether this instance waits for `from`'s final state of `slot`'s
+    /// `partition`.
+    pub fn awaits(&self, slot: u8, partition: u16, from: &str) -> bool {
+        self.awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(slot, partition))
+            .is_some_and(|a| a.from == from)
+    }
+
+    /// `from`'s final state of `slot`'s `partition` is in: its requests go
+    /// ahead.
+    pub fn handed_over(&self, slot: u8, partition: u16) {
+        let mut awaiting = self.awaiting.lock().unwrap_or_else(|p| p.into_inner());
+        if awaiting.remove(&(slot, partition)).is_some() {
+            self.awaited.store(awaiting.len(), Ordering::Release);
+            self.handed.notify_waiters();
+        }
+    }
+
+    /// Waits until this instance may serve `slot`'s `partition`: at once,
+    /// unless it took it over from a live owner whose final state is not in
+    /// yet (then at most until [`HANDOVER_WAIT`] after the takeover).
+    pub async fn ready_to_serve(&self, slot: u8, partition: u16) {
+        if self.awaited.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        loop {
+            let handed = self.handed.notified();
+            let until = {
+                let mut awaiting = self.awaiting.lock().unwrap_or_else(|p| p.into_inner());
+                match awaiting.get(&(slot, partition)) {
+                    None => return,
+                    Some(a) if a.until <= Instant::now() => {
+                        tracing::warn!(
+                            slot,
+                            partition,
+                            from = %a.from,
+                            "the previous owner did not hand over within 1 s; serving from the replicated state"
+                        );
+                        awaiting.remove(&(slot, partition));
+                        self.awaited.store(awaiting.len(), Ordering::Release);
+                        return;
+                    }
+                    Some(a) => a.until,
+                }
+            };
+            let _ = tokio::time::timeout_at(until, handed).await;
+        }
     }
 
     /// The slots and partitions whose state this instance holds from the
@@ -300,10 +416,10 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|((slot, partition), from)| {
+            .filter(|((slot, partition), (from, _))| {
                 table
                     .route_of(*slot, *partition)
-                    .is_some_and(|r| r.owner == **from)
+                    .is_some_and(|r| r.owner == *from)
             })
             .map(|(part, _)| *part)
             .collect()

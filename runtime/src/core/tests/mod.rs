@@ -7,6 +7,7 @@
 mod election;
 mod everywhere;
 mod forwarding;
+mod handover;
 mod partitions;
 mod replication;
 mod scale;
