@@ -17,6 +17,9 @@
 //! [`LEASE_FOR`]; the tokens it still holds then (and at shutdown) go back
 //! to the bucket through a `release`.
 //!
+//! An acquire answered from a lease reports as remaining what the owner
+//! held when it last answered this instance plus what is left of the lease.
+//!
 //! Bounds (docs/cluster.md): no over-admission; under-admission at most
 //! the tokens leased out and unused (returned within [`LEASE_FOR`], lost if
 //! their holder dies); a leased token is spent at most [`LEASE_FOR`] after
@@ -102,7 +105,10 @@ impl Leases {
         bucket.last_used = now;
         Some(Acquired {
             granted: u32::try_from(asked).unwrap_or(u32::MAX),
-            remaining: lease.tokens,
+            // What the owner held when it last answered here, and what is
+            // left of the lease: the bucket's rest as far as this instance
+            // can tell.
+            remaining: bucket.last_remaining.saturating_add(lease.tokens),
             reset_ms: millis(lease.reset_at.saturating_duration_since(now)),
         })
     }
@@ -325,9 +331,10 @@ mod tests {
         heat(&leases, 10_000).expect("hot");
         assert_eq!(leases.granted(1, "k", &reply(5, 9_000)), None);
         let got = leases.take(1, "k", 2).expect("from the lease");
-        assert_eq!((got.granted, got.remaining, got.reset_ms), (2, 3, 600));
+        // The owner's 9,000 after the lease, and 3 left in it.
+        assert_eq!((got.granted, got.remaining, got.reset_ms), (2, 9_003, 600));
         assert!(leases.take(1, "k", 4).is_none(), "more than it holds");
-        assert_eq!(leases.take(1, "k", 3).map(|g| g.remaining), Some(0));
+        assert_eq!(leases.take(1, "k", 3).map(|g| g.remaining), Some(9_000));
         assert!(leases.take(1, "k", 1).is_none(), "spent");
         assert!(leases.take(1, "other", 1).is_none());
     }
