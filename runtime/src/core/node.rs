@@ -1006,7 +1006,7 @@ impl Node {
             };
             match owner {
                 Some((slot, owner)) if owner == pushed.from => {
-                    match self.slots.merge(slot, partition, state.state).await {
+                    match self.slots.replace(slot, partition, state.state).await {
                         Ok(()) => {
                             self.cluster
                                 .note_held(slot, partition, &pushed.from, pushed.epoch)
@@ -1018,7 +1018,7 @@ impl Node {
                 Some((slot, owner))
                     if owner == self.me() && self.cluster.awaits(slot, partition, &pushed.from) =>
                 {
-                    match self.slots.merge(slot, partition, state.state).await {
+                    match self.slots.replace(slot, partition, state.state).await {
                         Ok(()) => self.cluster.handed_over(slot, partition),
                         Err(e) => refused.push(format!("{}: {e}", what(slot))),
                     }

@@ -444,7 +444,7 @@ impl SlotTable {
         run.await.map_err(|e| RequestError::queue(id, e))
     }
 
-    /// Folds a snapshot from a partition's owner into this instance's copy.
+    /// Folds a peer's snapshot into this instance's copy.
     pub async fn merge(
         &self,
         slot: u8,
@@ -455,6 +455,20 @@ impl SlotTable {
         let run = entry
             .worker(id, partition)?
             .run(move |instance, _| instance.merge(&state));
+        run.await.map_err(|e| RequestError::queue(id, e))
+    }
+
+    /// Makes a snapshot from a partition's owner this instance's copy.
+    pub async fn replace(
+        &self,
+        slot: u8,
+        partition: u16,
+        state: Vec<u8>,
+    ) -> Result<(), RequestError> {
+        let (id, entry) = self.entry(u32::from(slot))?;
+        let run = entry
+            .worker(id, partition)?
+            .run(move |instance, _| instance.replace(&state));
         run.await.map_err(|e| RequestError::queue(id, e))
     }
 
