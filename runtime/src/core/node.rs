@@ -909,8 +909,9 @@ impl Node {
     }
 
     /// Applies a new slot configuration as `generation`, keeping the slots
-    /// whose type and fields did not change; answers the generation in
-    /// force after.
+    /// whose type and fields did not change and the state of those whose
+    /// change keeps its meaning ([`vss_config::SlotKind::keeps_state_of`]);
+    /// answers the generation in force after.
     pub async fn apply_config(
         &self,
         config: ValidConfig,

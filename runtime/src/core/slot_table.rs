@@ -216,12 +216,14 @@ impl SlotTable {
         let old = self.slots.load_full();
         let mut slots: Entries = (0..vss_config::MAX_SLOTS).map(|_| None).collect();
         for def in config.slots() {
-            let kept = old
-                .get(def.id.index())
-                .and_then(Option::as_ref)
-                .filter(|e| e.def.kind == def.kind);
-            slots[def.id.index()] = Some(match kept {
-                Some(entry) => entry.clone(),
+            let before = old.get(def.id.index()).and_then(Option::as_ref);
+            slots[def.id.index()] = Some(match before {
+                Some(entry) if entry.def.kind == def.kind => entry.clone(),
+                Some(entry) => {
+                    let fresh = Arc::new(self.start(def)?);
+                    carry_over(entry, &fresh, def);
+                    fresh
+                }
                 None => Arc::new(self.start(def)?),
             });
         }
@@ -760,6 +762,38 @@ impl SlotTable {
             })
             .collect()
     }
+}
+
+/// Moves a changed slot's state into its new instances when the change
+/// keeps the state's meaning ([`SlotKind::keeps_state_of`]): each old
+/// partition's snapshot is merged into the new one. Otherwise the slot
+/// starts fresh, and the log says why. Runs off the reactor (reloads
+/// compile modules), so it may block on the slot threads.
+fn carry_over(old: &SlotEntry, new: &SlotEntry, def: &SlotDef) {
+    let slot = def.id;
+    let why = match def.kind.keeps_state_of(&old.def.kind) {
+        Ok(()) if old.workers.len() == new.workers.len() => {
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                tracing::warn!(%slot, "slot starts fresh: no runtime to move its state with");
+                return;
+            };
+            for (p, (from, to)) in old.workers.iter().zip(&new.workers).enumerate() {
+                let state = handle.block_on(from.run(|instance, _| instance.snapshot()));
+                let merged = match state {
+                    Ok(state) => handle.block_on(to.run(move |instance, _| instance.merge(&state))),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = merged {
+                    tracing::warn!(%slot, partition = p, error = %e, "slot's state not carried over; that part starts fresh");
+                }
+            }
+            tracing::info!(%slot, "slot changed and kept its state");
+            return;
+        }
+        Ok(()) => "its number of partitions changed (maxKeys below 16)".to_string(),
+        Err(why) => why,
+    };
+    tracing::warn!(%slot, kind = def.kind.type_name(), why = %why, "slot changed and starts fresh");
 }
 
 /// Which partition's instance serves a request.

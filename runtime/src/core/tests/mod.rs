@@ -9,6 +9,7 @@ mod everywhere;
 mod forwarding;
 mod handover;
 mod partitions;
+mod reload;
 mod replication;
 mod scale;
 mod signals;
