@@ -11,6 +11,16 @@
 /// is smaller, so each partition holds at least one key).
 pub const MAX_PARTITIONS: u16 = 16;
 
+/// How many partitions a slot whose keys are bounded by `max_keys` is split
+/// into: up to [`MAX_PARTITIONS`], each holding at least one key; one for a
+/// slot without keys to split.
+pub fn partitions_for(max_keys: Option<u64>) -> u16 {
+    match max_keys {
+        Some(max_keys) => u16::try_from(max_keys.clamp(1, u64::from(MAX_PARTITIONS))).unwrap_or(1),
+        None => 1,
+    }
+}
+
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 

@@ -19,7 +19,7 @@ use vss_slot_host::{
 
 use vss_slot_sdk::codec::Wire as _;
 use vss_slot_sdk::limiter::{OP_RELEASE, OP_TAKE_ALL, Take};
-use vss_wire::partition::{MAX_PARTITIONS, partition_of};
+use vss_wire::partition::{partition_of, partitions_for};
 
 use crate::core::error::RequestError;
 use crate::core::executor::{QueueError, QueueLimits, SlotWorker};
@@ -827,14 +827,10 @@ impl SlotEntry {
     }
 }
 
-/// How many partitions a slot of `kind` is split into: limiters up to
-/// [`MAX_PARTITIONS`], each partition holding at least one key; one for
-/// every other type.
+/// How many partitions a slot of `kind` is split into: limiters by their
+/// `maxKeys`, one for every other type.
 pub fn partitions_of(kind: &SlotKind) -> u16 {
-    match kind.max_keys() {
-        Some(max_keys) => u16::try_from(max_keys.min(u64::from(MAX_PARTITIONS))).unwrap_or(1),
-        None => 1,
-    }
+    partitions_for(kind.max_keys())
 }
 
 /// Built-in modules compiled for one engine, by type name.
