@@ -219,9 +219,9 @@ impl SlotKind {
     /// not, why it starts fresh. A change that keeps the meaning of the
     /// state keeps it: a rate, a burst, a timeout, a TTL, a bound raised.
     /// Another type, a limiter's period, a bound lowered (the state held
-    /// may not fit), a counter made grow-only (or no longer), a tick's
-    /// interval (its numbers would mean other times) or any change of a
-    /// custom slot (its state's meaning is its module's) starts fresh.
+    /// may not fit), a tick's interval (its numbers would mean other times)
+    /// or any change of a custom slot (its state's meaning is its module's)
+    /// starts fresh.
     pub fn keeps_state_of(&self, old: &SlotKind) -> Result<(), String> {
         let lowered = |what: &str, from: u64, to: u64| {
             if to < from {
@@ -244,10 +244,6 @@ impl SlotKind {
             (Self::Broadcast(_), Self::Broadcast(_))
             | (Self::Multicast(_), Self::Multicast(_))
             | (Self::Random(_), Self::Random(_)) => Ok(()),
-            (Self::Counter(a), Self::Counter(b)) if a.grow_only != b.grow_only => Err(format!(
-                "`growOnly` changed from {} to {}: the counts mean something else",
-                a.grow_only, b.grow_only
-            )),
             (Self::Counter(_), Self::Counter(_)) => Ok(()),
             (Self::Register(a), Self::Register(b)) => {
                 lowered("maxKeys", a.max_keys, b.max_keys)?;

@@ -61,7 +61,7 @@ async fn a_new_rate_keeps_the_buckets_and_a_new_period_starts_them_fresh() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_counter_made_grow_only_counts_anew() {
+async fn a_counter_made_grow_only_keeps_its_total() {
     let cluster = TestCluster::start(&["a"]);
     cluster.settled(&["a"]).await.expect("a table");
     let node = cluster.node("a");
@@ -76,7 +76,8 @@ async fn a_counter_made_grow_only_counts_anew() {
     node.apply_config(config(&grow_only), 2)
         .await
         .expect("applied");
-    let value = node.read_counter(20).await.expect("read").value;
-    assert_eq!(value, 0, "its count meant something else");
+    assert_eq!(node.read_counter(20).await.expect("read").value, 7);
+    let refused = node.change_counter(20, false, Some(1), 2).await;
+    assert!(refused.is_err(), "now grow-only: {refused:?}");
     cluster.stop().await;
 }
