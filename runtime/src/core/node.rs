@@ -341,20 +341,10 @@ impl Node {
     /// covers it (a client's acquire; the leased tokens go first, they are
     /// the bucket's), or the bucket is known empty until its refill.
     fn answer_here(&self, origin: Origin<'_>, call: &AcquireCall) -> Option<Acquired> {
-        let labels = SlotLabels { slot: call.slot };
-        if origin == Origin::Client
-            && let Some(per_req) = self.slots.lease_tokens(call.slot)
-        {
-            let asked = call.tokens.map_or(per_req, u64::from);
-            if let Some(got) = self.leases.take(call.slot, &call.key, asked) {
-                self.metrics
-                    .cluster
-                    .lease_decisions
-                    .get_or_create(&labels)
-                    .inc();
-                return Some(got);
-            }
+        if let Some(got) = self.from_lease(origin, call) {
+            return Some(got);
         }
+        let labels = SlotLabels { slot: call.slot };
         let denied = self.denials.denied(call.slot, &call.key)?;
         self.metrics
             .cluster
@@ -362,6 +352,34 @@ impl Node {
             .get_or_create(&labels)
             .inc();
         Some(denied)
+    }
+
+    /// A client's acquire answered from this instance's lease of the bucket.
+    fn from_lease(&self, origin: Origin<'_>, call: &AcquireCall) -> Option<Acquired> {
+        if origin != Origin::Client {
+            return None;
+        }
+        let per_req = self.slots.lease_tokens(call.slot)?;
+        let asked = call.tokens.map_or(per_req, u64::from);
+        let got = self.leases.take(call.slot, &call.key, asked)?;
+        self.metrics
+            .cluster
+            .lease_decisions
+            .get_or_create(&SlotLabels { slot: call.slot })
+            .inc();
+        Some(got)
+    }
+
+    /// The answer to a client's forwarded acquire. The owner refuses what
+    /// it has leased out, and a lease granted here while the acquire was on
+    /// its way holds those tokens: they answer it instead of a denial, or
+    /// they would sit unused while this instance's clients are refused.
+    fn after_forward(&self, origin: Origin<'_>, call: &AcquireCall, answer: Acquired) -> Acquired {
+        self.learn_forwarded(call, &answer);
+        if answer.granted > 0 {
+            return answer;
+        }
+        self.from_lease(origin, call).unwrap_or(answer)
     }
 
     /// What a forwarded acquire's answer teaches: an empty bucket, and a
@@ -477,12 +495,7 @@ impl Node {
             })
             .await;
         let answer = match forwarded {
-            Some(answer) => {
-                if let Ok(a) = &answer {
-                    self.learn_forwarded(&call, a);
-                }
-                answer
-            }
+            Some(answer) => answer.map(|a| self.after_forward(origin, &call, a)),
             None => {
                 self.ready_to_serve(part).await;
                 self.slots.acquire(call.slot, &call.key, call.tokens).await
@@ -578,14 +591,11 @@ impl Node {
             })
             .await;
         let answers = match forwarded {
-            Some(Ok(answers)) => {
-                for (call, answer) in calls.iter().zip(&answers) {
-                    if let Ok(a) = answer {
-                        self.learn_forwarded(call, a);
-                    }
-                }
-                answers
-            }
+            Some(Ok(answers)) => calls
+                .iter()
+                .zip(answers)
+                .map(|(call, answer)| answer.map(|a| self.after_forward(origin, call, a)))
+                .collect(),
             Some(Err(e)) => return (0..count).map(|_| Err(e.clone())).collect(),
             None => {
                 if origin == Origin::Client {

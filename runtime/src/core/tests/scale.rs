@@ -7,7 +7,7 @@ use vss_slot_sdk::codec::Wire as _;
 use vss_slot_sdk::limiter::{OP_RELEASE, OP_TAKE_ALL, Take, Taken};
 
 use crate::core::calls::CustomCall;
-use crate::core::harness::{TestCluster, acquire};
+use crate::core::harness::{Fault, TestCluster, acquire};
 use crate::core::leases::LEASE_FOR;
 use crate::core::node::Origin;
 
@@ -193,6 +193,56 @@ async fn a_hot_bucket_is_answered_from_leases_without_asking_its_owner() {
         "fewer acquires reach the owner than were made: {forwarded}"
     );
     assert!(counter(&cluster, &other, "leased_tokens", 0) >= from_leases);
+    cluster.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquires_refused_for_tokens_leased_meanwhile_are_answered_from_the_lease() {
+    let cluster = TestCluster::start(&["a", "b", "c"]);
+    let (owner, other) = owner_and_other(&cluster, 2, "last").await;
+    // Slot 2 (1,000 an hour, no refill within the test) left with 70.
+    let drained = cluster
+        .node(&owner)
+        .acquire(Origin::Client, acquire(2, "last", Some(930)))
+        .await
+        .expect("granted");
+    assert_eq!(drained.remaining, 70);
+    cluster.net.set_for(
+        &other,
+        &owner,
+        "forward",
+        Fault::Delay(Duration::from_millis(10)),
+    );
+    let wave = |n: usize| {
+        let runs: Vec<_> = (0..n)
+            .map(|_| {
+                let node = cluster.node(&other).clone();
+                tokio::spawn(async move {
+                    node.acquire(Origin::Client, acquire(2, "last", None))
+                        .await
+                        .map_or(0, |got| got.granted)
+                })
+            })
+            .collect();
+        async move {
+            let mut granted = 0;
+            for run in runs {
+                granted += run.await.expect("joins");
+            }
+            granted
+        }
+    };
+    // Ten at once make the bucket hot: a lease is asked for. The next 60,
+    // sent while it is on its way, reach the owner after it: the owner
+    // refuses those the lease took, and the lease answers them.
+    let mut granted = wave(10).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    granted += wave(60).await;
+    assert!(
+        counter(&cluster, &other, "leased_tokens", 2) > 0,
+        "the bucket got hot and was leased"
+    );
+    assert_eq!(granted, 70, "every token left is granted");
     cluster.stop().await;
 }
 
