@@ -375,6 +375,10 @@ impl Node {
     /// its way holds those tokens: they answer it instead of a denial, or
     /// they would sit unused while this instance's clients are refused.
     fn after_forward(&self, origin: Origin<'_>, call: &AcquireCall, answer: Acquired) -> Acquired {
+        if origin != Origin::Client {
+            // Relayed for a peer: its rate is the peer's to lease for.
+            return answer;
+        }
         self.learn_forwarded(call, &answer);
         if answer.granted > 0 {
             return answer;
@@ -434,7 +438,8 @@ impl Node {
     /// instance: tries the owner, then its standby, each within `timeout`,
     /// and answers None when this instance should serve it (it is next in
     /// line, or nobody else could be reached). Requests a peer forwarded
-    /// are served where they land.
+    /// are served where they land, but for those of a partition handed over
+    /// from here: they go on to its owner.
     async fn at_owner<T, F, Fut>(
         &self,
         origin: Origin<'_>,
@@ -446,8 +451,19 @@ impl Node {
         F: Fn(Arc<Peer>) -> Fut,
         Fut: Future<Output = Forwarded<T>>,
     {
-        if let Origin::Peer(_) = origin {
-            return None;
+        if let Origin::Peer(from) = origin {
+            // Relayed if it was handed over from here; else served here,
+            // once this instance's table has caught up with the sender's.
+            let Some(owner) = self.cluster.relay_to(slot, partition) else {
+                self.cluster.caught_up_with(slot, partition, from).await;
+                return None;
+            };
+            self.cluster.record_forward(owner.id());
+            return match tokio::time::timeout(timeout, forward(owner.clone())).await {
+                Ok(Ok(answer)) => Some(Ok(answer)),
+                Ok(Err(PeerError::Unreachable(_))) | Err(_) => None,
+                Ok(Err(refused)) => Some(Err(refused.into_request_error())),
+            };
         }
         let Some(line) = self.cluster.placement(slot, partition) else {
             return Some(Err(RequestError::Joining));
@@ -532,11 +548,7 @@ impl Node {
                 here.push((i, answer));
                 continue;
             }
-            let partition = match origin {
-                // Served here as a whole: the slot table splits it.
-                Origin::Peer(_) => 0,
-                Origin::Client => self.slots.partition_for(call.slot, &call.key),
-            };
+            let partition = self.slots.partition_for(call.slot, &call.key);
             let group = groups.entry((call.slot, partition)).or_default();
             group.0.push(i);
             group.1.push(call);
@@ -598,21 +610,7 @@ impl Node {
                 .collect(),
             Some(Err(e)) => return (0..count).map(|_| Err(e.clone())).collect(),
             None => {
-                if origin == Origin::Client {
-                    self.ready_to_serve((slot, partition)).await;
-                } else {
-                    // A peer's batch is served here as a whole: every
-                    // partition it names must be ready.
-                    let mut parts: Vec<u16> = calls
-                        .iter()
-                        .map(|c| self.slots.partition_for(slot, &c.key))
-                        .collect();
-                    parts.sort_unstable();
-                    parts.dedup();
-                    for p in parts {
-                        self.ready_to_serve((slot, p)).await;
-                    }
-                }
+                self.ready_to_serve((slot, partition)).await;
                 let items: Vec<(String, Option<u32>)> =
                     calls.iter().map(|c| (c.key.clone(), c.tokens)).collect();
                 self.slots.acquire_many(slot, &items).await
@@ -1027,7 +1025,7 @@ impl Node {
                 }
                 // The previous owner's final state of what moved here.
                 Some((slot, owner))
-                    if owner == self.me() && self.cluster.awaits(slot, partition, &pushed.from) =>
+                    if owner == self.me() && self.cluster.awaits(slot, partition, pushed.epoch) =>
                 {
                     match self.slots.replace(slot, partition, state.state).await {
                         Ok(()) => self.cluster.handed_over(slot, partition),
