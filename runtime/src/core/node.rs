@@ -374,7 +374,12 @@ impl Node {
     /// it has leased out, and a lease granted here while the acquire was on
     /// its way holds those tokens: they answer it instead of a denial, or
     /// they would sit unused while this instance's clients are refused.
-    fn after_forward(&self, origin: Origin<'_>, call: &AcquireCall, answer: Acquired) -> Acquired {
+    async fn after_forward(
+        &self,
+        origin: Origin<'_>,
+        call: &AcquireCall,
+        answer: Acquired,
+    ) -> Acquired {
         if origin != Origin::Client {
             // Relayed for a peer: its rate is the peer's to lease for.
             return answer;
@@ -383,6 +388,9 @@ impl Node {
         if answer.granted > 0 {
             return answer;
         }
+        self.leases
+            .asked(call.slot, &call.key, LEASE_CALL_TIMEOUT)
+            .await;
         self.from_lease(origin, call).unwrap_or(answer)
     }
 
@@ -511,7 +519,8 @@ impl Node {
             })
             .await;
         let answer = match forwarded {
-            Some(answer) => answer.map(|a| self.after_forward(origin, &call, a)),
+            Some(Ok(answer)) => Ok(self.after_forward(origin, &call, answer).await),
+            Some(Err(e)) => Err(e),
             None => {
                 self.ready_to_serve(part).await;
                 self.slots.acquire(call.slot, &call.key, call.tokens).await
@@ -603,11 +612,16 @@ impl Node {
             })
             .await;
         let answers = match forwarded {
-            Some(Ok(answers)) => calls
-                .iter()
-                .zip(answers)
-                .map(|(call, answer)| answer.map(|a| self.after_forward(origin, call, a)))
-                .collect(),
+            Some(Ok(answers)) => {
+                let mut out = Vec::with_capacity(count);
+                for (call, answer) in calls.iter().zip(answers) {
+                    out.push(match answer {
+                        Ok(a) => Ok(self.after_forward(origin, call, a).await),
+                        Err(e) => Err(e),
+                    });
+                }
+                out
+            }
             Some(Err(e)) => return (0..count).map(|_| Err(e.clone())).collect(),
             None => {
                 self.ready_to_serve((slot, partition)).await;
