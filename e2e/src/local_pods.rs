@@ -15,6 +15,19 @@
 //! no cluster DNS for the headless Service; the API credentials are a
 //! kubeconfig with a token of the pod's ServiceAccount instead of the
 //! projected token volume.
+//!
+//! A pod being deleted is stopped as the kubelet stops it: SIGTERM, then
+//! SIGKILL once the pod's `deletionGracePeriodSeconds` (its
+//! `terminationGracePeriodSeconds`) have passed, and only then is the
+//! deletion confirmed, so the StatefulSet controller makes the pod again
+//! (a rolling update: highest ordinal first, the next once this one is
+//! Ready) only after the process is gone. The wait does not hold up the
+//! other pods: each [`LocalPods::sync`] looks at a terminating process
+//! once and moves on. No pod is bound to a node here, and the API server
+//! deletes an unbound pod at once (grace 0); so the stand-in puts its
+//! finalizer [`FINALIZER`] on each pod it runs, which keeps the deleted pod
+//! (with its `deletionTimestamp`) until the process is gone, and waits the
+//! pod's `terminationGracePeriodSeconds` when the deletion carries no grace.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -48,7 +61,22 @@ struct LocalPod {
     /// When the process was found dead; it is started again after
     /// [`RESTART_BACKOFF`].
     died: Option<std::time::Instant>,
+    /// Once its pod is being deleted: when it was sent SIGTERM, and the
+    /// grace it has before SIGKILL.
+    terminating: Option<(std::time::Instant, Duration)>,
 }
+
+impl LocalPod {
+    /// Told to stop, still running, and within its grace.
+    fn still_stopping(&mut self) -> bool {
+        self.terminating
+            .is_some_and(|(since, grace)| since.elapsed() < grace)
+            && self.process.is_running()
+    }
+}
+
+/// Held on each pod the stand-in runs, until its process is gone.
+pub const FINALIZER: &str = "vss.dev/local-pod";
 
 /// The kubelet's first crash back-off: long enough that a killed Lease
 /// holder does not come back and renew its own claim before it lapses.
@@ -136,11 +164,12 @@ impl LocalPods {
             let name = name_of(pod).to_string();
             let uid = str_at(pod, "/metadata/uid").to_string();
             if pod.pointer("/metadata/deletionTimestamp").is_some() {
-                if let Some(mut local) = self.pods.remove(&name) {
-                    local.process.stop(Duration::from_secs(5)).await;
+                if !self.terminate(&name, &uid, pod).await? {
+                    continue;
                 }
                 // The kubelet confirms a graceful deletion once the
                 // containers are gone.
+                release(&self.kubectl, &name, pod).await?;
                 self.kubectl
                     .run(&[
                         "delete",
@@ -155,8 +184,35 @@ impl LocalPods {
                 continue;
             }
             seen.push(name.clone());
-            if self.pods.get(&name).is_some_and(|p| p.uid != uid) {
-                // Same name, new pod: the old one's process goes.
+            let held = pod
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| f.iter().any(|v| v.as_str() == Some(FINALIZER)));
+            if !held {
+                let patch =
+                    json!([{"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}]);
+                let patch = if pod.pointer("/metadata/finalizers").is_some() {
+                    patch
+                } else {
+                    json!([{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
+                };
+                self.kubectl
+                    .run(&[
+                        "patch",
+                        "pod",
+                        &name,
+                        "--type=json",
+                        "-p",
+                        &patch.to_string(),
+                    ])
+                    .await?;
+            }
+            if let Some(old) = self.pods.get_mut(&name).filter(|p| p.uid != uid) {
+                // Same name, new pod: the old one's process goes, once it
+                // has had its grace if it was told to stop.
+                if old.still_stopping() {
+                    continue;
+                }
                 if let Some(mut old) = self.pods.remove(&name) {
                     old.process.kill().await;
                 }
@@ -190,6 +246,7 @@ impl LocalPods {
                                 ready: None,
                                 restarts,
                                 died: None,
+                                terminating: None,
                             },
                         );
                     }
@@ -217,11 +274,80 @@ impl LocalPods {
             .cloned()
             .collect();
         for name in gone {
+            // A pod may be gone before its process (the pod garbage
+            // collector force-deletes unbound terminating pods): the
+            // process still gets its grace.
+            if self
+                .pods
+                .get_mut(&name)
+                .is_some_and(LocalPod::still_stopping)
+            {
+                continue;
+            }
             if let Some(mut local) = self.pods.remove(&name) {
                 local.process.kill().await;
             }
         }
         Ok(())
+    }
+
+    /// One look at a pod being deleted, as the kubelet stops its
+    /// container: SIGTERM the first time, SIGKILL once its grace is over.
+    /// True once no process of the pod runs (the deletion may then be
+    /// confirmed); until then its readiness is still probed and reported.
+    async fn terminate(&mut self, name: &str, uid: &str, pod: &Value) -> Result<bool> {
+        let Some(local) = self.pods.get_mut(name) else {
+            return Ok(true);
+        };
+        if local.uid != uid {
+            // A process of an older pod of the same name.
+            local.process.kill().await;
+            self.pods.remove(name);
+            return Ok(true);
+        }
+        let (since, grace) = match local.terminating {
+            Some(t) => t,
+            None => {
+                // An unbound pod is deleted with no grace: the pod's own
+                // terminationGracePeriodSeconds then, as on a node.
+                let grace = pod
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_u64)
+                    .filter(|g| *g > 0)
+                    .or_else(|| {
+                        pod.pointer("/spec/terminationGracePeriodSeconds")
+                            .and_then(Value::as_u64)
+                    })
+                    .unwrap_or(30);
+                let t = (std::time::Instant::now(), Duration::from_secs(grace));
+                local.process.terminate().await;
+                say(&format!(
+                    "pod {name} is being deleted: SIGTERM (grace {grace} s)"
+                ));
+                local.terminating = Some(t);
+                t
+            }
+        };
+        if !local.process.is_running() {
+            say(&format!(
+                "pod {name} exited {:.1?} after SIGTERM",
+                since.elapsed()
+            ));
+        } else if since.elapsed() >= grace {
+            local.process.kill().await;
+            say(&format!(
+                "pod {name} SIGKILLed after its grace of {grace:?}"
+            ));
+        } else {
+            let ready = probe_ready(local.ip).await;
+            if local.ready != Some(ready) {
+                report_status(&self.kubectl, name, local.ip, ready, local.restarts).await?;
+                local.ready = Some(ready);
+            }
+            return Ok(false);
+        }
+        self.pods.remove(name);
+        Ok(true)
     }
 
     /// Stops every process.
@@ -396,6 +522,33 @@ impl LocalPods {
         }
         Ok(mounts)
     }
+}
+
+/// Takes the stand-in's finalizer off a pod being deleted.
+async fn release(kubectl: &Kubectl, name: &str, pod: &Value) -> Result<()> {
+    let Some(at) = pod
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .and_then(|f| f.iter().position(|v| v.as_str() == Some(FINALIZER)))
+    else {
+        return Ok(());
+    };
+    let patch = json!([
+        {"op": "test", "path": format!("/metadata/finalizers/{at}"), "value": FINALIZER},
+        {"op": "remove", "path": format!("/metadata/finalizers/{at}")},
+    ]);
+    kubectl
+        .run(&[
+            "patch",
+            "pod",
+            name,
+            "--type=json",
+            "-p",
+            &patch.to_string(),
+        ])
+        .await
+        .with_context(|| format!("releasing pod {name}"))?;
+    Ok(())
 }
 
 /// `$(VAR)` replaced by `VAR`'s value from `env`, as the kubelet expands a

@@ -63,6 +63,17 @@ impl Process {
         let _ = self.child.wait().await;
     }
 
+    /// SIGTERM, without waiting for it to exit.
+    pub async fn terminate(&self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
     pub async fn stop(&mut self, grace: Duration) {
         if let Some(pid) = self.child.id() {
