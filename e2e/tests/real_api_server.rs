@@ -28,6 +28,13 @@ use vss_e2e::runner::{self, Scenario, ScenarioFuture};
 use vss_e2e::scenarios;
 use vss_e2e::{ControlPlane, Kubectl, LocalPods, Process, wait};
 
+#[path = "real_api_server/day2.rs"]
+mod day2;
+use day2::{
+    day2_eviction_of_two_pods_waits_for_the_pdb, day2_rolling_upgrade_loses_nothing,
+    day2_scale_out_and_in_loses_nothing, day2_slot_edit_keeps_state_where_it_can,
+};
+
 const OPERATOR_NS: &str = "vss-system";
 const OPERATOR_SA: &str = "vss-operator";
 const NS: &str = "vss-demo";
@@ -180,6 +187,10 @@ fn scenarios() -> Vec<Scenario<Suite>> {
         scenario!(runtime_lease_moves_when_its_holder_is_killed),
         scenario!(slot_change_is_pushed_without_restarts),
         scenario!(operator_standby_takes_over_when_the_leader_is_killed),
+        scenario!(day2_rolling_upgrade_loses_nothing),
+        scenario!(day2_scale_out_and_in_loses_nothing),
+        scenario!(day2_slot_edit_keeps_state_where_it_can),
+        scenario!(day2_eviction_of_two_pods_waits_for_the_pdb),
         scenario!(cert_manager_issues_the_mesh_certificates),
         scenario!(vsscluster_deletion_leaves_nothing_behind),
     ]
