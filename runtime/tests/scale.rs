@@ -33,6 +33,12 @@ const HAMMERED: &str = "slots:
     bucketSize: 200
     period: second
     refreshRate: 100
+  - id: 6
+    type: token-bucket
+    bucketSize: 1000000
+    period: hour
+    refreshRate: 1
+    maxKeys: 100
 ";
 const BUCKET: u64 = 1_000;
 const PER_SECOND: u64 = 1_000;
@@ -201,6 +207,109 @@ async fn a_bucket_hammered_while_instances_are_killed_fails_no_call_and_keeps_th
         granted <= bound,
         "over-admission past the failover bound: {granted} > {bound}"
     );
+}
+
+/// Keys of slot 6 the rolling restart acquires from, spread over its
+/// partitions ("" is the slot's single bucket).
+const ROLLED: [&str; 6] = ["", "alpha", "bravo", "charlie", "delta", "echo"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_by_sigterm_fails_no_call_and_loses_no_decision() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let mut cluster =
+        ProcessCluster::start_config(&["a", "b", "c"], &[0, 1, 2], &[], HAMMERED, &[])
+            .expect("cluster");
+    cluster
+        .settled(&[0, 1, 2], Duration::from_secs(30))
+        .await
+        .expect("routing settles");
+    let endpoints = cluster.endpoints();
+    let granted: Arc<Vec<AtomicU64>> = Arc::new(ROLLED.iter().map(|_| AtomicU64::new(0)).collect());
+    let (calls, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for worker in 0..12 {
+        let client = Client::new(&endpoints).expect("client");
+        let (granted, calls, failed, stop) =
+            (granted.clone(), calls.clone(), failed.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = worker;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let k = n % ROLLED.len();
+                let key = Some(ROLLED[k].to_string()).filter(|k| !k.is_empty());
+                calls.fetch_add(1, Ordering::Relaxed);
+                match client.acquire(6, Acquire { key, tokens: None }).await {
+                    Ok(g) => granted[k].fetch_add(u64::from(g.granted), Ordering::Relaxed),
+                    Err(e) => {
+                        eprintln!("acquire failed: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for victim in 0..3 {
+        let code = cluster.terminate(victim, Duration::from_secs(20)).await;
+        assert_eq!(
+            code,
+            Some(0),
+            "instance {victim} stops by itself on SIGTERM"
+        );
+        cluster.spawn(victim).expect("restart");
+        cluster
+            .wait_for_table(&[0, 1, 2], Duration::from_secs(30), |t| {
+                t.routes
+                    .iter()
+                    .any(|r| r.partitions.iter().any(|p| p.owner == cluster.id(victim)))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("instance {victim} owns partitions again: {e}"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("worker");
+    }
+    let (calls, failed) = (
+        calls.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    println!(
+        "rolling restart by SIGTERM in {:?}: {calls} calls, {failed} failed",
+        started.elapsed()
+    );
+    assert_eq!(failed, 0, "no failed call");
+    // Leased tokens go back to their buckets within a lease's life; then
+    // each bucket's owner answers what it holds.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let client = Client::new(&endpoints).expect("client").coalescing(false);
+    for (k, key) in ROLLED.iter().enumerate() {
+        let granted = granted[k].load(Ordering::Relaxed);
+        let last = client
+            .acquire(
+                6,
+                Acquire {
+                    key: Some(key.to_string()).filter(|k| !k.is_empty()),
+                    tokens: None,
+                },
+            )
+            .await
+            .expect("answered");
+        println!(
+            "key {key:?}: {granted} granted, {} left after one more",
+            last.remaining
+        );
+        assert!(granted > 100, "key {key:?} was under load: {granted}");
+        assert_eq!(
+            last.remaining,
+            1_000_000 - granted - 1,
+            "key {key:?}: every decision kept exactly once through the hand-overs"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

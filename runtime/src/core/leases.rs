@@ -85,6 +85,8 @@ pub struct Unused {
 #[derive(Debug, Default)]
 pub struct Leases {
     buckets: Mutex<HashMap<u32, HashMap<String, Bucket>>>,
+    /// Told each time a lease asked for is granted or refused.
+    answered: tokio::sync::Notify,
 }
 
 impl Leases {
@@ -126,12 +128,11 @@ impl Leases {
         let mut buckets = self.lock();
         let tracked: usize = buckets.values().map(HashMap::len).sum();
         if !buckets.get(&slot).is_some_and(|k| k.contains_key(key)) {
+            // Full: the lease loop's pruning ([`Leases::expire`]) makes room.
+            // Pruning here would scan every bucket on each new key while
+            // many keys are in use.
             if tracked >= MAX_TRACKED {
-                prune(&mut buckets, now);
-                let tracked: usize = buckets.values().map(HashMap::len).sum();
-                if tracked >= MAX_TRACKED {
-                    return None;
-                }
+                return None;
             }
             buckets.entry(slot).or_default().insert(
                 key.to_string(),
@@ -192,6 +193,7 @@ impl Leases {
             });
         };
         bucket.asking = false;
+        self.answered.notify_waiters();
         bucket.last_remaining = answer.remaining;
         if answer.granted == 0 {
             return None;
@@ -212,6 +214,26 @@ impl Leases {
     pub fn refused(&self, slot: u32, key: &str) {
         if let Some(bucket) = self.lock().get_mut(&slot).and_then(|k| k.get_mut(key)) {
             bucket.asking = false;
+        }
+        self.answered.notify_waiters();
+    }
+
+    /// Waits, at most `within`, until no lease of the bucket is being asked
+    /// for. The answer to a lease and to acquires sent beside it come back
+    /// in any order: an acquire refused for tokens that went into the lease
+    /// can wait for it and be answered from it.
+    pub async fn asked(&self, slot: u32, key: &str, within: Duration) {
+        let until = Instant::now() + within;
+        loop {
+            let answered = self.answered.notified();
+            let asking = self
+                .lock()
+                .get(&slot)
+                .and_then(|k| k.get(key))
+                .is_some_and(|b| b.asking);
+            if !asking || tokio::time::timeout_at(until, answered).await.is_err() {
+                return;
+            }
         }
     }
 

@@ -341,7 +341,7 @@ impl Node {
     /// covers it (a client's acquire; the leased tokens go first, they are
     /// the bucket's), or the bucket is known empty until its refill.
     fn answer_here(&self, origin: Origin<'_>, call: &AcquireCall) -> Option<Acquired> {
-        if let Some(got) = self.from_lease(origin, call) {
+        if let Some(got) = self.answer_from_lease(origin, call) {
             return Some(got);
         }
         let labels = SlotLabels { slot: call.slot };
@@ -355,7 +355,7 @@ impl Node {
     }
 
     /// A client's acquire answered from this instance's lease of the bucket.
-    fn from_lease(&self, origin: Origin<'_>, call: &AcquireCall) -> Option<Acquired> {
+    fn answer_from_lease(&self, origin: Origin<'_>, call: &AcquireCall) -> Option<Acquired> {
         if origin != Origin::Client {
             return None;
         }
@@ -374,12 +374,24 @@ impl Node {
     /// it has leased out, and a lease granted here while the acquire was on
     /// its way holds those tokens: they answer it instead of a denial, or
     /// they would sit unused while this instance's clients are refused.
-    fn after_forward(&self, origin: Origin<'_>, call: &AcquireCall, answer: Acquired) -> Acquired {
+    async fn after_forward(
+        &self,
+        origin: Origin<'_>,
+        call: &AcquireCall,
+        answer: Acquired,
+    ) -> Acquired {
+        if origin != Origin::Client {
+            // Relayed for a peer: its rate is the peer's to lease for.
+            return answer;
+        }
         self.learn_forwarded(call, &answer);
         if answer.granted > 0 {
             return answer;
         }
-        self.from_lease(origin, call).unwrap_or(answer)
+        self.leases
+            .asked(call.slot, &call.key, LEASE_CALL_TIMEOUT)
+            .await;
+        self.answer_from_lease(origin, call).unwrap_or(answer)
     }
 
     /// What a forwarded acquire's answer teaches: an empty bucket, and a
@@ -434,7 +446,8 @@ impl Node {
     /// instance: tries the owner, then its standby, each within `timeout`,
     /// and answers None when this instance should serve it (it is next in
     /// line, or nobody else could be reached). Requests a peer forwarded
-    /// are served where they land.
+    /// are served where they land, but for those of a partition handed over
+    /// from here: they go on to its owner.
     async fn at_owner<T, F, Fut>(
         &self,
         origin: Origin<'_>,
@@ -446,8 +459,19 @@ impl Node {
         F: Fn(Arc<Peer>) -> Fut,
         Fut: Future<Output = Forwarded<T>>,
     {
-        if let Origin::Peer(_) = origin {
-            return None;
+        if let Origin::Peer(from) = origin {
+            // Relayed if it was handed over from here; else served here,
+            // once this instance's table has caught up with the sender's.
+            let Some(owner) = self.cluster.relay_to(slot, partition) else {
+                self.cluster.caught_up_with(slot, partition, from).await;
+                return None;
+            };
+            self.cluster.record_forward(owner.id());
+            return match tokio::time::timeout(timeout, forward(owner.clone())).await {
+                Ok(Ok(answer)) => Some(Ok(answer)),
+                Ok(Err(PeerError::Unreachable(_))) | Err(_) => None,
+                Ok(Err(refused)) => Some(Err(refused.into_request_error())),
+            };
         }
         let Some(line) = self.cluster.placement(slot, partition) else {
             return Some(Err(RequestError::Joining));
@@ -495,7 +519,8 @@ impl Node {
             })
             .await;
         let answer = match forwarded {
-            Some(answer) => answer.map(|a| self.after_forward(origin, &call, a)),
+            Some(Ok(answer)) => Ok(self.after_forward(origin, &call, answer).await),
+            Some(Err(e)) => Err(e),
             None => {
                 self.ready_to_serve(part).await;
                 self.slots.acquire(call.slot, &call.key, call.tokens).await
@@ -532,11 +557,7 @@ impl Node {
                 here.push((i, answer));
                 continue;
             }
-            let partition = match origin {
-                // Served here as a whole: the slot table splits it.
-                Origin::Peer(_) => 0,
-                Origin::Client => self.slots.partition_for(call.slot, &call.key),
-            };
+            let partition = self.slots.partition_for(call.slot, &call.key);
             let group = groups.entry((call.slot, partition)).or_default();
             group.0.push(i);
             group.1.push(call);
@@ -591,28 +612,19 @@ impl Node {
             })
             .await;
         let answers = match forwarded {
-            Some(Ok(answers)) => calls
-                .iter()
-                .zip(answers)
-                .map(|(call, answer)| answer.map(|a| self.after_forward(origin, call, a)))
-                .collect(),
+            Some(Ok(answers)) => {
+                let mut out = Vec::with_capacity(count);
+                for (call, answer) in calls.iter().zip(answers) {
+                    out.push(match answer {
+                        Ok(a) => Ok(self.after_forward(origin, call, a).await),
+                        Err(e) => Err(e),
+                    });
+                }
+                out
+            }
             Some(Err(e)) => return (0..count).map(|_| Err(e.clone())).collect(),
             None => {
-                if origin == Origin::Client {
-                    self.ready_to_serve((slot, partition)).await;
-                } else {
-                    // A peer's batch is served here as a whole: every
-                    // partition it names must be ready.
-                    let mut parts: Vec<u16> = calls
-                        .iter()
-                        .map(|c| self.slots.partition_for(slot, &c.key))
-                        .collect();
-                    parts.sort_unstable();
-                    parts.dedup();
-                    for p in parts {
-                        self.ready_to_serve((slot, p)).await;
-                    }
-                }
+                self.ready_to_serve((slot, partition)).await;
                 let items: Vec<(String, Option<u32>)> =
                     calls.iter().map(|c| (c.key.clone(), c.tokens)).collect();
                 self.slots.acquire_many(slot, &items).await
@@ -1027,7 +1039,7 @@ impl Node {
                 }
                 // The previous owner's final state of what moved here.
                 Some((slot, owner))
-                    if owner == self.me() && self.cluster.awaits(slot, partition, &pushed.from) =>
+                    if owner == self.me() && self.cluster.awaits(slot, partition, pushed.epoch) =>
                 {
                     match self.slots.replace(slot, partition, state.state).await {
                         Ok(()) => self.cluster.handed_over(slot, partition),

@@ -62,6 +62,10 @@ pub struct Cluster {
     /// How many are awaited, read on every request without the lock.
     awaited: std::sync::atomic::AtomicUsize,
     handed: tokio::sync::Notify,
+    /// Slots and partitions this instance owned and a later table moved
+    /// away: peers with an older table may still forward their requests
+    /// here ([`Cluster::relay_to`]).
+    moved_away: std::sync::Mutex<HashSet<(u8, u16)>>,
 }
 
 /// A slot or partition taken over from a live owner, waiting for its
@@ -70,6 +74,8 @@ pub struct Cluster {
 struct Awaited {
     from: String,
     until: Instant,
+    /// The epoch of the table that moved it here.
+    moved_at: u64,
 }
 
 /// Longest a new owner waits for the previous, live owner's final state of
@@ -109,6 +115,7 @@ impl Cluster {
             awaiting: std::sync::Mutex::default(),
             awaited: std::sync::atomic::AtomicUsize::new(0),
             handed: tokio::sync::Notify::new(),
+            moved_away: std::sync::Mutex::default(),
         })
     }
 
@@ -251,6 +258,7 @@ impl Cluster {
             .partitions_owned
             .set(i64::try_from(owned).unwrap_or(i64::MAX));
         self.await_handovers(held.as_deref(), &table);
+        self.note_moved_away(held.as_deref(), &table);
         let table = Arc::new(table);
         *held = Some(table.clone());
         drop(held);
@@ -294,6 +302,83 @@ impl Cluster {
         }
         line.push(Placement::Local);
         Some(line)
+    }
+
+    /// Where to relay a request a peer forwarded for `slot`'s `partition`,
+    /// if this instance owned it and handed it over: to the owner the table
+    /// names now, once. The state went there with the hand-over, so a
+    /// request served on the copy left here would be lost. That owner may
+    /// be the sender itself, its table not yet showing the move: it waits for
+    /// it ([`Cluster::caught_up_with`]) and serves. Not to an owner this
+    /// instance cannot reach: then it is served here, as before the move.
+    pub fn relay_to(&self, slot: u32, partition: u16) -> Option<Arc<Peer>> {
+        let part = (u8::try_from(slot).ok()?, partition);
+        if !self
+            .moved_away
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&part)
+        {
+            return None;
+        }
+        let table = self.table()?;
+        let owner = table.route_of(part.0, part.1)?.owner.as_str();
+        if owner == self.me() {
+            return None;
+        }
+        self.peers.get(owner).filter(|p| p.healthy()).cloned()
+    }
+
+    /// Waits until this instance's table no longer names `from` the owner
+    /// of `slot`'s `partition`, at most [`HANDOVER_WAIT`]. An owner forwards
+    /// nothing it owns, so a request from the owner the table names says
+    /// the table is behind: it moved the partition here, and serving it
+    /// before the move is installed (and the final state awaited) would
+    /// serve it on the standby's copy, which that final state replaces.
+    pub async fn caught_up_with(&self, slot: u32, partition: u16, from: &str) {
+        let Ok(slot) = u8::try_from(slot) else { return };
+        let names_from = || {
+            self.table()
+                .as_deref()
+                .and_then(|t| t.route_of(slot, partition))
+                .is_some_and(|r| r.owner == from)
+        };
+        if !names_from() {
+            return;
+        }
+        let mut tables = self.installed.subscribe();
+        let until = Instant::now() + HANDOVER_WAIT;
+        while names_from() {
+            match tokio::time::timeout_at(until, tables.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::warn!(
+                        slot,
+                        partition,
+                        from,
+                        "a request from the owner of a partition and no table moving it here within 1 s; serving it"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Notes what `next` moves away from this instance, and what it gives
+    /// back.
+    fn note_moved_away(&self, prev: Option<&RoutingTable>, next: &RoutingTable) {
+        let mut moved = self.moved_away.lock().unwrap_or_else(|p| p.into_inner());
+        for (part, route) in next.parts() {
+            if route.owner == self.me() {
+                moved.remove(&part);
+            } else if prev
+                .and_then(|p| p.route_of(part.0, part.1))
+                .is_some_and(|r| r.owner == self.me())
+            {
+                moved.insert(part);
+            }
+        }
     }
 
     /// The table in force now and every one installed after it.
@@ -348,6 +433,7 @@ impl Cluster {
                     Awaited {
                         from: from.to_string(),
                         until,
+                        moved_at: next.epoch,
                     },
                 );
             }
@@ -355,14 +441,18 @@ impl Cluster {
         self.awaited.store(awaiting.len(), Ordering::Release);
     }
 
-    /// Whether this instance waits for `from`'s final state of `slot`'s
-    /// `partition`.
-    pub fn awaits(&self, slot: u8, partition: u16, from: &str) -> bool {
+    /// Whether this instance waits for the final state of `slot`'s
+    /// `partition` and a push under `epoch` is it: pushed by an owner that
+    /// saw the table moving it here. An earlier push (the previous owner's
+    /// replication, in flight at the move) lacks what that owner served
+    /// after it; the pusher need not be the owner this instance's previous
+    /// table named, as tables in between may have moved it, unseen here.
+    pub fn awaits(&self, slot: u8, partition: u16, epoch: u64) -> bool {
         self.awaiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&(slot, partition))
-            .is_some_and(|a| a.from == from)
+            .is_some_and(|a| epoch >= a.moved_at)
     }
 
     /// `from`'s final state of `slot`'s `partition` is in: its requests go

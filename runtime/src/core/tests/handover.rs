@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::SETTLE;
-use crate::core::harness::{TestCluster, acquire};
+use crate::core::harness::{Fault, TestCluster, acquire};
 use crate::core::leases::LEASE_FOR;
 use crate::core::node::Origin;
 
@@ -116,6 +116,65 @@ async fn a_rolling_restart_moves_every_slot_and_loses_no_decision() {
     assert!(
         owners_seen.len() >= 2,
         "slots moved between instances: {owners_seen:?}"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_forwarded_on_an_older_table_goes_on_to_the_new_owner() {
+    let ids = ["a", "b", "c", "d"];
+    let cluster = TestCluster::start(&ids);
+    let table = cluster.settled(&ids).await.expect("a table");
+    let partition = cluster.node("a").slots().partition_for(2, "");
+    let route = table.route_of(2, partition).expect("routed").clone();
+    let owner = route.owner.clone();
+    let standby = route.standby.clone().expect("a standby");
+    // The last of the other two: never the next leader, which computes
+    // its own tables.
+    let stale = ids
+        .into_iter()
+        .filter(|id| *id != owner && *id != standby)
+        .max()
+        .expect("two others")
+        .to_string();
+    let mut granted = take(&cluster, &[stale.as_str()], 100).await;
+    for id in ids {
+        cluster
+            .net
+            .set_for(id, &stale, "install_routing", Fault::Lost);
+    }
+    cluster.node(&owner).hand_over(Duration::from_secs(5)).await;
+    let moved = cluster.node(&owner).cluster().table().expect("a table");
+    let new_owner = moved.route_of(2, partition).expect("routed").owner.clone();
+    assert_ne!(new_owner, owner, "the partition moved");
+    let behind = cluster.node(&stale).cluster().table().expect("a table");
+    assert_eq!(
+        behind.route_of(2, partition).map(|r| r.owner.as_str()),
+        Some(owner.as_str()),
+        "{stale} still forwards to the previous owner"
+    );
+    // The previous owner's copy is no longer the bucket: what reaches it
+    // goes on to the new owner.
+    granted += take(&cluster, &[stale.as_str()], 100).await;
+    assert!(
+        cluster.net.calls(&owner, &new_owner, "forward") > 0,
+        "relayed to the new owner"
+    );
+    for id in ids {
+        cluster
+            .net
+            .set_for(id, &stale, "install_routing", Fault::None);
+    }
+    tokio::time::sleep(LEASE_FOR * 3).await;
+    let rest = cluster
+        .node(&new_owner)
+        .acquire(Origin::Client, acquire(2, "", None))
+        .await
+        .expect("answered");
+    assert_eq!(
+        u64::from(granted) + 1 + rest.remaining,
+        u64::from(BUCKET),
+        "every decision made through {stale} is in the bucket"
     );
     cluster.stop().await;
 }
