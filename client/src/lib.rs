@@ -385,14 +385,16 @@ impl Client {
         F: Fn(VssClient<Conn>, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.first_answer_within(self.timeout, slot, None, req, call)
+        self.first_answer_within(self.timeout, slot.map(|s| (s, "")), None, req, call)
             .await
     }
 
+    /// Calls the instances in turn, the owner of `route` (a slot and a
+    /// bucket key, "" for none) first, until one answers within `limit`.
     async fn first_answer_within<R, T, F, Fut>(
         &self,
         limit: Duration,
-        slot: Option<u32>,
+        route: Option<(u32, &str)>,
         skip: Option<usize>,
         req: R,
         call: F,
@@ -410,7 +412,7 @@ impl Client {
                 // a new routing table a moment before the last pass.
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
-            for i in self.routing.order(slot, self.instances.len()) {
+            for i in self.routing.order(route, self.instances.len()) {
                 if pass == 0 && skip == Some(i) {
                     continue;
                 }
@@ -447,9 +449,10 @@ impl Client {
 
     /// Takes tokens from a limiter slot.
     pub async fn acquire(&self, slot: u32, opts: Acquire) -> Result<Grant, ClientError> {
+        let key = opts.key.unwrap_or_default();
         let req = AcquireRequest {
             slot,
-            key: opts.key.unwrap_or_default(),
+            key: key.clone(),
             tokens: opts.tokens,
         };
         let others = self.acquiring.fetch_add(1, Ordering::Relaxed);
@@ -457,7 +460,7 @@ impl Client {
         let mut failed_at = None;
         if let Some(batcher) = self.batcher.as_ref().filter(|_| others > 0) {
             self.start_routing();
-            let owner = self.routing.first(slot);
+            let owner = self.routing.first(slot, &key);
             let grpcs = || self.instances.iter().map(|i| i.grpc.clone()).collect();
             match batcher
                 .submit(owner, req.clone(), grpcs, self.timeout)
@@ -487,7 +490,7 @@ impl Client {
         let reply = self
             .first_answer_within(
                 self.timeout,
-                Some(slot),
+                Some((slot, &key)),
                 failed_at,
                 req,
                 |mut c, req| async move { c.acquire(req).await },
@@ -538,7 +541,7 @@ impl Client {
         let reply = self
             .first_answer_within(
                 MAX_PUBLISH_WAIT + self.timeout,
-                Some(slot),
+                Some((slot, "")),
                 None,
                 req,
                 |mut c, req| async move { c.publish(req).await },

@@ -9,6 +9,7 @@ use crate::Conn;
 use tokio::task::JoinSet;
 use vss_proto::v1::vss_client::VssClient;
 use vss_proto::v1::{RoutingTable, WatchRoutingRequest};
+use vss_wire::partition::partition_of;
 
 /// Wait before watching an instance again after its stream broke.
 const REWATCH_AFTER: Duration = Duration::from_millis(250);
@@ -60,15 +61,16 @@ impl Routing {
         self.started.store(true, Ordering::Release);
     }
 
-    /// Endpoint positions to try for `slot`: its owner, its standby, then
-    /// every other instance in the order given.
-    pub(crate) fn order(&self, slot: Option<u32>, count: usize) -> Vec<usize> {
+    /// Endpoint positions to try for `slot`'s bucket `key` ("" for calls
+    /// that name none): its owner, its standby, then every other instance
+    /// in the order given.
+    pub(crate) fn order(&self, route: Option<(u32, &str)>, count: usize) -> Vec<usize> {
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
         let mut order = Vec::with_capacity(count);
-        let route = slot.and_then(|s| known.table.as_ref()?.routes.iter().find(|r| r.slot == s));
-        if let Some(route) = route {
-            for id in [&route.owner, &route.standby] {
-                if let Some(i) = known.ids.iter().position(|k| k.as_ref() == Some(id))
+        let route = route.and_then(|(slot, key)| owner_of(known.table.as_ref()?, slot, key));
+        if let Some((owner, standby)) = route {
+            for id in [owner, standby] {
+                if let Some(i) = known.ids.iter().position(|k| k.as_deref() == Some(id))
                     && !order.contains(&i)
                 {
                     order.push(i);
@@ -80,19 +82,15 @@ impl Routing {
         order
     }
 
-    /// The endpoint position of `slot`'s owner when known, else the first.
-    pub(crate) fn first(&self, slot: u32) -> usize {
+    /// The endpoint position of the owner of `slot`'s bucket `key` when
+    /// known, else the first.
+    pub(crate) fn first(&self, slot: u32, key: &str) -> usize {
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
         known
             .table
             .as_ref()
-            .and_then(|t| t.routes.iter().find(|r| r.slot == slot))
-            .and_then(|route| {
-                known
-                    .ids
-                    .iter()
-                    .position(|k| k.as_deref() == Some(route.owner.as_str()))
-            })
+            .and_then(|t| owner_of(t, slot, key))
+            .and_then(|(owner, _)| known.ids.iter().position(|k| k.as_deref() == Some(owner)))
             .unwrap_or(0)
     }
 
@@ -103,6 +101,17 @@ impl Routing {
             .unwrap_or_else(|p| p.into_inner())
             .table
             .clone()
+    }
+}
+
+/// The owner and standby of `slot`'s bucket `key`: its partition's, when
+/// the slot's keys are split (vss_wire::partition), else the slot's.
+fn owner_of<'t>(table: &'t RoutingTable, slot: u32, key: &str) -> Option<(&'t str, &'t str)> {
+    let route = table.routes.iter().find(|r| r.slot == slot)?;
+    let count = u16::try_from(route.partitions.len()).unwrap_or(u16::MAX);
+    match route.partitions.get(usize::from(partition_of(key, count))) {
+        Some(p) => Some((&p.owner, &p.standby)),
+        None => Some((&route.owner, &route.standby)),
     }
 }
 
@@ -149,6 +158,7 @@ mod tests {
                     slot: 4,
                     owner: owner.into(),
                     standby: standby.into(),
+                    partitions: Vec::new(),
                 }],
             });
         }
@@ -158,20 +168,42 @@ mod tests {
     #[test]
     fn owner_then_standby_then_the_rest() {
         let r = routing_with(&["a", "b", "c"], "c", "b", 3);
-        assert_eq!(r.order(Some(4), 3), [2, 1, 0]);
-        assert_eq!(r.first(4), 2);
-        assert_eq!(r.first(5), 0);
+        assert_eq!(r.order(Some((4, "")), 3), [2, 1, 0]);
+        assert_eq!(r.first(4, ""), 2);
+        assert_eq!(r.first(5, ""), 0);
         // A slot without a route, or no slot: the given order.
-        assert_eq!(r.order(Some(5), 3), [0, 1, 2]);
+        assert_eq!(r.order(Some((5, "")), 3), [0, 1, 2]);
         assert_eq!(r.order(None, 3), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_keyed_call_goes_to_its_partitions_owner() {
+        let r = routing_with(&["a", "b", "c"], "c", "b", 3);
+        {
+            let mut k = r.known.write().expect("lock");
+            let table = k.table.as_mut().expect("table");
+            // Partition p is owned by "a" when p is even, "b" when odd.
+            table.routes[0].partitions = (0..16)
+                .map(|p| vss_proto::v1::PartitionRoute {
+                    owner: if p % 2 == 0 { "a" } else { "b" }.into(),
+                    standby: "c".into(),
+                })
+                .collect();
+        }
+        for key in ["alice", "bob", "carol", "dave"] {
+            let p = partition_of(key, 16);
+            let owner = usize::from(p % 2);
+            assert_eq!(r.first(4, key), owner, "{key} is in partition {p}");
+            assert_eq!(r.order(Some((4, key)), 3), [owner, 2, 1 - owner]);
+        }
     }
 
     #[test]
     fn unknown_ids_fall_back_to_the_given_order() {
         let r = Routing::new(3);
-        assert_eq!(r.order(Some(4), 3), [0, 1, 2]);
+        assert_eq!(r.order(Some((4, "")), 3), [0, 1, 2]);
         let r = routing_with(&["a", "b", "c"], "z", "", 1);
-        assert_eq!(r.order(Some(4), 3), [0, 1, 2]);
+        assert_eq!(r.order(Some((4, "")), 3), [0, 1, 2]);
     }
 
     #[test]

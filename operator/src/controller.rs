@@ -330,13 +330,31 @@ async fn reconcile_in(cluster: &VssCluster, ctx: &Context, ns: &str) -> Result<A
     // Only the Lease's metadata is ours: its spec is absent from what we
     // apply, so the pods' renewals are never seen as drift nor overwritten.
     apply(client, ns, &resources::leader_lease(cluster), &mut changed).await?;
-    apply(
-        client,
-        ns,
-        &resources::config_map(cluster, &slots_yaml),
-        &mut changed,
-    )
-    .await?;
+    let config_map = resources::config_map(cluster, &slots_yaml);
+    let object = format!("ConfigMap/{}", config_map.name_any());
+    let current = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(&config_map.name_any())
+        .await
+        .map_err(kube_err("get", &object))?;
+    let fresh = current
+        .as_ref()
+        .and_then(|c| c.data.as_ref()?.get(resources::CONFIG_KEY))
+        .map(|before| slots::started_fresh(before, &slots_yaml))
+        .unwrap_or_default();
+    apply_over(client, ns, &config_map, current, false, &mut changed).await?;
+    // Said before the pods get the change: they act on it at once.
+    for (slot, why) in fresh {
+        warn!(slot, why, "slot starts fresh");
+        event(
+            ctx,
+            cluster,
+            EventType::Warning,
+            "SlotStartsFresh",
+            "PushConfig",
+            format!("slot {slot} starts fresh on every instance: {why}"),
+        )
+        .await;
+    }
     apply(
         client,
         ns,

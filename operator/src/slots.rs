@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 
 use vss_config::{ConfigError, CustomSpec, SlotSpec, SlotsConfig};
 
+use vss_wire::partition::partitions_for;
+
 use crate::crd::{ConfigMapKey, VssClusterSpec, VssSlot};
 
 /// Folder under which custom module ConfigMaps are mounted, one subfolder
@@ -87,6 +89,38 @@ pub fn render(spec: &VssClusterSpec) -> Result<String, RenderError> {
     let config = runtime_config(spec);
     config.validate()?;
     Ok(serde_norway::to_string(&config)?)
+}
+
+/// The slots that a change from the `before` slots.yaml to `after` starts
+/// fresh on every instance, each with why: the runtime keeps the state of
+/// a changed slot only when the change keeps the state's meaning
+/// ([`vss_config::SlotKind::keeps_state_of`]) and the slot's keys stay in
+/// as many partitions. A `before` that does not validate tells nothing.
+pub fn started_fresh(before: &str, after: &str) -> Vec<(u8, String)> {
+    let parse = |yaml: &str| SlotsConfig::from_yaml(yaml).ok()?.validate().ok();
+    let (Some(before), Some(after)) = (parse(before), parse(after)) else {
+        return Vec::new();
+    };
+    after
+        .slots()
+        .filter_map(|def| {
+            let old = before.slot(def.id)?;
+            if old.kind == def.kind {
+                return None;
+            }
+            let partitions = |kind: &vss_config::SlotKind| partitions_for(kind.max_keys());
+            let why = match def.kind.keeps_state_of(&old.kind) {
+                Err(why) => why,
+                Ok(()) if partitions(&old.kind) != partitions(&def.kind) => format!(
+                    "its keys move from {} to {} partitions",
+                    partitions(&old.kind),
+                    partitions(&def.kind)
+                ),
+                Ok(()) => return None,
+            };
+            Some((def.id.get(), why))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -203,5 +237,32 @@ mod tests {
         };
         assert!(!props(&runtime).is_empty());
         assert_eq!(props(&runtime), props(&crd));
+    }
+
+    #[test]
+    fn names_the_slots_a_change_starts_fresh_and_why() {
+        let mut original = spec(vec![limiter(0), limiter(1), limiter(2), limiter(3)]);
+        original.slots[2].max_keys = Some(4);
+        let before = render(&original).expect("valid");
+        let mut edited = original.clone();
+        edited.slots[0].refresh_rate = Some(50);
+        edited.slots[1].period = Some("minute".into());
+        edited.slots[2].max_keys = Some(8);
+        edited.slots[3].slot_type = "leaky-bucket".into();
+        edited.slots[3].refresh_rate = None;
+        let after = render(&edited).expect("valid");
+        let fresh = started_fresh(&before, &after);
+        let ids: Vec<u8> = fresh.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [1, 2, 3], "{fresh:?}");
+        assert!(
+            fresh[0]
+                .1
+                .contains("`period` changed from second to minute"),
+            "{fresh:?}"
+        );
+        assert!(fresh[1].1.contains("partitions"), "{fresh:?}");
+        assert!(fresh[2].1.contains("type changed"), "{fresh:?}");
+        assert!(started_fresh("not: [yaml", &after).is_empty());
+        assert!(started_fresh(&after, &after).is_empty());
     }
 }

@@ -35,5 +35,6 @@ pub use crate::edge::tls::{ClientTlsFiles, TlsFiles};
 pub use crate::ops::chaos::{ChaosError, ChaosOptions, RESTART_EXIT_CODE};
 pub use crate::ops::{report, shutdown, telemetry};
 pub use crate::server::{
-    CONFIG_POLL, DEFAULT_CLIENT_MAX_STREAMS, Runtime, RuntimeError, RuntimeOptions, WasmLimits,
+    CONFIG_POLL, DEFAULT_CLIENT_MAX_STREAMS, DEFAULT_HANDOVER, Runtime, RuntimeError,
+    RuntimeOptions, WasmLimits,
 };

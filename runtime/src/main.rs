@@ -152,9 +152,15 @@ struct Args {
     #[arg(long, env = "VSS_MAX_CLIENTS", default_value_t = DEFAULT_MAX_CLIENTS as u64,
         value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_clients: u64,
-    /// How long to wait for in-flight requests after SIGTERM, in seconds.
+    /// How long to wait for in-flight requests after SIGTERM, in seconds
+    /// (after the hand-over).
     #[arg(long, default_value_t = 10)]
     drain_seconds: u64,
+    /// On SIGTERM, how long this instance may take to hand the slots it
+    /// owns over to their standbys, with their final state, before it
+    /// drains, in seconds.
+    #[arg(long, env = "VSS_HANDOVER_SECONDS", default_value_t = 5)]
+    handover_seconds: u64,
     /// Chaos: fraction (0-1) of incoming mesh messages dropped.
     #[arg(long, default_value_t = 0.0)]
     chaos_mesh_drop: f64,
@@ -293,6 +299,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         client_tls,
         client_tokens: args.client_tokens,
         client_max_streams: args.client_max_streams,
+        handover: Duration::from_secs(args.handover_seconds),
         client_limits: ClientLimits {
             max_connections: usize::try_from(args.client_max_connections)
                 .context("--client-max-connections")?,
@@ -323,15 +330,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
     };
     let runtime = Runtime::bind(options, &config).await?;
-    let served =
-        vss_runtime::shutdown::run_until_signal(runtime, Duration::from_secs(args.drain_seconds))
-            .await;
-    if let Some(lease) = lease {
-        // Vacate the Lease so another pod leads at once instead of after
-        // the claim runs out.
-        lease.shutdown().await;
-    }
-    served
+    // Vacate the Lease first, so another pod leads (and routes this one's
+    // slots away) at once instead of after the claim runs out.
+    let vacate = async {
+        if let Some(lease) = lease {
+            lease.shutdown().await;
+        }
+    };
+    vss_runtime::shutdown::run_until_signal(
+        runtime,
+        Duration::from_secs(args.drain_seconds),
+        vacate,
+    )
+    .await
 }
 
 /// Raises the soft open-file limit to the hard one. Every client on its own

@@ -105,7 +105,13 @@ pub struct RuntimeOptions {
     /// Connections the client port holds, and calls per second each may
     /// start.
     pub client_limits: ClientLimits,
+    /// On shutdown, how long the instance may take to hand the slots it
+    /// owns over ([`crate::core::node::Node::hand_over`]) before it drains.
+    pub handover: std::time::Duration,
 }
+
+/// Default of [`RuntimeOptions::handover`].
+pub const DEFAULT_HANDOVER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Default of [`RuntimeOptions::client_max_streams`]: well above what one
 /// client needs (vss-client batches its acquires), and low enough that one
@@ -132,6 +138,7 @@ impl Default for RuntimeOptions {
             client_tokens: None,
             client_max_streams: DEFAULT_CLIENT_MAX_STREAMS,
             client_limits: ClientLimits::default(),
+            handover: DEFAULT_HANDOVER,
         }
     }
 }
@@ -322,6 +329,11 @@ impl Runtime {
         self.mesh.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// How long a shutdown may spend handing slots over.
+    pub fn handover_timeout(&self) -> std::time::Duration {
+        self.options.handover
+    }
+
     /// The bound HTTP address, if the port is enabled.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().and_then(|l| l.local_addr().ok())
@@ -407,6 +419,10 @@ impl Runtime {
             done = tasks.join_next() => done,
         };
         ready.store(false, Ordering::Relaxed);
+        if early.is_none() {
+            // A planned stop: nothing it owns is lost.
+            node.hand_over(options.handover).await;
+        }
         drain(early, tasks, &node, &stop).await
     }
 }

@@ -241,10 +241,15 @@ async fn acquire_batches_are_forwarded_to_the_owner_and_fail_over_to_the_standby
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.kill(owner);
     let after = batch_at(&cluster, leader, LIMITER, 2).await;
-    assert_eq!(
-        after,
-        [(20, 120), (20, 100)],
-        "the standby continued the bucket"
+    // 140 were left. The leader may answer from tokens the owner leased it
+    // (docs/cluster.md#leased-tokens), whose `remaining` is the leader's
+    // estimate of the bucket's rest: at most what was left, never a fresh
+    // bucket.
+    assert!(
+        after
+            .iter()
+            .all(|(granted, remaining)| *granted == 20 && *remaining <= 120),
+        "the standby continued the bucket: {after:?}"
     );
 }
 
@@ -366,6 +371,7 @@ async fn peers_refuse_stale_epochs_foreign_ids_and_garbage() {
         slot: 99,
         owner: "a".into(),
         standby: String::new(),
+        partitions: Vec::new(),
     });
     let refused = mesh
         .install_routing(same_epoch)

@@ -86,7 +86,14 @@ pub fn cluster_status(
                 .map(|t| {
                     t.routes
                         .iter()
-                        .map(|r| json!({"slot": r.slot, "owner": r.owner, "standby": none_if_empty(&r.standby)}))
+                        .map(|r| {
+                            let partitions: Vec<_> = r
+                                .partitions
+                                .iter()
+                                .map(|p| json!({"owner": p.owner, "standby": none_if_empty(&p.standby)}))
+                                .collect();
+                            json!({"slot": r.slot, "owner": r.owner, "standby": none_if_empty(&r.standby), "partitions": partitions})
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -113,12 +120,21 @@ pub fn cluster_status(
             }
             if let Some(t) = newest {
                 for r in &t.routes {
-                    say!(
-                        "  slot {:>2}  owner {:<12} standby {}",
-                        r.slot,
-                        r.owner,
-                        none_if_empty(&r.standby).unwrap_or("-")
-                    );
+                    if r.partitions.is_empty() {
+                        say!(
+                            "  slot {:>2}  owner {:<12} standby {}",
+                            r.slot,
+                            r.owner,
+                            none_if_empty(&r.standby).unwrap_or("-")
+                        );
+                    } else {
+                        say!(
+                            "  slot {:>2}  {} partitions, owned by {}",
+                            r.slot,
+                            r.partitions.len(),
+                            partition_owners(r)
+                        );
+                    }
                 }
             }
             for (endpoint, answer) in answers {
@@ -453,4 +469,18 @@ pub fn tick(format: Format, t: &Tick) -> std::io::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// How many partitions of a split slot each instance owns: `vss-1 8,
+/// vss-2 8`.
+pub fn partition_owners(route: &vss_client::SlotRoute) -> String {
+    let mut owned: std::collections::BTreeMap<&str, usize> = Default::default();
+    for p in &route.partitions {
+        *owned.entry(p.owner.as_str()).or_default() += 1;
+    }
+    owned
+        .into_iter()
+        .map(|(owner, n)| format!("{owner} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

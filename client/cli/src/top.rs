@@ -158,7 +158,16 @@ impl View {
         let route = |slot: u32| {
             routing
                 .and_then(|t| t.routes.iter().find(|r| r.slot == slot))
-                .map(|r| (r.owner.clone(), r.standby.clone()))
+                .map(|r| match r.partitions.len() {
+                    0 => (r.owner.clone(), r.standby.clone()),
+                    // One word per cell: owners with their partition counts.
+                    n => (
+                        crate::output::partition_owners(r)
+                            .replace(", ", ",")
+                            .replace(' ', ":"),
+                        format!("{n}-split"),
+                    ),
+                })
                 .unwrap_or_default()
         };
         let slots = slot_types
@@ -478,6 +487,7 @@ mod tests {
                     slot: 0,
                     owner: "vss-1".into(),
                     standby: "vss-0".into(),
+                    partitions: Vec::new(),
                 }],
                 ..RoutingTable::default()
             }),

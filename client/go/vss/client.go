@@ -215,6 +215,16 @@ func firstAnswer[Req, Resp any](
 	ctx context.Context, c *Client, op string, slot int, routed bool, limit time.Duration, skip int,
 	req Req, call func(vsspb.VssClient, context.Context, Req, ...grpc.CallOption) (Resp, error),
 ) (Resp, error) {
+	return keyedFirstAnswer(ctx, c, op, slot, routed, "", limit, skip, req, call)
+}
+
+// keyedFirstAnswer is firstAnswer for a call on slot's bucket key: in a
+// slot split into partitions, key's partition's owner and standby are
+// tried first.
+func keyedFirstAnswer[Req, Resp any](
+	ctx context.Context, c *Client, op string, slot int, routed bool, key string, limit time.Duration, skip int,
+	req Req, call func(vsspb.VssClient, context.Context, Req, ...grpc.CallOption) (Resp, error),
+) (Resp, error) {
 	var zero Resp
 	if err := c.ctxOrClosed(ctx, op, slot); err != nil {
 		return zero, err
@@ -234,7 +244,7 @@ func firstAnswer[Req, Resp any](
 		if !routed {
 			orderBy = NoSlot
 		}
-		for _, i := range c.routing.order(orderBy, len(c.instances)) {
+		for _, i := range c.routing.order(orderBy, key, len(c.instances)) {
 			if pass == 0 && i == skip {
 				continue
 			}
@@ -312,7 +322,9 @@ func grantOf(r *vsspb.AcquireReply) Grant {
 }
 
 // Acquire takes tokens from a limiter slot (token-bucket, leaky-bucket).
-// Concurrent acquires of this client share AcquireBatch calls.
+// It goes to the owner of opts.Key's partition first (the slot's owner
+// when its keys are not split). Concurrent acquires of this client share
+// AcquireBatch calls, one lane per owner.
 func (c *Client) Acquire(ctx context.Context, slot uint32, opts AcquireOptions) (Grant, error) {
 	req := &vsspb.AcquireRequest{Slot: slot, Key: opts.Key}
 	if opts.Tokens > 0 {
@@ -322,7 +334,7 @@ func (c *Client) Acquire(ctx context.Context, slot uint32, opts AcquireOptions) 
 	defer c.acquiring.Add(-1)
 	failedAt := -1
 	if c.batcher != nil && others > 0 {
-		owner := c.routing.first(int(slot), len(c.instances))
+		owner := c.routing.first(int(slot), opts.Key, len(c.instances))
 		outcome, err, sent := c.batcher.submit(ctx, owner, req)
 		if sent {
 			if err == nil {
@@ -351,7 +363,7 @@ func (c *Client) Acquire(ctx context.Context, slot uint32, opts AcquireOptions) 
 			failedAt = owner
 		}
 	}
-	reply, err := firstAnswer(ctx, c, "acquire", int(slot), true, c.timeout, failedAt, req, vsspb.VssClient.Acquire)
+	reply, err := keyedFirstAnswer(ctx, c, "acquire", int(slot), true, opts.Key, c.timeout, failedAt, req, vsspb.VssClient.Acquire)
 	if err != nil {
 		return Grant{}, err
 	}

@@ -36,16 +36,20 @@ func TestOwnerThenStandbyThenTheRest(t *testing.T) {
 	r.update(1, &vsspb.RoutingUpdate{Instance: "b"})
 	r.update(2, &vsspb.RoutingUpdate{Instance: "c", Table: &vsspb.RoutingTable{Epoch: 3, Leader: "a",
 		Routes: []*vsspb.SlotRoute{{Slot: 4, Owner: "c", Standby: "b"}}}})
-	if got := r.order(4, 3); !equalInts(got, []int{2, 1, 0}) {
+	if got := r.order(4, "", 3); !equalInts(got, []int{2, 1, 0}) {
 		t.Fatalf("order(4) = %v", got)
 	}
-	if r.first(4, 3) != 2 || r.first(5, 3) != 0 {
-		t.Fatalf("first: %d %d", r.first(4, 3), r.first(5, 3))
+	// A slot not split: the key does not matter.
+	if got := r.order(4, "alice", 3); !equalInts(got, []int{2, 1, 0}) {
+		t.Fatalf("order(4, alice) = %v", got)
 	}
-	if got := r.order(5, 3); !equalInts(got, []int{0, 1, 2}) {
+	if r.first(4, "", 3) != 2 || r.first(5, "", 3) != 0 {
+		t.Fatalf("first: %d %d", r.first(4, "", 3), r.first(5, "", 3))
+	}
+	if got := r.order(5, "", 3); !equalInts(got, []int{0, 1, 2}) {
 		t.Fatalf("a slot without a route: %v", got)
 	}
-	if got := r.order(NoSlot, 3); !equalInts(got, []int{0, 1, 2}) {
+	if got := r.order(NoSlot, "", 3); !equalInts(got, []int{0, 1, 2}) {
 		t.Fatalf("no slot: %v", got)
 	}
 }
@@ -136,7 +140,7 @@ func TestTheOwnerIsCalledFirst(t *testing.T) {
 	c := newClient(t, WithEndpoints(a.addr, b.addr))
 	defer c.Close()
 	deadline := time.Now().Add(5 * time.Second)
-	for c.Routing() == nil || c.routing.first(0, 2) != 1 {
+	for c.Routing() == nil || c.routing.first(0, "", 2) != 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("the routing table never arrived")
 		}

@@ -13,10 +13,16 @@
 // as the Rust client's: UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED and
 // UNKNOWN.
 //
+// A limiter slot's keys may be split into partitions, each with its own
+// owner and standby in the routing table; an acquire with a key goes to
+// the owner of its key's partition first, then that partition's standby,
+// then the others. A key's partition is FNV-1a 64 of its UTF-8 bytes
+// modulo the slot's number of partitions, as in every VSS client.
+//
 // Concurrent acquires of one client share AcquireBatch calls: an acquire
-// made while another is in flight joins the next batch to the slot's owner,
-// so under load many acquires cost one round trip; a lone acquire is sent
-// at once.
+// made while another is in flight joins the next batch to its key's owner
+// (the slot's owner for a slot not split), so under load many acquires
+// cost one round trip; a lone acquire is sent at once.
 //
 // A publish carries a message id chosen here, so a publish retried on
 // another instance is the same message: the owner carries it out once. A

@@ -2,6 +2,7 @@ package vss
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,28 @@ type fake struct {
 	streams    []chan *vsspb.Event
 	acks       atomic.Int64
 	openEvents atomic.Int64
+	keysMu     sync.Mutex
+	keys       map[string]int // acquires by "slot/key", alone or in batches
+}
+
+func (f *fake) sawKey(slot uint32, key string) {
+	f.keysMu.Lock()
+	defer f.keysMu.Unlock()
+	if f.keys == nil {
+		f.keys = map[string]int{}
+	}
+	f.keys[fmt.Sprintf("%d/%s", slot, key)]++
+}
+
+// keysSeen is a copy of the acquires f got, by "slot/key".
+func (f *fake) keysSeen() map[string]int {
+	f.keysMu.Lock()
+	defer f.keysMu.Unlock()
+	out := make(map[string]int, len(f.keys))
+	for k, n := range f.keys {
+		out[k] = n
+	}
+	return out
 }
 
 func startFake(t *testing.T, id string) *fake {
@@ -58,6 +81,7 @@ func (f *fake) auth(ctx context.Context) {
 func (f *fake) Acquire(ctx context.Context, r *vsspb.AcquireRequest) (*vsspb.AcquireReply, error) {
 	f.auth(ctx)
 	f.acquires.Add(1)
+	f.sawKey(r.GetSlot(), r.GetKey())
 	if f.fail != nil {
 		return nil, f.fail
 	}
@@ -72,6 +96,7 @@ func (f *fake) AcquireBatch(ctx context.Context, r *vsspb.AcquireBatchRequest) (
 	}
 	out := &vsspb.AcquireBatchReply{}
 	for _, req := range r.GetRequests() {
+		f.sawKey(req.GetSlot(), req.GetKey())
 		out.Outcomes = append(out.Outcomes, &vsspb.AcquireOutcome{Outcome: &vsspb.AcquireOutcome_Reply{
 			Reply: &vsspb.AcquireReply{Granted: req.GetTokens(), Remaining: 7}}})
 	}

@@ -71,14 +71,17 @@ func (r *routing) position(id string) int {
 	return -1
 }
 
-// order is the endpoint positions to try for slot: its owner, its
-// standby, then every other instance in the order given (slot NoSlot:
-// the order given).
-func (r *routing) order(slot int, count int) []int {
+// order is the endpoint positions to try for slot's bucket key ("" for
+// calls that name none): its owner, its standby, then every other
+// instance in the order given (slot NoSlot: the order given). In a slot
+// split into partitions, the owner and standby are those of key's
+// partition.
+func (r *routing) order(slot int, key string, count int) []int {
 	out := make([]int, 0, count)
 	r.mu.RLock()
 	if route := r.slots[uint32(slot)]; slot != NoSlot && route != nil {
-		for _, id := range []string{route.GetOwner(), route.GetStandby()} {
+		owner, standby := ownerOf(route, key)
+		for _, id := range []string{owner, standby} {
 			if i := r.position(id); i >= 0 && !containsInt(out, i) {
 				out = append(out, i)
 			}
@@ -93,12 +96,14 @@ func (r *routing) order(slot int, count int) []int {
 	return out
 }
 
-// first is the endpoint position of slot's owner when known, else 0.
-func (r *routing) first(slot int, count int) int {
+// first is the endpoint position of the owner of slot's bucket key when
+// known, else 0.
+func (r *routing) first(slot int, key string, count int) int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if route := r.slots[uint32(slot)]; route != nil {
-		if i := r.position(route.GetOwner()); i >= 0 && i < count {
+		owner, _ := ownerOf(route, key)
+		if i := r.position(owner); i >= 0 && i < count {
 			return i
 		}
 	}

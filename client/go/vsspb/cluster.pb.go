@@ -182,7 +182,13 @@ type HeartbeatReply struct {
 	// Peers the responder hears from (they answered its heartbeats within
 	// the health window). The caller counts the responder as in contact only
 	// if it is listed: a one-way link is no link for the election.
-	Hears         []string `protobuf:"bytes,5,rep,name=hears,proto3" json:"hears,omitempty"`
+	Hears []string `protobuf:"bytes,5,rep,name=hears,proto3" json:"hears,omitempty"`
+	// The slots (and partitions) whose state the responder holds as their
+	// standby, pushed by the owner the responder's table names: a slot or
+	// partition moves to an instance only once it holds its state.
+	Held []*SlotPart `protobuf:"bytes,6,rep,name=held,proto3" json:"held,omitempty"`
+	// The responder is stopping: it hands what it owns over and serves none.
+	Leaving       bool `protobuf:"varint,7,opt,name=leaving,proto3" json:"leaving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -252,6 +258,73 @@ func (x *HeartbeatReply) GetHears() []string {
 	return nil
 }
 
+func (x *HeartbeatReply) GetHeld() []*SlotPart {
+	if x != nil {
+		return x.Held
+	}
+	return nil
+}
+
+func (x *HeartbeatReply) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
+	}
+	return false
+}
+
+// One slot, or one partition of a split slot (partition 0 otherwise).
+type SlotPart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Slot          uint32                 `protobuf:"varint,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	Partition     uint32                 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotPart) Reset() {
+	*x = SlotPart{}
+	mi := &file_vss_v1_cluster_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotPart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotPart) ProtoMessage() {}
+
+func (x *SlotPart) ProtoReflect() protoreflect.Message {
+	mi := &file_vss_v1_cluster_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotPart.ProtoReflect.Descriptor instead.
+func (*SlotPart) Descriptor() ([]byte, []int) {
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SlotPart) GetSlot() uint32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
+func (x *SlotPart) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
 // Who serves each slot, decided by the leader.
 type RoutingTable struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -272,7 +345,7 @@ type RoutingTable struct {
 
 func (x *RoutingTable) Reset() {
 	*x = RoutingTable{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[4]
+	mi := &file_vss_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +357,7 @@ func (x *RoutingTable) String() string {
 func (*RoutingTable) ProtoMessage() {}
 
 func (x *RoutingTable) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[4]
+	mi := &file_vss_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +370,7 @@ func (x *RoutingTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingTable.ProtoReflect.Descriptor instead.
 func (*RoutingTable) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RoutingTable) GetEpoch() uint64 {
@@ -338,17 +411,23 @@ func (x *RoutingTable) GetRoutes() []*SlotRoute {
 type SlotRoute struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Slot  uint32                 `protobuf:"varint,1,opt,name=slot,proto3" json:"slot,omitempty"`
-	// Executes the slot ("main data instance").
+	// Executes the slot ("main data instance"). For a slot split into
+	// partitions: the owner of the partition of the empty key.
 	Owner string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
 	// Receives the owner's state; empty when the cluster has one instance.
-	Standby       string `protobuf:"bytes,3,opt,name=standby,proto3" json:"standby,omitempty"`
+	Standby string `protobuf:"bytes,3,opt,name=standby,proto3" json:"standby,omitempty"`
+	// A limiter slot's keys are split into partitions (docs/cluster.md): the
+	// owner and standby of each, by partition number. A key's partition is
+	// FNV-1a 64 of its UTF-8 bytes modulo the number of partitions. Empty for
+	// slots that are not split.
+	Partitions    []*PartitionRoute `protobuf:"bytes,4,rep,name=partitions,proto3" json:"partitions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SlotRoute) Reset() {
 	*x = SlotRoute{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[5]
+	mi := &file_vss_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +439,7 @@ func (x *SlotRoute) String() string {
 func (*SlotRoute) ProtoMessage() {}
 
 func (x *SlotRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[5]
+	mi := &file_vss_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +452,7 @@ func (x *SlotRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRoute.ProtoReflect.Descriptor instead.
 func (*SlotRoute) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SlotRoute) GetSlot() uint32 {
@@ -397,6 +476,65 @@ func (x *SlotRoute) GetStandby() string {
 	return ""
 }
 
+func (x *SlotRoute) GetPartitions() []*PartitionRoute {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+type PartitionRoute struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Owner         string                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	Standby       string                 `protobuf:"bytes,2,opt,name=standby,proto3" json:"standby,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionRoute) Reset() {
+	*x = PartitionRoute{}
+	mi := &file_vss_v1_cluster_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionRoute) ProtoMessage() {}
+
+func (x *PartitionRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_vss_v1_cluster_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionRoute.ProtoReflect.Descriptor instead.
+func (*PartitionRoute) Descriptor() ([]byte, []int) {
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PartitionRoute) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *PartitionRoute) GetStandby() string {
+	if x != nil {
+		return x.Standby
+	}
+	return ""
+}
+
 type InstallRoutingReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Epoch the receiver holds after the call.
@@ -407,7 +545,7 @@ type InstallRoutingReply struct {
 
 func (x *InstallRoutingReply) Reset() {
 	*x = InstallRoutingReply{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[6]
+	mi := &file_vss_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -419,7 +557,7 @@ func (x *InstallRoutingReply) String() string {
 func (*InstallRoutingReply) ProtoMessage() {}
 
 func (x *InstallRoutingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[6]
+	mi := &file_vss_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -432,7 +570,7 @@ func (x *InstallRoutingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallRoutingReply.ProtoReflect.Descriptor instead.
 func (*InstallRoutingReply) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InstallRoutingReply) GetEpoch() uint64 {
@@ -455,7 +593,7 @@ type ReplicateRequest struct {
 
 func (x *ReplicateRequest) Reset() {
 	*x = ReplicateRequest{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[7]
+	mi := &file_vss_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -467,7 +605,7 @@ func (x *ReplicateRequest) String() string {
 func (*ReplicateRequest) ProtoMessage() {}
 
 func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[7]
+	mi := &file_vss_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -480,7 +618,7 @@ func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateRequest) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReplicateRequest) GetFrom() string {
@@ -508,14 +646,16 @@ type SlotState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Slot  uint32                 `protobuf:"varint,1,opt,name=slot,proto3" json:"slot,omitempty"`
 	// The slot module's `snapshot`.
-	State         []byte `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	State []byte `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// For a slot split into partitions, the partition the state is of.
+	Partition     uint32 `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SlotState) Reset() {
 	*x = SlotState{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[8]
+	mi := &file_vss_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +667,7 @@ func (x *SlotState) String() string {
 func (*SlotState) ProtoMessage() {}
 
 func (x *SlotState) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[8]
+	mi := &file_vss_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +680,7 @@ func (x *SlotState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotState.ProtoReflect.Descriptor instead.
 func (*SlotState) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SlotState) GetSlot() uint32 {
@@ -557,6 +697,13 @@ func (x *SlotState) GetState() []byte {
 	return nil
 }
 
+func (x *SlotState) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
 type ReplicateReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -565,7 +712,7 @@ type ReplicateReply struct {
 
 func (x *ReplicateReply) Reset() {
 	*x = ReplicateReply{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[9]
+	mi := &file_vss_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +724,7 @@ func (x *ReplicateReply) String() string {
 func (*ReplicateReply) ProtoMessage() {}
 
 func (x *ReplicateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[9]
+	mi := &file_vss_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +737,7 @@ func (x *ReplicateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateReply.ProtoReflect.Descriptor instead.
 func (*ReplicateReply) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 type DeliverRequest struct {
@@ -612,7 +759,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[10]
+	mi := &file_vss_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +771,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[10]
+	mi := &file_vss_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +784,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeliverRequest) GetSlot() uint32 {
@@ -727,7 +874,7 @@ type ClientList struct {
 
 func (x *ClientList) Reset() {
 	*x = ClientList{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[11]
+	mi := &file_vss_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +886,7 @@ func (x *ClientList) String() string {
 func (*ClientList) ProtoMessage() {}
 
 func (x *ClientList) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[11]
+	mi := &file_vss_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +899,7 @@ func (x *ClientList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientList.ProtoReflect.Descriptor instead.
 func (*ClientList) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ClientList) GetIds() []string {
@@ -772,7 +919,7 @@ type DeliverReply struct {
 
 func (x *DeliverReply) Reset() {
 	*x = DeliverReply{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[12]
+	mi := &file_vss_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +931,7 @@ func (x *DeliverReply) String() string {
 func (*DeliverReply) ProtoMessage() {}
 
 func (x *DeliverReply) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[12]
+	mi := &file_vss_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +944,7 @@ func (x *DeliverReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverReply.ProtoReflect.Descriptor instead.
 func (*DeliverReply) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeliverReply) GetOutcomes() []*DeliveryOutcome {
@@ -817,7 +964,7 @@ type DeliveryOutcome struct {
 
 func (x *DeliveryOutcome) Reset() {
 	*x = DeliveryOutcome{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[13]
+	mi := &file_vss_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +976,7 @@ func (x *DeliveryOutcome) String() string {
 func (*DeliveryOutcome) ProtoMessage() {}
 
 func (x *DeliveryOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[13]
+	mi := &file_vss_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +989,7 @@ func (x *DeliveryOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveryOutcome.ProtoReflect.Descriptor instead.
 func (*DeliveryOutcome) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeliveryOutcome) GetClient() string {
@@ -873,7 +1020,7 @@ type ApplyConfigRequest struct {
 
 func (x *ApplyConfigRequest) Reset() {
 	*x = ApplyConfigRequest{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[14]
+	mi := &file_vss_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +1032,7 @@ func (x *ApplyConfigRequest) String() string {
 func (*ApplyConfigRequest) ProtoMessage() {}
 
 func (x *ApplyConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[14]
+	mi := &file_vss_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +1045,7 @@ func (x *ApplyConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyConfigRequest.ProtoReflect.Descriptor instead.
 func (*ApplyConfigRequest) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApplyConfigRequest) GetConfigYaml() string {
@@ -925,7 +1072,7 @@ type ApplyConfigReply struct {
 
 func (x *ApplyConfigReply) Reset() {
 	*x = ApplyConfigReply{}
-	mi := &file_vss_v1_cluster_proto_msgTypes[15]
+	mi := &file_vss_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1084,7 @@ func (x *ApplyConfigReply) String() string {
 func (*ApplyConfigReply) ProtoMessage() {}
 
 func (x *ApplyConfigReply) ProtoReflect() protoreflect.Message {
-	mi := &file_vss_v1_cluster_proto_msgTypes[15]
+	mi := &file_vss_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1097,7 @@ func (x *ApplyConfigReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyConfigReply.ProtoReflect.Descriptor instead.
 func (*ApplyConfigReply) Descriptor() ([]byte, []int) {
-	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_vss_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ApplyConfigReply) GetGeneration() uint64 {
@@ -972,32 +1119,44 @@ const file_vss_v1_cluster_proto_rawDesc = "" +
 	"\x06synced\x18\x02 \x01(\bR\x06synced\"<\n" +
 	"\x10HeartbeatRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\x95\x01\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xd5\x01\n" +
 	"\x0eHeartbeatReply\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06leader\x18\x03 \x01(\tR\x06leader\x12+\n" +
 	"\x11config_generation\x18\x04 \x01(\x04R\x10configGeneration\x12\x14\n" +
-	"\x05hears\x18\x05 \x03(\tR\x05hears\"\xaa\x01\n" +
+	"\x05hears\x18\x05 \x03(\tR\x05hears\x12$\n" +
+	"\x04held\x18\x06 \x03(\v2\x10.vss.v1.SlotPartR\x04held\x12\x18\n" +
+	"\aleaving\x18\a \x01(\bR\aleaving\"<\n" +
+	"\bSlotPart\x12\x12\n" +
+	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\rR\tpartition\"\xaa\x01\n" +
 	"\fRoutingTable\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12'\n" +
 	"\x0ffallback_leader\x18\x03 \x01(\tR\x0efallbackLeader\x12\x18\n" +
 	"\amembers\x18\x04 \x03(\tR\amembers\x12)\n" +
-	"\x06routes\x18\x05 \x03(\v2\x11.vss.v1.SlotRouteR\x06routes\"O\n" +
+	"\x06routes\x18\x05 \x03(\v2\x11.vss.v1.SlotRouteR\x06routes\"\x87\x01\n" +
 	"\tSlotRoute\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x18\n" +
-	"\astandby\x18\x03 \x01(\tR\astandby\"+\n" +
+	"\astandby\x18\x03 \x01(\tR\astandby\x126\n" +
+	"\n" +
+	"partitions\x18\x04 \x03(\v2\x16.vss.v1.PartitionRouteR\n" +
+	"partitions\"@\n" +
+	"\x0ePartitionRoute\x12\x14\n" +
+	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x18\n" +
+	"\astandby\x18\x02 \x01(\tR\astandby\"+\n" +
 	"\x13InstallRoutingReply\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"e\n" +
 	"\x10ReplicateRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12'\n" +
-	"\x05slots\x18\x03 \x03(\v2\x11.vss.v1.SlotStateR\x05slots\"5\n" +
+	"\x05slots\x18\x03 \x03(\v2\x11.vss.v1.SlotStateR\x05slots\"S\n" +
 	"\tSlotState\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x14\n" +
-	"\x05state\x18\x02 \x01(\fR\x05state\"\x10\n" +
+	"\x05state\x18\x02 \x01(\fR\x05state\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\rR\tpartition\"\x10\n" +
 	"\x0eReplicateReply\"\x8d\x02\n" +
 	"\x0eDeliverRequest\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x1d\n" +
@@ -1052,49 +1211,53 @@ func file_vss_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_vss_v1_cluster_proto_rawDescData
 }
 
-var file_vss_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_vss_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_vss_v1_cluster_proto_goTypes = []any{
 	(*FetchStateRequest)(nil),   // 0: vss.v1.FetchStateRequest
 	(*FetchStateReply)(nil),     // 1: vss.v1.FetchStateReply
 	(*HeartbeatRequest)(nil),    // 2: vss.v1.HeartbeatRequest
 	(*HeartbeatReply)(nil),      // 3: vss.v1.HeartbeatReply
-	(*RoutingTable)(nil),        // 4: vss.v1.RoutingTable
-	(*SlotRoute)(nil),           // 5: vss.v1.SlotRoute
-	(*InstallRoutingReply)(nil), // 6: vss.v1.InstallRoutingReply
-	(*ReplicateRequest)(nil),    // 7: vss.v1.ReplicateRequest
-	(*SlotState)(nil),           // 8: vss.v1.SlotState
-	(*ReplicateReply)(nil),      // 9: vss.v1.ReplicateReply
-	(*DeliverRequest)(nil),      // 10: vss.v1.DeliverRequest
-	(*ClientList)(nil),          // 11: vss.v1.ClientList
-	(*DeliverReply)(nil),        // 12: vss.v1.DeliverReply
-	(*DeliveryOutcome)(nil),     // 13: vss.v1.DeliveryOutcome
-	(*ApplyConfigRequest)(nil),  // 14: vss.v1.ApplyConfigRequest
-	(*ApplyConfigReply)(nil),    // 15: vss.v1.ApplyConfigReply
+	(*SlotPart)(nil),            // 4: vss.v1.SlotPart
+	(*RoutingTable)(nil),        // 5: vss.v1.RoutingTable
+	(*SlotRoute)(nil),           // 6: vss.v1.SlotRoute
+	(*PartitionRoute)(nil),      // 7: vss.v1.PartitionRoute
+	(*InstallRoutingReply)(nil), // 8: vss.v1.InstallRoutingReply
+	(*ReplicateRequest)(nil),    // 9: vss.v1.ReplicateRequest
+	(*SlotState)(nil),           // 10: vss.v1.SlotState
+	(*ReplicateReply)(nil),      // 11: vss.v1.ReplicateReply
+	(*DeliverRequest)(nil),      // 12: vss.v1.DeliverRequest
+	(*ClientList)(nil),          // 13: vss.v1.ClientList
+	(*DeliverReply)(nil),        // 14: vss.v1.DeliverReply
+	(*DeliveryOutcome)(nil),     // 15: vss.v1.DeliveryOutcome
+	(*ApplyConfigRequest)(nil),  // 16: vss.v1.ApplyConfigRequest
+	(*ApplyConfigReply)(nil),    // 17: vss.v1.ApplyConfigReply
 }
 var file_vss_v1_cluster_proto_depIdxs = []int32{
-	8,  // 0: vss.v1.FetchStateReply.slots:type_name -> vss.v1.SlotState
-	5,  // 1: vss.v1.RoutingTable.routes:type_name -> vss.v1.SlotRoute
-	8,  // 2: vss.v1.ReplicateRequest.slots:type_name -> vss.v1.SlotState
-	11, // 3: vss.v1.DeliverRequest.all_except:type_name -> vss.v1.ClientList
-	11, // 4: vss.v1.DeliverRequest.clients:type_name -> vss.v1.ClientList
-	13, // 5: vss.v1.DeliverReply.outcomes:type_name -> vss.v1.DeliveryOutcome
-	2,  // 6: vss.v1.Mesh.Heartbeat:input_type -> vss.v1.HeartbeatRequest
-	4,  // 7: vss.v1.Mesh.InstallRouting:input_type -> vss.v1.RoutingTable
-	7,  // 8: vss.v1.Mesh.Replicate:input_type -> vss.v1.ReplicateRequest
-	10, // 9: vss.v1.Mesh.Deliver:input_type -> vss.v1.DeliverRequest
-	0,  // 10: vss.v1.Mesh.FetchState:input_type -> vss.v1.FetchStateRequest
-	14, // 11: vss.v1.Control.ApplyConfig:input_type -> vss.v1.ApplyConfigRequest
-	3,  // 12: vss.v1.Mesh.Heartbeat:output_type -> vss.v1.HeartbeatReply
-	6,  // 13: vss.v1.Mesh.InstallRouting:output_type -> vss.v1.InstallRoutingReply
-	9,  // 14: vss.v1.Mesh.Replicate:output_type -> vss.v1.ReplicateReply
-	12, // 15: vss.v1.Mesh.Deliver:output_type -> vss.v1.DeliverReply
-	1,  // 16: vss.v1.Mesh.FetchState:output_type -> vss.v1.FetchStateReply
-	15, // 17: vss.v1.Control.ApplyConfig:output_type -> vss.v1.ApplyConfigReply
-	12, // [12:18] is the sub-list for method output_type
-	6,  // [6:12] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	10, // 0: vss.v1.FetchStateReply.slots:type_name -> vss.v1.SlotState
+	4,  // 1: vss.v1.HeartbeatReply.held:type_name -> vss.v1.SlotPart
+	6,  // 2: vss.v1.RoutingTable.routes:type_name -> vss.v1.SlotRoute
+	7,  // 3: vss.v1.SlotRoute.partitions:type_name -> vss.v1.PartitionRoute
+	10, // 4: vss.v1.ReplicateRequest.slots:type_name -> vss.v1.SlotState
+	13, // 5: vss.v1.DeliverRequest.all_except:type_name -> vss.v1.ClientList
+	13, // 6: vss.v1.DeliverRequest.clients:type_name -> vss.v1.ClientList
+	15, // 7: vss.v1.DeliverReply.outcomes:type_name -> vss.v1.DeliveryOutcome
+	2,  // 8: vss.v1.Mesh.Heartbeat:input_type -> vss.v1.HeartbeatRequest
+	5,  // 9: vss.v1.Mesh.InstallRouting:input_type -> vss.v1.RoutingTable
+	9,  // 10: vss.v1.Mesh.Replicate:input_type -> vss.v1.ReplicateRequest
+	12, // 11: vss.v1.Mesh.Deliver:input_type -> vss.v1.DeliverRequest
+	0,  // 12: vss.v1.Mesh.FetchState:input_type -> vss.v1.FetchStateRequest
+	16, // 13: vss.v1.Control.ApplyConfig:input_type -> vss.v1.ApplyConfigRequest
+	3,  // 14: vss.v1.Mesh.Heartbeat:output_type -> vss.v1.HeartbeatReply
+	8,  // 15: vss.v1.Mesh.InstallRouting:output_type -> vss.v1.InstallRoutingReply
+	11, // 16: vss.v1.Mesh.Replicate:output_type -> vss.v1.ReplicateReply
+	14, // 17: vss.v1.Mesh.Deliver:output_type -> vss.v1.DeliverReply
+	1,  // 18: vss.v1.Mesh.FetchState:output_type -> vss.v1.FetchStateReply
+	17, // 19: vss.v1.Control.ApplyConfig:output_type -> vss.v1.ApplyConfigReply
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_vss_v1_cluster_proto_init() }
@@ -1102,7 +1265,7 @@ func file_vss_v1_cluster_proto_init() {
 	if File_vss_v1_cluster_proto != nil {
 		return
 	}
-	file_vss_v1_cluster_proto_msgTypes[10].OneofWrappers = []any{
+	file_vss_v1_cluster_proto_msgTypes[12].OneofWrappers = []any{
 		(*DeliverRequest_AllExcept)(nil),
 		(*DeliverRequest_Clients)(nil),
 	}
@@ -1112,7 +1275,7 @@ func file_vss_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vss_v1_cluster_proto_rawDesc), len(file_vss_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

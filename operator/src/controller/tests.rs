@@ -320,6 +320,47 @@ async fn a_slot_change_is_pushed_to_running_pods_without_a_restart() {
 }
 
 #[tokio::test]
+async fn a_change_that_starts_a_slot_fresh_is_a_warning_before_the_push() {
+    let mut c = cluster();
+    c.status = Some(settled_status(1));
+    let objects = existing(&c);
+    c.metadata.generation = Some(2);
+    c.spec.slots[0].period = Some("minute".into());
+    let expected = c.clone();
+    let pods = Arc::new(FakePods::at_generation(&PODS, 1));
+    run(c, pods.clone(), |mut api| async move {
+        for ((kind, path), obj) in owned_paths().into_iter().zip(objects) {
+            api.get(&path, Some(obj)).await;
+            if kind == "ConfigMap" {
+                api.apply(&path, None).await;
+                let event = api.event("SlotStartsFresh").await;
+                assert_eq!(event["type"], "Warning");
+                let note = event["note"].as_str().unwrap_or_default();
+                assert!(
+                    note.contains("slot 0 starts fresh")
+                        && note.contains("`period` changed from second to minute"),
+                    "{note}"
+                );
+            }
+        }
+        api.event("Applied").await;
+        api.list_pods(PODS.iter().map(|p| pod(p, true)).collect())
+            .await;
+        api.event("ConfigPushed").await;
+        api.patch_status(&expected).await;
+        api
+    })
+    .await;
+    assert_eq!(
+        pods.calls()
+            .iter()
+            .filter(|c| matches!(c, PodCall::Apply { .. }))
+            .count(),
+        3
+    );
+}
+
+#[tokio::test]
 async fn a_refused_push_is_degraded_with_the_pod_named() {
     let mut c = cluster();
     c.status = Some(settled_status(1));

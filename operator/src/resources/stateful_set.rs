@@ -17,6 +17,12 @@ use crate::crd::VssCluster;
 use crate::mesh_certs::CA_CERT_KEY;
 use crate::slots::MODULES_DIR;
 
+/// How long a pod may take, on SIGTERM, to hand its slots over to their
+/// standbys with their final state (`vss-runtime --handover-seconds`).
+pub const HANDOVER_SECONDS: i64 = 10;
+/// How long it then gives in-flight requests (`--drain-seconds`).
+pub const DRAIN_SECONDS: i64 = 10;
+
 /// gRPC for clients: `vss.v1.Vss`, Envoy's rate limit service.
 pub const GRPC_PORT: i32 = 7700;
 /// gRPC for peers and the operator: mesh, control API, forwarded calls.
@@ -64,9 +70,9 @@ pub fn stateful_set(cluster: &VssCluster, default_image: &str) -> StatefulSet {
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(names.base.clone()),
-                    // Peers fail over within a second; a pod that takes long
-                    // to stop only delays the rollout.
-                    termination_grace_period_seconds: Some(30),
+                    // On SIGTERM a pod hands its slots over, then drains;
+                    // the rest is margin for the process to exit.
+                    termination_grace_period_seconds: Some(HANDOVER_SECONDS + DRAIN_SECONDS + 10),
                     containers: vec![container(cluster, &names, default_image)],
                     volumes: Some(volumes(cluster, &names)),
                     affinity: Some(
@@ -176,6 +182,10 @@ fn container(cluster: &VssCluster, names: &Names, default_image: &str) -> Contai
         spec.instances.to_string(),
         "--headless-service".into(),
         names.headless.clone(),
+        "--handover-seconds".into(),
+        HANDOVER_SECONDS.to_string(),
+        "--drain-seconds".into(),
+        DRAIN_SECONDS.to_string(),
     ];
     if mesh_tls {
         // One Secret holds every pod's pair; the kubelet expands

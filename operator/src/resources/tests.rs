@@ -76,7 +76,13 @@ fn pods_run_the_runtime_per_the_contract() {
         c.args.clone().unwrap_or_default().join(" "),
         "--config /etc/vss/slots.yaml --listen 0.0.0.0:7700 --mesh-listen 0.0.0.0:7702 \
          --http-listen 0.0.0.0:7701 \
-         --module-root /etc/vss-modules --in-cluster --replicas 3 --headless-service demo-peers"
+         --module-root /etc/vss-modules --in-cluster --replicas 3 --headless-service demo-peers \
+         --handover-seconds 10 --drain-seconds 10"
+    );
+    assert_eq!(
+        pod.termination_grace_period_seconds,
+        Some(30),
+        "the hand-over and the drain fit in the grace period"
     );
     let env: Vec<String> = c
         .env

@@ -574,3 +574,77 @@ fn a_file_reports_every_slot_it_cannot_read_and_what_the_others_get_wrong() {
     );
     assert_eq!(lines.len(), 5, "each problem once: {e}");
 }
+
+fn kind(yaml: &str) -> SlotKind {
+    let config = SlotsConfig::from_yaml(&format!("slots:\n  - {{id: 1, {yaml}}}\n"))
+        .expect("parses")
+        .validate()
+        .expect("valid");
+    config.slots().next().expect("one slot").kind.clone()
+}
+
+#[test]
+fn a_change_that_keeps_the_meaning_keeps_the_state() {
+    let keeps = |from: &str, to: &str| kind(to).keeps_state_of(&kind(from));
+    let tb = "type: token-bucket, period: second";
+    assert_eq!(
+        keeps(
+            &format!("{tb}, bucketSize: 10"),
+            &format!("{tb}, bucketSize: 50, refreshRate: 5")
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        keeps(
+            &format!("{tb}, bucketSize: 10, maxKeys: 10"),
+            &format!("{tb}, bucketSize: 10, maxKeys: 20")
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        keeps(
+            "type: multicast, timeout: 1s",
+            "type: multicast, timeout: 5s, deregTries: 9"
+        ),
+        Ok(())
+    );
+    // Grow-only refuses decrements from then on; the totals mean the same.
+    assert_eq!(
+        keeps("type: counter", "type: counter, growOnly: true"),
+        Ok(())
+    );
+    assert_eq!(
+        keeps(
+            "type: registry, defaultTtl: 10s",
+            "type: registry, defaultTtl: 30s"
+        ),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_change_of_meaning_starts_fresh_and_says_why() {
+    let why = |from: &str, to: &str| kind(to).keeps_state_of(&kind(from)).expect_err("fresh");
+    assert_eq!(
+        why(
+            "type: token-bucket, bucketSize: 10, period: second",
+            "type: token-bucket, bucketSize: 10, period: minute"
+        ),
+        "`period` changed from second to minute: tokens are counted per period"
+    );
+    assert_eq!(
+        why(
+            "type: token-bucket, bucketSize: 10, period: second, maxKeys: 20",
+            "type: token-bucket, bucketSize: 10, period: second, maxKeys: 5"
+        ),
+        "`maxKeys` was lowered from 20 to 5: the state held may not fit"
+    );
+    assert_eq!(
+        why(
+            "type: counter",
+            "type: token-bucket, bucketSize: 1, period: second"
+        ),
+        "its type changed from counter to token-bucket"
+    );
+    assert!(why("type: tick, interval: 1s", "type: tick, interval: 2s").contains("`interval`"));
+}

@@ -215,6 +215,73 @@ impl SlotKind {
         self.everywhere() || matches!(self, Self::Tick(_))
     }
 
+    /// Whether a slot changed from `old` to this keeps its state, and if
+    /// not, why it starts fresh. A change that keeps the meaning of the
+    /// state keeps it: a rate, a burst, a timeout, a TTL, a bound raised.
+    /// Another type, a limiter's period, a bound lowered (the state held
+    /// may not fit), a tick's interval (its numbers would mean other times)
+    /// or any change of a custom slot (its state's meaning is its module's)
+    /// starts fresh.
+    pub fn keeps_state_of(&self, old: &SlotKind) -> Result<(), String> {
+        let lowered = |what: &str, from: u64, to: u64| {
+            if to < from {
+                Err(format!(
+                    "`{what}` was lowered from {from} to {to}: the state held may not fit"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match (old, self) {
+            (Self::TokenBucket(a), Self::TokenBucket(b)) => {
+                same_period(a.period, b.period)?;
+                lowered("maxKeys", a.max_keys, b.max_keys)
+            }
+            (Self::LeakyBucket(a), Self::LeakyBucket(b)) => {
+                same_period(a.period, b.period)?;
+                lowered("maxKeys", a.max_keys, b.max_keys)
+            }
+            (Self::Broadcast(_), Self::Broadcast(_))
+            | (Self::Multicast(_), Self::Multicast(_))
+            | (Self::Random(_), Self::Random(_)) => Ok(()),
+            (Self::Counter(_), Self::Counter(_)) => Ok(()),
+            (Self::Register(a), Self::Register(b)) => {
+                lowered("maxKeys", a.max_keys, b.max_keys)?;
+                lowered("maxKeyBytes", a.max_key_bytes, b.max_key_bytes)?;
+                lowered("maxValueBytes", a.max_value_bytes, b.max_value_bytes)
+            }
+            (Self::Registry(a), Self::Registry(b)) => {
+                lowered("maxEntries", a.max_entries, b.max_entries)
+            }
+            (Self::Tick(a), Self::Tick(b)) if a.interval != b.interval => Err(format!(
+                "`interval` changed from {} ms to {} ms: tick numbers would mean other times",
+                a.interval.as_millis(),
+                b.interval.as_millis()
+            )),
+            (Self::Tick(_), Self::Tick(_)) => Ok(()),
+            (Self::Custom(a), Self::Custom(b)) if a == b => Ok(()),
+            (Self::Custom(_), Self::Custom(_)) => Err(
+                "a custom slot's state means what its module says: any change starts it fresh"
+                    .into(),
+            ),
+            (a, b) => Err(format!(
+                "its type changed from {} to {}",
+                a.type_name(),
+                b.type_name()
+            )),
+        }
+    }
+
+    /// A limiter's bound on its keys: the types whose keys are split into
+    /// partitions across the cluster.
+    pub fn max_keys(&self) -> Option<u64> {
+        match self {
+            Self::TokenBucket(t) => Some(t.max_keys),
+            Self::LeakyBucket(l) => Some(l.max_keys),
+            _ => None,
+        }
+    }
+
     /// The flat name/value pairs passed to the slot module's `init`.
     pub fn module_config(&self) -> Vec<(String, String)> {
         let pair = |k: &str, v: String| (k.to_string(), v);
@@ -833,5 +900,17 @@ impl SlotsConfig {
             Ok(_) if !errors.is_empty() => Err(ConfigError::Invalid(errors)),
             other => other,
         }
+    }
+}
+
+fn same_period(from: Period, to: Period) -> Result<(), String> {
+    if from == to {
+        Ok(())
+    } else {
+        Err(format!(
+            "`period` changed from {} to {}: tokens are counted per period",
+            from.as_str(),
+            to.as_str()
+        ))
     }
 }

@@ -184,6 +184,19 @@ impl SlotInstance {
         self.call(|slot, store| slot.call_merge(store, state))?
             .map_err(|m| CallError::Slot(SlotError::InvalidArgument(m)))
     }
+
+    /// Makes `state` this instance's whole state: a fresh instance takes it,
+    /// and replaces this one only once it has. Merging would keep whatever
+    /// this copy holds that the owner has since undone (tokens handed back,
+    /// entries deleted).
+    pub fn replace(&mut self, state: &[u8]) -> Result<(), CallError> {
+        let mut fresh = Self::start(&self.module, self.config.clone())
+            .map_err(|e| CallError::Unavailable(e.to_string()))?;
+        fresh.merge(state)?;
+        fresh.restarts = self.restarts;
+        *self = fresh;
+        Ok(())
+    }
 }
 
 fn classify(e: &wasmtime::Error, state: &State, limits: &crate::HostLimits) -> CallError {

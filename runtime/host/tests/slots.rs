@@ -190,6 +190,37 @@ fn snapshot_merges_into_a_fresh_instance() {
 }
 
 #[test]
+fn replace_makes_the_owners_state_the_whole_state() {
+    let e = engine();
+    let mut owner = start(&e, "token-bucket", TOKEN_BUCKET, SEED);
+    assert_eq!(acquire(&mut owner, 5, None, Some(50)).granted, 50);
+    let state = owner.snapshot().expect("snapshot");
+
+    // A copy that had seen the bucket lower (tokens since given back to the
+    // owner) would keep the lower count through a merge.
+    let mut standby = start(&e, "token-bucket", TOKEN_BUCKET, SEED);
+    assert_eq!(acquire(&mut standby, 5, None, Some(180)).granted, 180);
+    assert_eq!(acquire(&mut standby, 5, Some("gone"), Some(1)).granted, 1);
+    standby.replace(&state).expect("replace");
+    assert_eq!(acquire(&mut standby, 6, None, Some(200)).granted, 150);
+    assert_eq!(
+        acquire(&mut standby, 6, Some("gone"), Some(200)).granted,
+        200,
+        "a key the owner does not have is gone"
+    );
+
+    assert!(matches!(
+        standby.replace(b"garbage"),
+        Err(CallError::Slot(SlotError::InvalidArgument(_)))
+    ));
+    assert_eq!(
+        acquire(&mut standby, 6, None, Some(1)).granted,
+        0,
+        "a refused state leaves the copy as it was"
+    );
+}
+
+#[test]
 fn a_trapping_module_fails_the_call_and_is_rebuilt() {
     let e = engine();
     let mut bad = start(&e, "misbehave", testing::MISBEHAVE, &[]);

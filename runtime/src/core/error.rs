@@ -83,6 +83,12 @@ pub enum RequestError {
         "this instance is joining the cluster and has no routing table yet; try another instance"
     )]
     Joining,
+    #[error("slot {slot} has partitions 0-{}, not {partition}", .partitions.saturating_sub(1))]
+    NoPartition {
+        slot: u8,
+        partition: u16,
+        partitions: u16,
+    },
     /// The instance a request was forwarded to refused it: its answer, as
     /// it gave it.
     #[error("{message}")]
@@ -111,7 +117,8 @@ impl RequestError {
             Self::SlotOutOfRange(_)
             | Self::TooLong { .. }
             | Self::BadClientId { .. }
-            | Self::NoHello => Code::InvalidArgument,
+            | Self::NoHello
+            | Self::NoPartition { .. } => Code::InvalidArgument,
             Self::NotASignalSlot { .. } | Self::WrongType { .. } | Self::Contradicts(_) => {
                 Code::FailedPrecondition
             }

@@ -237,11 +237,13 @@ pub struct TestCluster {
     nodes: HashMap<String, TestNode>,
 }
 
-/// The slots the tests use: a seed token bucket, a keyed one, a
-/// broadcast, a multicast, a random slot and a counter.
+/// The slots the tests use: a seed token bucket, a keyed one, one that
+/// does not refill within a test, a broadcast, a multicast, a random slot
+/// and a counter.
 pub const CONFIG: &str = "slots:
 - {id: 0, type: token-bucket, bucketSize: 200, period: second, refreshRate: 100}
 - {id: 1, type: token-bucket, bucketSize: 10, period: second, refreshRate: 1, maxKeys: 100}
+- {id: 2, type: token-bucket, bucketSize: 1000, period: hour, refreshRate: 1}
 - {id: 10, type: broadcast, timeout: 1s}
 - {id: 11, type: multicast, timeout: 1s, deregTries: 2}
 - {id: 12, type: random, timeout: 900ms, deregTries: 3}

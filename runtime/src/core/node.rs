@@ -22,6 +22,8 @@ use vss_slot_counter::wire as counter;
 use vss_slot_host::Acquired;
 use vss_slot_register::wire as register;
 use vss_slot_registry::wire as registry;
+use vss_slot_sdk::codec::Wire as _;
+use vss_slot_sdk::limiter::{OP_RELEASE, OP_TAKE_ALL, Take, Taken};
 
 use crate::core::calls::{
     AcquireCall, CustomCall, Delivery, MembershipCall, PublishCall, PublishOutcome,
@@ -30,14 +32,16 @@ use crate::core::cluster::link::{
     FetchedState, Forwarded, Heartbeat, HeartbeatReply, PeerError, Replicate,
 };
 use crate::core::cluster::{
-    self, Cluster, Election, Everywhere, Peer, Placement, RoutingError, RoutingTable,
+    self, Cluster, Election, Everywhere, Peer, Placement, Replication, RoutingError, RoutingTable,
 };
 use crate::core::data::{DataSlots, ServiceChange, Tick};
+use crate::core::denials::Denials;
 use crate::core::error::RequestError;
 use crate::core::hub::Hub;
+use crate::core::leases::{LEASE_FOR, Leases, Unused, Want};
 use crate::core::signals::Signals;
 use crate::core::slot_table::{ReloadError, SlotTable};
-use crate::ops::metrics::{Metrics, Verb};
+use crate::ops::metrics::{Metrics, SlotLabels, Verb};
 
 /// Longest wait for the owner of a slot to answer a forwarded request
 /// (publishes wait for their slot's timeout on top).
@@ -48,6 +52,12 @@ const MAX_DELIVER_TIMEOUT: Duration = Duration::from_secs(61);
 
 /// How often every slot's `tick` export is called.
 pub const TICK_PERIOD: Duration = Duration::from_secs(1);
+
+/// Longest a lease is waited for, or a lease's tokens given back for.
+const LEASE_CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Leases asked for and not yet sent for.
+const WANTED_LEASES: usize = 256;
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,9 +107,17 @@ pub struct Node {
     slots: Arc<SlotTable>,
     cluster: Arc<Cluster>,
     everywhere: Arc<Everywhere>,
+    replication: Arc<Replication>,
     signals: Arc<Signals>,
     data: DataSlots,
     metrics: Metrics,
+    /// Buckets known empty until their refill ([`crate::core::denials`]).
+    denials: Denials,
+    /// Tokens leased from hot buckets' owners ([`crate::core::leases`]).
+    leases: Leases,
+    /// Leases to ask for, taken by [`Node::run`]'s lease loop.
+    wants: mpsc::Sender<Want>,
+    wanted: std::sync::Mutex<Option<mpsc::Receiver<Want>>>,
     /// Owns the tasks of long-lived streams (watches, event streams).
     streams: TaskTracker,
     /// Cancelled when the instance stops: ends every stream.
@@ -122,13 +140,19 @@ impl Node {
             metrics.clone(),
         ));
         let data = DataSlots::new(slots.clone(), cluster.clone(), everywhere.clone());
+        let (wants, wanted) = mpsc::channel(WANTED_LEASES);
         Self {
             slots,
             cluster,
             everywhere,
+            replication: Arc::default(),
             signals,
             data,
             metrics,
+            denials: Denials::default(),
+            leases: Leases::default(),
+            wants,
+            wanted: std::sync::Mutex::new(Some(wanted)),
             streams: TaskTracker::new(),
             stop,
         }
@@ -164,17 +188,228 @@ impl Node {
         &self.stop
     }
 
-    /// Runs the cluster's loops and the slots' ticks until `stop`.
+    /// Runs the cluster's loops, the slots' ticks and the leases until
+    /// `stop`; then gives back the leases' unused tokens.
     pub async fn run(self: Arc<Self>, election: Box<dyn Election>, stop: CancellationToken) {
         let mut tasks = JoinSet::new();
         tasks.spawn(cluster::run(
             self.cluster.clone(),
             election,
             self.everywhere.clone(),
+            self.replication.clone(),
             stop.clone(),
         ));
-        tasks.spawn(self.clone().run_ticks(stop));
+        tasks.spawn(self.clone().run_ticks(stop.clone()));
+        let wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(wanted) = wanted {
+            tasks.spawn(self.clone().run_leases(wanted, stop));
+        }
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Hands what this instance owns over before it stops: it tells its
+    /// peers it is leaving, the leader routes its slots and partitions to
+    /// their standbys, and each goes with its final state (the new owner
+    /// serves it once that is in). Returns once the table in force names
+    /// this instance for nothing and every final state is delivered, or
+    /// after `within`.
+    pub async fn hand_over(&self, within: Duration) {
+        if self.cluster.peers().is_empty() {
+            return;
+        }
+        self.cluster.leave();
+        // Leased tokens go back first, so they are in the final states.
+        self.give_back(self.leases.end_all()).await;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let table = self.cluster.table();
+            let owns = table.as_deref().is_none_or(|t| {
+                t.leader == self.me() || t.parts().any(|(_, r)| r.owner == self.me())
+            });
+            if !owns && !self.replication.handing_over() {
+                tracing::info!("handed every slot over");
+                return;
+            }
+            let staying = self
+                .cluster
+                .peers()
+                .values()
+                .any(|p| p.healthy() && !p.health().leaving);
+            if !staying {
+                // The whole cluster is stopping (or alone): nobody to take over.
+                tracing::info!("no instance stays to take the slots over");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    seconds = within.as_secs_f64(),
+                    "hand-over not finished in time; stopping anyway"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asks owners for the leases hot buckets want, and gives back what
+    /// expired leases did not spend; at the end, every lease's unused tokens.
+    async fn run_leases(
+        self: Arc<Self>,
+        mut wanted: mpsc::Receiver<Want>,
+        stop: CancellationToken,
+    ) {
+        let mut every = tokio::time::interval(LEASE_FOR / 5);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                want = wanted.recv() => match want {
+                    Some(want) => self.fetch_lease(want).await,
+                    None => break,
+                },
+                _ = every.tick() => self.give_back(self.leases.expire()).await,
+            }
+        }
+        self.give_back(self.leases.end_all()).await;
+    }
+
+    /// Asks the bucket's owner for a lease; answers come back to the
+    /// leases. Never from this instance's own copy: a lease must come out
+    /// of the bucket its owner keeps.
+    async fn fetch_lease(&self, want: Want) {
+        let partition = self.slots.partition_for(want.slot, &want.key);
+        let owner = match self.cluster.placement(want.slot, partition).as_deref() {
+            Some([Placement::Remote(peer), ..]) => peer.clone(),
+            _ => {
+                self.leases.refused(want.slot, &want.key);
+                return;
+            }
+        };
+        let call = AcquireCall {
+            slot: want.slot,
+            key: want.key.clone(),
+            tokens: Some(u32::try_from(want.tokens).unwrap_or(u32::MAX)),
+        };
+        let asked = owner.link().forward_acquire(call, LEASE_CALL_TIMEOUT);
+        match tokio::time::timeout(LEASE_CALL_TIMEOUT, asked).await {
+            Ok(Ok(granted)) => {
+                let labels = SlotLabels { slot: want.slot };
+                self.metrics.cluster.leases.get_or_create(&labels).inc();
+                self.metrics
+                    .cluster
+                    .leased_tokens
+                    .get_or_create(&labels)
+                    .inc_by(u64::from(granted.granted));
+                if let Some(unused) = self.leases.granted(want.slot, &want.key, &granted) {
+                    self.give_back(vec![unused]).await;
+                }
+            }
+            _ => self.leases.refused(want.slot, &want.key),
+        }
+    }
+
+    /// Gives unused leased tokens back to their buckets (`release`), best
+    /// effort: tokens that cannot be given back are under-admission.
+    async fn give_back(&self, unused: Vec<Unused>) {
+        for u in unused {
+            let call = CustomCall {
+                slot: u.slot,
+                op: OP_RELEASE.to_string(),
+                payload: Take {
+                    key: u.key.clone(),
+                    tokens: u.tokens,
+                }
+                .to_bytes(),
+            };
+            match tokio::time::timeout(LEASE_CALL_TIMEOUT, self.call(Origin::Client, call)).await {
+                Ok(Ok(_)) => {
+                    self.metrics
+                        .cluster
+                        .returned_tokens
+                        .get_or_create(&SlotLabels { slot: u.slot })
+                        .inc_by(u.tokens);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(slot = u.slot, error = %e, "unused leased tokens not given back")
+                }
+                Err(_) => tracing::debug!(slot = u.slot, "giving back leased tokens timed out"),
+            }
+        }
+    }
+
+    /// An acquire this instance answers without asking the slot: a lease
+    /// covers it (a client's acquire; the leased tokens go first, they are
+    /// the bucket's), or the bucket is known empty until its refill.
+    fn answer_here(&self, origin: Origin<'_>, call: &AcquireCall) -> Option<Acquired> {
+        if let Some(got) = self.answer_from_lease(origin, call) {
+            return Some(got);
+        }
+        let labels = SlotLabels { slot: call.slot };
+        let denied = self.denials.denied(call.slot, &call.key)?;
+        self.metrics
+            .cluster
+            .local_denials
+            .get_or_create(&labels)
+            .inc();
+        Some(denied)
+    }
+
+    /// A client's acquire answered from this instance's lease of the bucket.
+    fn answer_from_lease(&self, origin: Origin<'_>, call: &AcquireCall) -> Option<Acquired> {
+        if origin != Origin::Client {
+            return None;
+        }
+        let per_req = self.slots.lease_tokens(call.slot)?;
+        let asked = call.tokens.map_or(per_req, u64::from);
+        let got = self.leases.take(call.slot, &call.key, asked)?;
+        self.metrics
+            .cluster
+            .lease_decisions
+            .get_or_create(&SlotLabels { slot: call.slot })
+            .inc();
+        Some(got)
+    }
+
+    /// The answer to a client's forwarded acquire. The owner refuses what
+    /// it has leased out, and a lease granted here while the acquire was on
+    /// its way holds those tokens: they answer it instead of a denial, or
+    /// they would sit unused while this instance's clients are refused.
+    async fn after_forward(
+        &self,
+        origin: Origin<'_>,
+        call: &AcquireCall,
+        answer: Acquired,
+    ) -> Acquired {
+        if origin != Origin::Client {
+            // Relayed for a peer: its rate is the peer's to lease for.
+            return answer;
+        }
+        self.learn_forwarded(call, &answer);
+        if answer.granted > 0 {
+            return answer;
+        }
+        self.leases
+            .asked(call.slot, &call.key, LEASE_CALL_TIMEOUT)
+            .await;
+        self.answer_from_lease(origin, call).unwrap_or(answer)
+    }
+
+    /// What a forwarded acquire's answer teaches: an empty bucket, and a
+    /// bucket hot enough here to lease.
+    fn learn_forwarded(&self, call: &AcquireCall, answer: &Acquired) {
+        if self.slots.lease_tokens(call.slot).is_none() || self.cluster.is_leaving() {
+            return;
+        }
+        let instances = self.cluster.table().map_or(1, |t| t.members.len());
+        if let Some(want) = self
+            .leases
+            .forwarded(call.slot, &call.key, answer, instances)
+        {
+            let (slot, key) = (want.slot, want.key.clone());
+            if self.wants.try_send(want).is_err() {
+                self.leases.refused(slot, &key);
+            }
+        }
     }
 
     /// Calls every slot's `tick` each [`TICK_PERIOD`], one round at a time:
@@ -194,6 +429,14 @@ impl Node {
         }
     }
 
+    /// Waits, if `part` was just taken over from a live owner, for that
+    /// owner's final state.
+    async fn ready_to_serve(&self, (slot, partition): (u32, u16)) {
+        if let Ok(slot) = u8::try_from(slot) {
+            self.cluster.ready_to_serve(slot, partition).await;
+        }
+    }
+
     fn observe(&self, verb: Verb, started: Instant) {
         self.metrics
             .observe_request(verb, started.elapsed().as_secs_f64());
@@ -203,11 +446,12 @@ impl Node {
     /// instance: tries the owner, then its standby, each within `timeout`,
     /// and answers None when this instance should serve it (it is next in
     /// line, or nobody else could be reached). Requests a peer forwarded
-    /// are served where they land.
+    /// are served where they land, but for those of a partition handed over
+    /// from here: they go on to its owner.
     async fn at_owner<T, F, Fut>(
         &self,
         origin: Origin<'_>,
-        slot: u32,
+        (slot, partition): (u32, u16),
         timeout: Duration,
         forward: F,
     ) -> Option<Result<T, RequestError>>
@@ -215,10 +459,21 @@ impl Node {
         F: Fn(Arc<Peer>) -> Fut,
         Fut: Future<Output = Forwarded<T>>,
     {
-        if let Origin::Peer(_) = origin {
-            return None;
+        if let Origin::Peer(from) = origin {
+            // Relayed if it was handed over from here; else served here,
+            // once this instance's table has caught up with the sender's.
+            let Some(owner) = self.cluster.relay_to(slot, partition) else {
+                self.cluster.caught_up_with(slot, partition, from).await;
+                return None;
+            };
+            self.cluster.record_forward(owner.id());
+            return match tokio::time::timeout(timeout, forward(owner.clone())).await {
+                Ok(Ok(answer)) => Some(Ok(answer)),
+                Ok(Err(PeerError::Unreachable(_))) | Err(_) => None,
+                Ok(Err(refused)) => Some(Err(refused.into_request_error())),
+            };
         }
-        let Some(line) = self.cluster.placement(slot) else {
+        let Some(line) = self.cluster.placement(slot, partition) else {
             return Some(Err(RequestError::Joining));
         };
         for target in line {
@@ -252,24 +507,36 @@ impl Node {
         call: AcquireCall,
     ) -> Result<Acquired, RequestError> {
         let started = Instant::now();
+        if let Some(answer) = self.answer_here(origin, &call) {
+            self.observe(Verb::Acquire, started);
+            return Ok(answer);
+        }
+        let part = (call.slot, self.slots.partition_for(call.slot, &call.key));
         let forwarded = self
-            .at_owner(origin, call.slot, FORWARD_TIMEOUT, |peer| {
+            .at_owner(origin, part, FORWARD_TIMEOUT, |peer| {
                 let call = call.clone();
                 async move { peer.link().forward_acquire(call, FORWARD_TIMEOUT).await }
             })
             .await;
         let answer = match forwarded {
-            Some(answer) => answer,
-            None => self.slots.acquire(call.slot, &call.key, call.tokens).await,
+            Some(Ok(answer)) => Ok(self.after_forward(origin, &call, answer).await),
+            Some(Err(e)) => Err(e),
+            None => {
+                self.ready_to_serve(part).await;
+                self.slots.acquire(call.slot, &call.key, call.tokens).await
+            }
         };
+        if let Ok(a) = &answer {
+            self.denials.learn(call.slot, &call.key, a);
+        }
         self.observe(Verb::Acquire, started);
         answer.inspect_err(|e| tracing::debug!(error = %e, "acquire refused"))
     }
 
-    /// Many acquires at once, one answer each, in order. Each slot's
-    /// acquires keep their order and go to that slot's owner together;
-    /// slots are served at once. `allow` refuses the slots the caller may
-    /// not acquire on: that fails their acquires, not the batch.
+    /// Many acquires at once, one answer each, in order. The acquires of
+    /// each slot's partition keep their order and go to its owner together;
+    /// partitions are served at once. `allow` refuses the slots the caller
+    /// may not acquire on: that fails their acquires, not the batch.
     pub async fn acquire_batch(
         &self,
         origin: Origin<'_>,
@@ -278,24 +545,29 @@ impl Node {
     ) -> Vec<Result<Acquired, RequestError>> {
         let started = Instant::now();
         let count = calls.len();
-        let mut groups: std::collections::BTreeMap<u32, (Vec<usize>, Vec<AcquireCall>)> =
-            Default::default();
+        type Group = (Vec<usize>, Vec<AcquireCall>);
+        let mut groups: std::collections::BTreeMap<(u32, u16), Group> = Default::default();
+        let mut here: Vec<(usize, Result<Acquired, RequestError>)> = Vec::new();
         for (i, call) in calls.into_iter().enumerate() {
-            let group = groups.entry(call.slot).or_default();
+            let local = match allow(call.slot) {
+                Err(e) => Some(Err(e)),
+                Ok(()) => self.answer_here(origin, &call).map(Ok),
+            };
+            if let Some(answer) = local {
+                here.push((i, answer));
+                continue;
+            }
+            let partition = self.slots.partition_for(call.slot, &call.key);
+            let group = groups.entry((call.slot, partition)).or_default();
             group.0.push(i);
             group.1.push(call);
         }
-        let answered =
-            futures_util::future::join_all(groups.into_iter().map(|(slot, (at, calls))| {
-                let denied = allow(slot).err();
-                async move {
-                    match denied {
-                        Some(e) => (at, calls.iter().map(|_| Err(e.clone())).collect()),
-                        None => (at, self.acquire_group(origin, slot, calls).await),
-                    }
-                }
-            }))
-            .await;
+        let answered = futures_util::future::join_all(
+            groups.into_iter().map(|(part, (at, calls))| async move {
+                (at, self.acquire_group(origin, part, calls).await)
+            }),
+        )
+        .await;
         let mut outcomes: Vec<Result<Acquired, RequestError>> =
             (0..count).map(|_| Err(RequestError::Joining)).collect();
         for (at, group) in answered {
@@ -303,21 +575,24 @@ impl Node {
                 outcomes[i] = outcome;
             }
         }
+        for (i, outcome) in here {
+            outcomes[i] = outcome;
+        }
         self.metrics
             .observe_acquire_batch(started.elapsed().as_secs_f64());
         outcomes
     }
 
-    /// One slot's share of a batch, at the slot's owner.
+    /// One partition's share of a batch, at its owner.
     async fn acquire_group(
         &self,
         origin: Origin<'_>,
-        slot: u32,
+        (slot, partition): (u32, u16),
         calls: Vec<AcquireCall>,
     ) -> Vec<Result<Acquired, RequestError>> {
         let count = calls.len();
         let forwarded = self
-            .at_owner(origin, slot, FORWARD_TIMEOUT, |peer| {
+            .at_owner(origin, (slot, partition), FORWARD_TIMEOUT, |peer| {
                 let calls = calls.clone();
                 async move {
                     let answers = peer.link().forward_acquires(calls, FORWARD_TIMEOUT).await?;
@@ -336,15 +611,31 @@ impl Node {
                 }
             })
             .await;
-        match forwarded {
-            Some(Ok(answers)) => answers,
-            Some(Err(e)) => (0..count).map(|_| Err(e.clone())).collect(),
+        let answers = match forwarded {
+            Some(Ok(answers)) => {
+                let mut out = Vec::with_capacity(count);
+                for (call, answer) in calls.iter().zip(answers) {
+                    out.push(match answer {
+                        Ok(a) => Ok(self.after_forward(origin, call, a).await),
+                        Err(e) => Err(e),
+                    });
+                }
+                out
+            }
+            Some(Err(e)) => return (0..count).map(|_| Err(e.clone())).collect(),
             None => {
+                self.ready_to_serve((slot, partition)).await;
                 let items: Vec<(String, Option<u32>)> =
-                    calls.into_iter().map(|c| (c.key, c.tokens)).collect();
+                    calls.iter().map(|c| (c.key.clone(), c.tokens)).collect();
                 self.slots.acquire_many(slot, &items).await
             }
+        };
+        for (call, answer) in calls.iter().zip(&answers) {
+            if let Ok(a) = answer {
+                self.denials.learn(slot, &call.key, a);
+            }
         }
+        answers
     }
 
     /// A custom operation, at the slot's owner (or here, for the slots
@@ -355,16 +646,57 @@ impl Node {
         call: CustomCall,
     ) -> Result<Vec<u8>, RequestError> {
         let started = Instant::now();
+        let take = (call.op == OP_TAKE_ALL || call.op == OP_RELEASE)
+            .then(|| Take::from_bytes(&call.payload).ok())
+            .flatten();
+        if let Some(take) = &take {
+            if call.op == OP_RELEASE {
+                // Tokens come back: the bucket is no longer empty here.
+                self.denials.forget(call.slot, &take.key);
+            } else if origin == Origin::Client
+                && let Some(denied) = self.denials.denied(call.slot, &take.key)
+            {
+                self.metrics
+                    .cluster
+                    .local_denials
+                    .get_or_create(&SlotLabels { slot: call.slot })
+                    .inc();
+                self.observe(Verb::Call, started);
+                let taken = Taken {
+                    granted: false,
+                    remaining: 0,
+                    reset_ms: denied.reset_ms,
+                };
+                return Ok(taken.to_bytes());
+            }
+        }
+        let partition = self
+            .slots
+            .partition_for_call(call.slot, &call.op, &call.payload);
         let forwarded = self
-            .at_owner(origin, call.slot, FORWARD_TIMEOUT, |peer| {
+            .at_owner(origin, (call.slot, partition), FORWARD_TIMEOUT, |peer| {
                 let call = call.clone();
                 async move { peer.link().forward_call(call, FORWARD_TIMEOUT).await }
             })
             .await;
         let answer = match forwarded {
             Some(answer) => answer,
-            None => self.data.call(call.slot, &call.op, call.payload).await,
+            None => {
+                self.ready_to_serve((call.slot, partition)).await;
+                self.data.call(call.slot, &call.op, call.payload).await
+            }
         };
+        if let (Some(take), Ok(bytes)) = (&take, &answer)
+            && call.op == OP_TAKE_ALL
+            && let Ok(taken) = Taken::from_bytes(bytes)
+        {
+            let seen = Acquired {
+                granted: u32::from(taken.granted),
+                remaining: taken.remaining,
+                reset_ms: taken.reset_ms,
+            };
+            self.denials.learn(call.slot, &take.key, &seen);
+        }
         self.observe(Verb::Call, started);
         answer.inspect_err(|e| tracing::debug!(error = %e, "call refused"))
     }
@@ -385,7 +717,7 @@ impl Node {
             .unwrap_or_default()
             + FORWARD_TIMEOUT;
         let forwarded = self
-            .at_owner(origin, call.slot, wait, |peer| {
+            .at_owner(origin, (call.slot, 0), wait, |peer| {
                 let call = call.clone();
                 async move { peer.link().forward_publish(call, wait).await }
             })
@@ -393,6 +725,7 @@ impl Node {
         let answer = match forwarded {
             Some(answer) => answer,
             None => {
+                self.ready_to_serve((call.slot, 0)).await;
                 self.signals
                     .publish(call.slot, call.message, &call.publisher, call.message_id)
                     .await
@@ -410,7 +743,7 @@ impl Node {
         call: MembershipCall,
     ) -> Result<(), RequestError> {
         let forwarded = self
-            .at_owner(origin, call.slot, FORWARD_TIMEOUT, |peer| {
+            .at_owner(origin, (call.slot, 0), FORWARD_TIMEOUT, |peer| {
                 let call = call.clone();
                 async move { peer.link().forward_membership(call, FORWARD_TIMEOUT).await }
             })
@@ -418,6 +751,7 @@ impl Node {
         if let Some(answer) = forwarded {
             return answer;
         }
+        self.ready_to_serve((call.slot, 0)).await;
         let started = Instant::now();
         let (verb, answer) = if call.join {
             let answer = self.signals.register(call.slot, &call.client).await;
@@ -597,8 +931,9 @@ impl Node {
     }
 
     /// Applies a new slot configuration as `generation`, keeping the slots
-    /// whose type and fields did not change; answers the generation in
-    /// force after.
+    /// whose type and fields did not change and the state of those whose
+    /// change keeps its meaning ([`vss_config::SlotKind::keeps_state_of`]);
+    /// answers the generation in force after.
     pub async fn apply_config(
         &self,
         config: ValidConfig,
@@ -609,6 +944,9 @@ impl Node {
         tokio::task::spawn_blocking(move || slots.reload(&config, generation))
             .await
             .map_err(|e| ReloadError::Interrupted(e.to_string()))??;
+        // What was learned of the old buckets does not hold for new ones.
+        self.denials.clear();
+        drop(self.leases.end_all());
         Ok(self.slots.generation())
     }
 
@@ -648,6 +986,8 @@ impl Node {
                 .iter()
                 .map(|p| p.id().to_string())
                 .collect(),
+            held: self.cluster.held_now(),
+            leaving: self.cluster.is_leaving(),
         })
     }
 
@@ -676,20 +1016,39 @@ impl Node {
                 }
                 continue;
             }
+            let partition = state.partition;
             let owner = u8::try_from(state.slot).ok().and_then(|s| {
                 table
                     .as_ref()?
-                    .route(s)
+                    .route_of(s, partition)
                     .map(|route| (s, route.owner.clone()))
             });
+            let what = |slot| match self.slots.partitions(slot) {
+                Some(n) if n > 1 => format!("slot {slot} partition {partition}"),
+                _ => format!("slot {slot}"),
+            };
             match owner {
                 Some((slot, owner)) if owner == pushed.from => {
-                    if let Err(e) = self.slots.merge(slot, state.state).await {
-                        refused.push(format!("slot {slot}: {e}"));
+                    match self.slots.replace(slot, partition, state.state).await {
+                        Ok(()) => {
+                            self.cluster
+                                .note_held(slot, partition, &pushed.from, pushed.epoch)
+                        }
+                        Err(e) => refused.push(format!("{}: {e}", what(slot))),
+                    }
+                }
+                // The previous owner's final state of what moved here.
+                Some((slot, owner))
+                    if owner == self.me() && self.cluster.awaits(slot, partition, pushed.epoch) =>
+                {
+                    match self.slots.replace(slot, partition, state.state).await {
+                        Ok(()) => self.cluster.handed_over(slot, partition),
+                        Err(e) => refused.push(format!("{}: {e}", what(slot))),
                     }
                 }
                 Some((slot, owner)) => refused.push(format!(
-                    "slot {slot}: owned by {owner:?} in epoch {}, not by the sender",
+                    "{}: owned by {owner:?} in epoch {}, not by the sender",
+                    what(slot),
                     table.as_ref().map_or(0, |t| t.epoch)
                 )),
                 None => refused.push(format!("slot {}: not routed here", state.slot)),

@@ -17,6 +17,10 @@ use vss_slot_host::{
     Response, SlotEngine, SlotError, SlotInstance, SlotModule,
 };
 
+use vss_slot_sdk::codec::Wire as _;
+use vss_slot_sdk::limiter::{OP_RELEASE, OP_TAKE_ALL, Take};
+use vss_wire::partition::{partition_of, partitions_for};
+
 use crate::core::error::RequestError;
 use crate::core::executor::{QueueError, QueueLimits, SlotWorker};
 use crate::ops::metrics::{Metrics, SlotMetrics, Verb};
@@ -64,7 +68,9 @@ pub enum ReloadError {
 struct SlotEntry {
     def: SlotDef,
     type_name: String,
-    worker: SlotWorker,
+    /// One instance on its own thread per partition of the slot's keys
+    /// (one for a slot that is not split).
+    workers: Vec<SlotWorker>,
     metrics: SlotMetrics,
     errors: AtomicU64,
     signal: Option<SignalSlot>,
@@ -210,12 +216,14 @@ impl SlotTable {
         let old = self.slots.load_full();
         let mut slots: Entries = (0..vss_config::MAX_SLOTS).map(|_| None).collect();
         for def in config.slots() {
-            let kept = old
-                .get(def.id.index())
-                .and_then(Option::as_ref)
-                .filter(|e| e.def.kind == def.kind);
-            slots[def.id.index()] = Some(match kept {
-                Some(entry) => entry.clone(),
+            let before = old.get(def.id.index()).and_then(Option::as_ref);
+            slots[def.id.index()] = Some(match before {
+                Some(entry) if entry.def.kind == def.kind => entry.clone(),
+                Some(entry) => {
+                    let fresh = Arc::new(self.start(def)?);
+                    carry_over(entry, &fresh, def);
+                    fresh
+                }
                 None => Arc::new(self.start(def)?),
             });
         }
@@ -263,16 +271,31 @@ impl SlotTable {
         if def.kind.everywhere() {
             module_config.push(("instance".to_string(), self.instance.clone()));
         }
-        let instance = SlotInstance::start(&module, module_config)
-            .map_err(|source| SlotLoadError::Load { slot, source })?;
+        let partitions = partitions_of(&def.kind);
+        if let Some(max_keys) = def.kind.max_keys() {
+            // Each partition holds its share: the slot as a whole stays
+            // within `maxKeys`.
+            let share = (max_keys / u64::from(partitions)).max(1);
+            for (name, value) in &mut module_config {
+                if name == "maxKeys" {
+                    *value = share.to_string();
+                }
+            }
+        }
         let metrics = self.metrics.for_slot(slot.get(), &type_name);
-        let worker = SlotWorker::start(slot.get(), instance, self.queue, metrics.clone())
-            .map_err(|source| SlotLoadError::Thread { slot, source })?;
+        let mut workers = Vec::with_capacity(usize::from(partitions));
+        for _ in 0..partitions {
+            let instance = SlotInstance::start(&module, module_config.clone())
+                .map_err(|source| SlotLoadError::Load { slot, source })?;
+            let worker = SlotWorker::start(slot.get(), instance, self.queue, metrics.clone())
+                .map_err(|source| SlotLoadError::Thread { slot, source })?;
+            workers.push(worker);
+        }
         tracing::info!(%slot, kind = def.kind.type_name(), "slot started");
         Ok(SlotEntry {
             def: def.clone(),
             type_name,
-            worker,
+            workers,
             metrics,
             errors: AtomicU64::new(0),
             signal: def.kind.signal().map(|config| SignalSlot {
@@ -343,42 +366,111 @@ impl SlotTable {
                 payload,
             }))
         };
-        self.serve(slot, verb, build, |id, _, reply| match reply.response {
-            Response::Custom(bytes) => Ok(bytes),
-            other => Err(unexpected(id, op, &other)),
-        })
+        self.serve(
+            slot,
+            Keyed::Partition(0),
+            verb,
+            build,
+            |id, _, reply| match reply.response {
+                Response::Custom(bytes) => Ok(bytes),
+                other => Err(unexpected(id, op, &other)),
+            },
+        )
         .await
     }
 
-    /// A number that changes whenever the slot's instance was called.
-    pub fn version(&self, slot: u8) -> Option<u64> {
+    /// How many partitions `slot`'s keys are split into (1 for a slot that
+    /// is not split; None if it is not configured).
+    pub fn partitions(&self, slot: u8) -> Option<u16> {
         let slots = self.slots.load();
         let entry = slots.get(usize::from(slot))?.as_ref()?;
-        Some(entry.worker.version())
+        Some(entry.partitions())
     }
 
-    /// The slot module's state, for its standby, taken in turn with the
-    /// slot's calls.
-    pub async fn snapshot(&self, slot: u8) -> Result<Vec<u8>, RequestError> {
+    /// The configured slots split into more than one partition, with their
+    /// partition counts.
+    pub fn partitioned(&self) -> Vec<(u8, u16)> {
+        self.slots
+            .load()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| Some((u8::try_from(i).ok()?, e.as_ref()?.partitions())))
+            .filter(|(_, n)| *n > 1)
+            .collect()
+    }
+
+    /// The partition of `slot` that `key` belongs to (0 for a slot that is
+    /// not split, or not configured).
+    pub fn partition_for(&self, slot: u32, key: &str) -> u16 {
+        self.entry(slot)
+            .map_or(0, |(_, e)| partition_of(key, e.partitions()))
+    }
+
+    /// The partition a custom call on `slot` goes to: a limiter's `take-all`
+    /// and `release` name their key in the payload; anything else goes to
+    /// partition 0.
+    pub fn partition_for_call(&self, slot: u32, op: &str, payload: &[u8]) -> u16 {
+        if op != OP_TAKE_ALL && op != OP_RELEASE {
+            return 0;
+        }
+        Take::from_bytes(payload).map_or(0, |take| self.partition_for(slot, &take.key))
+    }
+
+    /// A number that changes whenever a partition's instance was called.
+    pub fn version(&self, slot: u8, partition: u16) -> Option<u64> {
+        let slots = self.slots.load();
+        let entry = slots.get(usize::from(slot))?.as_ref()?;
+        Some(entry.workers.get(usize::from(partition))?.version())
+    }
+
+    /// A partition's state, for its standby, taken in turn with its calls.
+    pub async fn snapshot(&self, slot: u8, partition: u16) -> Result<Vec<u8>, RequestError> {
         let (id, entry) = self.entry(u32::from(slot))?;
-        let run = entry.worker.run(|instance, _| instance.snapshot());
+        let run = entry
+            .worker(id, partition)?
+            .run(|instance, _| instance.snapshot());
         run.await.map_err(|e| RequestError::queue(id, e))
     }
 
-    /// The slot's state and the version it was taken at: the slot changed
-    /// since only if its version is above that.
-    pub async fn snapshot_versioned(&self, slot: u8) -> Result<(u64, Vec<u8>), RequestError> {
+    /// A partition's state and the version it was taken at: the partition
+    /// changed since only if its version is above that.
+    pub async fn snapshot_versioned(
+        &self,
+        slot: u8,
+        partition: u16,
+    ) -> Result<(u64, Vec<u8>), RequestError> {
         let (id, entry) = self.entry(u32::from(slot))?;
         let run = entry
-            .worker
+            .worker(id, partition)?
             .run_versioned(|instance, _| instance.snapshot());
         run.await.map_err(|e| RequestError::queue(id, e))
     }
 
-    /// Folds a snapshot from the slot's owner into this instance's copy.
-    pub async fn merge(&self, slot: u8, state: Vec<u8>) -> Result<(), RequestError> {
+    /// Folds a peer's snapshot into this instance's copy.
+    pub async fn merge(
+        &self,
+        slot: u8,
+        partition: u16,
+        state: Vec<u8>,
+    ) -> Result<(), RequestError> {
         let (id, entry) = self.entry(u32::from(slot))?;
-        let run = entry.worker.run(move |instance, _| instance.merge(&state));
+        let run = entry
+            .worker(id, partition)?
+            .run(move |instance, _| instance.merge(&state));
+        run.await.map_err(|e| RequestError::queue(id, e))
+    }
+
+    /// Makes a snapshot from a partition's owner this instance's copy.
+    pub async fn replace(
+        &self,
+        slot: u8,
+        partition: u16,
+        state: Vec<u8>,
+    ) -> Result<(), RequestError> {
+        let (id, entry) = self.entry(u32::from(slot))?;
+        let run = entry
+            .worker(id, partition)?
+            .run(move |instance, _| instance.replace(&state));
         run.await.map_err(|e| RequestError::queue(id, e))
     }
 
@@ -406,6 +498,7 @@ impl SlotTable {
         };
         self.serve(
             slot,
+            Keyed::Key(key),
             Verb::Acquire,
             build,
             |id, metrics, reply| match reply.response {
@@ -436,35 +529,45 @@ impl SlotTable {
             }
         };
         entry.metrics.calls[Verb::Acquire as usize].inc_by(items.len() as u64);
+        // Each partition's requests go to its thread together, in order;
+        // partitions run at once.
         let mut answers: Vec<Option<Result<Acquired, RequestError>>> = Vec::new();
-        let mut reqs = Vec::with_capacity(items.len());
+        let mut by_partition: Vec<Vec<Request>> = vec![Vec::new(); entry.workers.len()];
+        let mut order = Vec::with_capacity(items.len());
         for (key, tokens) in items {
             match check_len("key", key.len(), MAX_KEY_BYTES) {
                 Ok(()) => {
-                    reqs.push(Request::Acquire(Acquire {
+                    let p = usize::from(partition_of(key, entry.partitions()));
+                    by_partition[p].push(Request::Acquire(Acquire {
                         key: (!key.is_empty()).then(|| key.clone()),
                         tokens: *tokens,
                     }));
+                    order.push(p);
                     answers.push(None);
                 }
                 Err(e) => answers.push(Some(Err(e))),
             }
         }
-        let mut replies = match entry.worker.handle_all(reqs).await {
-            Ok(replies) => replies.into_iter(),
-            Err(e) => {
-                let e = RequestError::queue(id, e);
-                answers
-                    .iter_mut()
-                    .filter(|a| a.is_none())
-                    .for_each(|a| *a = Some(Err(e.clone())));
-                Vec::new().into_iter()
-            }
-        };
+        let runs = by_partition
+            .into_iter()
+            .zip(&entry.workers)
+            .map(|(reqs, worker)| async move {
+                if reqs.is_empty() {
+                    return Vec::new().into_iter();
+                }
+                let count = reqs.len();
+                match worker.handle_all(reqs).await {
+                    Ok(replies) => replies.into_iter(),
+                    Err(e) => vec![Err(e); count].into_iter(),
+                }
+            });
+        let mut replies: Vec<_> = futures_util::future::join_all(runs).await;
+        let mut order = order.into_iter();
         answers
             .into_iter()
             .map(|answer| {
-                let result = answer.unwrap_or_else(|| match replies.next() {
+                let mut next = || order.next().and_then(|p| replies.get_mut(p)?.next());
+                let result = answer.unwrap_or_else(|| match next() {
                     Some(Ok(reply)) => match reply.response {
                         Response::Acquired(a) => {
                             entry.metrics.decided(a.granted);
@@ -492,6 +595,7 @@ impl SlotTable {
         op: &str,
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, RequestError> {
+        let partition = Keyed::Partition(self.partition_for_call(slot, op, &payload));
         let build = || {
             check_len("op", op.len(), MAX_OP_BYTES)?;
             check_len("payload", payload.len(), MAX_PAYLOAD_BYTES)?;
@@ -500,14 +604,27 @@ impl SlotTable {
                 payload,
             }))
         };
-        self.serve(slot, Verb::Call, build, |id, _, reply| {
-            match reply.response {
+        self.serve(
+            slot,
+            partition,
+            Verb::Call,
+            build,
+            |id, _, reply| match reply.response {
                 Response::Custom(bytes) => Ok(bytes),
                 Response::Accepted => Ok(Vec::new()),
                 other => Err(unexpected(id, "call", &other)),
-            }
-        })
+            },
+        )
         .await
+    }
+
+    /// A token bucket's tokens per acquire (the default ask): the slots
+    /// whose hot buckets may be leased out. None for any other type.
+    pub fn lease_tokens(&self, slot: u32) -> Option<u64> {
+        match &self.entry(slot).ok()?.1.def.kind {
+            SlotKind::TokenBucket(t) => Some(u64::from(t.tokens_per_req)),
+            _ => None,
+        }
     }
 
     /// The signal config of a slot, or why it is not a signal slot.
@@ -529,8 +646,14 @@ impl SlotTable {
         verb: Verb,
         req: Request,
     ) -> Result<Reply, RequestError> {
-        self.serve(slot, verb, || Ok(req), |_, _, reply| Ok(reply))
-            .await
+        self.serve(
+            slot,
+            Keyed::Partition(0),
+            verb,
+            || Ok(req),
+            |_, _, reply| Ok(reply),
+        )
+        .await
     }
 
     /// Reports delivery outcomes to a signal slot in one call into the
@@ -541,10 +664,10 @@ impl SlotTable {
         slot: u8,
         reports: Vec<DeliveryReport>,
     ) -> Result<Vec<Effect>, RequestError> {
-        let (_, entry) = self.entry(u32::from(slot))?;
+        let (id, entry) = self.entry(u32::from(slot))?;
         let reqs: Vec<Request> = reports.into_iter().map(Request::DeliveryReport).collect();
         let replies = entry
-            .worker
+            .worker(id, 0)?
             .run(move |instance, ctx| instance.handle_batch(ctx, &reqs))
             .await
             .map_err(|e| RequestError::queue(slot, e))?;
@@ -560,16 +683,21 @@ impl SlotTable {
         Ok(effects)
     }
 
-    /// Calls `tick` on every configured slot, each in its turn on its own
-    /// thread; returns the effects of those that asked for any.
+    /// Calls `tick` on every configured slot (every partition), each in
+    /// its turn on its own thread; returns the effects of those that asked
+    /// for any.
     pub async fn tick_all(&self) -> Vec<(u8, Vec<Effect>)> {
         let slots = self.slots.load_full();
-        let ticks = slots.iter().enumerate().filter_map(|(i, entry)| {
-            let entry = entry.clone()?;
-            let id = u8::try_from(i).ok()?;
-            Some(async move {
-                let ticked = entry.worker.run(|instance, ctx| instance.tick(ctx)).await;
-                (id, ticked)
+        let ticks = slots.iter().enumerate().flat_map(|(i, entry)| {
+            let id = u8::try_from(i).ok();
+            entry.iter().flat_map(move |entry| {
+                entry.workers.iter().filter_map(move |worker| {
+                    let id = id?;
+                    Some(async move {
+                        let ticked = worker.run(|instance, ctx| instance.tick(ctx)).await;
+                        (id, ticked)
+                    })
+                })
             })
         });
         let mut out = Vec::new();
@@ -588,6 +716,7 @@ impl SlotTable {
     async fn serve<T>(
         &self,
         slot: u32,
+        keyed: Keyed<'_>,
         verb: Verb,
         build: impl FnOnce() -> Result<Request, RequestError>,
         answer: impl FnOnce(u8, &SlotMetrics, Reply) -> Result<T, RequestError>,
@@ -601,9 +730,12 @@ impl SlotTable {
         };
         entry.metrics.calls[verb as usize].inc();
         let result = match build() {
-            Ok(req) => match entry.worker.handle(req).await {
-                Ok(reply) => answer(id, &entry.metrics, reply),
-                Err(e) => Err(RequestError::queue(id, e)),
+            Ok(req) => match entry.worker_for(id, keyed) {
+                Ok(worker) => match worker.handle(req).await {
+                    Ok(reply) => answer(id, &entry.metrics, reply),
+                    Err(e) => Err(RequestError::queue(id, e)),
+                },
+                Err(e) => Err(e),
             },
             Err(e) => Err(e),
         };
@@ -630,6 +762,75 @@ impl SlotTable {
             })
             .collect()
     }
+}
+
+/// Moves a changed slot's state into its new instances when the change
+/// keeps the state's meaning ([`SlotKind::keeps_state_of`]): each old
+/// partition's snapshot is merged into the new one. Otherwise the slot
+/// starts fresh, and the log says why. Runs off the reactor (reloads
+/// compile modules), so it may block on the slot threads.
+fn carry_over(old: &SlotEntry, new: &SlotEntry, def: &SlotDef) {
+    let slot = def.id;
+    let why = match def.kind.keeps_state_of(&old.def.kind) {
+        Ok(()) if old.workers.len() == new.workers.len() => {
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                tracing::warn!(%slot, "slot starts fresh: no runtime to move its state with");
+                return;
+            };
+            for (p, (from, to)) in old.workers.iter().zip(&new.workers).enumerate() {
+                let state = handle.block_on(from.run(|instance, _| instance.snapshot()));
+                let merged = match state {
+                    Ok(state) => handle.block_on(to.run(move |instance, _| instance.merge(&state))),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = merged {
+                    tracing::warn!(%slot, partition = p, error = %e, "slot's state not carried over; that part starts fresh");
+                }
+            }
+            tracing::info!(%slot, "slot changed and kept its state");
+            return;
+        }
+        Ok(()) => "its number of partitions changed (maxKeys below 16)".to_string(),
+        Err(why) => why,
+    };
+    tracing::warn!(%slot, kind = def.kind.type_name(), why = %why, "slot changed and starts fresh");
+}
+
+/// Which partition's instance serves a request.
+#[derive(Debug, Clone, Copy)]
+enum Keyed<'a> {
+    /// The partition of this key.
+    Key(&'a str),
+    Partition(u16),
+}
+
+impl SlotEntry {
+    fn partitions(&self) -> u16 {
+        u16::try_from(self.workers.len()).unwrap_or(u16::MAX)
+    }
+
+    fn worker(&self, slot: u8, partition: u16) -> Result<&SlotWorker, RequestError> {
+        self.workers
+            .get(usize::from(partition))
+            .ok_or(RequestError::NoPartition {
+                slot,
+                partition,
+                partitions: self.partitions(),
+            })
+    }
+
+    fn worker_for(&self, slot: u8, keyed: Keyed<'_>) -> Result<&SlotWorker, RequestError> {
+        match keyed {
+            Keyed::Key(key) => self.worker(slot, partition_of(key, self.partitions())),
+            Keyed::Partition(p) => self.worker(slot, p),
+        }
+    }
+}
+
+/// How many partitions a slot of `kind` is split into: limiters by their
+/// `maxKeys`, one for every other type.
+pub fn partitions_of(kind: &SlotKind) -> u16 {
+    partitions_for(kind.max_keys())
 }
 
 /// Built-in modules compiled for one engine, by type name.

@@ -18,6 +18,7 @@ use crate::core::calls::{
     AcquireCall, CustomCall, Delivery, MembershipCall, PublishCall, PublishOutcome, Targets,
 };
 use crate::core::cluster::link::{FetchedState, Heartbeat, HeartbeatReply, Replicate, SlotState};
+use crate::core::cluster::routing::OfferedRoute;
 use crate::core::cluster::{RoutingError, RoutingTable};
 use crate::core::data::{ServiceChange, Tick};
 use crate::core::error::RequestError;
@@ -45,6 +46,16 @@ impl TableWire for RoutingTable {
                     slot: u32::from(*slot),
                     owner: r.owner.clone(),
                     standby: r.standby.clone().unwrap_or_default(),
+                    partitions: self
+                        .partitions
+                        .get(slot)
+                        .into_iter()
+                        .flatten()
+                        .map(|p| pb::PartitionRoute {
+                            owner: p.owner.clone(),
+                            standby: p.standby.clone().unwrap_or_default(),
+                        })
+                        .collect(),
                 })
                 .collect(),
         }
@@ -56,10 +67,16 @@ impl TableWire for RoutingTable {
             table.leader,
             table.fallback_leader,
             table.members,
-            table
-                .routes
-                .into_iter()
-                .map(|r| (r.slot, r.owner, r.standby)),
+            table.routes.into_iter().map(|r| OfferedRoute {
+                slot: r.slot,
+                owner: r.owner,
+                standby: r.standby,
+                partitions: r
+                    .partitions
+                    .into_iter()
+                    .map(|p| (p.owner, p.standby))
+                    .collect(),
+            }),
             known,
         )
     }
@@ -218,6 +235,15 @@ pub fn heartbeat_reply(r: HeartbeatReply) -> pb::HeartbeatReply {
         leader: r.leader,
         config_generation: r.config_generation,
         hears: r.hears,
+        held: r
+            .held
+            .into_iter()
+            .map(|(slot, partition)| pb::SlotPart {
+                slot: u32::from(slot),
+                partition: u32::from(partition),
+            })
+            .collect(),
+        leaving: r.leaving,
     }
 }
 
@@ -228,6 +254,12 @@ pub fn heartbeat_answer(r: pb::HeartbeatReply) -> HeartbeatReply {
         leader: r.leader,
         config_generation: r.config_generation,
         hears: r.hears,
+        held: r
+            .held
+            .into_iter()
+            .filter_map(|p| Some((u8::try_from(p.slot).ok()?, u16::try_from(p.partition).ok()?)))
+            .collect(),
+        leaving: r.leaving,
     }
 }
 
@@ -236,6 +268,7 @@ fn slot_states(states: Vec<pb::SlotState>) -> Vec<SlotState> {
         .into_iter()
         .map(|s| SlotState {
             slot: s.slot,
+            partition: u16::try_from(s.partition).unwrap_or(u16::MAX),
             state: s.state,
         })
         .collect()
@@ -246,6 +279,7 @@ fn wire_states(states: Vec<SlotState>) -> Vec<pb::SlotState> {
         .into_iter()
         .map(|s| pb::SlotState {
             slot: s.slot,
+            partition: u32::from(s.partition),
             state: s.state,
         })
         .collect()
@@ -475,6 +509,38 @@ mod tests {
             |_, _| true,
             1,
         )
+    }
+
+    #[test]
+    fn partitions_round_trip_and_are_checked() {
+        let known: HashSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let mut t = table(None, "a", &["a", "b", "c"]);
+        t.assign_partitions(None, &[(1, 16)], |_, _, _| true);
+        let wire = t.to_proto();
+        let one = wire.routes.iter().find(|r| r.slot == 1).expect("slot 1");
+        assert_eq!(one.partitions.len(), 16);
+        assert_eq!(RoutingTable::from_proto(wire.clone(), &known), Ok(t));
+        let mut stranger = wire.clone();
+        if let Some(r) = stranger.routes.iter_mut().find(|r| r.slot == 1) {
+            r.partitions[5].owner = "mallory".into();
+        }
+        assert!(matches!(
+            RoutingTable::from_proto(stranger, &known),
+            Err(RoutingError::UnknownInstance { role: "owner", .. })
+        ));
+        let mut too_many = wire;
+        if let Some(r) = too_many.routes.iter_mut().find(|r| r.slot == 1) {
+            let first = r.partitions[0].clone();
+            r.partitions.extend(std::iter::repeat_n(first, 1));
+        }
+        assert!(matches!(
+            RoutingTable::from_proto(too_many, &known),
+            Err(RoutingError::TooManyPartitions {
+                slot: 1,
+                offered: 17,
+                max: 16
+            })
+        ));
     }
 
     #[test]

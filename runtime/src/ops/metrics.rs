@@ -302,6 +302,17 @@ pub struct ClusterMetrics {
     /// How late each tick was sent after its due time.
     pub tick_lateness_seconds: Histogram,
     pub replication_lag: ReplicationLag,
+    /// Acquires answered here from a bucket known empty, unasked of its owner.
+    pub local_denials: Family<SlotLabels, Counter>,
+    /// Leases this instance got from buckets' owners, and their tokens.
+    pub leases: Family<SlotLabels, Counter>,
+    pub leased_tokens: Family<SlotLabels, Counter>,
+    /// Acquires answered here from a lease.
+    pub lease_decisions: Family<SlotLabels, Counter>,
+    /// Unused leased tokens given back to their buckets.
+    pub returned_tokens: Family<SlotLabels, Counter>,
+    /// Partitions of split slots this instance owns.
+    pub partitions_owned: Gauge,
 }
 
 /// How far behind this instance each standby peer is: 0 after a
@@ -428,7 +439,43 @@ impl Metrics {
             everywhere_synced: Gauge::default(),
             tick_lateness_seconds: request_histogram(),
             replication_lag: ReplicationLag::default(),
+            local_denials: Family::default(),
+            leases: Family::default(),
+            leased_tokens: Family::default(),
+            lease_decisions: Family::default(),
+            returned_tokens: Family::default(),
+            partitions_owned: Gauge::default(),
         };
+        registry.register(
+            "local_denials",
+            "Acquires denied here from a bucket known empty until its refill, without asking its owner",
+            cluster.local_denials.clone(),
+        );
+        registry.register(
+            "leases",
+            "Leases of tokens this instance got from hot buckets' owners",
+            cluster.leases.clone(),
+        );
+        registry.register(
+            "leased_tokens",
+            "Tokens this instance got in leases",
+            cluster.leased_tokens.clone(),
+        );
+        registry.register(
+            "lease_decisions",
+            "Acquires answered here from a lease, without asking the bucket's owner",
+            cluster.lease_decisions.clone(),
+        );
+        registry.register(
+            "lease_returned_tokens",
+            "Unused leased tokens given back to their buckets",
+            cluster.returned_tokens.clone(),
+        );
+        registry.register(
+            "partitions_owned",
+            "Partitions of split limiter slots this instance owns",
+            cluster.partitions_owned.clone(),
+        );
         registry.register(
             "peer_up",
             "1 while the peer answers heartbeats",

@@ -28,12 +28,15 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves `runtime` until SIGINT/SIGTERM, then gives in-flight requests
-/// `drain` to finish.
+/// Serves `runtime` until SIGINT/SIGTERM; then runs `on_signal` (e.g.
+/// vacating a Lease, so another instance leads at once), and gives the
+/// runtime its hand-over time and `drain` to stop.
 pub async fn run_until_signal(
     runtime: crate::server::Runtime,
     drain: std::time::Duration,
+    on_signal: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let stopping = runtime.handover_timeout() + drain;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut serving = tokio::spawn(runtime.serve(async {
         let _ = stop_rx.await;
@@ -43,8 +46,9 @@ pub async fn run_until_signal(
         finished = &mut serving => return Ok(finished??),
     }
     tracing::info!("shutdown requested");
+    on_signal.await;
     let _ = stop_tx.send(());
-    match tokio::time::timeout(drain, &mut serving).await {
+    match tokio::time::timeout(stopping, &mut serving).await {
         Ok(finished) => Ok(finished??),
         Err(_) => {
             tracing::warn!(

@@ -251,6 +251,31 @@ impl ProcessCluster {
         }
     }
 
+    /// Stops instance `i` as Kubernetes does (SIGTERM), waits up to
+    /// `within` for it to exit and returns its exit code; SIGKILLs it if it
+    /// is still running then.
+    pub async fn terminate(&mut self, i: usize, within: Duration) -> Option<i32> {
+        let mut child = self.nodes[i].child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// The PID of instance `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
     pub fn id(&self, i: usize) -> &str {
         &self.nodes[i].id
     }

@@ -2,9 +2,10 @@
 
 A `Client` is given every instance of a cluster. It watches the routing
 table every instance publishes and sends each call to the slot's owner
-first, then its standby, then the others: an instance that is down or
-times out is skipped at once and the next one is tried, each within the
-per-call timeout. Errors the server gives for the request itself (bad
+first (a keyed acquire: the owner of its key's partition), then its
+standby, then the others: an instance that is down or times out is
+skipped at once and the next one is tried, each within the per-call
+timeout. Errors the server gives for the request itself (bad
 slot, wrong type, a field over its limit) are raised as they are, since
 another instance would give the same answer.
 
@@ -203,11 +204,13 @@ class Client:
         slot: int | None,
         call: Callable[[VssCalls, float], Awaitable[T]],
         *,
+        key: str = "",
         timeout: float | None = None,
         skip: int | None = None,
     ) -> T:
         """Runs `call` on each instance in turn until one answers: the
-        slot's owner first, when known; an instance failure moves on to
+        slot's owner first, when known (in a slot split into partitions,
+        the owner of `key`'s partition); an instance failure moves on to
         the next instance, a request error is raised at once."""
         instances = self._connected()
         limit = self.timeout if timeout is None else timeout
@@ -217,7 +220,7 @@ class Client:
                 # Every instance failed once: give a restarting instance or
                 # a new routing table a moment before the last pass.
                 await asyncio.sleep(RETRY_PAUSE)
-            for i in self._routing.order(slot, len(instances)):
+            for i in self._routing.order(slot, len(instances), key):
                 if attempt == 0 and skip == i:
                     continue
                 inst = instances[i]
@@ -258,9 +261,11 @@ class Client:
     ) -> Grant:
         """Takes tokens from a limiter slot. `key`: a per-caller bucket
         (None: the slot's single bucket); `tokens`: how many (None: the
-        slot's `tokensPerReq`). An acquire made while another of this
-        client is in flight joins the next `AcquireBatch` to the slot's
-        owner (unless it gives a `timeout` of its own: it is sent alone)."""
+        slot's `tokensPerReq`). It goes to the owner of `key`'s partition
+        first (the slot's owner when its keys are not split). An acquire
+        made while another of this client is in flight joins the next
+        `AcquireBatch` to that owner (unless it gives a `timeout` of its
+        own: it is sent alone)."""
         others = self._acquiring
         self._acquiring += 1
         try:
@@ -268,7 +273,7 @@ class Client:
             failed_at: int | None = None
             if self._batcher is not None and others > 0 and timeout is None:
                 self._connected()
-                owner = self._routing.first(slot)
+                owner = self._routing.first(slot, key)
                 answer = self._batcher.submit(owner, slot, key, tokens, self._start_lanes)
                 if answer is not None:
                     outcome = await answer
@@ -294,6 +299,7 @@ class Client:
             reply = await self._first_answer(
                 slot,
                 lambda c, t: c.acquire(req, timeout=t, metadata=md),
+                key=key,
                 timeout=timeout,
                 skip=failed_at,
             )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import grpc
 
 from ._rpc import VssCalls
+from .partition import partition_of
 from .v1 import cluster_pb2, vss_pb2
 
 # Wait before watching an instance again after its stream broke.
@@ -33,9 +34,10 @@ class Routing:
     def __init__(self, instances: int) -> None:
         self.table: cluster_pb2.RoutingTable | None = None
         self.ids: list[str | None] = [None] * instances
-        # slot -> owner position, filled as asked; emptied on any change
-        # (every acquire asks, so it must not scan the table each time).
-        self._owners: dict[int, int] = {}
+        # slot -> owner position of each of its partitions (one entry for a
+        # slot not split), filled as asked; emptied on any change (every
+        # acquire asks, so it must not scan the table each time).
+        self._owners: dict[int, tuple[int, ...]] = {}
 
     def offer(self, position: int, update: vss_pb2.RoutingUpdate) -> None:
         """Takes what endpoint `position` sent: its id, and its table if
@@ -64,29 +66,45 @@ class Routing:
                 return route
         return None
 
-    def order(self, slot: int | None, count: int) -> list[int]:
-        """Endpoint positions to try for `slot`: its owner, its standby,
-        then every other instance in the order given."""
+    def order(self, slot: int | None, count: int, key: str = "") -> list[int]:
+        """Endpoint positions to try for `slot`'s bucket `key` ("" for
+        calls that name none): its owner, its standby, then every other
+        instance in the order given. In a slot split into partitions, the
+        owner and standby are those of `key`'s partition."""
         order: list[int] = []
         route = self._route(slot) if slot is not None else None
         if route is not None:
-            for instance_id in (route.owner, route.standby):
+            for instance_id in owner_of(route, key):
                 i = self._position(instance_id)
                 if i is not None and i < count and i not in order:
                     order.append(i)
         order.extend(i for i in range(count) if i not in order)
         return order
 
-    def first(self, slot: int) -> int:
-        """The endpoint position of `slot`'s owner when known, else 0."""
-        held = self._owners.get(slot)
-        if held is not None:
-            return held
-        route = self._route(slot)
-        i = self._position(route.owner) if route is not None else None
-        first = 0 if i is None else i
-        self._owners[slot] = first
-        return first
+    def first(self, slot: int, key: str = "") -> int:
+        """The endpoint position of the owner of `slot`'s bucket `key` when
+        known, else 0."""
+        owners = self._owners.get(slot)
+        if owners is None:
+            route = self._route(slot)
+            if route is None:
+                owners = (0,)
+            elif route.partitions:
+                owners = tuple(self._position(p.owner) or 0 for p in route.partitions)
+            else:
+                owners = (self._position(route.owner) or 0,)
+            self._owners[slot] = owners
+        return owners[partition_of(key, len(owners))]
+
+
+def owner_of(route: cluster_pb2.SlotRoute, key: str) -> tuple[str, str]:
+    """The owner and standby of `route`'s bucket `key`: its partition's
+    when the slot's keys are split, else the slot's (for the empty key the
+    two agree: the slot's route is the empty key's partition's)."""
+    if route.partitions:
+        p = route.partitions[partition_of(key, len(route.partitions))]
+        return p.owner, p.standby
+    return route.owner, route.standby
 
 
 async def watch(

@@ -42,9 +42,15 @@ class FakeVss(vss_pb2_grpc.VssServicer):  # type: ignore[misc]
         self.published_ids: list[int] = []
         self.acks: list[int] = []
         self.hellos: list[str] = []
+        # Acquires by "slot/key", alone or in batches.
+        self.keys: dict[str, int] = {}
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
+
+    def _saw(self, r: pb.AcquireRequest) -> None:
+        k = f"{r.slot}/{r.key}"
+        self.keys[k] = self.keys.get(k, 0) + 1
 
     async def _misbehave(self, context: aio.ServicerContext[Any, Any]) -> None:
         if self.behaviour.delay:
@@ -54,6 +60,7 @@ class FakeVss(vss_pb2_grpc.VssServicer):  # type: ignore[misc]
 
     async def Acquire(self, request: pb.AcquireRequest, context: Any) -> pb.AcquireReply:
         self._count("Acquire")
+        self._saw(request)
         await self._misbehave(context)
         return pb.AcquireReply(granted=1, remaining=_num(request.key), reset_ms=7)
 
@@ -65,6 +72,7 @@ class FakeVss(vss_pb2_grpc.VssServicer):  # type: ignore[misc]
         await self._misbehave(context)
         reply = pb.AcquireBatchReply()
         for r in request.requests:
+            self._saw(r)
             refused = self.behaviour.refuse_keys.get(r.key)
             if refused is not None:
                 reply.outcomes.add(
@@ -130,7 +138,10 @@ class FakeVss(vss_pb2_grpc.VssServicer):  # type: ignore[misc]
 
 
 def _num(key: str) -> int:
-    return int(key) if key.isdigit() else 0
+    """A numeric key as the reply's `remaining` (0 for others and for
+    numbers past a uint64)."""
+    n = int(key) if key.isascii() and key.isdigit() else 0
+    return n if n < 1 << 64 else 0
 
 
 class FakeCluster:

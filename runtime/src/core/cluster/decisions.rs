@@ -14,7 +14,6 @@ use tokio_util::task::TaskTracker;
 
 use super::election::Election;
 use super::link::MESH_CALL_TIMEOUT;
-use super::replication::Replication;
 use super::routing::RoutingTable;
 use super::state::Cluster;
 
@@ -25,12 +24,7 @@ const PUSH_BACKOFF: Duration = Duration::from_millis(300);
 
 /// Decides and spreads tables until `stop`; routing pushes still under way
 /// are awaited before it returns.
-pub async fn run(
-    cluster: Arc<Cluster>,
-    election: Box<dyn Election>,
-    replication: Arc<Replication>,
-    stop: CancellationToken,
-) {
+pub async fn run(cluster: Arc<Cluster>, election: Box<dyn Election>, stop: CancellationToken) {
     let pushes = TaskTracker::new();
     let mut every = tokio::time::interval(DECIDE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -39,7 +33,7 @@ pub async fn run(
             () = stop.cancelled() => break,
             _ = every.tick() => {}
         }
-        decide(&cluster, election.as_ref(), &replication);
+        decide(&cluster, election.as_ref());
         spread_table(&cluster, &pushes);
     }
     pushes.close();
@@ -48,8 +42,9 @@ pub async fn run(
 
 /// One decision round: lead if elected, and publish a new table when the
 /// healthy set or the configured slots changed.
-pub fn decide(cluster: &Cluster, election: &dyn Election, replication: &Replication) {
-    let leading = cluster.elect(|view| election.is_leader(view));
+pub fn decide(cluster: &Cluster, election: &dyn Election) {
+    // An instance handing its slots over before it stops leads nothing.
+    let leading = !cluster.is_leaving() && cluster.elect(|view| election.is_leader(view));
     if cluster.set_leading(leading) {
         tracing::info!(
             instance = cluster.me(),
@@ -69,8 +64,16 @@ pub fn decide(cluster: &Cluster, election: &dyn Election, replication: &Replicat
         cluster.me(),
         &healthy,
         cluster.slots().configured(),
-        |slot, standby| replication.synced(slot, standby),
+        // Slots served where they arrive have their state everywhere.
+        |slot, standby| {
+            cluster.slots().served_locally(u32::from(slot)) || cluster.holds(standby, slot, 0)
+        },
         0,
+    );
+    next.assign_partitions(
+        current.as_deref(),
+        &cluster.slots().partitioned(),
+        |slot, partition, standby| cluster.holds(standby, slot, partition),
     );
     if current.as_deref().is_some_and(|c| c.same_assignment(&next)) {
         return;

@@ -114,7 +114,7 @@ impl Everywhere {
     /// write is applied, and anti-entropy carries it to the peers missed.
     pub async fn spread(&self, slot: u8) -> u32 {
         let slots = self.cluster.slots();
-        let Some(written) = slots.version(slot) else {
+        let Some(written) = slots.version(slot, 0) else {
             return 0;
         };
         let lock = self.push_lock(slot);
@@ -123,10 +123,10 @@ impl Everywhere {
             // A push that started after this write was applied covered it.
             return last.1;
         }
-        let Some(version) = slots.version(slot) else {
+        let Some(version) = slots.version(slot, 0) else {
             return 0;
         };
-        let state = match slots.snapshot(slot).await {
+        let state = match slots.snapshot(slot, 0).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(slot, error = %e, "snapshot for a write's push failed");
@@ -171,6 +171,7 @@ impl Everywhere {
             epoch: self.cluster.epoch(),
             slots: vec![SlotState {
                 slot: u32::from(slot),
+                partition: 0,
                 state,
             }],
         };
@@ -192,7 +193,7 @@ impl Everywhere {
         let hash = hash_of(&state);
         self.cluster
             .slots()
-            .merge(slot, state)
+            .merge(slot, 0, state)
             .await
             .map_err(|e| e.to_string())?;
         self.remember(slot, from, hash);
@@ -215,7 +216,7 @@ impl Everywhere {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&slot)
                 .copied();
-            if let (Some(v), Some((seen, hash))) = (slots.version(slot), known)
+            if let (Some(v), Some((seen, hash))) = (slots.version(slot, 0), known)
                 && v == seen
                 && peers
                     .iter()
@@ -223,7 +224,7 @@ impl Everywhere {
             {
                 continue;
             }
-            let state = match slots.snapshot(slot).await {
+            let state = match slots.snapshot(slot, 0).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(slot, error = %e, "snapshot failed");
@@ -232,7 +233,7 @@ impl Everywhere {
             };
             let hash = hash_of(&state);
             // Read after the snapshot, which itself counts as a call.
-            if let Some(v) = slots.version(slot) {
+            if let Some(v) = slots.version(slot, 0) {
                 self.reconciled
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -262,9 +263,10 @@ impl Everywhere {
         let slots = self.cluster.slots();
         let mut states = Vec::new();
         for slot in slots.everywhere() {
-            match slots.snapshot(slot).await {
+            match slots.snapshot(slot, 0).await {
                 Ok(state) => states.push(SlotState {
                     slot: u32::from(slot),
+                    partition: 0,
                     state,
                 }),
                 Err(e) => tracing::warn!(slot, error = %e, "snapshot for a peer failed"),

@@ -46,6 +46,8 @@ pub async fn run(cluster: Arc<Cluster>, peer: Arc<Peer>, stop: CancellationToken
                     h.leader = reply.leader;
                     h.config_generation = reply.config_generation;
                     h.hears_me = reply.hears.iter().any(|id| id == cluster.me());
+                    h.held = reply.held.into_iter().collect();
+                    h.leaving = reply.leaving;
                 });
             }
             Ok(Ok(reply)) => {

@@ -38,12 +38,19 @@ pub struct HeartbeatReply {
     pub config_generation: u64,
     /// The peers it hears from.
     pub hears: Vec<String>,
+    /// The slots and partitions whose state it holds as their standby,
+    /// from the owner its table names.
+    pub held: Vec<(u8, u16)>,
+    /// It is stopping, and hands what it owns over.
+    pub leaving: bool,
 }
 
-/// One slot's state, as its module's `snapshot` gave it.
+/// One slot's state (one partition's, for a split slot), as its module's
+/// `snapshot` gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotState {
     pub slot: u32,
+    pub partition: u16,
     pub state: Vec<u8>,
 }
 

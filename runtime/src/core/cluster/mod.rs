@@ -48,19 +48,14 @@ pub async fn run(
     cluster: Arc<Cluster>,
     election: Box<dyn Election>,
     everywhere: Arc<Everywhere>,
+    replication: Arc<Replication>,
     stop: CancellationToken,
 ) {
-    let replication = Arc::new(Replication::default());
     let mut tasks = JoinSet::new();
     for peer in cluster.peers().values() {
         tasks.spawn(heartbeat::run(cluster.clone(), peer.clone(), stop.clone()));
     }
-    tasks.spawn(decisions::run(
-        cluster.clone(),
-        election,
-        replication.clone(),
-        stop.clone(),
-    ));
+    tasks.spawn(decisions::run(cluster.clone(), election, stop.clone()));
     tasks.spawn(replication.run(cluster.clone(), everywhere.clone(), stop.clone()));
     tasks.spawn(everywhere.run_sync(stop));
     while tasks.join_next().await.is_some() {}

@@ -28,6 +28,10 @@ pub struct PeerHealth {
     pub hears_me: bool,
     /// When this instance last pushed its routing table to the peer.
     pub last_push: Option<Instant>,
+    /// The slots and partitions whose state the peer holds as standby.
+    pub held: std::collections::HashSet<(u8, u16)>,
+    /// The peer is stopping.
+    pub leaving: bool,
 }
 
 /// A peer instance: the link shared by the mesh loops, the forwarding path

@@ -21,8 +21,11 @@ pub const REPLICATE_EVERY: Duration = Duration::from_millis(100);
 /// within this.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
-/// A slot's snapshot, the slot version it was taken at, and its hash.
-type SnapshotAt = (u8, Pushed, Vec<u8>);
+/// A slot's (or partition's) snapshot, and what it was taken at.
+type SnapshotAt = (Part, Pushed, Vec<u8>);
+
+/// A slot, or one partition of a split slot (partition 0 otherwise).
+type Part = (u8, u16);
 
 /// What a standby holds of a slot: the slot's version then, the hash of
 /// its state, and when it was sent.
@@ -36,19 +39,17 @@ struct Pushed {
 /// What this instance has pushed to the standbys of the slots it owns.
 #[derive(Debug, Default)]
 pub struct Replication {
-    /// (slot, standby) → what was last replicated there.
-    replicated: Mutex<HashMap<(u8, String), Pushed>>,
+    /// (slot, partition, standby) → what was last replicated there.
+    replicated: Mutex<HashMap<(u8, u16, String), Pushed>>,
+    /// What this instance owned as of its last round.
+    owned: Mutex<BTreeSet<Part>>,
+    /// What moved from here to another instance that is alive, and still
+    /// waits for its final state: part → its new owner.
+    handing: Mutex<BTreeMap<Part, String>>,
 }
 
 impl Replication {
-    /// Whether this instance has pushed `slot`'s state to `standby`. Under
-    /// load the state changes all the time, so "pushed at least once" is
-    /// the bar: what the standby misses is the replication window.
-    pub fn synced(&self, slot: u8, standby: &str) -> bool {
-        self.lock().contains_key(&(slot, standby.to_string()))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u8, String), Pushed>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u8, u16, String), Pushed>> {
         self.replicated.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -62,14 +63,18 @@ impl Replication {
     ) {
         let mut every = tokio::time::interval(REPLICATE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A new table may move slots away: their final state goes at once.
+        let mut tables = cluster.watch_routing();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = every.tick() => {}
+                _ = tables.changed() => {}
             }
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = async {
+                    self.hand_over(&cluster).await;
                     everywhere.reconcile().await;
                     self.replicate_once(&cluster).await;
                 } => {}
@@ -77,8 +82,94 @@ impl Replication {
         }
     }
 
-    /// One round: pushes every changed slot this instance owns to its
-    /// standby, one call per standby.
+    /// Whether some slot or partition that moved away still waits to be
+    /// handed over.
+    pub fn handing_over(&self) -> bool {
+        !self
+            .handing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Hands what moved from here to a live instance over: its final state,
+    /// taken after every request queued here before the move (the slot's
+    /// queue is in order), pushed under the table's epoch. The new owner
+    /// serves it once that is in.
+    pub async fn hand_over(&self, cluster: &Cluster) {
+        let Some(table) = cluster.table() else { return };
+        let now: BTreeSet<Part> = table
+            .parts()
+            .filter(|(_, r)| r.owner == cluster.me())
+            .map(|(part, _)| part)
+            .collect();
+        let before = std::mem::replace(
+            &mut *self.owned.lock().unwrap_or_else(|p| p.into_inner()),
+            now.clone(),
+        );
+        let mut handing = self
+            .handing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for part in before.difference(&now) {
+            if let Some(route) = table.route_of(part.0, part.1)
+                && route.owner != cluster.me()
+            {
+                handing.insert(*part, route.owner.clone());
+            }
+        }
+        // Gone or unreachable: the new owner serves from its copy.
+        handing.retain(|_, to| cluster.peers().get(to).is_some_and(|p| p.healthy()));
+        let slots = cluster.slots();
+        let mut batches: BTreeMap<String, Vec<SlotState>> = BTreeMap::new();
+        for ((slot, partition), to) in &handing {
+            match slots.snapshot(*slot, *partition).await {
+                Ok(state) => batches.entry(to.clone()).or_default().push(SlotState {
+                    slot: u32::from(*slot),
+                    partition: *partition,
+                    state,
+                }),
+                Err(e) => {
+                    tracing::warn!(slot, partition, error = %e, "snapshot for a hand-over failed")
+                }
+            }
+        }
+        for (to, states) in batches {
+            let Some(peer) = cluster.peers().get(&to) else {
+                continue;
+            };
+            let parts: Vec<Part> = states
+                .iter()
+                .map(|s| (u8::try_from(s.slot).unwrap_or(u8::MAX), s.partition))
+                .collect();
+            let request = Replicate {
+                from: cluster.me().to_string(),
+                epoch: table.epoch,
+                slots: states,
+            };
+            match tokio::time::timeout(MESH_CALL_TIMEOUT, peer.link().replicate(request)).await {
+                Ok(Ok(())) => {
+                    tracing::info!(to = %to, handed = parts.len(), "handed slots over with their final state");
+                    for part in parts {
+                        handing.remove(&part);
+                    }
+                }
+                // Best effort: the new owner's wait for it is bounded.
+                Ok(Err(e)) => {
+                    tracing::warn!(to = %to, error = %e, "hand-over refused");
+                    for part in parts {
+                        handing.remove(&part);
+                    }
+                }
+                Err(_) => tracing::warn!(to = %to, "hand-over timed out; trying again"),
+            }
+        }
+        *self.handing.lock().unwrap_or_else(|p| p.into_inner()) = handing;
+    }
+
+    /// One round: pushes every changed slot (and partition) this instance
+    /// owns to its standby, one call per standby.
     pub async fn replicate_once(&self, cluster: &Cluster) {
         let sent = self.lock().clone();
         let Some(table) = cluster.table() else { return };
@@ -86,25 +177,28 @@ impl Replication {
         let mut batches: BTreeMap<&str, Vec<SnapshotAt>> = BTreeMap::new();
         // Standbys left without some slot's latest state by this round.
         let mut behind = BTreeSet::new();
-        for (slot, route) in &table.routes {
-            let (true, Some(standby)) = (route.owner == cluster.me(), route.standby.as_deref())
-            else {
-                continue;
-            };
-            if slots.is_everywhere(u32::from(*slot)) {
+        // Mine, with a standby; taken out of the table before any await.
+        let mine: Vec<(Part, &str)> = table
+            .parts()
+            .filter(|(_, route)| route.owner == cluster.me())
+            .filter_map(|(part, route)| Some((part, route.standby.as_deref()?)))
+            .collect();
+        for ((slot, partition), standby) in mine {
+            if slots.is_everywhere(u32::from(slot)) {
                 continue;
             }
-            let Some(version) = slots.version(*slot) else {
+            let Some(version) = slots.version(slot, partition) else {
                 continue;
             };
-            let held = sent.get(&(*slot, standby.to_string())).copied();
+            let key = (slot, partition, standby.to_string());
+            let held = sent.get(&key).copied();
             if held.is_some_and(|h| h.version == version) {
                 continue;
             }
             // Every call moves the version, ticks and the snapshot itself
             // included: a state the standby got less than REFRESH_EVERY ago
             // is not sent again, only the version it was seen at is noted.
-            match slots.snapshot_versioned(*slot).await {
+            match slots.snapshot_versioned(slot, partition).await {
                 Ok((version, state)) => {
                     let hash = hash_of(&state);
                     if let Some(h) = held
@@ -112,7 +206,7 @@ impl Replication {
                         && h.at.elapsed() < REFRESH_EVERY
                     {
                         let seen = Pushed { version, ..h };
-                        self.lock().insert((*slot, standby.to_string()), seen);
+                        self.lock().insert(key, seen);
                         continue;
                     }
                     let pushed = Pushed {
@@ -123,7 +217,7 @@ impl Replication {
                     batches
                         .entry(standby)
                         .or_default()
-                        .push((*slot, pushed, state))
+                        .push(((slot, partition), pushed, state))
                 }
                 Err(e) => {
                     behind.insert(standby.to_string());
@@ -138,8 +232,9 @@ impl Replication {
                 epoch: table.epoch,
                 slots: states
                     .iter()
-                    .map(|(slot, _, state)| SlotState {
+                    .map(|((slot, partition), _, state)| SlotState {
                         slot: u32::from(*slot),
+                        partition: *partition,
                         state: state.clone(),
                     })
                     .collect(),
@@ -162,8 +257,8 @@ impl Replication {
                         })
                         .inc();
                     let mut sent = self.lock();
-                    for (slot, pushed, _) in states {
-                        sent.insert((slot, peer.id().to_string()), pushed);
+                    for ((slot, partition), pushed, _) in states {
+                        sent.insert((slot, partition, peer.id().to_string()), pushed);
                     }
                 }
                 Ok(Err(e)) => {

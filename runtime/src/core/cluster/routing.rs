@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use vss_wire::partition::{MAX_PARTITIONS, partition_of};
+
 /// Who serves one slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -26,6 +28,10 @@ pub struct RoutingTable {
     /// Instances that were healthy when the table was made.
     pub members: BTreeSet<String>,
     pub routes: BTreeMap<u8, Route>,
+    /// The slots whose keys are split into partitions: each partition's
+    /// route, by partition number. The slot's own route is that of the
+    /// partition of the empty key.
+    pub partitions: BTreeMap<u8, Vec<Route>>,
 }
 
 /// Why a routing table from a peer was refused.
@@ -41,6 +47,8 @@ pub enum RoutingError {
     DuplicateSlot(u8),
     #[error("routing table names {0:?} as both owner and standby of slot {1}")]
     OwnerIsStandby(String, u8),
+    #[error("routing table gives slot {slot} {offered} partitions, more than {max}")]
+    TooManyPartitions { slot: u8, offered: usize, max: u16 },
     #[error(
         "routing epoch {offered} (leader {offered_leader}) is not newer than the held epoch {held} (leader {held_leader})"
     )]
@@ -71,15 +79,7 @@ impl RoutingTable {
         synced: impl Fn(u8, &str) -> bool,
         epoch: u64,
     ) -> RoutingTable {
-        let data: Vec<&str> = if healthy.len() >= 3 {
-            healthy
-                .iter()
-                .map(String::as_str)
-                .filter(|id| *id != leader)
-                .collect()
-        } else {
-            healthy.iter().map(String::as_str).collect()
-        };
+        let data = data_instances(healthy, leader);
         let is_data = |id: &str| data.contains(&id);
         let mut owned: HashMap<&str, usize> = data.iter().map(|d| (*d, 0)).collect();
         let mut standing: HashMap<&str, usize> = data.iter().map(|d| (*d, 0)).collect();
@@ -141,6 +141,129 @@ impl RoutingTable {
             fallback_leader,
             members: healthy.clone(),
             routes,
+            partitions: BTreeMap::new(),
+        }
+    }
+
+    /// Spreads the partitions of the split slots (`slots`: each with its
+    /// partition count) over the instances that serve data, balanced per
+    /// slot (no instance owns more than its share, rounded up), moving as
+    /// few as possible from `prev`:
+    /// - a live owner within its share keeps its partition;
+    /// - a lost owner's partition goes to its standby, which holds the
+    ///   state;
+    /// - a partition that must move (its owner is over its share, or no
+    ///   longer serves data) goes to its standby or the least loaded
+    ///   instance, but only once `synced(slot, partition, target)` says the
+    ///   target has the partition's state; until then the old owner keeps
+    ///   it and the target stands by, so the state moves first.
+    ///
+    /// Each slot's own route becomes that of the empty key's partition.
+    pub fn assign_partitions(
+        &mut self,
+        prev: Option<&RoutingTable>,
+        slots: &[(u8, u16)],
+        synced: impl Fn(u8, u16, &str) -> bool,
+    ) {
+        let data = data_instances(&self.members, &self.leader);
+        self.partitions.clear();
+        if data.is_empty() {
+            return;
+        }
+        let is_data = |id: &str| data.contains(&id);
+        let alive = |id: &str| self.members.contains(id);
+        for &(slot, count) in slots {
+            let n = usize::from(count);
+            let before = prev
+                .and_then(|p| p.partitions.get(&slot))
+                .filter(|b| b.len() == n);
+            let share = n.div_ceil(data.len());
+            let mut owned: HashMap<&str, usize> = data.iter().map(|d| (*d, 0)).collect();
+            let mut standing: HashMap<&str, usize> = data.iter().map(|d| (*d, 0)).collect();
+            let mut routes: Vec<Option<Route>> = vec![None; n];
+            // A live owner within its share keeps its partition.
+            for (p, route) in routes.iter_mut().enumerate() {
+                if let Some(old) = before.map(|b| &b[p])
+                    && is_data(&old.owner)
+                    && owned[old.owner.as_str()] < share
+                {
+                    *owned.entry(old.owner.as_str()).or_default() += 1;
+                    *route = Some(Route {
+                        owner: old.owner.clone(),
+                        standby: None,
+                    });
+                }
+            }
+            for (p, route) in routes.iter_mut().enumerate() {
+                if route.is_some() {
+                    continue;
+                }
+                let part = u16::try_from(p).unwrap_or(u16::MAX);
+                let hint = slot.wrapping_add(u8::try_from(p % 256).unwrap_or(0));
+                let old = before.map(|b| &b[p]);
+                let old_owner = old.map(|r| r.owner.as_str()).filter(|o| alive(o));
+                let old_standby = old
+                    .and_then(|r| r.standby.as_deref())
+                    .filter(|s| is_data(s));
+                let next = match (old_owner, old_standby) {
+                    // Its owner is lost: the standby holds the state.
+                    (None, Some(standby)) => Route {
+                        owner: standby.to_string(),
+                        standby: None,
+                    },
+                    (old_owner, _) => {
+                        let target = old_standby
+                            .filter(|s| owned[s] < share && Some(*s) != old_owner)
+                            .unwrap_or_else(|| least_loaded(&data, &owned, hint, old_owner));
+                        match old_owner {
+                            Some(o) if o != target && !synced(slot, part, target) => Route {
+                                owner: o.to_string(),
+                                standby: Some(target.to_string()),
+                            },
+                            _ => Route {
+                                owner: target.to_string(),
+                                standby: None,
+                            },
+                        }
+                    }
+                };
+                if let Some(d) = data.iter().find(|d| **d == next.owner) {
+                    *owned.entry(d).or_default() += 1;
+                }
+                *route = Some(next);
+            }
+            let mut routes: Vec<Route> = routes.into_iter().flatten().collect();
+            for (p, route) in routes.iter_mut().enumerate() {
+                if let Some(s) = &route.standby {
+                    if let Some(d) = data.iter().find(|d| **d == s.as_str()) {
+                        *standing.entry(d).or_default() += 1;
+                    }
+                    continue;
+                }
+                if data.len() < 2 {
+                    continue;
+                }
+                // Whoever held the state before is the best standby.
+                let old = before.map(|b| &b[p]);
+                let held = old.into_iter().flat_map(|r| {
+                    [r.standby.as_deref(), Some(r.owner.as_str())]
+                        .into_iter()
+                        .flatten()
+                });
+                let mut candidates = held.filter(|s| *s != route.owner && is_data(s));
+                let hint = slot.wrapping_add(u8::try_from((p + 1) % 256).unwrap_or(0));
+                let standby = candidates.next().unwrap_or_else(|| {
+                    least_loaded(&data, &standing, hint, Some(route.owner.as_str()))
+                });
+                if standby != route.owner {
+                    *standing.entry(standby).or_default() += 1;
+                    route.standby = Some(standby.to_string());
+                }
+            }
+            if let Some(first) = routes.get(usize::from(partition_of("", count))) {
+                self.routes.insert(slot, first.clone());
+            }
+            self.partitions.insert(slot, routes);
         }
     }
 
@@ -158,10 +281,37 @@ impl RoutingTable {
             && self.fallback_leader == other.fallback_leader
             && self.members == other.members
             && self.routes == other.routes
+            && self.partitions == other.partitions
     }
 
     pub fn route(&self, slot: u8) -> Option<&Route> {
         self.routes.get(&slot)
+    }
+
+    /// The route of one partition of `slot` (the slot's own route for a
+    /// slot that is not split).
+    pub fn route_of(&self, slot: u8, partition: u16) -> Option<&Route> {
+        match self.partitions.get(&slot) {
+            Some(parts) => parts.get(usize::from(partition)),
+            None => self.routes.get(&slot),
+        }
+    }
+
+    /// Every route with what it routes: each slot that is not split (as
+    /// partition 0) and each partition of those that are.
+    pub fn parts(&self) -> impl Iterator<Item = ((u8, u16), &Route)> {
+        let whole = self
+            .routes
+            .iter()
+            .filter(|(slot, _)| !self.partitions.contains_key(slot))
+            .map(|(slot, route)| ((*slot, 0), route));
+        let split = self.partitions.iter().flat_map(|(slot, parts)| {
+            parts
+                .iter()
+                .enumerate()
+                .map(|(p, route)| ((*slot, u16::try_from(p).unwrap_or(u16::MAX)), route))
+        });
+        whole.chain(split)
     }
 
     /// Checks a table another instance offers against the cluster's
@@ -172,7 +322,7 @@ impl RoutingTable {
         leader: String,
         fallback_leader: String,
         members: Vec<String>,
-        routes: impl IntoIterator<Item = (u32, String, String)>,
+        routes: impl IntoIterator<Item = OfferedRoute>,
         known: &HashSet<String>,
     ) -> Result<RoutingTable, RoutingError> {
         if epoch == 0 {
@@ -196,12 +346,7 @@ impl RoutingTable {
         for m in &members {
             check("member", m)?;
         }
-        let mut checked = BTreeMap::new();
-        for (slot, owner, standby) in routes {
-            let id = u8::try_from(slot)
-                .ok()
-                .filter(|s| usize::from(*s) < vss_config::MAX_SLOTS)
-                .ok_or(RoutingError::SlotOutOfRange(slot))?;
+        let route = |id: u8, owner: String, standby: String| {
             check("owner", &owner)?;
             let standby = (!standby.is_empty()).then_some(standby);
             if let Some(s) = &standby {
@@ -210,8 +355,35 @@ impl RoutingTable {
                     return Err(RoutingError::OwnerIsStandby(owner, id));
                 }
             }
-            if checked.insert(id, Route { owner, standby }).is_some() {
+            Ok(Route { owner, standby })
+        };
+        let mut checked = BTreeMap::new();
+        let mut partitions = BTreeMap::new();
+        for offered in routes {
+            let id = u8::try_from(offered.slot)
+                .ok()
+                .filter(|s| usize::from(*s) < vss_config::MAX_SLOTS)
+                .ok_or(RoutingError::SlotOutOfRange(offered.slot))?;
+            if checked
+                .insert(id, route(id, offered.owner, offered.standby)?)
+                .is_some()
+            {
                 return Err(RoutingError::DuplicateSlot(id));
+            }
+            if offered.partitions.len() > usize::from(MAX_PARTITIONS) {
+                return Err(RoutingError::TooManyPartitions {
+                    slot: id,
+                    offered: offered.partitions.len(),
+                    max: MAX_PARTITIONS,
+                });
+            }
+            if !offered.partitions.is_empty() {
+                let parts = offered
+                    .partitions
+                    .into_iter()
+                    .map(|(owner, standby)| route(id, owner, standby))
+                    .collect::<Result<Vec<_>, _>>()?;
+                partitions.insert(id, parts);
             }
         }
         Ok(RoutingTable {
@@ -220,7 +392,33 @@ impl RoutingTable {
             fallback_leader,
             members: members.into_iter().collect(),
             routes: checked,
+            partitions,
         })
+    }
+}
+
+/// One slot's route as another instance offers it, "" for none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedRoute {
+    pub slot: u32,
+    pub owner: String,
+    pub standby: String,
+    /// (owner, standby) of each partition, for a split slot.
+    pub partitions: Vec<(String, String)>,
+}
+
+/// The instances that serve data: with three or more healthy instances
+/// every one but the leader, so deciding never competes with serving;
+/// with fewer, all of them.
+fn data_instances<'a>(healthy: &'a BTreeSet<String>, leader: &str) -> Vec<&'a str> {
+    if healthy.len() >= 3 {
+        healthy
+            .iter()
+            .map(String::as_str)
+            .filter(|id| *id != leader)
+            .collect()
+    } else {
+        healthy.iter().map(String::as_str).collect()
     }
 }
 
@@ -362,6 +560,132 @@ mod tests {
         a.epoch = 5;
         assert!(a.is_newer_than(&b));
         assert!(!a.is_newer_than(&a.clone()));
+    }
+
+    fn split(
+        prev: Option<&RoutingTable>,
+        leader: &str,
+        healthy: &[&str],
+        synced: impl Fn(u8, u16, &str) -> bool,
+    ) -> RoutingTable {
+        let mut t = table(prev, leader, healthy);
+        t.assign_partitions(prev, &[(1, 16)], synced);
+        t
+    }
+
+    fn owners(t: &RoutingTable) -> BTreeMap<String, usize> {
+        let mut count = BTreeMap::new();
+        for r in &t.partitions[&1] {
+            *count.entry(r.owner.clone()).or_default() += 1;
+        }
+        count
+    }
+
+    #[test]
+    fn partitions_spread_evenly_over_the_instances_that_serve_data() {
+        let t = split(None, "a", &["a", "b", "c"], |_, _, _| true);
+        assert_eq!(t.partitions[&1].len(), 16);
+        assert_eq!(
+            owners(&t),
+            BTreeMap::from([("b".into(), 8), ("c".into(), 8)])
+        );
+        for r in &t.partitions[&1] {
+            assert!(r.standby.is_some() && r.standby.as_deref() != Some(r.owner.as_str()));
+        }
+        let five = split(None, "a", &["a", "b", "c", "d", "e"], |_, _, _| true);
+        assert!(
+            owners(&five).values().all(|n| *n == 4),
+            "{:?}",
+            owners(&five)
+        );
+    }
+
+    #[test]
+    fn the_slot_route_is_that_of_the_empty_keys_partition() {
+        let t = split(None, "a", &["a", "b", "c"], |_, _, _| true);
+        let p = usize::from(partition_of("", 16));
+        assert_eq!(t.routes[&1], t.partitions[&1][p]);
+        assert_eq!(t.route_of(1, 3), t.partitions[&1].get(3));
+        assert_eq!(t.route_of(0, 3), t.routes.get(&0), "slot 0 is not split");
+    }
+
+    #[test]
+    fn a_lost_owner_hands_its_partitions_to_their_standbys() {
+        let before = split(None, "a", &["a", "b", "c", "d"], |_, _, _| true);
+        let after = split(Some(&before), "a", &["a", "c", "d"], |_, _, _| false);
+        for (p, (old, new)) in before.partitions[&1]
+            .iter()
+            .zip(&after.partitions[&1])
+            .enumerate()
+        {
+            if old.owner == "b" {
+                assert_eq!(
+                    Some(new.owner.as_str()),
+                    old.standby.as_deref(),
+                    "partition {p}"
+                );
+            } else {
+                assert_eq!(new.owner, old.owner, "partition {p} stays");
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_instance_takes_partitions_only_once_it_has_their_state() {
+        let before = split(None, "a", &["a", "b", "c"], |_, _, _| true);
+        // d joins; nothing has reached it yet.
+        let waiting = split(Some(&before), "a", &["a", "b", "c", "d"], |_, _, _| false);
+        assert_eq!(owners(&waiting), owners(&before), "no owner moves yet");
+        let to_d: Vec<usize> = waiting.partitions[&1]
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.standby.as_deref() == Some("d"))
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(to_d.len(), 4, "d stands by for the partitions it will own");
+        // Their state reached d: they move, and only they.
+        let moved = split(Some(&waiting), "a", &["a", "b", "c", "d"], |_, _, s| {
+            s == "d"
+        });
+        let changed: Vec<usize> = (0..16)
+            .filter(|p| moved.partitions[&1][*p].owner != before.partitions[&1][*p].owner)
+            .collect();
+        assert_eq!(
+            changed, to_d,
+            "the fewest moves: the partitions d stood by for"
+        );
+        assert!(
+            changed
+                .iter()
+                .all(|p| moved.partitions[&1][*p].owner == "d")
+        );
+        assert_eq!(
+            owners(&moved).values().copied().collect::<Vec<_>>(),
+            [6, 6, 4],
+            "within one share of each other"
+        );
+        // The old owner stands by: it holds the state.
+        for p in changed {
+            assert_eq!(
+                moved.partitions[&1][p].standby.as_deref(),
+                Some(before.partitions[&1][p].owner.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn a_leader_that_owned_partitions_keeps_them_until_its_standby_is_synced() {
+        // Two instances: the leader serves data too.
+        let small = split(None, "a", &["a", "b"], |_, _, _| true);
+        assert!(owners(&small).contains_key("a"));
+        let grown = split(Some(&small), "a", &["a", "b", "c"], |_, _, _| false);
+        assert_eq!(
+            owners(&grown),
+            owners(&small),
+            "nothing moves before a sync"
+        );
+        let shed = split(Some(&grown), "a", &["a", "b", "c"], |_, _, _| true);
+        assert!(!owners(&shed).contains_key("a"), "{:?}", owners(&shed));
     }
 
     #[test]

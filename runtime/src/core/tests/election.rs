@@ -23,7 +23,7 @@ async fn three_nodes_elect_one_leader_that_serves_no_slot() {
         .filter(|id| leads(&cluster, id))
         .collect();
     assert_eq!(leaders, [table.leader.as_str()]);
-    assert_eq!(table.routes.len(), 6, "every configured slot is routed");
+    assert_eq!(table.routes.len(), 7, "every configured slot is routed");
     for route in table.routes.values() {
         assert_ne!(route.owner, table.leader);
         assert_ne!(route.standby.as_deref(), Some(table.leader.as_str()));

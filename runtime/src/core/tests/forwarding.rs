@@ -8,10 +8,17 @@ use crate::core::error::{Code, RequestError};
 use crate::core::harness::{Fault, TestCluster, acquire};
 use crate::core::node::Origin;
 
-/// The owner, the standby and the third node of `slot`.
-async fn roles(cluster: &TestCluster, slot: u8) -> (String, String, String) {
+/// The owner, the standby and the third node of `slot`'s bucket `key`.
+async fn roles(cluster: &TestCluster, slot: u8, key: &str) -> (String, String, String) {
     let table = cluster.settled(&["a", "b", "c"]).await.expect("a table");
-    let route = table.routes.get(&slot).expect("the slot is routed").clone();
+    let partition = cluster
+        .node("a")
+        .slots()
+        .partition_for(u32::from(slot), key);
+    let route = table
+        .route_of(slot, partition)
+        .expect("the slot is routed")
+        .clone();
     let standby = route.standby.expect("a standby");
     let third = ["a", "b", "c"]
         .into_iter()
@@ -24,7 +31,7 @@ async fn roles(cluster: &TestCluster, slot: u8) -> (String, String, String) {
 #[tokio::test(start_paused = true)]
 async fn an_acquire_through_any_node_takes_from_the_one_bucket() {
     let cluster = TestCluster::start(&["a", "b", "c"]);
-    roles(&cluster, 0).await;
+    roles(&cluster, 0, "").await;
     let mut remaining = Vec::new();
     for id in ["a", "b", "c", "a", "b", "c"] {
         let got = cluster
@@ -42,7 +49,7 @@ async fn an_acquire_through_any_node_takes_from_the_one_bucket() {
 #[tokio::test(start_paused = true)]
 async fn a_request_a_peer_forwarded_is_served_where_it_lands() {
     let cluster = TestCluster::start(&["a", "b", "c"]);
-    let (owner, _, third) = roles(&cluster, 0).await;
+    let (owner, _, third) = roles(&cluster, 0, "").await;
     for _ in 0..5 {
         cluster
             .node(&owner)
@@ -66,7 +73,7 @@ async fn a_request_a_peer_forwarded_is_served_where_it_lands() {
 #[tokio::test(start_paused = true)]
 async fn an_unreachable_owner_sends_the_request_to_the_standby() {
     let cluster = TestCluster::start(&["a", "b", "c"]);
-    let (owner, standby, third) = roles(&cluster, 0).await;
+    let (owner, standby, third) = roles(&cluster, 0, "").await;
     cluster.net.set_for(&third, &owner, "forward", Fault::Cut);
     let got = cluster
         .node(&third)
@@ -82,7 +89,7 @@ async fn an_unreachable_owner_sends_the_request_to_the_standby() {
 #[tokio::test(start_paused = true)]
 async fn an_owner_that_loses_the_request_is_given_up_at_the_deadline() {
     let cluster = TestCluster::start(&["a", "b", "c"]);
-    let (owner, standby, third) = roles(&cluster, 0).await;
+    let (owner, standby, third) = roles(&cluster, 0, "").await;
     cluster.net.set_for(&third, &owner, "forward", Fault::Lost);
     let started = tokio::time::Instant::now();
     let got = cluster
@@ -103,7 +110,7 @@ async fn an_owner_that_loses_the_request_is_given_up_at_the_deadline() {
 #[tokio::test(start_paused = true)]
 async fn an_owner_and_standby_both_unreachable_leave_the_request_here() {
     let cluster = TestCluster::start(&["a", "b", "c"]);
-    let (owner, standby, third) = roles(&cluster, 0).await;
+    let (owner, standby, third) = roles(&cluster, 0, "").await;
     cluster.net.set_for(&third, &owner, "forward", Fault::Cut);
     cluster.net.set_for(&third, &standby, "forward", Fault::Cut);
     let got = cluster
@@ -118,8 +125,8 @@ async fn an_owner_and_standby_both_unreachable_leave_the_request_here() {
 #[tokio::test(start_paused = true)]
 async fn the_owners_refusal_goes_back_as_it_is_and_is_not_retried() {
     let cluster = TestCluster::start(&["a", "b", "c"]);
-    let (owner, standby, third) = roles(&cluster, 1).await;
     let long_key = "k".repeat(300);
+    let (owner, standby, third) = roles(&cluster, 1, &long_key).await;
     let refused = cluster
         .node(&third)
         .acquire(Origin::Client, acquire(1, &long_key, None))
@@ -221,7 +228,7 @@ async fn a_refused_slot_fails_only_its_part_of_a_batch() {
 #[tokio::test(start_paused = true)]
 async fn a_batch_to_an_unreachable_owner_goes_to_the_standby() {
     let cluster = TestCluster::start(&["a", "b", "c"]);
-    let (owner, standby, third) = roles(&cluster, 0).await;
+    let (owner, standby, third) = roles(&cluster, 0, "").await;
     cluster.net.set_for(&third, &owner, "forward", Fault::Cut);
     let answers = cluster
         .node(&third)
@@ -243,7 +250,7 @@ async fn a_batch_to_an_unreachable_owner_goes_to_the_standby() {
 #[tokio::test(start_paused = true)]
 async fn an_owner_that_dies_while_a_forward_is_on_its_way_hands_it_to_the_standby() {
     let mut cluster = TestCluster::start(&["a", "b", "c"]);
-    let (owner, standby, third) = roles(&cluster, 0).await;
+    let (owner, standby, third) = roles(&cluster, 0, "").await;
     cluster.net.set_for(
         &third,
         &owner,
@@ -264,7 +271,7 @@ async fn an_owner_that_dies_while_a_forward_is_on_its_way_hands_it_to_the_standb
 #[tokio::test(start_paused = true)]
 async fn after_a_routing_change_requests_go_to_the_new_owner() {
     let mut cluster = TestCluster::start(&["a", "b", "c"]);
-    let (owner, standby, _) = roles(&cluster, 0).await;
+    let (owner, standby, _) = roles(&cluster, 0, "").await;
     cluster.kill(&owner).await;
     let others: Vec<&str> = ["a", "b", "c"]
         .into_iter()
@@ -299,7 +306,7 @@ async fn a_custom_call_is_forwarded_like_an_acquire() {
     use vss_slot_sdk::codec::Wire as _;
     use vss_slot_sdk::limiter::{OP_TAKE_ALL, Take, Taken};
     let cluster = TestCluster::start(&["a", "b", "c"]);
-    let (owner, _, third) = roles(&cluster, 1).await;
+    let (owner, _, third) = roles(&cluster, 1, "carol").await;
     let take = Take {
         key: "carol".into(),
         tokens: 4,
@@ -333,7 +340,7 @@ async fn a_custom_call_is_forwarded_like_an_acquire() {
 #[tokio::test(start_paused = true)]
 async fn a_failover_keeps_the_bucket_within_the_replication_window() {
     let mut cluster = TestCluster::start(&["a", "b", "c"]);
-    let (owner, standby, _) = roles(&cluster, 0).await;
+    let (owner, standby, _) = roles(&cluster, 0, "").await;
     for _ in 0..150 {
         cluster
             .node(&owner)

@@ -7,7 +7,11 @@
 mod election;
 mod everywhere;
 mod forwarding;
+mod handover;
+mod partitions;
+mod reload;
 mod replication;
+mod scale;
 mod signals;
 
 use std::sync::{Arc, Mutex};

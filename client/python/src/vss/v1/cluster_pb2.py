@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14vss/v1/cluster.proto\x12\x06vss.v1\"!\n\x11\x46\x65tchStateRequest\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\"C\n\x0f\x46\x65tchStateReply\x12 \n\x05slots\x18\x01 \x03(\x0b\x32\x11.vss.v1.SlotState\x12\x0e\n\x06synced\x18\x02 \x01(\x08\"/\n\x10HeartbeatRequest\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\"g\n\x0eHeartbeatReply\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0e\n\x06leader\x18\x03 \x01(\t\x12\x19\n\x11\x63onfig_generation\x18\x04 \x01(\x04\x12\r\n\x05hears\x18\x05 \x03(\t\"z\n\x0cRoutingTable\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x61llback_leader\x18\x03 \x01(\t\x12\x0f\n\x07members\x18\x04 \x03(\t\x12!\n\x06routes\x18\x05 \x03(\x0b\x32\x11.vss.v1.SlotRoute\"9\n\tSlotRoute\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07standby\x18\x03 \x01(\t\"$\n\x13InstallRoutingReply\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\"Q\n\x10ReplicateRequest\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12 \n\x05slots\x18\x03 \x03(\x0b\x32\x11.vss.v1.SlotState\"(\n\tSlotState\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\r\n\x05state\x18\x02 \x01(\x0c\"\x10\n\x0eReplicateReply\"\xc9\x01\n\x0e\x44\x65liverRequest\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x12\n\nmessage_id\x18\x02 \x01(\x04\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x11\n\tpublisher\x18\x04 \x01(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\x12(\n\nall_except\x18\x06 \x01(\x0b\x32\x12.vss.v1.ClientListH\x00\x12%\n\x07\x63lients\x18\x07 \x01(\x0b\x32\x12.vss.v1.ClientListH\x00\x42\x0c\n\nrecipients\"\x19\n\nClientList\x12\x0b\n\x03ids\x18\x01 \x03(\t\"9\n\x0c\x44\x65liverReply\x12)\n\x08outcomes\x18\x01 \x03(\x0b\x32\x17.vss.v1.DeliveryOutcome\"4\n\x0f\x44\x65liveryOutcome\x12\x0e\n\x06\x63lient\x18\x01 \x01(\t\x12\x11\n\tdelivered\x18\x02 \x01(\x08\"=\n\x12\x41pplyConfigRequest\x12\x13\n\x0b\x63onfig_yaml\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\"&\n\x10\x41pplyConfigReply\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x32\xc4\x02\n\x04Mesh\x12=\n\tHeartbeat\x12\x18.vss.v1.HeartbeatRequest\x1a\x16.vss.v1.HeartbeatReply\x12\x43\n\x0eInstallRouting\x12\x14.vss.v1.RoutingTable\x1a\x1b.vss.v1.InstallRoutingReply\x12=\n\tReplicate\x12\x18.vss.v1.ReplicateRequest\x1a\x16.vss.v1.ReplicateReply\x12\x37\n\x07\x44\x65liver\x12\x16.vss.v1.DeliverRequest\x1a\x14.vss.v1.DeliverReply\x12@\n\nFetchState\x12\x19.vss.v1.FetchStateRequest\x1a\x17.vss.v1.FetchStateReply2N\n\x07\x43ontrol\x12\x43\n\x0b\x41pplyConfig\x12\x1a.vss.v1.ApplyConfigRequest\x1a\x18.vss.v1.ApplyConfigReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14vss/v1/cluster.proto\x12\x06vss.v1\"!\n\x11\x46\x65tchStateRequest\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\"C\n\x0f\x46\x65tchStateReply\x12 \n\x05slots\x18\x01 \x03(\x0b\x32\x11.vss.v1.SlotState\x12\x0e\n\x06synced\x18\x02 \x01(\x08\"/\n\x10HeartbeatRequest\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\"\x98\x01\n\x0eHeartbeatReply\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0e\n\x06leader\x18\x03 \x01(\t\x12\x19\n\x11\x63onfig_generation\x18\x04 \x01(\x04\x12\r\n\x05hears\x18\x05 \x03(\t\x12\x1e\n\x04held\x18\x06 \x03(\x0b\x32\x10.vss.v1.SlotPart\x12\x0f\n\x07leaving\x18\x07 \x01(\x08\"+\n\x08SlotPart\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x11\n\tpartition\x18\x02 \x01(\r\"z\n\x0cRoutingTable\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x61llback_leader\x18\x03 \x01(\t\x12\x0f\n\x07members\x18\x04 \x03(\t\x12!\n\x06routes\x18\x05 \x03(\x0b\x32\x11.vss.v1.SlotRoute\"e\n\tSlotRoute\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07standby\x18\x03 \x01(\t\x12*\n\npartitions\x18\x04 \x03(\x0b\x32\x16.vss.v1.PartitionRoute\"0\n\x0ePartitionRoute\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0f\n\x07standby\x18\x02 \x01(\t\"$\n\x13InstallRoutingReply\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\"Q\n\x10ReplicateRequest\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12 \n\x05slots\x18\x03 \x03(\x0b\x32\x11.vss.v1.SlotState\";\n\tSlotState\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\r\n\x05state\x18\x02 \x01(\x0c\x12\x11\n\tpartition\x18\x03 \x01(\r\"\x10\n\x0eReplicateReply\"\xc9\x01\n\x0e\x44\x65liverRequest\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x12\n\nmessage_id\x18\x02 \x01(\x04\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x11\n\tpublisher\x18\x04 \x01(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\x12(\n\nall_except\x18\x06 \x01(\x0b\x32\x12.vss.v1.ClientListH\x00\x12%\n\x07\x63lients\x18\x07 \x01(\x0b\x32\x12.vss.v1.ClientListH\x00\x42\x0c\n\nrecipients\"\x19\n\nClientList\x12\x0b\n\x03ids\x18\x01 \x03(\t\"9\n\x0c\x44\x65liverReply\x12)\n\x08outcomes\x18\x01 \x03(\x0b\x32\x17.vss.v1.DeliveryOutcome\"4\n\x0f\x44\x65liveryOutcome\x12\x0e\n\x06\x63lient\x18\x01 \x01(\t\x12\x11\n\tdelivered\x18\x02 \x01(\x08\"=\n\x12\x41pplyConfigRequest\x12\x13\n\x0b\x63onfig_yaml\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\"&\n\x10\x41pplyConfigReply\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x32\xc4\x02\n\x04Mesh\x12=\n\tHeartbeat\x12\x18.vss.v1.HeartbeatRequest\x1a\x16.vss.v1.HeartbeatReply\x12\x43\n\x0eInstallRouting\x12\x14.vss.v1.RoutingTable\x1a\x1b.vss.v1.InstallRoutingReply\x12=\n\tReplicate\x12\x18.vss.v1.ReplicateRequest\x1a\x16.vss.v1.ReplicateReply\x12\x37\n\x07\x44\x65liver\x12\x16.vss.v1.DeliverRequest\x1a\x14.vss.v1.DeliverReply\x12@\n\nFetchState\x12\x19.vss.v1.FetchStateRequest\x1a\x17.vss.v1.FetchStateReply2N\n\x07\x43ontrol\x12\x43\n\x0b\x41pplyConfig\x12\x1a.vss.v1.ApplyConfigRequest\x1a\x18.vss.v1.ApplyConfigReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,34 +37,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FETCHSTATEREPLY']._serialized_end=134
   _globals['_HEARTBEATREQUEST']._serialized_start=136
   _globals['_HEARTBEATREQUEST']._serialized_end=183
-  _globals['_HEARTBEATREPLY']._serialized_start=185
-  _globals['_HEARTBEATREPLY']._serialized_end=288
-  _globals['_ROUTINGTABLE']._serialized_start=290
-  _globals['_ROUTINGTABLE']._serialized_end=412
-  _globals['_SLOTROUTE']._serialized_start=414
-  _globals['_SLOTROUTE']._serialized_end=471
-  _globals['_INSTALLROUTINGREPLY']._serialized_start=473
-  _globals['_INSTALLROUTINGREPLY']._serialized_end=509
-  _globals['_REPLICATEREQUEST']._serialized_start=511
-  _globals['_REPLICATEREQUEST']._serialized_end=592
-  _globals['_SLOTSTATE']._serialized_start=594
-  _globals['_SLOTSTATE']._serialized_end=634
-  _globals['_REPLICATEREPLY']._serialized_start=636
-  _globals['_REPLICATEREPLY']._serialized_end=652
-  _globals['_DELIVERREQUEST']._serialized_start=655
-  _globals['_DELIVERREQUEST']._serialized_end=856
-  _globals['_CLIENTLIST']._serialized_start=858
-  _globals['_CLIENTLIST']._serialized_end=883
-  _globals['_DELIVERREPLY']._serialized_start=885
-  _globals['_DELIVERREPLY']._serialized_end=942
-  _globals['_DELIVERYOUTCOME']._serialized_start=944
-  _globals['_DELIVERYOUTCOME']._serialized_end=996
-  _globals['_APPLYCONFIGREQUEST']._serialized_start=998
-  _globals['_APPLYCONFIGREQUEST']._serialized_end=1059
-  _globals['_APPLYCONFIGREPLY']._serialized_start=1061
-  _globals['_APPLYCONFIGREPLY']._serialized_end=1099
-  _globals['_MESH']._serialized_start=1102
-  _globals['_MESH']._serialized_end=1426
-  _globals['_CONTROL']._serialized_start=1428
-  _globals['_CONTROL']._serialized_end=1506
+  _globals['_HEARTBEATREPLY']._serialized_start=186
+  _globals['_HEARTBEATREPLY']._serialized_end=338
+  _globals['_SLOTPART']._serialized_start=340
+  _globals['_SLOTPART']._serialized_end=383
+  _globals['_ROUTINGTABLE']._serialized_start=385
+  _globals['_ROUTINGTABLE']._serialized_end=507
+  _globals['_SLOTROUTE']._serialized_start=509
+  _globals['_SLOTROUTE']._serialized_end=610
+  _globals['_PARTITIONROUTE']._serialized_start=612
+  _globals['_PARTITIONROUTE']._serialized_end=660
+  _globals['_INSTALLROUTINGREPLY']._serialized_start=662
+  _globals['_INSTALLROUTINGREPLY']._serialized_end=698
+  _globals['_REPLICATEREQUEST']._serialized_start=700
+  _globals['_REPLICATEREQUEST']._serialized_end=781
+  _globals['_SLOTSTATE']._serialized_start=783
+  _globals['_SLOTSTATE']._serialized_end=842
+  _globals['_REPLICATEREPLY']._serialized_start=844
+  _globals['_REPLICATEREPLY']._serialized_end=860
+  _globals['_DELIVERREQUEST']._serialized_start=863
+  _globals['_DELIVERREQUEST']._serialized_end=1064
+  _globals['_CLIENTLIST']._serialized_start=1066
+  _globals['_CLIENTLIST']._serialized_end=1091
+  _globals['_DELIVERREPLY']._serialized_start=1093
+  _globals['_DELIVERREPLY']._serialized_end=1150
+  _globals['_DELIVERYOUTCOME']._serialized_start=1152
+  _globals['_DELIVERYOUTCOME']._serialized_end=1204
+  _globals['_APPLYCONFIGREQUEST']._serialized_start=1206
+  _globals['_APPLYCONFIGREQUEST']._serialized_end=1267
+  _globals['_APPLYCONFIGREPLY']._serialized_start=1269
+  _globals['_APPLYCONFIGREPLY']._serialized_end=1307
+  _globals['_MESH']._serialized_start=1310
+  _globals['_MESH']._serialized_end=1634
+  _globals['_CONTROL']._serialized_start=1636
+  _globals['_CONTROL']._serialized_end=1714
 # @@protoc_insertion_point(module_scope)

@@ -27,17 +27,29 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., **kwargs) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("epoch", "leader", "config_generation", "hears")
+    __slots__ = ("epoch", "leader", "config_generation", "hears", "held", "leaving")
     FROM_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     CONFIG_GENERATION_FIELD_NUMBER: _ClassVar[int]
     HEARS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     leader: str
     config_generation: int
     hears: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, epoch: _Optional[int] = ..., leader: _Optional[str] = ..., config_generation: _Optional[int] = ..., hears: _Optional[_Iterable[str]] = ..., **kwargs) -> None: ...
+    held: _containers.RepeatedCompositeFieldContainer[SlotPart]
+    leaving: bool
+    def __init__(self, epoch: _Optional[int] = ..., leader: _Optional[str] = ..., config_generation: _Optional[int] = ..., hears: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[_Union[SlotPart, _Mapping]]] = ..., leaving: _Optional[bool] = ..., **kwargs) -> None: ...
+
+class SlotPart(_message.Message):
+    __slots__ = ("slot", "partition")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    slot: int
+    partition: int
+    def __init__(self, slot: _Optional[int] = ..., partition: _Optional[int] = ...) -> None: ...
 
 class RoutingTable(_message.Message):
     __slots__ = ("epoch", "leader", "fallback_leader", "members", "routes")
@@ -54,14 +66,24 @@ class RoutingTable(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., leader: _Optional[str] = ..., fallback_leader: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[SlotRoute, _Mapping]]] = ...) -> None: ...
 
 class SlotRoute(_message.Message):
-    __slots__ = ("slot", "owner", "standby")
+    __slots__ = ("slot", "owner", "standby", "partitions")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     STANDBY_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     slot: int
     owner: str
     standby: str
-    def __init__(self, slot: _Optional[int] = ..., owner: _Optional[str] = ..., standby: _Optional[str] = ...) -> None: ...
+    partitions: _containers.RepeatedCompositeFieldContainer[PartitionRoute]
+    def __init__(self, slot: _Optional[int] = ..., owner: _Optional[str] = ..., standby: _Optional[str] = ..., partitions: _Optional[_Iterable[_Union[PartitionRoute, _Mapping]]] = ...) -> None: ...
+
+class PartitionRoute(_message.Message):
+    __slots__ = ("owner", "standby")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    STANDBY_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    standby: str
+    def __init__(self, owner: _Optional[str] = ..., standby: _Optional[str] = ...) -> None: ...
 
 class InstallRoutingReply(_message.Message):
     __slots__ = ("epoch",)
@@ -79,12 +101,14 @@ class ReplicateRequest(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., slots: _Optional[_Iterable[_Union[SlotState, _Mapping]]] = ..., **kwargs) -> None: ...
 
 class SlotState(_message.Message):
-    __slots__ = ("slot", "state")
+    __slots__ = ("slot", "state", "partition")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
     slot: int
     state: bytes
-    def __init__(self, slot: _Optional[int] = ..., state: _Optional[bytes] = ...) -> None: ...
+    partition: int
+    def __init__(self, slot: _Optional[int] = ..., state: _Optional[bytes] = ..., partition: _Optional[int] = ...) -> None: ...
 
 class ReplicateReply(_message.Message):
     __slots__ = ()
