@@ -78,6 +78,9 @@ def errors_of(doc, kind, versions):
             # jsonschema would print the whole list.
             bound = "at most" if e.validator == "maxItems" else "at least"
             message = f"{len(e.instance)} items, {bound} {e.validator_value} allowed"
+        elif e.validator == "maxLength":
+            # Nor the whole string, up to 256 characters.
+            message = f"{len(e.instance)} characters, at most {e.validator_value} allowed"
         out.append(f"{path}: {message}")
     return out
 

@@ -4,6 +4,10 @@
 # slot 1: a bucket of 10 refilled by 1 per second, one key) and from Redis
 # running the same bucket as a Lua script (EVALSHA; redis-benchmark), at 1,
 # 64 and 256 requests in flight. Prints a table of VSS/Redis ratios. The
+# same unary Acquire is also driven by h2load (nghttp2's HTTP/2 load tool,
+# in C, as lean a client as redis-benchmark) with a prebuilt gRPC request
+# as its data file, so the server is compared without vss-bench's own cost
+# (a Tokio/tonic client on the same cores). The
 # same bucket answers Envoy's ShouldRateLimit too (slot 1's `rls` rule,
 # domain edge, one remote_address): its rate is measured beside Acquire's.
 #
@@ -16,7 +20,8 @@
 # its own connection with one subscription (VSS: an open event stream),
 # on freshly started servers, followed by broadcasts to all VSS clients.
 #
-# Installs redis-server and nats-server from Debian's packages if absent.
+# Installs redis-server, nats-server and h2load (nghttp2-client) from
+# Debian's packages if absent.
 # Everything it starts, it stops (by PID). The machine is shared and noisy:
 # only ratios within one run mean anything.
 set -euo pipefail
@@ -31,11 +36,11 @@ IDLE_CLIENTS=${IDLE_CLIENTS:-15000}
 IDLE_BROADCASTS=${IDLE_BROADCASTS:-20}
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null \
-    || ! command -v nats-server >/dev/null; then
-    echo "== installing redis-server, redis-tools and nats-server (Debian packages)"
+    || ! command -v nats-server >/dev/null || ! command -v h2load >/dev/null; then
+    echo "== installing redis-server, redis-tools, nats-server and nghttp2-client (Debian packages)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq redis-server redis-tools nats-server >/dev/null
+    apt-get install -y -qq redis-server redis-tools nats-server nghttp2-client >/dev/null
 fi
 
 # VSS_RUNTIME_BIN: a vss-runtime built elsewhere (e.g. .ci/build-images'
@@ -98,6 +103,19 @@ redis.call("HSET", KEYS[1], "tokens", tokens, "ts", ts)
 return granted'
 sha=$(redis-cli -p "$redis_port" SCRIPT LOAD "$script")
 
+# h2load's request body: one gRPC message (not compressed, 2 bytes long),
+# AcquireRequest { slot: 1 }, the same call vss-bench makes.
+printf '\x00\x00\x00\x00\x02\x08\x01' >"$work/acquire.grpc"
+# h2load_acquire CONNECTIONS STREAMS OUT: unary Acquires over CONNECTIONS,
+# STREAMS in flight on each, for SECONDS_PER_POINT after 1 s of warm-up.
+# h2load counts HTTP answers, not gRPC statuses: vss-bench's error count on
+# the same server and bucket stands for both.
+h2load_acquire() {
+    h2load -c "$1" -m "$2" -D "$SECONDS_PER_POINT" --warm-up-time 1 -d "$work/acquire.grpc" \
+        -H 'content-type: application/grpc' -H 'te: trailers' \
+        "http://127.0.0.1:$vss_port/vss.v1.Vss/Acquire" >"$3"
+}
+
 results="$work/results.tsv"
 for level in "${LEVELS[@]}"; do
     if ((level >= 64)); then connections=$((level / 16)); else connections=1; fi
@@ -105,6 +123,7 @@ for level in "${LEVELS[@]}"; do
     echo "== $level in flight"
     "$BENCH" -o json -e "127.0.0.1:$vss_port" -c "$connections" -i "$per" \
         -d "${SECONDS_PER_POINT}s" --warmup 1s acquire --slot 1 >"$work/vss.json"
+    h2load_acquire "$connections" "$per" "$work/h2load.txt"
     "$BENCH" -o json -e "127.0.0.1:$vss_port" -c "$connections" -i "$per" \
         -d "${SECONDS_PER_POINT}s" --warmup 1s rls --domain edge --key remote_address >"$work/rls.json"
     # The same acquires through vss-client, which coalesces concurrent
@@ -117,9 +136,17 @@ for level in "${LEVELS[@]}"; do
     rps=$(python3 -c 'import csv,sys; r=list(csv.reader([sys.argv[1]]))[0]; print(int(float(r[1])))' "$probe")
     redis-benchmark -p "$redis_port" -c "$level" -n $((rps * SECONDS_PER_POINT)) --csv \
         EVALSHA "$sha" 1 bench 10 1000 | tail -1 >"$work/redis.csv"
-    python3 - "$level" "$work/vss.json" "$work/redis.csv" "$work/rls.json" "$work/batch.json" >>"$results" <<'PY'
-import csv, json, sys
-level, vss_file, redis_file, rls_file, batch_file = sys.argv[1:]
+    python3 - "$level" "$work/vss.json" "$work/redis.csv" "$work/rls.json" "$work/batch.json" \
+        "$work/h2load.txt" >>"$results" <<'PY'
+import csv, json, re, sys
+level, vss_file, redis_file, rls_file, batch_file, h2load_file = sys.argv[1:]
+h = open(h2load_file).read()
+# "finished in 5.00s, 71234.40 req/s, ..." and "requests: N total, N started,
+# N done, N succeeded, N failed, N errored, N timeout"; "time for request:
+# min max mean sd".
+h_rps = float(re.search(r"finished in [^,]+, ([0-9.]+) req/s", h).group(1))
+h_failed = sum(int(x) for x in re.search(r"succeeded, (\d+) failed, (\d+) errored", h).groups())
+h_mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", h).group(1)
 v = json.load(open(vss_file))
 e = json.load(open(rls_file))
 b = json.load(open(batch_file))
@@ -130,6 +157,7 @@ print("\t".join(str(x) for x in [
     round(float(r[1])), round(float(r[4]) * 1000), round(float(r[6]) * 1000),
     round(e["throughput"]), e["errors"], e["latencyUs"]["p99"],
     round(b["throughput"]), b["errors"], b["latencyUs"]["p50"], b["latencyUs"]["p99"],
+    round(h_rps), h_failed, h_mean,
 ]))
 PY
 done
@@ -147,6 +175,19 @@ for line in open(sys.argv[1]):
     enote = f" ({eerrors} errors)" if int(eerrors) else ""
     print(f"| {level} | {int(v):,}{note} | {int(r):,} | {ratio:.2f}× | {vp50} / {vp99} | {rp50} / {rp99} "
           f"| {int(e):,}{enote} | {int(e) / max(int(r), 1):.2f}× | {ep99} |")
+PY
+
+echo
+echo "The same unary Acquire driven by h2load (C, HTTP/2; a prebuilt gRPC request), against Redis+Lua"
+python3 - "$results" <<'PY'
+import sys
+print("| in flight | VSS via h2load decisions/s | VSS via vss-bench | Redis+Lua decisions/s | h2load / Redis | h2load mean latency |")
+print("|---|---|---|---|---|---|")
+for line in open(sys.argv[1]):
+    f = line.strip().split("\t")
+    level, v, r, h, hfailed, hmean = f[0], int(f[1]), int(f[5]), int(f[15]), int(f[16]), f[17]
+    note = f" ({hfailed} failed)" if hfailed else ""
+    print(f"| {level} | {h:,}{note} | {v:,} | {r:,} | {h / max(r, 1):.2f}× | {hmean} |")
 PY
 
 echo

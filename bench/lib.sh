@@ -6,9 +6,16 @@ pids=()
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Instances started in a subshell (start's output read through a pipe) are
+# not this shell's children, so `wait` returns at once for them: they are
+# then waited for by polling, up to 10 s each.
 stop_all() {
+    local pid i
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    done
     pids=()
 }
 

@@ -46,6 +46,9 @@ point() {
     # Three instances: a routing table with every one of them in it.
     ((n > 1)) && sleep 3
     mapfile -t ids <"$work/pids"
+    # Started inside start's process substitution: stop_all knows them
+    # only from here.
+    pids+=("${ids[@]}")
     local endpoints
     endpoints=$(IFS=,; echo "${clients[*]}")
     mapfile -t before < <(cpu_each "${ids[@]}")

@@ -180,6 +180,7 @@ fn scenarios() -> Vec<Scenario<Suite>> {
         scenario!(crds_are_established),
         scenario!(examples_are_accepted),
         scenario!(broken_manifests_are_refused_by_the_server_and_by_validate),
+        scenario!(manifests_at_every_bound_are_accepted_by_the_server_and_by_validate),
         scenario!(operator_reconciles_under_the_chart_rbac),
         scenario!(drift_is_repaired),
         scenario!(pods_run_and_take_the_pushed_config),
@@ -387,19 +388,52 @@ async fn examples_are_accepted(s: &Suite) -> Result<()> {
     Ok(())
 }
 
-/// Each broken manifest of `operator/testdata/invalid` is refused by the
-/// API server itself, with the message its `# server:` line names, and by
-/// `vss-operator validate` with its `# operator:` line: the offline check
-/// and the server agree.
-async fn broken_manifests_are_refused_by_the_server_and_by_validate(s: &Suite) -> Result<()> {
-    let k = s.kubectl("default");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(s.file("operator/testdata/invalid"))?
+/// The manifests of `operator/testdata/<dir>`, sorted.
+fn testdata(s: &Suite, dir: &str) -> Result<Vec<PathBuf>> {
+    let folder = s.file("operator/testdata").join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .with_context(|| format!("reading {}", folder.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
+    Ok(files)
+}
+
+/// The text of each `# <key>: ` header line of a testdata manifest.
+fn header<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    let prefix = format!("# {key}: ");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(str::trim)
+        .collect()
+}
+
+/// `vss-operator validate FILE`: whether it accepted the file, and what
+/// it said on stdout and stderr.
+async fn operator_validate(s: &Suite, file: &Path) -> Result<(bool, String)> {
+    let out = tokio::process::Command::new(&s.operator_bin)
+        .arg("validate")
+        .arg(file)
+        .output()
+        .await
+        .context("running vss-operator validate")?;
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.success(), said))
+}
+
+/// Each broken manifest of `operator/testdata/invalid` is refused by the
+/// API server itself, with the message of each `# server:` line, and by
+/// `vss-operator validate` with each `# operator:` line: the offline check
+/// and the server agree. Among them, one just past every bound of the
+/// CRD's slots (`# bound:`), each message naming the field.
+async fn broken_manifests_are_refused_by_the_server_and_by_validate(s: &Suite) -> Result<()> {
+    let k = s.kubectl("default");
+    let files = testdata(s, "invalid")?;
     ensure!(files.len() >= 4, "only {} broken manifests", files.len());
     let mut problems = Vec::new();
+    let mut bounds = 0;
     for file in &files {
         let text = std::fs::read_to_string(file)?;
         let shown = file
@@ -407,17 +441,12 @@ async fn broken_manifests_are_refused_by_the_server_and_by_validate(s: &Suite) -
             .unwrap_or(file)
             .display()
             .to_string();
-        let expected = |prefix: &str| {
-            text.lines()
-                .filter_map(|l| l.strip_prefix(prefix))
-                .map(str::trim)
-                .collect::<Vec<_>>()
-        };
-        let server_says = expected("# server: ");
+        let server_says = header(&text, "server");
         if server_says.is_empty() {
             problems.push(format!("{shown}: no `# server:` line"));
             continue;
         }
+        bounds += header(&text, "bound").len();
         let out = k
             .output(&["apply", "--dry-run=server", "-f", "-"], Some(&text))
             .await?;
@@ -434,20 +463,14 @@ async fn broken_manifests_are_refused_by_the_server_and_by_validate(s: &Suite) -
                 ));
             }
         }
-        let validate = tokio::process::Command::new(&s.operator_bin)
-            .arg("validate")
-            .arg(file)
-            .output()
-            .await?;
-        let said = String::from_utf8_lossy(&validate.stdout).to_string()
-            + &String::from_utf8_lossy(&validate.stderr);
-        if validate.status.success() {
+        let (accepted, said) = operator_validate(s, file).await?;
+        if accepted {
             problems.push(format!(
                 "{shown}: the server refuses it ({}) but vss-operator validate accepts it",
                 stderr.trim()
             ));
         } else {
-            for want in expected("# operator: ") {
+            for want in header(&text, "operator") {
                 if !said.contains(want) {
                     problems.push(format!(
                         "{shown}: vss-operator validate did not say \"{want}\": {said}"
@@ -458,6 +481,56 @@ async fn broken_manifests_are_refused_by_the_server_and_by_validate(s: &Suite) -
         println!("  {shown}: refused by both: {}", stderr.trim());
     }
     ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    println!(
+        "  {} manifests refused by both, {bounds} of them just past a bound",
+        files.len()
+    );
+    Ok(())
+}
+
+/// Each manifest of `operator/testdata/valid`, together holding every
+/// bounded field of the CRD's slots at each of its bounds (`# bound:`), is
+/// accepted by the API server (a server-side dry run: nothing is stored)
+/// and by `vss-operator validate`.
+async fn manifests_at_every_bound_are_accepted_by_the_server_and_by_validate(
+    s: &Suite,
+) -> Result<()> {
+    let k = s.kubectl("default");
+    let files = testdata(s, "valid")?;
+    ensure!(!files.is_empty(), "no manifests in operator/testdata/valid");
+    let mut problems = Vec::new();
+    let (mut bounds, mut documents) = (0, 0);
+    for file in &files {
+        let text = std::fs::read_to_string(file)?;
+        let shown = file
+            .strip_prefix(&s.repo)
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        bounds += header(&text, "bound").len();
+        documents += text.matches("\nkind: VssCluster\n").count();
+        let out = k
+            .output(&["apply", "--dry-run=server", "-f", "-"], Some(&text))
+            .await?;
+        if !out.status.success() {
+            problems.push(format!(
+                "{shown}: the API server refused it: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let (accepted, said) = operator_validate(s, file).await?;
+        if !accepted {
+            problems.push(format!("{shown}: vss-operator validate refused it: {said}"));
+        }
+        if out.status.success() && accepted {
+            println!("  {shown}: accepted by both");
+        }
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    println!(
+        "  {} manifests ({documents} VssClusters) accepted by both, at {bounds} bounds",
+        files.len()
+    );
     Ok(())
 }
 

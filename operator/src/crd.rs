@@ -10,6 +10,7 @@
 //! time.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
@@ -22,6 +23,8 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use vss_config::ConfigValue;
+
+mod rules;
 
 /// API group of the VSS resources.
 pub const GROUP: &str = "vss.dev";
@@ -169,6 +172,7 @@ fn default_instances() -> i32 {
     validation = Rule::new("self.type in ['token-bucket', 'leaky-bucket'] || !has(self.rls)")
         .message("rls applies only to token-bucket and leaky-bucket slots")
         .field_path(".rls"),
+    validation = rules::default_ttl_within_max_ttl(),
 )]
 pub struct VssSlot {
     /// Slot id, 0-99.
@@ -216,30 +220,38 @@ pub struct VssSlot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = vss_config::MAX_MAX_VALUE_BYTES), extend("format" = "int64"))]
     pub max_value_bytes: Option<u64>,
-    /// Register: how long a deleted key is remembered, e.g. `60s` (1s to 1d).
+    /// Register: how long a deleted key is remembered, e.g. `60s` (1s to 24h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"), length(max = 16))]
+    #[x_kube(validation = rules::duration_within("tombstoneTtl", vss_config::MIN_TOMBSTONE_TTL, vss_config::MAX_MAX_TTL))]
     pub tombstone_ttl: Option<String>,
     /// Registry: most entries held. Default 10000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = vss_config::MAX_MAX_KEYS), extend("format" = "int64"))]
     pub max_entries: Option<u64>,
-    /// Registry: lifetime of an announcement that names none. Default `30s`.
+    /// Registry: lifetime of an announcement that names none (1ms to 24h,
+    /// at most `maxTtl`). Default `30s`, or `maxTtl` if that is shorter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"), length(max = 16))]
+    #[x_kube(validation = rules::duration_within("defaultTtl", Duration::from_millis(1), vss_config::MAX_MAX_TTL))]
     pub default_ttl: Option<String>,
-    /// Registry: longest lifetime an announcement may ask for. Default `1h`.
+    /// Registry: longest lifetime an announcement may ask for (1ms to 24h).
+    /// Default `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"), length(max = 16))]
+    #[x_kube(validation = rules::duration_within("maxTtl", Duration::from_millis(1), vss_config::MAX_MAX_TTL))]
     pub max_ttl: Option<String>,
     /// Tick: time between ticks, e.g. `100ms`, `1s` (10ms to 1h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"), length(max = 16))]
+    #[x_kube(validation = rules::duration_within("interval", vss_config::MIN_TICK_INTERVAL, vss_config::MAX_TICK_INTERVAL))]
     pub interval: Option<String>,
     /// Signals: how long a publish waits for acknowledgements, e.g. `500ms`,
-    /// `2s`, `1m` (at most 60s). Default `1s`.
+    /// `2s`, `1m` (1ms to 60s). Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"), length(max = 16))]
+    // The runtime says "more than 0"; in whole milliseconds that is 1ms.
+    #[x_kube(validation = rules::duration_within("timeout", Duration::from_millis(1), vss_config::MAX_SIGNAL_TIMEOUT))]
     pub timeout: Option<String>,
     /// Multicast / random: consecutive failed deliveries after which a
     /// client is deregistered. Default 3.
@@ -253,7 +265,7 @@ pub struct VssSlot {
     /// Limiters: the descriptors of Envoy's rate limit service this slot
     /// answers (domain, entries, optional name and shadow mode).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(schema_with = "rules::rls_schema")]
     pub rls: Vec<vss_config::RlsRuleSpec>,
 }
 

@@ -1,7 +1,9 @@
 //! `vss-operator crd` prints the CRD; `vss-operator run` runs the controller.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,8 +36,9 @@ enum Command {
     Crd,
     /// Run the controller (in-cluster config or KUBECONFIG).
     Run(Box<RunArgs>),
-    /// Check VssCluster manifests offline: the CRD's CEL rules and the
-    /// runtime's slot validation. Exits non-zero on the first bad file.
+    /// Check VssCluster manifests offline: the CRD's schema and CEL rules
+    /// and the runtime's slot validation. Checks every file; exits 1 if
+    /// any is invalid or cannot be read.
     Validate {
         /// YAML files, each holding one or more VssClusters.
         #[arg(required = true)]
@@ -107,12 +110,47 @@ enum LogFormat {
     Json,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match command(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        // Printed here rather than returned from `main`, which would print
+        // the causes again under `Caused by:` and a backtrace when
+        // RUST_BACKTRACE is set: noise around one sentence.
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, `: `-separated as anyhow's `{:#}` writes
+/// them, leaving out a cause whose text is already on the line (as the
+/// runtime's `report::message` does).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let said = cause.to_string();
+        if said.is_empty() || text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
+fn command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Crd => {
-            print!("{}", crd_yaml().context("rendering the CRD")?);
-            Ok(())
+            let yaml = crd_yaml().context("rendering the CRD")?;
+            // `print!` would panic on a closed stdout (`vss-operator crd | head`).
+            std::io::stdout()
+                .lock()
+                .write_all(yaml.as_bytes())
+                .context("writing the CRD to stdout")
         }
         Command::Validate { files } => validate(&files),
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
@@ -125,21 +163,28 @@ fn main() -> anyhow::Result<()> {
 
 fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
     let mut bad = 0;
+    let mut out = std::io::stdout().lock();
     for file in files {
         let text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        match vss_operator::validate::validate_manifests(&text) {
-            Ok(n) => println!("ok   {} ({n} VssCluster)", file.display()),
+        let written = match vss_operator::validate::validate_manifests(&text) {
+            Ok(n) => writeln!(out, "ok   {} ({n} VssCluster)", file.display()),
             Err(problems) => {
                 bad += 1;
-                println!("FAIL {}", file.display());
-                for p in problems {
-                    println!("  - {}", p.replace('\n', "\n    "));
-                }
+                writeln!(out, "FAIL {}", file.display()).and_then(|()| {
+                    problems
+                        .iter()
+                        .try_for_each(|p| writeln!(out, "  - {}", p.replace('\n', "\n    ")))
+                })
             }
-        }
+        };
+        written.context("writing to stdout")?;
     }
-    anyhow::ensure!(bad == 0, "{bad} file(s) invalid");
+    anyhow::ensure!(
+        bad == 0,
+        "{bad} of {} file(s) invalid (problems above)",
+        files.len()
+    );
     Ok(())
 }
 
@@ -287,7 +332,17 @@ async fn wait_for_signal(shutdown: CancellationToken) {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_labels;
+    use super::{one_line, parse_labels};
+
+    #[test]
+    fn an_error_reads_as_one_line_without_repeated_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(io).context("reading a.yaml");
+        assert_eq!(one_line(&e), "reading a.yaml: no such file");
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(io).context("reading a.yaml: no such file");
+        assert_eq!(one_line(&e), "reading a.yaml: no such file");
+    }
 
     #[test]
     fn operator_pod_labels_are_key_value_pairs() {

@@ -81,24 +81,30 @@ pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
 /// Enum, bounds, lengths, pattern, item and property counts.
 fn check_values(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
     let p = shown(path);
-    let mut invalid = |why: String| out.push(format!("{p}: Invalid value: {value}: {why}"));
+    // `<path>: <what>`, in the API server's words.
+    let mut say = |what: String| out.push(format!("{p}: {what}"));
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
         && !allowed.contains(value)
     {
         let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-        invalid(format!("supported values: {}", list.join(", ")));
+        say(format!(
+            "Unsupported value: {value}: supported values: {}",
+            list.join(", ")
+        ));
     }
     if let Some(n) = value.as_f64() {
         if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
             && n > max
         {
-            invalid(format!("{p} in body should be less than or equal to {max}"));
+            say(format!(
+                "Invalid value: {value}: {p} in body should be less than or equal to {max}"
+            ));
         }
         if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
             && n < min
         {
-            invalid(format!(
-                "{p} in body should be greater than or equal to {min}"
+            say(format!(
+                "Invalid value: {value}: {p} in body should be greater than or equal to {min}"
             ));
         }
     }
@@ -107,21 +113,26 @@ fn check_values(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>
         if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
             && len > max
         {
-            invalid(format!("may not be more than {max} bytes"));
+            // The API server's words, though it counts characters too.
+            say(format!("Too long: may not be more than {max} bytes"));
         }
         if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
             && len < min
         {
-            invalid(format!("{p} in body should be at least {min} chars long"));
+            say(format!(
+                "Invalid value: {value}: {p} in body should be at least {min} chars long"
+            ));
         }
         if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
             match regex::Regex::new(pattern) {
                 Ok(re) if re.is_match(s) => {}
-                Ok(_) => invalid(format!("{p} in body should match '{pattern}'")),
+                Ok(_) => say(format!(
+                    "Invalid value: {value}: {p} in body should match '{pattern}'"
+                )),
                 // The pattern comes from the CRD, not the manifest; say so
                 // rather than blame the value.
-                Err(e) => invalid(format!(
-                    "the CRD's pattern `{pattern}` does not compile: {e}"
+                Err(e) => say(format!(
+                    "Invalid value: {value}: the CRD's pattern `{pattern}` does not compile: {e}"
                 )),
             }
         }
@@ -144,7 +155,7 @@ fn check_values(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>
             && n < min
         {
             out.push(format!(
-                "{p}: Invalid value: {n}: must have at least {min} {noun}"
+                "{p}: Invalid value: {n}: {p} in body should have at least {min} {noun}"
             ));
         }
     }

@@ -147,39 +147,196 @@ mod tests {
         );
     }
 
-    /// Each file in testdata/invalid is rejected with the message its
-    /// `# operator:` line names (.ci/check-operator runs the same files
-    /// through the binary and through the CRD's schema).
+    /// The manifests of `testdata/<dir>`, with their text.
+    fn testdata(dir: &str) -> Vec<(std::path::PathBuf, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata")
+            .join(dir);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).expect("readable");
+                (p, text)
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// The text of each `# <key>: ` header line.
+    fn header<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+        let prefix = format!("# {key}: ");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(str::trim)
+            .collect()
+    }
+
+    /// Each file in testdata/invalid is rejected with every message its
+    /// `# operator:` lines name (.ci/check-operator runs the same files
+    /// through the binary and through the CRD's schema; the real-API-server
+    /// suite through the API server, with its `# server:` lines). A file
+    /// written for one bound (`# bound: <field> <min|max|enum>`) names that
+    /// field in each expected message.
     #[test]
     fn every_invalid_example_is_rejected_for_its_reason() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/invalid");
-        let mut checked = 0;
-        for entry in std::fs::read_dir(dir).expect("testdata/invalid") {
-            let path = entry.expect("entry").path();
-            let text = std::fs::read_to_string(&path).expect("readable");
-            let expected = text
-                .lines()
-                .find_map(|l| l.strip_prefix("# operator: "))
-                .unwrap_or_else(|| panic!("{}: no `# operator:` line", path.display()));
+        let files = testdata("invalid");
+        for (path, text) in &files {
+            let expected = header(text, "operator");
+            assert!(
+                !expected.is_empty(),
+                "{}: no `# operator:` line",
+                path.display()
+            );
             // What kubectl prints, checked against a real API server by
             // the e2e suite; every file must say it.
+            let server = header(text, "server");
             assert!(
-                text.lines().any(|l| l.starts_with("# server: ")),
+                !server.is_empty(),
                 "{}: no `# server:` line",
                 path.display()
             );
-            let problems = validate_manifests(&text)
+            let problems = validate_manifests(text)
                 .err()
                 .unwrap_or_else(|| panic!("{} was accepted", path.display()))
                 .join("\n");
-            assert!(
-                problems.contains(expected),
-                "{}: {problems}",
+            for want in &expected {
+                assert!(problems.contains(want), "{}: {problems}", path.display());
+            }
+            for bound in header(text, "bound") {
+                let field = bound_field(bound);
+                for said in expected.iter().chain(&server) {
+                    assert!(
+                        said.contains(field),
+                        "{}: `{said}` does not name {field}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        assert!(files.len() >= 70, "only {} invalid examples", files.len());
+    }
+
+    /// Each file in testdata/valid, written at one or more bounds, passes
+    /// every check, each of its documents.
+    #[test]
+    fn every_manifest_at_a_bound_is_accepted() {
+        let files = testdata("valid");
+        for (path, text) in &files {
+            let documents = text.matches("\nkind: VssCluster\n").count();
+            assert_eq!(
+                validate_manifests(text).map_err(|p| p.join("\n")),
+                Ok(documents),
+                "{}",
                 path.display()
             );
-            checked += 1;
+            assert!(
+                !header(text, "bound").is_empty(),
+                "{}: no `# bound:` line",
+                path.display()
+            );
         }
-        assert!(checked >= 18, "only {checked} invalid examples");
+        assert!(files.len() >= 20, "only {} valid examples", files.len());
+    }
+
+    /// `spec.slots[].rls[].domain max` names `domain`.
+    fn bound_field(bound: &str) -> &str {
+        let path = bound.split_whitespace().next().unwrap_or(bound);
+        path.rsplit('.')
+            .next()
+            .unwrap_or(path)
+            .trim_end_matches("[]")
+    }
+
+    /// Every bound the CRD states on `spec.instances` and `spec.slots`
+    /// (what the operator and the runtime check too) has a manifest at it
+    /// in testdata/valid and one just past it in testdata/invalid: a new
+    /// bound without both fails here.
+    #[test]
+    fn every_bound_of_the_crd_has_a_manifest_at_it_and_one_past_it() {
+        let crd = serde_json::to_value(crate::crd::definition()).expect("serializes");
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let mut bounds = std::collections::BTreeSet::new();
+        // The CEL rule on the whole object.
+        bounds.insert("metadata.name max".to_string());
+        for field in ["instances", "slots"] {
+            collect_bounds(
+                &spec["properties"][field],
+                &format!("spec.{field}"),
+                &mut bounds,
+            );
+        }
+        // The walk must reach the bounds written as CEL rules and the ones
+        // deep in `rls`, or the comparison below proves little.
+        for bound in [
+            "spec.instances max",
+            "spec.slots[].timeout min",
+            "spec.slots[].defaultTtl max",
+            "spec.slots[].rls[].domain max",
+            "spec.slots[].rls[].descriptor[].value max",
+        ] {
+            assert!(bounds.contains(bound), "{bound} not found in {bounds:?}");
+        }
+        for (dir, kind) in [("valid", "at"), ("invalid", "past")] {
+            let tagged: std::collections::BTreeSet<String> = testdata(dir)
+                .iter()
+                .flat_map(|(_, text)| header(text, "bound"))
+                .map(str::to_string)
+                .collect();
+            let missing: Vec<_> = bounds.difference(&tagged).collect();
+            assert!(
+                missing.is_empty(),
+                "no manifest {kind} these bounds in testdata/{dir}: {missing:?}"
+            );
+            let unknown: Vec<_> = tagged.difference(&bounds).collect();
+            assert!(
+                unknown.is_empty(),
+                "testdata/{dir} names bounds the CRD does not have: {unknown:?}"
+            );
+        }
+    }
+
+    /// `<path> min|max|enum` for each bound of `schema` and below it.
+    /// Values of maps (`additionalProperties`: a custom slot's config) are
+    /// left out; `config-map-value.yaml` covers them.
+    fn collect_bounds(schema: &Value, path: &str, out: &mut std::collections::BTreeSet<String>) {
+        let has = |key: &str| schema.get(key).is_some();
+        if has("enum") {
+            // An enum bounds a length too; its values say it all.
+            out.insert(format!("{path} enum"));
+        } else {
+            for (keys, kind) in [
+                (["minimum", "minLength", "minItems"], "min"),
+                (["maximum", "maxLength", "maxItems"], "max"),
+            ] {
+                if keys.iter().any(|k| has(k)) {
+                    out.insert(format!("{path} {kind}"));
+                }
+            }
+        }
+        for rule in schema["x-kubernetes-validations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["rule"].as_str())
+        {
+            if rule.contains("duration(self) >=") {
+                out.insert(format!("{path} min"));
+            }
+            if rule.contains("duration(self) <=") || rule.contains("bytes(self).size() <=") {
+                out.insert(format!("{path} max"));
+            }
+        }
+        if let Some(properties) = schema["properties"].as_object() {
+            for (name, property) in properties {
+                collect_bounds(property, &format!("{path}.{name}"), out);
+            }
+        }
+        if schema.get("items").is_some() {
+            collect_bounds(&schema["items"], &format!("{path}[]"), out);
+        }
     }
 
     fn check_spec(spec: &str) -> Result<usize, String> {

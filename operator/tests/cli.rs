@@ -63,3 +63,82 @@ fn validate_accepts_the_examples_and_refuses_a_broken_manifest() {
     assert!(!bad.status.success(), "id 100 was accepted");
     assert!(String::from_utf8_lossy(&bad.stdout).contains("FAIL"));
 }
+
+/// Runs the binary as on a developer machine that sets RUST_BACKTRACE,
+/// and checks that it failed with exit code 1 and one line on stderr
+/// (`error: ...`), no backtrace and no `Caused by:` list.
+fn fails_with_one_line(cmd: &mut Command) -> String {
+    let out = cmd
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .output()
+        .expect("vss-operator runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{cmd:?}: {stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.ends_with('\n') && stderr.lines().count() == 1,
+        "{cmd:?}: not one line: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn validate_of_an_invalid_file_exits_1_with_one_line_and_no_backtrace() {
+    let file = repo("operator/testdata/invalid/id-100.yaml");
+    let mut cmd = operator();
+    cmd.arg("validate").arg(&file);
+    let stderr = fails_with_one_line(&mut cmd);
+    assert!(stderr.contains("1 of 1 file(s) invalid"), "{stderr}");
+    // The problems themselves are on stdout, naming the field.
+    let out = operator()
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("spec.slots[0].id"), "{stdout}");
+}
+
+#[test]
+fn validate_of_a_missing_file_names_it_on_one_line() {
+    let stderr = fails_with_one_line(
+        operator()
+            .arg("validate")
+            .arg("/nonexistent/vsscluster.yaml"),
+    );
+    assert!(
+        stderr.contains("reading /nonexistent/vsscluster.yaml: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_with_unreadable_mesh_certificates_fails_on_one_line() {
+    let stderr = fails_with_one_line(
+        operator()
+            .args(["run", "--http-listen", "127.0.0.1:0"])
+            .args(["--mesh-tls-cert", "/nonexistent/tls.crt"])
+            .args(["--mesh-tls-key", "/nonexistent/tls.key"])
+            .args(["--mesh-tls-ca", "/nonexistent/ca.crt"])
+            .env("KUBECONFIG", "/nonexistent/kubeconfig"),
+    );
+    assert!(
+        stderr.contains("--mesh-tls-cert /nonexistent/tls.crt"),
+        "{stderr}"
+    );
+}
+
+/// A full disk stands in for a closed stdout (`vss-operator crd | head`):
+/// the write fails, and the binary says so instead of panicking. (A
+/// read-only descriptor would not do: Rust's stdout treats EBADF as
+/// success.)
+#[cfg(target_os = "linux")]
+#[test]
+fn crd_to_a_full_stdout_fails_on_one_line_instead_of_panicking() {
+    let stdout = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("opens /dev/full");
+    let stderr = fails_with_one_line(operator().arg("crd").stdout(stdout));
+    assert!(stderr.contains("writing the CRD to stdout"), "{stderr}");
+}

@@ -454,8 +454,21 @@ async fn drain(
     result
 }
 
+/// The services the client port serves, which its reflection lists: the
+/// client API, Envoy's rate limit service and reflection itself (both
+/// versions). `vss.v1.Mesh` and `vss.v1.Control` are served on the mesh
+/// port only, so they are not listed, though their file stays readable:
+/// `vss.proto` imports messages of `cluster.proto`, which defines them.
+const CLIENT_PORT_SERVICES: [&str; 4] = [
+    vss_proto::v1::vss_server::SERVICE_NAME,
+    envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::SERVICE_NAME,
+    tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+    tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+];
+
 /// gRPC server reflection, v1 and v1alpha both: grpcurl before 1.9 (the
-/// one PyPI ships), Postman and Evans only ask for v1alpha.
+/// one PyPI ships), Postman and Evans only ask for v1alpha. Each lists
+/// [`CLIENT_PORT_SERVICES`] and describes them.
 fn reflection() -> Result<
     (
         ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
@@ -466,9 +479,18 @@ fn reflection() -> Result<
     RuntimeError,
 > {
     let described = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(vss_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(vss_proto::ENVOY_RLS_FILE_DESCRIPTOR_SET)
+        CLIENT_PORT_SERVICES.into_iter().fold(
+            tonic_reflection::server::Builder::configure()
+                // Both versions are registered below, so each lists both.
+                .include_reflection_service(false)
+                .register_encoded_file_descriptor_set(vss_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(vss_proto::ENVOY_RLS_FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                ),
+            |builder, service| builder.with_service_name(service),
+        )
     };
     let v1 = described()
         .build_v1()

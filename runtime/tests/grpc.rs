@@ -297,8 +297,16 @@ async fn probes_and_metrics_are_served_over_http() {
     server.shutdown().await;
 }
 
+/// What the client port's reflection lists: exactly what that port serves.
+const CLIENT_PORT_SERVICES: [&str; 4] = [
+    "envoy.service.ratelimit.v3.RateLimitService",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "vss.v1.Vss",
+];
+
 #[tokio::test]
-async fn grpc_reflection_lists_the_vss_service() {
+async fn grpc_reflection_lists_only_the_services_of_the_client_port() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -313,12 +321,28 @@ async fn grpc_reflection_lists_the_vss_service() {
         .await
         .expect("connect");
     let mut client = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
+    // Every listed service can be described, reflection's own too; and
+    // the mesh port's services, whose file `vss.proto` imports, still are
+    // when asked for by name (docs/operations.md says so).
+    let described: Vec<&str> = CLIENT_PORT_SERVICES
+        .iter()
+        .copied()
+        .chain(["vss.v1.Mesh", "vss.v1.Control"])
+        .collect();
+    let requests: Vec<ServerReflectionRequest> =
+        std::iter::once(MessageRequest::ListServices(String::new()))
+            .chain(
+                described
+                    .iter()
+                    .map(|s| MessageRequest::FileContainingSymbol(s.to_string())),
+            )
+            .map(|request| ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(request),
+            })
+            .collect();
     let mut replies = client
-        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .server_reflection_info(tokio_stream::iter(requests))
         .await
         .expect("reflection")
         .into_inner();
@@ -326,8 +350,26 @@ async fn grpc_reflection_lists_the_vss_service() {
     let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
         panic!("unexpected reflection reply");
     };
-    for name in ["vss.v1.Vss", "envoy.service.ratelimit.v3.RateLimitService"] {
-        assert!(list.service.iter().any(|s| s.name == name), "{list:?}");
+    let mut names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    // The mesh and control APIs are served on the mesh port only.
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".Mesh") || n.ends_with(".Control")),
+        "{names:?}"
+    );
+    assert_eq!(names, CLIENT_PORT_SERVICES);
+    for symbol in described {
+        let reply = replies
+            .message()
+            .await
+            .expect("reply")
+            .unwrap_or_else(|| panic!("no reply for {symbol}"));
+        let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+            panic!("{symbol}: unexpected reflection reply: {reply:?}");
+        };
+        assert!(!files.file_descriptor_proto.is_empty(), "{symbol}");
     }
     drop(replies);
     server.shutdown().await;
@@ -336,7 +378,7 @@ async fn grpc_reflection_lists_the_vss_service() {
 /// grpcurl before 1.9, Postman and Evans speak only the v1alpha
 /// reflection protocol.
 #[tokio::test]
-async fn grpc_reflection_v1alpha_lists_the_vss_service_for_older_tools() {
+async fn grpc_reflection_v1alpha_lists_the_same_services_for_older_tools() {
     use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
@@ -373,9 +415,9 @@ async fn grpc_reflection_v1alpha_lists_the_vss_service_for_older_tools() {
     let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
         panic!("unexpected reflection reply: {reply:?}");
     };
-    for name in ["vss.v1.Vss", "envoy.service.ratelimit.v3.RateLimitService"] {
-        assert!(list.service.iter().any(|s| s.name == name), "{list:?}");
-    }
+    let mut names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, CLIENT_PORT_SERVICES);
     let reply = replies
         .message()
         .await

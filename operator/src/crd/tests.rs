@@ -267,3 +267,113 @@ fn chaos_on_needs_an_interval() {
     assert!(re.is_match("10m") && re.is_match("90s"));
     assert!(!re.is_match("0s") && !re.is_match("05m"));
 }
+
+/// The runtime counts `rls` domains, keys and values in bytes; the schema's
+/// `maxLength` counts characters, so CEL rules say the rest: on the domain
+/// itself, and for keys and values one rule per entry index on the
+/// descriptor list (a rule on each key would pass the API server's cost
+/// budget).
+#[test]
+fn rls_rules_bound_bytes() {
+    let slot = &schema()["properties"]["spec"]["properties"]["slots"]["items"];
+    let rls = &slot["properties"]["rls"];
+    assert_eq!(rls["maxItems"], 256);
+    let rule = &rls["items"]["properties"];
+    let descriptor = &rule["descriptor"];
+    let entry = &descriptor["items"]["properties"];
+    for (field, max) in [
+        (&rule["domain"], 128),
+        (&entry["key"], 256),
+        (&entry["value"], 256),
+    ] {
+        assert_eq!(field["maxLength"], max, "{field}");
+    }
+    assert!(
+        rule["domain"]["x-kubernetes-validations"]
+            .to_string()
+            .contains("bytes(self).size() <= 128")
+    );
+    assert_eq!(descriptor["maxItems"], 8);
+    let messages: Vec<&str> = descriptor["x-kubernetes-validations"]
+        .as_array()
+        .expect("descriptor rules")
+        .iter()
+        .filter_map(|r| r["message"].as_str())
+        .collect();
+    for i in 0..8 {
+        for field in ["key", "value"] {
+            let want = format!("descriptor[{i}].{field} must be at most 256 bytes (UTF-8)");
+            assert!(messages.contains(&want.as_str()), "{messages:?}");
+        }
+    }
+
+    let limiter = |domain: &str, descriptor: Value| {
+        cel_errors(
+            json!([{"id": 0, "type": "token-bucket", "bucketSize": 1, "period": "second",
+            "rls": [{"domain": domain, "descriptor": descriptor}]}]),
+        )
+    };
+    let errors = limiter(&format!("{}é", "d".repeat(127)), json!([{"key": "k"}]));
+    assert!(
+        errors.contains("domain must be at most 128 bytes"),
+        "{errors}"
+    );
+    assert_eq!(limiter(&"é".repeat(64), json!([{"key": "k"}])), "");
+    // 257 bytes in the last entry's key, then in the first entry's value.
+    let over = format!("{}é", "x".repeat(255));
+    let mut entries: Vec<Value> = (0..7).map(|i| json!({"key": format!("k{i}")})).collect();
+    entries.push(json!({"key": over}));
+    let errors = limiter("d", Value::Array(entries));
+    assert!(
+        errors.contains("descriptor[7].key must be at most 256 bytes"),
+        "{errors}"
+    );
+    let errors = limiter("d", json!([{"key": "k", "value": over}]));
+    assert!(
+        errors.contains("descriptor[0].value must be at most 256 bytes"),
+        "{errors}"
+    );
+    // 256 bytes, in ASCII or in two-byte characters, and no value at all.
+    let at = json!([{"key": "x".repeat(256), "value": "é".repeat(128)}, {"key": "k"}]);
+    assert_eq!(limiter("d", at), "");
+}
+
+/// A duration Go's parser cannot hold (the API server's `duration()`) is
+/// refused with the rule's message, not an evaluation error.
+#[test]
+fn an_overlong_duration_is_refused_by_the_rule() {
+    let errors = cel_errors(json!([{"id": 0, "type": "broadcast", "timeout": "9999999999999ms"}]));
+    assert!(
+        errors.contains("timeout must be between 1ms and 60s"),
+        "{errors}"
+    );
+    assert_eq!(
+        cel_errors(json!([{"id": 0, "type": "broadcast", "timeout": "0000000060000ms"}])),
+        ""
+    );
+}
+
+/// Without `maxTtl`, `defaultTtl` is bounded by the runtime's default
+/// `maxTtl`, 1h.
+#[test]
+fn default_ttl_is_at_most_max_ttl_or_its_default() {
+    let registry = |fields: Value| {
+        let mut slot = json!({"id": 0, "type": "registry"});
+        slot.as_object_mut()
+            .expect("object")
+            .extend(fields.as_object().expect("object").clone());
+        cel_errors(json!([slot]))
+    };
+    assert_eq!(registry(json!({"defaultTtl": "1h"})), "");
+    let errors = registry(json!({"defaultTtl": "3600001ms"}));
+    assert!(
+        errors.contains("defaultTtl must be at most maxTtl (1h when maxTtl is not set)"),
+        "{errors}"
+    );
+    assert_eq!(registry(json!({"defaultTtl": "2h", "maxTtl": "2h"})), "");
+    let errors = registry(json!({"defaultTtl": "2h", "maxTtl": "90m"}));
+    assert!(
+        errors.contains("defaultTtl must be at most maxTtl"),
+        "{errors}"
+    );
+}

@@ -24,11 +24,15 @@ use vss_slot_host::Acquired;
 
 /// Most buckets remembered as empty at once, over every slot.
 pub const MAX_DENIED_KEYS: usize = 100_000;
+/// Shortest time between two scans for entries past their refill.
+const PRUNE_EVERY: Duration = Duration::from_millis(100);
 
 /// Buckets known empty until a time, by slot and key.
 #[derive(Debug, Default)]
 pub struct Denials {
     by_slot: Mutex<HashMap<u32, HashMap<String, Instant>>>,
+    /// When entries past their refill were last dropped.
+    pruned: Mutex<Option<Instant>>,
 }
 
 impl Denials {
@@ -58,7 +62,15 @@ impl Denials {
         let mut by_slot = self.lock();
         let held: usize = by_slot.values().map(HashMap::len).sum();
         if held >= MAX_DENIED_KEYS {
+            // Pruned at most once per PRUNE_EVERY: with that many keys
+            // denied at once, a scan per denial would cost more than the
+            // hop it saves.
             let now = Instant::now();
+            let mut pruned = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
+            if pruned.is_some_and(|at| now.duration_since(at) < PRUNE_EVERY) {
+                return;
+            }
+            *pruned = Some(now);
             for keys in by_slot.values_mut() {
                 keys.retain(|_, until| *until > now);
             }

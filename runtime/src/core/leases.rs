@@ -128,12 +128,11 @@ impl Leases {
         let mut buckets = self.lock();
         let tracked: usize = buckets.values().map(HashMap::len).sum();
         if !buckets.get(&slot).is_some_and(|k| k.contains_key(key)) {
+            // Full: the lease loop's pruning ([`Leases::expire`]) makes room.
+            // Pruning here would scan every bucket on each new key while
+            // many keys are in use.
             if tracked >= MAX_TRACKED {
-                prune(&mut buckets, now);
-                let tracked: usize = buckets.values().map(HashMap::len).sum();
-                if tracked >= MAX_TRACKED {
-                    return None;
-                }
+                return None;
             }
             buckets.entry(slot).or_default().insert(
                 key.to_string(),

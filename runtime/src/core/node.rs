@@ -341,7 +341,7 @@ impl Node {
     /// covers it (a client's acquire; the leased tokens go first, they are
     /// the bucket's), or the bucket is known empty until its refill.
     fn answer_here(&self, origin: Origin<'_>, call: &AcquireCall) -> Option<Acquired> {
-        if let Some(got) = self.from_lease(origin, call) {
+        if let Some(got) = self.answer_from_lease(origin, call) {
             return Some(got);
         }
         let labels = SlotLabels { slot: call.slot };
@@ -355,7 +355,7 @@ impl Node {
     }
 
     /// A client's acquire answered from this instance's lease of the bucket.
-    fn from_lease(&self, origin: Origin<'_>, call: &AcquireCall) -> Option<Acquired> {
+    fn answer_from_lease(&self, origin: Origin<'_>, call: &AcquireCall) -> Option<Acquired> {
         if origin != Origin::Client {
             return None;
         }
@@ -391,7 +391,7 @@ impl Node {
         self.leases
             .asked(call.slot, &call.key, LEASE_CALL_TIMEOUT)
             .await;
-        self.from_lease(origin, call).unwrap_or(answer)
+        self.answer_from_lease(origin, call).unwrap_or(answer)
     }
 
     /// What a forwarded acquire's answer teaches: an empty bucket, and a
