@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use vss_config::{Signal, SlotDef, SlotId, SlotKind, ValidConfig};
 use vss_slot_host::{
-    Acquire, Acquired, CallError, Custom, DeliveryReport, Effect, LoadError, Reply, Request,
-    Response, SlotEngine, SlotError, SlotInstance, SlotModule,
+    Acquire, Acquired, CallError, Context, Custom, DeliveryReport, Effect, LoadError, Reply,
+    Request, Response, SlotEngine, SlotError, SlotInstance, SlotModule,
 };
 
 use vss_slot_sdk::codec::Wire as _;
@@ -425,11 +425,8 @@ impl SlotTable {
 
     /// A partition's state, for its standby, taken in turn with its calls.
     pub async fn snapshot(&self, slot: u8, partition: u16) -> Result<Vec<u8>, RequestError> {
-        let (id, entry) = self.entry(u32::from(slot))?;
-        let run = entry
-            .worker(id, partition)?
-            .run(|instance, _| instance.snapshot());
-        run.await.map_err(|e| RequestError::queue(id, e))
+        self.on_partition(slot, partition, |instance, _| instance.snapshot())
+            .await
     }
 
     /// A partition's state and the version it was taken at: the partition
@@ -453,11 +450,8 @@ impl SlotTable {
         partition: u16,
         state: Vec<u8>,
     ) -> Result<(), RequestError> {
-        let (id, entry) = self.entry(u32::from(slot))?;
-        let run = entry
-            .worker(id, partition)?
-            .run(move |instance, _| instance.merge(&state));
-        run.await.map_err(|e| RequestError::queue(id, e))
+        self.on_partition(slot, partition, move |instance, _| instance.merge(&state))
+            .await
     }
 
     /// Makes a snapshot from a partition's owner this instance's copy.
@@ -467,10 +461,19 @@ impl SlotTable {
         partition: u16,
         state: Vec<u8>,
     ) -> Result<(), RequestError> {
+        self.on_partition(slot, partition, move |instance, _| instance.replace(&state))
+            .await
+    }
+
+    /// Runs `f` on a partition's instance in its turn, alone.
+    async fn on_partition<T: Send + 'static>(
+        &self,
+        slot: u8,
+        partition: u16,
+        f: impl FnOnce(&mut SlotInstance, Context) -> Result<T, CallError> + Send + 'static,
+    ) -> Result<T, RequestError> {
         let (id, entry) = self.entry(u32::from(slot))?;
-        let run = entry
-            .worker(id, partition)?
-            .run(move |instance, _| instance.replace(&state));
+        let run = entry.worker(id, partition)?.run(f);
         run.await.map_err(|e| RequestError::queue(id, e))
     }
 
