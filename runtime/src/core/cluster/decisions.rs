@@ -98,9 +98,14 @@ pub fn decide(cluster: &Cluster, election: &dyn Election) {
     }
 }
 
-/// Pushes the held table to every healthy peer that holds an older one.
+/// Pushes the table this instance leads to every healthy peer that holds
+/// an older one. Only the leader pushes: with mTLS a peer takes a table
+/// only from the instance it names as leader, and refuses (and counts) any
+/// other sender's.
 fn spread_table(cluster: &Cluster, pushes: &TaskTracker) {
-    let Some(table) = cluster.table() else { return };
+    let Some(table) = cluster.table().filter(|t| t.leader == cluster.me()) else {
+        return;
+    };
     for peer in cluster.peers().values() {
         if !peer.healthy() {
             continue;
