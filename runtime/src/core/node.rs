@@ -223,10 +223,12 @@ impl Node {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let table = self.cluster.table();
-            let owns = table.as_deref().is_none_or(|t| {
-                t.leader == self.me() || t.parts().any(|(_, r)| r.owner == self.me())
+            let done = table.as_deref().is_some_and(|t| {
+                t.leader != self.me()
+                    && t.parts().all(|(_, r)| r.owner != self.me())
+                    && self.replication.handed_over(t.epoch)
             });
-            if !owns && !self.replication.handing_over() {
+            if done {
                 tracing::info!("handed every slot over");
                 return;
             }

@@ -4,6 +4,7 @@
 //! the updates of the last interval plus one round trip.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +47,9 @@ pub struct Replication {
     /// What moved from here to another instance that is alive, and still
     /// waits for its final state: part → its new owner.
     handing: Mutex<BTreeMap<Part, String>>,
+    /// The epoch of the last table whose moves [`Replication::hand_over`]
+    /// has dealt with.
+    handed_for: AtomicU64,
 }
 
 impl Replication {
@@ -54,42 +58,57 @@ impl Replication {
     }
 
     /// Replicates every round until `stop`; each round also runs the
-    /// anti-entropy of the slots kept on every instance.
+    /// anti-entropy of the slots kept on every instance. Hand-overs run
+    /// beside the rounds, never behind one: a round held up by a slow
+    /// standby (up to a mesh call's timeout per standby) would otherwise
+    /// hold a final state past the new owner's wait for it.
     pub async fn run(
         self: Arc<Self>,
         cluster: Arc<Cluster>,
         everywhere: Arc<Everywhere>,
         stop: CancellationToken,
     ) {
-        let mut every = tokio::time::interval(REPLICATE_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // A new table may move slots away: their final state goes at once.
-        let mut tables = cluster.watch_routing();
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = every.tick() => {}
-                _ = tables.changed() => {}
+        let rounds = async {
+            let mut every = tokio::time::interval(REPLICATE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                everywhere.reconcile().await;
+                self.replicate_once(&cluster).await;
             }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = async {
-                    self.hand_over(&cluster).await;
-                    everywhere.reconcile().await;
-                    self.replicate_once(&cluster).await;
-                } => {}
+        };
+        let hand_overs = async {
+            let mut every = tokio::time::interval(REPLICATE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A new table may move slots away: their final state goes at
+            // once; the ticks retry pushes that timed out.
+            let mut tables = cluster.watch_routing();
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = tables.changed() => {}
+                }
+                self.hand_over(&cluster).await;
             }
+        };
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = rounds => {}
+            () = hand_overs => {}
         }
     }
 
-    /// Whether some slot or partition that moved away still waits to be
-    /// handed over.
-    pub fn handing_over(&self) -> bool {
-        !self
-            .handing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+    /// Whether everything the table of `epoch` (or a later one) moved away
+    /// from here went with its final state. Until the replication loop
+    /// has seen that table, it has not even started: a leaving instance
+    /// that took "nothing pending" for done would stop before the push.
+    pub fn handed_over(&self, epoch: u64) -> bool {
+        self.handed_for.load(Ordering::Acquire) >= epoch
+            && self
+                .handing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
     }
 
     /// Hands what moved from here to a live instance over: its final state,
@@ -115,10 +134,20 @@ impl Replication {
         for part in before.difference(&now) {
             if let Some(route) = table.route_of(part.0, part.1)
                 && route.owner != cluster.me()
+                && !cluster.moved_unserved(*part)
             {
                 handing.insert(*part, route.owner.clone());
             }
         }
+        // A later table may have moved a part on again: its final state
+        // follows it, under this table's epoch, which its owner now awaits.
+        handing.retain(|part, to| match table.route_of(part.0, part.1) {
+            Some(route) if route.owner != cluster.me() => {
+                to.clone_from(&route.owner);
+                true
+            }
+            _ => false,
+        });
         // Gone or unreachable: the new owner serves from its copy.
         handing.retain(|_, to| cluster.peers().get(to).is_some_and(|p| p.healthy()));
         let slots = cluster.slots();
@@ -155,10 +184,24 @@ impl Replication {
                         handing.remove(&part);
                     }
                 }
-                // Best effort: the new owner's wait for it is bounded.
+                // Refused by an owner a newer table replaced: it goes on to
+                // that one. Otherwise best effort: the new owner's wait for
+                // it is bounded.
                 Ok(Err(e)) => {
-                    tracing::warn!(to = %to, error = %e, "hand-over refused");
-                    for part in parts {
+                    let newer = cluster.table().filter(|t| t.epoch > table.epoch);
+                    let (follow, drop): (Vec<Part>, Vec<Part>) =
+                        parts.into_iter().partition(|part| {
+                            newer.as_deref().is_some_and(|t| {
+                                t.route_of(part.0, part.1).is_some_and(|r| r.owner != to)
+                            })
+                        });
+                    if !follow.is_empty() {
+                        tracing::info!(to = %to, parts = follow.len(), "hand-over refused by an owner a newer table replaced; following the parts to their new owner");
+                    }
+                    if !drop.is_empty() {
+                        tracing::warn!(to = %to, error = %e, "hand-over refused");
+                    }
+                    for part in drop {
                         handing.remove(&part);
                     }
                 }
@@ -166,6 +209,7 @@ impl Replication {
             }
         }
         *self.handing.lock().unwrap_or_else(|p| p.into_inner()) = handing;
+        self.handed_for.fetch_max(table.epoch, Ordering::Release);
     }
 
     /// One round: pushes every changed slot (and partition) this instance

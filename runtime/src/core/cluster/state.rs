@@ -66,6 +66,10 @@ pub struct Cluster {
     /// away: peers with an older table may still forward their requests
     /// here ([`Cluster::relay_to`]).
     moved_away: std::sync::Mutex<HashSet<(u8, u16)>>,
+    /// Slots and partitions a later table moved away from here while their
+    /// final state was still awaited: the copy here is a replica, not the
+    /// state, and is not handed over as final.
+    moved_unserved: std::sync::Mutex<HashSet<(u8, u16)>>,
 }
 
 /// A slot or partition taken over from a live owner, waiting for its
@@ -116,6 +120,7 @@ impl Cluster {
             awaited: std::sync::atomic::AtomicUsize::new(0),
             handed: tokio::sync::Notify::new(),
             moved_away: std::sync::Mutex::default(),
+            moved_unserved: std::sync::Mutex::default(),
         })
     }
 
@@ -411,11 +416,18 @@ impl Cluster {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let mut awaiting = self.awaiting.lock().unwrap_or_else(|p| p.into_inner());
         let until = Instant::now() + HANDOVER_WAIT;
+        let mut unserved = self
+            .moved_unserved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for (part, route) in next.parts() {
             if route.owner != self.me() {
-                awaiting.remove(&part);
+                if awaiting.remove(&part).is_some() {
+                    unserved.insert(part);
+                }
                 continue;
             }
+            unserved.remove(&part);
             let Some(from) = prev
                 .route_of(part.0, part.1)
                 .map(|r| r.owner.as_str())
@@ -439,6 +451,15 @@ impl Cluster {
             }
         }
         self.awaited.store(awaiting.len(), Ordering::Release);
+    }
+
+    /// Whether `part` moved away from here before its final state came:
+    /// what this instance holds of it is not the state to hand over.
+    pub fn moved_unserved(&self, part: (u8, u16)) -> bool {
+        self.moved_unserved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&part)
     }
 
     /// Whether this instance waits for the final state of `slot`'s
