@@ -198,6 +198,19 @@ impl SlotWorker {
         &self,
         f: impl FnOnce(&mut SlotInstance, Context) -> Result<T, CallError> + Send + 'static,
     ) -> Result<T, QueueError> {
+        self.queue_run(f)?.await
+    }
+
+    /// Queues `f` now, before anything queued after this returns; the
+    /// future answers once it ran.
+    pub fn queue_run<T, F>(
+        &self,
+        f: F,
+    ) -> Result<impl Future<Output = Result<T, QueueError>> + use<T, F>, QueueError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SlotInstance, Context) -> Result<T, CallError> + Send + 'static,
+    {
         let (answer, reply) = oneshot::channel();
         let work: Work = Box::new(move |instance, ctx| {
             let _ = answer.send(f(instance, ctx).map_err(QueueError::from));
@@ -206,7 +219,7 @@ impl SlotWorker {
             work,
             queued: Instant::now(),
         })?;
-        answered(reply).await.unwrap_or(Err(QueueError::Stopped))
+        Ok(async move { answered(reply).await.unwrap_or(Err(QueueError::Stopped)) })
     }
 
     fn enqueue(&self, job: Job) -> Result<(), QueueError> {

@@ -215,19 +215,26 @@ impl SlotTable {
         }
         let old = self.slots.load_full();
         let mut slots: Entries = (0..vss_config::MAX_SLOTS).map(|_| None).collect();
+        let mut moves = Vec::new();
         for def in config.slots() {
             let before = old.get(def.id.index()).and_then(Option::as_ref);
             slots[def.id.index()] = Some(match before {
                 Some(entry) if entry.def.kind == def.kind => entry.clone(),
                 Some(entry) => {
                     let fresh = Arc::new(self.start(def)?);
-                    carry_over(entry, &fresh, def);
+                    moves.extend(StateMove::prepare(entry, &fresh, def));
                     fresh
                 }
                 None => Arc::new(self.start(def)?),
             });
         }
         self.slots.store(Arc::new(slots));
+        // Only now, with requests going to the new instances (which wait
+        // for it), is the old state taken: behind every request the old
+        // instances still had queued, so none of their decisions is lost.
+        for m in moves {
+            m.finish();
+        }
         *current = (config.clone(), generation);
         self.set_generation(generation);
         tracing::info!(generation, slots = config.len(), "configuration applied");
@@ -767,36 +774,83 @@ impl SlotTable {
     }
 }
 
-/// Moves a changed slot's state into its new instances when the change
-/// keeps the state's meaning ([`SlotKind::keeps_state_of`]): each old
-/// partition's snapshot is merged into the new one. Otherwise the slot
-/// starts fresh, and the log says why. Runs off the reactor (reloads
-/// compile modules), so it may block on the slot threads.
-fn carry_over(old: &SlotEntry, new: &SlotEntry, def: &SlotDef) {
-    let slot = def.id;
-    let why = match def.kind.keeps_state_of(&old.def.kind) {
-        Ok(()) if old.workers.len() == new.workers.len() => {
-            let Ok(handle) = tokio::runtime::Handle::try_current() else {
-                tracing::warn!(%slot, "slot starts fresh: no runtime to move its state with");
-                return;
-            };
-            for (p, (from, to)) in old.workers.iter().zip(&new.workers).enumerate() {
-                let state = handle.block_on(from.run(|instance, _| instance.snapshot()));
-                let merged = match state {
-                    Ok(state) => handle.block_on(to.run(move |instance, _| instance.merge(&state))),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = merged {
-                    tracing::warn!(%slot, partition = p, error = %e, "slot's state not carried over; that part starts fresh");
+/// A changed slot's state on its way from the old instances to the new
+/// ones, when the change keeps the state's meaning
+/// ([`SlotKind::keeps_state_of`]); otherwise the slot starts fresh, and
+/// the log says why.
+struct StateMove {
+    slot: SlotId,
+    old: Arc<SlotEntry>,
+    /// Per partition: where the old state goes, and the merge's answer.
+    merges: Vec<(std::sync::mpsc::SyncSender<Vec<u8>>, MergeDone)>,
+}
+
+type MergeDone = std::pin::Pin<Box<dyn Future<Output = Result<(), QueueError>> + Send>>;
+
+impl StateMove {
+    /// Puts a merge of the old state first in each new partition's queue,
+    /// before the new instances take any request: it waits for that state,
+    /// so the requests queued behind it see the state carried over.
+    fn prepare(old: &Arc<SlotEntry>, new: &SlotEntry, def: &SlotDef) -> Option<Self> {
+        let slot = def.id;
+        let why = match def.kind.keeps_state_of(&old.def.kind) {
+            Ok(()) if old.workers.len() == new.workers.len() => {
+                let mut merges = Vec::with_capacity(new.workers.len());
+                for to in &new.workers {
+                    let (give, take) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
+                    // A move abandoned (another slot failed to load) drops
+                    // the sender: the merge ends without a state.
+                    let merge = to.queue_run(move |instance, _| match take.recv() {
+                        Ok(state) => instance.merge(&state),
+                        Err(_) => Ok(()),
+                    });
+                    match merge {
+                        Ok(done) => merges.push((give, Box::pin(done) as MergeDone)),
+                        Err(e) => {
+                            tracing::warn!(%slot, error = %e, "slot's state not carried over; it starts fresh");
+                            return None;
+                        }
+                    }
                 }
+                return Some(Self {
+                    slot,
+                    old: old.clone(),
+                    merges,
+                });
             }
-            tracing::info!(%slot, "slot changed and kept its state");
+            Ok(()) => "its number of partitions changed (maxKeys below 16)".to_string(),
+            Err(why) => why,
+        };
+        tracing::warn!(%slot, kind = def.kind.type_name(), why = %why, "slot changed and starts fresh");
+        None
+    }
+
+    /// Takes each old partition's state, behind what was queued there,
+    /// and hands it to the new one's waiting merge. Runs off the reactor
+    /// (reloads compile modules), so it may block on the slot threads.
+    fn finish(self) {
+        let slot = self.slot;
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(%slot, "slot starts fresh: no runtime to move its state with");
             return;
+        };
+        for (p, (from, (give, merged))) in self.old.workers.iter().zip(self.merges).enumerate() {
+            let moved = match handle.block_on(from.run(|instance, _| instance.snapshot())) {
+                Ok(state) => {
+                    let _ = give.send(state);
+                    handle.block_on(merged)
+                }
+                Err(e) => {
+                    drop(give);
+                    Err(e)
+                }
+            };
+            if let Err(e) = moved {
+                tracing::warn!(%slot, partition = p, error = %e, "slot's state not carried over; that part starts fresh");
+            }
         }
-        Ok(()) => "its number of partitions changed (maxKeys below 16)".to_string(),
-        Err(why) => why,
-    };
-    tracing::warn!(%slot, kind = def.kind.type_name(), why = %why, "slot changed and starts fresh");
+        tracing::info!(%slot, "slot changed and kept its state");
+    }
 }
 
 /// Which partition's instance serves a request.

@@ -81,3 +81,43 @@ async fn a_counter_made_grow_only_keeps_its_total() {
     assert!(refused.is_err(), "now grow-only: {refused:?}");
     cluster.stop().await;
 }
+
+/// Acquires keep coming while the rate is edited back and forth: every
+/// decision an old instance made before the swap is in the state carried
+/// over, so the bucket holds exactly its size minus every grant.
+#[tokio::test]
+async fn acquires_during_edits_are_all_carried_over() {
+    let cluster = TestCluster::start(&["a"]);
+    cluster.settled(&["a"]).await.expect("a table");
+    let node = cluster.node("a").clone();
+    let taker = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut granted = 0;
+            for _ in 0..600 {
+                granted += node
+                    .acquire(Origin::Client, acquire(2, "", None))
+                    .await
+                    .expect("answered")
+                    .granted;
+                tokio::task::yield_now().await;
+            }
+            granted
+        })
+    };
+    let faster = CONFIG.replace("refreshRate: 1}", "refreshRate: 2}");
+    for generation in 2..12 {
+        let yaml = if generation % 2 == 0 { &faster } else { CONFIG };
+        node.apply_config(config(yaml), generation)
+            .await
+            .expect("applied");
+    }
+    let granted = u64::from(taker.await.expect("the taker ran"));
+    let left = remaining(&node, 2, "").await;
+    assert_eq!(
+        left + granted + 1,
+        1_000,
+        "{granted} granted during the edits; {left} left"
+    );
+    cluster.stop().await;
+}
