@@ -1044,7 +1044,10 @@ impl Node {
                     if owner == self.me() && self.cluster.awaits(slot, partition, pushed.epoch) =>
                 {
                     match self.slots.replace(slot, partition, state.state).await {
-                        Ok(()) => self.cluster.handed_over(slot, partition),
+                        Ok(()) => {
+                            tracing::info!(slot, partition, from = %pushed.from, epoch = pushed.epoch, "took the final state of a slot moved here");
+                            self.cluster.handed_over(slot, partition)
+                        }
                         Err(e) => refused.push(format!("{}: {e}", what(slot))),
                     }
                 }

@@ -313,6 +313,13 @@ pub struct ClusterMetrics {
     pub returned_tokens: Family<SlotLabels, Counter>,
     /// Partitions of split slots this instance owns.
     pub partitions_owned: Gauge,
+    /// Slots and partitions handed over to their new owner with their
+    /// final state, counted by the instance that handed them.
+    pub handed_over: Counter,
+    /// Slots and partitions taken over from a live owner and served from
+    /// the replica because its final state did not come in time: what
+    /// that owner decided since the last replication round is lost.
+    pub handover_waits_expired: Counter,
 }
 
 /// How far behind this instance each standby peer is: 0 after a
@@ -445,6 +452,8 @@ impl Metrics {
             lease_decisions: Family::default(),
             returned_tokens: Family::default(),
             partitions_owned: Gauge::default(),
+            handed_over: Counter::default(),
+            handover_waits_expired: Counter::default(),
         };
         registry.register(
             "local_denials",
@@ -475,6 +484,16 @@ impl Metrics {
             "partitions_owned",
             "Partitions of split limiter slots this instance owns",
             cluster.partitions_owned.clone(),
+        );
+        registry.register(
+            "handed_over",
+            "Slots and partitions handed over to their new owner with their final state",
+            cluster.handed_over.clone(),
+        );
+        registry.register(
+            "handover_waits_expired",
+            "Slots and partitions taken over from a live owner and served from the replica because its final state did not come in time",
+            cluster.handover_waits_expired.clone(),
         );
         registry.register(
             "peer_up",

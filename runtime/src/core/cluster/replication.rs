@@ -179,7 +179,12 @@ impl Replication {
             };
             match tokio::time::timeout(MESH_CALL_TIMEOUT, peer.link().replicate(request)).await {
                 Ok(Ok(())) => {
-                    tracing::info!(to = %to, handed = parts.len(), "handed slots over with their final state");
+                    tracing::info!(to = %to, epoch = table.epoch, handed = parts.len(), parts = ?parts, "handed slots over with their final state");
+                    cluster
+                        .metrics()
+                        .cluster
+                        .handed_over
+                        .inc_by(u64::try_from(parts.len()).unwrap_or(u64::MAX));
                     for part in parts {
                         handing.remove(&part);
                     }

@@ -440,6 +440,13 @@ impl Cluster {
                 .get(&part)
                 .is_some_and(|(f, epoch)| f == from && *epoch >= next.epoch);
             if alive && !final_in {
+                tracing::info!(
+                    slot = part.0,
+                    partition = part.1,
+                    from,
+                    epoch = next.epoch,
+                    "awaiting the final state of a slot moved here"
+                );
                 awaiting.insert(
                     part,
                     Awaited {
@@ -506,6 +513,7 @@ impl Cluster {
                             from = %a.from,
                             "the previous owner did not hand over within 1 s; serving from the replicated state"
                         );
+                        self.metrics.cluster.handover_waits_expired.inc();
                         awaiting.remove(&(slot, partition));
                         self.awaited.store(awaiting.len(), Ordering::Release);
                         return;
