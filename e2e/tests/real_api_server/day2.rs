@@ -1,6 +1,6 @@
-//! Day-2 operations under live traffic: a rolling upgrade, scaling out and
-//! in, and slot edits, each while `vss-client` workers acquire from a
-//! partitioned token bucket and increment a counter through every pod.
+//! Day-2 operations under live traffic: a rolling upgrade, slot edits and
+//! evictions, each while `vss-client` workers acquire from a partitioned
+//! token bucket and increment a counter through every pod.
 //!
 //! Every scenario asserts that no call failed and checks the state
 //! exactly: the bucket's period is an hour and its refill one token an
@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex as StdMutex;
 
 use tokio::task::JoinHandle;
-use vss_client::RoutingTable;
 
 use super::*;
 
@@ -28,8 +27,8 @@ const RETYPED: u32 = 62;
 const KEYS: [&str; 6] = ["", "alpha", "bravo", "charlie", "delta", "echo"];
 const ACQUIRERS: usize = 4;
 const INCREMENTERS: usize = 2;
-/// Instances the VssCluster has at most in these scenarios.
-const MOST_PODS: u32 = 5;
+/// Instances of the VssCluster in these scenarios.
+const PODS: u32 = 3;
 
 /// Everything granted and counted since the day-2 slots were made.
 struct Ledger {
@@ -79,12 +78,10 @@ struct Traffic {
     started: Instant,
 }
 
-/// The client port of every pod the cluster may have: a client tries the
-/// slot's owner first and the others after it, so the pods that do not
-/// run yet (or any more) cost a refused connection.
+/// The client port of every pod.
 async fn endpoints(s: &Suite) -> Result<Vec<String>> {
     let pods = s.pods.lock().await;
-    (0..MOST_PODS)
+    (0..PODS)
         .map(|i| {
             Ok(format!(
                 "{}:{}",
@@ -361,38 +358,6 @@ async fn rolled_out(s: &Suite, replicas: i64) -> Result<Option<()>> {
     .then_some(()))
 }
 
-/// Every instance id a routing table names as owner or standby.
-fn named_in(table: &RoutingTable) -> Vec<String> {
-    let mut names: Vec<String> = table
-        .routes
-        .iter()
-        .flat_map(|r| {
-            [r.owner.clone(), r.standby.clone()].into_iter().chain(
-                r.partitions
-                    .iter()
-                    .flat_map(|p| [p.owner.clone(), p.standby.clone()]),
-            )
-        })
-        .filter(|n| !n.is_empty())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
-/// Owners of the limiter's partitions in a routing table.
-fn partition_owners(table: &RoutingTable) -> Vec<String> {
-    let mut owners: Vec<String> = table
-        .routes
-        .iter()
-        .filter(|r| r.slot == LIMITER)
-        .flat_map(|r| r.partitions.iter().map(|p| p.owner.clone()))
-        .collect();
-    owners.sort();
-    owners.dedup();
-    owners
-}
-
 // ---------------------------------------------------------------- scenarios
 
 /// `spec.image` of the 3-instance cluster changes while the workers call:
@@ -468,89 +433,6 @@ pub(super) async fn day2_rolling_upgrade_loses_nothing(s: &Suite) -> Result<()> 
         str_at(&sts, "/spec/template/spec/containers/0/image")
     );
     state_is_exact(s, "after the rolling upgrade").await
-}
-
-/// Scale 3 -> 5 -> 3 while the workers call: the routing table gives the
-/// new pods partitions, and after the scale-in it names no removed pod;
-/// no call fails and the state is exact.
-pub(super) async fn day2_scale_out_and_in_loses_nothing(s: &Suite) -> Result<()> {
-    ensure_day2_slots(s).await?;
-    let observer = client(s).await?;
-    let traffic = Traffic::start(s).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let outcome = async {
-        patch_cluster(s, &serde_json::json!({"spec": {"instances": 5}})).await?;
-        wait::until(
-            "5 Ready pods of the newest revision",
-            Duration::from_secs(420),
-            POLL,
-            || rolled_out(s, 5),
-        )
-        .await?;
-        let table = wait::until(
-            "a routing table giving the new pods partitions of the limiter",
-            Duration::from_secs(60),
-            POLL,
-            || async {
-                Ok(observer.routing().filter(|t| {
-                    let owners = partition_owners(t);
-                    ["demo-3", "demo-4"]
-                        .iter()
-                        .all(|p| owners.iter().any(|o| o == p))
-                }))
-            },
-        )
-        .await?;
-        println!(
-            "  scaled out: epoch {}, members {:?}, limiter partition owners {:?}",
-            table.epoch,
-            table.members,
-            partition_owners(&table)
-        );
-        patch_cluster(s, &serde_json::json!({"spec": {"instances": 3}})).await?;
-        wait::until(
-            "3 Ready pods of the newest revision",
-            Duration::from_secs(420),
-            POLL,
-            || rolled_out(s, 3),
-        )
-        .await?;
-        let table = wait::until(
-            "a routing table naming no removed pod",
-            Duration::from_secs(60),
-            POLL,
-            || async {
-                Ok(observer.routing().filter(|t| {
-                    let named = named_in(t);
-                    !t.members
-                        .iter()
-                        .chain(named.iter())
-                        .any(|n| n == "demo-3" || n == "demo-4")
-                        && !named.is_empty()
-                }))
-            },
-        )
-        .await?;
-        println!(
-            "  scaled in: epoch {}, members {:?}, named {:?}",
-            table.epoch,
-            table.members,
-            named_in(&table)
-        );
-        anyhow::Ok(())
-    }
-    .await;
-    // A little traffic on the table after the scale-in.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let tally = traffic.finish("scale 3 -> 5 -> 3").await;
-    outcome?;
-    tally?;
-    let left = pods_now(s).await?;
-    ensure!(
-        left.keys().eq(["demo-0", "demo-1", "demo-2"].iter()),
-        "pods after the scale-in: {left:?}"
-    );
-    state_is_exact(s, "after scaling 3 -> 5 -> 3").await
 }
 
 /// While the workers call, the limiter's rate and the counter's option
