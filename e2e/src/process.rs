@@ -76,12 +76,8 @@ impl Process {
 
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
     pub async fn stop(&mut self, grace: Duration) {
-        if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await;
+        if self.child.id().is_some() {
+            self.terminate().await;
             if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
                 return;
             }

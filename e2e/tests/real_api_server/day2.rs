@@ -51,6 +51,15 @@ fn key_of(k: usize) -> Option<String> {
     Some(KEYS[k].to_string()).filter(|k| !k.is_empty())
 }
 
+/// One token of the limiter's bucket for `KEYS[k]`.
+async fn take_one(client: &Client, k: usize) -> Result<vss_client::Grant, vss_client::ClientError> {
+    let opts = Acquire {
+        key: key_of(k),
+        tokens: None,
+    };
+    client.acquire(LIMITER, opts).await
+}
+
 /// What the workers did.
 #[derive(Debug, Default)]
 struct Tally {
@@ -114,11 +123,7 @@ impl Traffic {
                     tally.calls += 1;
                     if worker < ACQUIRERS {
                         let k = n % KEYS.len();
-                        let opts = Acquire {
-                            key: key_of(k),
-                            tokens: None,
-                        };
-                        match client.acquire(LIMITER, opts).await {
+                        match take_one(&client, k).await {
                             Ok(g) => tally.granted[k] += u64::from(g.granted),
                             Err(e) => tally.failed.push(format!("acquire: {e}")),
                         }
@@ -193,15 +198,7 @@ async fn state_is_exact(s: &Suite, what: &str) -> Result<()> {
             Duration::from_secs(20),
             POLL,
             || async {
-                let g = client
-                    .acquire(
-                        LIMITER,
-                        Acquire {
-                            key: key_of(k),
-                            tokens: None,
-                        },
-                    )
-                    .await?;
+                let g = take_one(&client, k).await?;
                 let granted = {
                     let mut l = ledger();
                     l.granted[k] += u64::from(g.granted);
@@ -305,15 +302,7 @@ async fn ensure_day2_slots(s: &Suite) -> Result<()> {
     // hold now, so that one scenario's loss is not counted in the next.
     let client = client(s).await?.coalescing(false);
     for (k, _) in KEYS.iter().enumerate() {
-        let g = client
-            .acquire(
-                LIMITER,
-                Acquire {
-                    key: key_of(k),
-                    tokens: None,
-                },
-            )
-            .await?;
+        let g = take_one(&client, k).await?;
         ledger().granted[k] = BUCKET - g.remaining;
     }
     let total = client.read_counter(COUNTER).await?.value;
